@@ -1,0 +1,581 @@
+#!/usr/bin/env python3
+"""Throwaway Redis and PostgreSQL servers for development, demos and tests.
+
+Standard library only: this runs before the project's virtualenv exists.
+
+Command line::
+
+    python3 scripts/services.py start [--dir DIR]   # start (or reuse) both; print export lines
+    python3 scripts/services.py env [--dir DIR]     # print export lines of running servers
+    python3 scripts/services.py stop [--dir DIR]    # stop both
+    python3 scripts/services.py ensure-binaries     # apt-get install them if missing (root)
+
+``DIR`` defaults to ``<repo>/.streamtasks/services``; Redis lives in ``DIR/redis`` and
+PostgreSQL in ``DIR/pg``. Nothing is persisted by Redis (no RDB, no AOF) and PostgreSQL
+runs with ``fsync=off``: these servers are for data you can lose.
+
+As a module (the test-suite imports it)::
+
+    redis = RedisServer(tmp / "redis"); redis.start(); redis.url
+    pg = PostgresServer(tmp / "pg"); pg.start(); pg.create_database("t1"); pg.url("t1")
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DIR = REPO_ROOT / ".streamtasks" / "services"
+HOST = "127.0.0.1"
+DEFAULT_DATABASE = "streamtasks"
+PG_SUPERUSER = "postgres"
+PG_OS_USER = "postgres"
+REDIS_START_TIMEOUT_S = 15.0
+PG_START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+POLL_INTERVAL_S = 0.05
+LOG_TAIL_LINES = 25
+APT_PACKAGES = ("redis-server", "postgresql")
+PG_FAST_SETTINGS = (
+    "fsync = off",
+    "synchronous_commit = off",
+    "full_page_writes = off",
+    "max_connections = 200",
+    "shared_buffers = 32MB",
+    "log_min_messages = warning",
+    "log_line_prefix = '%m [%p] '",
+)
+
+
+class ServiceError(RuntimeError):
+    """A server could not be found, started or stopped; the message says why."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def read_int(path: Path) -> int | None:
+    """The integer on the first line of ``path``, or None if missing or unreadable."""
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines of a log file, or a note that it is missing."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_until(check: Callable[[], object], timeout: float) -> bool:
+    """Poll ``check()`` until it returns truthy or ``timeout`` seconds pass; return the result."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(POLL_INTERVAL_S)
+    return bool(check())
+
+
+def is_root() -> bool:
+    """True when running as uid 0 (PostgreSQL must then run as the postgres OS user)."""
+    return os.geteuid() == 0
+
+
+# --------------------------------------------------------------------------- binaries
+
+
+def find_redis_server() -> Path | None:
+    """Path of redis-server (``$STREAMTASKS_REDIS_SERVER``, PATH, /usr/bin), or None."""
+    override = os.environ.get("STREAMTASKS_REDIS_SERVER")
+    if override:
+        return Path(override)
+    found = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
+    )
+    return Path(found) if found else None
+
+
+def find_pg_bindir() -> Path | None:
+    """PostgreSQL bin dir (``$STREAMTASKS_PG_BIN``, newest /usr/lib/postgresql/*/bin, PATH)."""
+    override = os.environ.get("STREAMTASKS_PG_BIN")
+    if override:
+        return Path(override)
+    candidates = glob.glob("/usr/lib/postgresql/*/bin/initdb")
+    if candidates:
+        newest = max(candidates, key=lambda p: int(Path(p).parent.parent.name.split(".")[0]))
+        return Path(newest).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def missing_binaries() -> list[str]:
+    """Names of the Debian packages whose binaries are missing."""
+    missing = []
+    if find_redis_server() is None:
+        missing.append("redis-server")
+    if find_pg_bindir() is None:
+        missing.append("postgresql")
+    return missing
+
+
+def ensure_binaries() -> None:
+    """Make sure redis-server and the PostgreSQL binaries exist.
+
+    When one is missing and we are root (and ``STREAMTASKS_NO_APT`` is not ``1``), run
+    ``apt-get update && apt-get install -y redis-server postgresql``; otherwise raise
+    ServiceError with a one-line message.
+    """
+    missing = missing_binaries()
+    if not missing:
+        return
+    if not is_root() or os.environ.get("STREAMTASKS_NO_APT") == "1":
+        raise ServiceError(
+            f"missing {', '.join(missing)}: install them (apt-get install -y "
+            f"{' '.join(APT_PACKAGES)}) or set STREAMTASKS_REDIS_SERVER / STREAMTASKS_PG_BIN"
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    print(f"services: installing {' '.join(APT_PACKAGES)} with apt-get", file=sys.stderr)
+    for argv in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *APT_PACKAGES]):
+        if subprocess.run(argv, env=env, check=False).returncode != 0:
+            raise ServiceError(f"'{' '.join(argv)}' failed; install {' '.join(missing)} by hand")
+    still = missing_binaries()
+    if still:
+        raise ServiceError(f"still missing after apt-get install: {', '.join(still)}")
+
+
+# --------------------------------------------------------------------------- redis
+
+
+def redis_ping(port: int, timeout: float = 1.0) -> bool:
+    """True if a Redis server on 127.0.0.1:``port`` answers PING with PONG."""
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """A throwaway redis-server on 127.0.0.1 without persistence, kept in ``dir``.
+
+    ``dir`` holds ``redis.pid``, ``redis.log`` and ``port``. The port is chosen once (free
+    port unless given) and kept across ``restart()``, so clients can reconnect to the same
+    URL. If a server started from the same ``dir`` is already running, ``start()`` reuses
+    it (also across processes).
+    """
+
+    def __init__(self, dir: Path | str, port: int | None = None) -> None:
+        self.dir = Path(dir).resolve()
+        self._port = port
+
+    # paths ------------------------------------------------------------------
+    @property
+    def pidfile(self) -> Path:
+        """The pid file redis-server writes."""
+        return self.dir / "redis.pid"
+
+    @property
+    def logfile(self) -> Path:
+        """The server's log file."""
+        return self.dir / "redis.log"
+
+    @property
+    def portfile(self) -> Path:
+        """The file recording the chosen port."""
+        return self.dir / "port"
+
+    # state ------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        """The server's TCP port (chosen on first use, then fixed)."""
+        if self._port is None:
+            self._port = read_int(self.portfile) or free_port()
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:PORT/0``."""
+        return f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        """The server's pid if its pid file names a live process, else None."""
+        pid = read_int(self.pidfile)
+        return pid if pid is not None and pid_alive(pid) else None
+
+    @property
+    def running(self) -> bool:
+        """True if the server process is alive."""
+        return self.pid is not None
+
+    # lifecycle --------------------------------------------------------------
+    def start(self, timeout: float = REDIS_START_TIMEOUT_S) -> RedisServer:
+        """Start the server (or reuse a running one) and wait until it answers PING."""
+        if self.running:
+            recorded = read_int(self.portfile)
+            if recorded is not None:
+                self._port = recorded
+            self._wait_ready(timeout)
+            return self
+        binary = find_redis_server()
+        if binary is None:
+            raise ServiceError("redis-server not found: run 'scripts/services.py ensure-binaries'")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.portfile.write_text(f"{self.port}\n")
+        self.pidfile.unlink(missing_ok=True)
+        result = subprocess.run(self._argv(binary), capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise ServiceError(
+                f"redis-server exited {result.returncode}: {result.stderr.strip()}\n"
+                f"{log_tail(self.logfile)}"
+            )
+        self._wait_ready(timeout)
+        return self
+
+    def _argv(self, binary: Path) -> list[str]:
+        return [
+            str(binary),
+            "--bind", HOST,
+            "--port", str(self.port),
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "yes",
+            "--protected-mode", "no",
+            "--dir", str(self.dir),
+            "--pidfile", str(self.pidfile),
+            "--logfile", str(self.logfile),
+        ]  # fmt: skip
+
+    def _wait_ready(self, timeout: float) -> None:
+        if not wait_until(lambda: redis_ping(self.port), timeout):
+            raise ServiceError(
+                f"redis-server on port {self.port} did not answer PING within {timeout:.0f}s; "
+                f"log tail ({self.logfile}):\n{log_tail(self.logfile)}"
+            )
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Stop the server with SIGTERM (nothing is saved) and wait for it to exit."""
+        self._signal_and_wait(signal.SIGTERM, timeout)
+
+    def kill(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """SIGKILL the server (a crash) and wait until the process is gone."""
+        self._signal_and_wait(signal.SIGKILL, timeout)
+
+    def restart(self) -> RedisServer:
+        """Stop and start again on the same port; all data is lost (no persistence)."""
+        self.stop()
+        return self.start()
+
+    def _signal_and_wait(self, sig: signal.Signals, timeout: float) -> None:
+        pid = self.pid
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        if not wait_until(lambda: not pid_alive(pid), timeout):
+            raise ServiceError(
+                f"redis-server pid {pid} still alive {timeout:.0f}s after {sig.name}"
+            )
+        self.pidfile.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- postgres
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on 127.0.0.1, kept in ``dir``.
+
+    ``dir/data`` is the cluster (created by initdb on first start, trust auth, superuser
+    ``postgres``, fast unsafe settings such as ``fsync=off``); ``dir`` also holds the unix
+    socket, ``postgres.log`` and ``port``. The port is chosen once and kept across
+    ``restart()``. When running as root, the server runs as the ``postgres`` OS user and
+    ``dir`` is chowned to it, so every parent of ``dir`` must be traversable by that user
+    (``/tmp/...`` is; pytest's ``tmp_path`` is not).
+    """
+
+    def __init__(self, dir: Path | str, port: int | None = None) -> None:
+        self.dir = Path(dir).resolve()
+        self._port = port
+
+    # paths ------------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        """PGDATA of the cluster."""
+        return self.dir / "data"
+
+    @property
+    def logfile(self) -> Path:
+        """The server's log file."""
+        return self.dir / "postgres.log"
+
+    @property
+    def portfile(self) -> Path:
+        """The file recording the chosen port."""
+        return self.dir / "port"
+
+    @property
+    def port(self) -> int:
+        """The server's TCP port (chosen on first use, then fixed)."""
+        if self._port is None:
+            self._port = read_int(self.portfile) or free_port()
+        return self._port
+
+    def url(self, dbname: str = DEFAULT_DATABASE) -> str:
+        """DSN ``postgresql://postgres@127.0.0.1:PORT/dbname``."""
+        return f"postgresql://{PG_SUPERUSER}@{HOST}:{self.port}/{dbname}"
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid if ``postmaster.pid`` names a live process, else None."""
+        pid = read_int(self.data_dir / "postmaster.pid")
+        return pid if pid is not None and pid_alive(pid) else None
+
+    @property
+    def running(self) -> bool:
+        """True if the postmaster is alive."""
+        return self.pid is not None
+
+    # running binaries -------------------------------------------------------
+    def _bin(self, name: str) -> str:
+        bindir = find_pg_bindir()
+        if bindir is None or not (bindir / name).exists():
+            raise ServiceError(
+                f"PostgreSQL binary {name} not found: run 'scripts/services.py ensure-binaries'"
+            )
+        return str(bindir / name)
+
+    def _run(self, argv: Sequence[str], what: str) -> str:
+        """Run a PostgreSQL tool (as the postgres OS user when root); return its stdout."""
+        full = ["runuser", "-u", PG_OS_USER, "--", *argv] if is_root() else list(argv)
+        result = subprocess.run(
+            full, capture_output=True, text=True, check=False, cwd=self.dir, timeout=300
+        )
+        if result.returncode != 0:
+            raise ServiceError(
+                f"{what} failed (exit {result.returncode}): "
+                f"{(result.stderr or result.stdout).strip()}\n"
+                f"log tail ({self.logfile}):\n{log_tail(self.logfile)}"
+            )
+        return result.stdout
+
+    def _prepare_dir(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.portfile.write_text(f"{self.port}\n")
+        if not is_root():
+            return
+        try:
+            user = pwd.getpwnam(PG_OS_USER)
+        except KeyError:
+            raise ServiceError(
+                f"OS user '{PG_OS_USER}' missing: install the postgresql package"
+            ) from None
+        self.dir.chmod(0o700)
+        for path in [self.dir, *self.dir.rglob("*")]:
+            os.lchown(path, user.pw_uid, user.pw_gid)
+        probe = subprocess.run(
+            ["runuser", "-u", PG_OS_USER, "--", "test", "-w", str(self.dir)], check=False
+        )
+        if probe.returncode != 0:
+            raise ServiceError(
+                f"the '{PG_OS_USER}' OS user cannot reach {self.dir}: use a directory whose "
+                "parents are world-traversable (e.g. under /tmp)"
+            )
+
+    def _initdb(self) -> None:
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        self._run(
+            [self._bin("initdb"), "-D", str(self.data_dir), "-U", PG_SUPERUSER, "--auth=trust",
+             "--encoding=UTF8", "--locale=C", "--no-sync"],
+            "initdb",
+        )  # fmt: skip
+        with (self.data_dir / "postgresql.conf").open("a") as conf:
+            conf.write("\n# streamtasks throwaway settings\n")
+            conf.write("\n".join(PG_FAST_SETTINGS) + "\n")
+
+    # lifecycle --------------------------------------------------------------
+    def start(self, timeout: float = PG_START_TIMEOUT_S) -> PostgresServer:
+        """Start the cluster (initdb first if needed; reuse it if running) and wait until ready.
+
+        Also creates the ``streamtasks`` database if it does not exist.
+        """
+        if self.running:
+            recorded = read_int(self.portfile)
+            if recorded is not None:
+                self._port = recorded
+        else:
+            self._prepare_dir()
+            self._initdb()
+            options = f"-p {self.port} -k '{self.dir}' -c listen_addresses={HOST}"
+            self._run(
+                [self._bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.logfile),
+                 "-o", options, "-w", "-t", str(int(timeout)), "start"],
+                "pg_ctl start",
+            )  # fmt: skip
+        self._wait_ready(timeout)
+        if not self.database_exists(DEFAULT_DATABASE):
+            self.create_database(DEFAULT_DATABASE)
+        return self
+
+    def _is_ready(self) -> bool:
+        argv = [self._bin("pg_isready"), "-q", "-h", HOST, "-p", str(self.port), "-t", "1"]
+        return subprocess.run(argv, check=False).returncode == 0
+
+    def _wait_ready(self, timeout: float) -> None:
+        if not wait_until(self._is_ready, timeout):
+            raise ServiceError(
+                f"PostgreSQL on port {self.port} not ready within {timeout:.0f}s; "
+                f"log tail ({self.logfile}):\n{log_tail(self.logfile)}"
+            )
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the cluster with ``pg_ctl stop -m mode`` (smart, fast or immediate)."""
+        if not self.running:
+            return
+        self._run(
+            [self._bin("pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w",
+             "-t", str(int(STOP_TIMEOUT_S)), "stop"],
+            "pg_ctl stop",
+        )  # fmt: skip
+
+    def restart(self, mode: str = "fast") -> PostgresServer:
+        """Stop (``mode``) and start again on the same port; committed data survives."""
+        self.stop(mode)
+        return self.start()
+
+    # SQL ----------------------------------------------------------------------
+    def psql(self, sql: str, dbname: str = "postgres") -> str:
+        """Run ``sql`` with psql as the superuser over TCP; return its unaligned output."""
+        return self._run(
+            [self._bin("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+             "-d", self.url(dbname), "-c", sql],
+            "psql",
+        ).strip()  # fmt: skip
+
+    def database_exists(self, name: str) -> bool:
+        """True if a database called ``name`` exists."""
+        literal = name.replace("'", "''")
+        return self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{literal}'") == "1"
+
+    def create_database(self, name: str) -> str:
+        """Create database ``name`` (owned by postgres) and return its DSN."""
+        self.psql(f"CREATE DATABASE {quote_ident(name)}")
+        return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop database ``name`` if it exists, disconnecting its sessions first."""
+        self.psql(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+
+
+def quote_ident(name: str) -> str:
+    """Quote ``name`` as a PostgreSQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def env_lines(redis: RedisServer, pg: PostgresServer) -> list[str]:
+    """``KEY=value`` lines for the two servers."""
+    return [f"REDIS_URL={redis.url}", f"DATABASE_URL={pg.url(DEFAULT_DATABASE)}"]
+
+
+def servers(base: Path) -> tuple[RedisServer, PostgresServer]:
+    """The Redis and PostgreSQL servers kept under ``base``."""
+    return RedisServer(base / "redis"), PostgresServer(base / "pg")
+
+
+def cmd_start(base: Path) -> None:
+    """Start (or reuse) both servers, write ``base/env`` and print export lines."""
+    ensure_binaries()
+    redis, pg = servers(base)
+    redis.start()
+    pg.start()
+    lines = env_lines(redis, pg)
+    (base / "env").write_text("\n".join(lines) + "\n")
+    print("\n".join(f"export {line}" for line in lines))
+
+
+def cmd_env(base: Path) -> None:
+    """Print export lines for both servers; fail if either is not running."""
+    redis, pg = servers(base)
+    if not (redis.running and pg.running):
+        raise ServiceError(f"services in {base} are not running: run 'services.py start'")
+    print("\n".join(f"export {line}" for line in env_lines(redis, pg)))
+
+
+def cmd_stop(base: Path) -> None:
+    """Stop both servers (if running) and remove ``base/env``."""
+    redis, pg = servers(base)
+    redis.stop()
+    pg.stop()
+    (base / "env").unlink(missing_ok=True)
+    print(f"services in {base} stopped", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run one subcommand; exit 1 with a message on failure."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("start", "start or reuse Redis and PostgreSQL; print export lines"),
+        ("stop", "stop both servers"),
+        ("env", "print export lines for the running servers"),
+    ):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state directory")
+    sub.add_parser("ensure-binaries", help="install redis-server/postgresql if missing (root)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "ensure-binaries":
+            ensure_binaries()
+        else:
+            {"start": cmd_start, "stop": cmd_stop, "env": cmd_env}[args.command](args.dir.resolve())
+    except ServiceError as exc:
+        print(f"services.py {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
