@@ -1,0 +1,285 @@
+"""Shared fixtures: throwaway Redis and PostgreSQL servers, Ray, and subprocess helpers.
+
+Fixtures (all fail the test, never skip it, when a service cannot be started):
+
+- ``redis_server`` (session): a throwaway ``RedisServer`` (see ``scripts/services.py``) with
+  ``.url``, ``.port``, ``.running``, ``.restart()``, ``.stop()``, ``.start()``, ``.kill()``.
+- ``redis_url`` (session): its URL. ``redis`` (function): an async client
+  (``decode_responses=False``) on a freshly FLUSHALLed server.
+- ``pg_server`` (session): a throwaway ``PostgresServer`` with ``.url(dbname)``,
+  ``.create_database(name)``, ``.restart()``, ``.stop(mode)``, ``.start()``, ``.port``.
+- ``database_url`` (function): DSN of a new, empty database for this test.
+- ``ray_address`` (session): Ray started once in this process; the GCS address that worker
+  subprocesses join with ``--ray-address``. Only tests that ask for it pay for Ray.
+- ``spawn`` (function): ``spawn(argv, env=..., cwd=..., name=...) -> ManagedProcess``,
+  started, logs under ``tmp_path``, killed (with descendants) after the test.
+
+Environment: ``STREAMTASKS_TEST_REDIS_URL`` / ``STREAMTASKS_TEST_DATABASE_URL`` use existing
+servers instead of throwaway ones; tests that restart or stop a server then fail with a
+message saying they need a throwaway server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+TESTS_DIR = Path(__file__).resolve().parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+
+from support import load_services  # noqa: E402 - needs the sys.path entry above
+from support.procs import ManagedProcess  # noqa: E402 - needs the sys.path entry above
+
+REDIS_URL_ENV = "STREAMTASKS_TEST_REDIS_URL"
+DATABASE_URL_ENV = "STREAMTASKS_TEST_DATABASE_URL"
+RAY_NUM_CPUS = 2
+
+services = load_services()
+
+
+class RedisServerLike(Protocol):
+    """What tests may use of ``redis_server``."""
+
+    url: str
+    port: int
+    running: bool
+
+    def start(self) -> Any: ...
+    def stop(self) -> None: ...
+    def restart(self) -> Any: ...
+    def kill(self) -> None: ...
+
+
+class PostgresServerLike(Protocol):
+    """What tests may use of ``pg_server``."""
+
+    port: int
+
+    def url(self, dbname: str = ...) -> str: ...
+    def create_database(self, name: str) -> str: ...
+    def start(self) -> Any: ...
+    def stop(self, mode: str = ...) -> None: ...
+    def restart(self) -> Any: ...
+
+
+def _needs_throwaway(kind: str, env: str) -> NoReturn:
+    pytest.fail(
+        f"this test restarts or stops {kind}: it needs a throwaway server, "
+        f"but {env} points at an external one (unset it)",
+        pytrace=False,
+    )
+
+
+class ExternalRedis:
+    """An existing Redis server from ``STREAMTASKS_TEST_REDIS_URL``; cannot be restarted."""
+
+    running = True
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.port = urlsplit(url).port or 6379
+
+    def start(self) -> ExternalRedis:
+        return self
+
+    def stop(self) -> None:
+        _needs_throwaway("Redis", REDIS_URL_ENV)
+
+    def restart(self) -> NoReturn:
+        _needs_throwaway("Redis", REDIS_URL_ENV)
+
+    def kill(self) -> None:
+        _needs_throwaway("Redis", REDIS_URL_ENV)
+
+
+class ExternalPostgres:
+    """An existing PostgreSQL from ``STREAMTASKS_TEST_DATABASE_URL``; cannot be restarted."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self.port = urlsplit(url).port or 5432
+
+    def url(self, dbname: str | None = None) -> str:
+        """The configured DSN, with its database replaced by ``dbname`` if given."""
+        if dbname is None:
+            return self._url
+        parts = urlsplit(self._url)
+        return urlunsplit(parts._replace(path=f"/{dbname}"))
+
+    def create_database(self, name: str) -> str:
+        """Create database ``name`` on the external server and return its DSN."""
+        _run_in_thread(_execute(self._url, f'CREATE DATABASE "{name}"'))
+        return self.url(name)
+
+    def start(self) -> ExternalPostgres:
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        _needs_throwaway("PostgreSQL", DATABASE_URL_ENV)
+
+    def restart(self) -> NoReturn:
+        _needs_throwaway("PostgreSQL", DATABASE_URL_ENV)
+
+
+async def _execute(dsn: str, sql: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _run_in_thread(coro: Any) -> None:
+    """Run ``coro`` to completion on a private loop in another thread (from sync code)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, coro).result()
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServerLike]:
+    """A throwaway Redis (no persistence) for the session, or the external one if configured."""
+    external = os.environ.get(REDIS_URL_ENV)
+    if external:
+        yield ExternalRedis(external)
+        return
+    server = services.RedisServer(tmp_path_factory.mktemp("redis"))
+    try:
+        server.start()
+    except (services.ServiceError, OSError) as exc:
+        pytest.fail(f"could not start a throwaway redis-server: {exc}", pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServerLike) -> str:
+    """URL of the session's Redis server."""
+    return redis_server.url
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """An async Redis client (bytes responses) on a server emptied with FLUSHALL."""
+    client = aioredis.Redis.from_url(redis_url, decode_responses=False)
+    await client.flushall()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServerLike]:
+    """A throwaway PostgreSQL cluster for the session, or the external one if configured.
+
+    The cluster lives in a fresh directory under the system temp dir (not pytest's
+    ``tmp_path``, which the ``postgres`` OS user cannot reach when tests run as root) and
+    is deleted at the end.
+    """
+    external = os.environ.get(DATABASE_URL_ENV)
+    if external:
+        yield ExternalPostgres(external)
+        return
+    base = Path(tempfile.mkdtemp(prefix="streamtasks-pg-"))
+    server = services.PostgresServer(base)
+    try:
+        server.start()
+    except (services.ServiceError, OSError) as exc:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.fail(f"could not start a throwaway PostgreSQL: {exc}", pytrace=False)
+    yield server
+    try:
+        server.stop("immediate")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+async def database_url(pg_server: PostgresServerLike) -> str:
+    """DSN of an empty database for this test.
+
+    On the throwaway server: a new database ``t_<8 hex>``. With
+    ``STREAMTASKS_TEST_DATABASE_URL``: that database, with its ``public`` schema dropped
+    and recreated.
+    """
+    if isinstance(pg_server, ExternalPostgres):
+        dsn = pg_server.url()
+        await _execute(dsn, "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
+        return dsn
+    name = f"t_{uuid.uuid4().hex[:8]}"
+    try:
+        return await asyncio.to_thread(pg_server.create_database, name)
+    except services.ServiceError as exc:
+        pytest.fail(f"could not create database {name}: {exc}", pytrace=False)
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> Iterator[str]:
+    """Start Ray once in this process; return the GCS address subprocesses can join."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    import ray
+
+    try:
+        ray.init(num_cpus=RAY_NUM_CPUS, include_dashboard=False, log_to_driver=False)
+    except Exception as exc:  # any failure to start Ray fails the test
+        pytest.fail(f"could not start Ray: {exc}", pytrace=False)
+    try:
+        yield str(ray.get_runtime_context().gcs_address)
+    finally:
+        ray.shutdown()
+
+
+# --------------------------------------------------------------------------- processes
+
+
+Spawn = Callable[..., ManagedProcess]
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Spawn]:
+    """Factory that starts ``ManagedProcess``es with logs in ``tmp_path/<name>-<n>``.
+
+    Call as ``spawn(argv, env=None, cwd=None, name=None)``; every process still alive at
+    the end of the test is SIGKILLed together with its descendants.
+    """
+    started: list[ManagedProcess] = []
+
+    def _spawn(
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | str | None = None,
+        name: str | None = None,
+    ) -> ManagedProcess:
+        label = name or Path(str(argv[0])).name
+        log_dir = tmp_path / f"{label}-{len(started)}"
+        proc = ManagedProcess(argv, log_dir=log_dir, env=env, cwd=cwd, name=label)
+        started.append(proc)
+        return proc.start()
+
+    yield _spawn
+    for proc in started:
+        proc.kill9()
