@@ -1,0 +1,139 @@
+"""Built-in adserving handlers: training data and inference results into PostgreSQL.
+
+``streamtasks worker streamtasks.builtins:registry`` is the zero-code deployment, and
+``my_registry.include(streamtasks.builtins.registry)`` composes it with your handlers.
+
+Environment, read once when this module is imported:
+
+* ``TRAINING_DATA_STREAM`` (default ``training_data_stream``) and
+  ``INFERENCE_RESULTS_STREAM`` (default ``inference_results_stream``): the streams served;
+* ``CONSUMER_BATCH_SIZE`` (default 1000): entries per batch (one Ray task, one transaction);
+* ``DATABASE_URL`` or ``DATABASE_HOST``/``PORT``/``NAME``/``USER``/``PASSWORD``: read in
+  the worker process when its connection pool is first needed.
+
+Each batch is parsed entry by entry (:mod:`.records`): a bad entry is dead-lettered with
+its reason, its batch-mates are stored with one idempotent ``COPY`` + ``INSERT`` (:mod:`.store`).
+A database error fails the whole batch, which the worker retries with backoff.
+:func:`make_registry` builds a registry with other names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar
+
+from ..config import (
+    DEFAULT_CONSUMER_BATCH_SIZE,
+    DEFAULT_INFERENCE_STREAM,
+    DEFAULT_TRAINING_STREAM,
+    DatabaseConfig,
+    env_int,
+    env_stream,
+)
+from ..db import create_pool
+from ..errors import DecodeError
+from ..message import Message
+from ..registry import Registry, Resource
+from .records import InferenceRecord, TrainingRecord, parse_inference, parse_training
+from .store import store_inference, store_training
+
+__all__ = [
+    "DEFAULT_GROUP",
+    "InferenceRecord",
+    "TrainingRecord",
+    "database_pool",
+    "make_registry",
+    "parse_inference",
+    "parse_training",
+    "registry",
+    "store_inference",
+    "store_training",
+]
+
+#: Consumer group of the built-in registry.
+DEFAULT_GROUP = "streamtasks-adserving"
+#: Retries of a failed batch (PostgreSQL down): with the backoff cap below, ~7 minutes on
+#: average before the entries are dead-lettered.
+DEFAULT_MAX_RETRIES = 20
+DEFAULT_BACKOFF_MAX = 60.0
+
+R = TypeVar("R")
+Failures = dict[str, Exception]
+
+
+@Resource
+async def database_pool() -> AsyncIterator[Any]:
+    """One asyncpg pool per worker process, configured from the environment."""
+    pool = await create_pool(DatabaseConfig.from_env().dsn)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+def _parse_all(msgs: Sequence[Message], parse: Callable[[Message], R]) -> tuple[list[R], Failures]:
+    records: list[R] = []
+    failures: Failures = {}
+    for msg in msgs:
+        try:
+            records.append(parse(msg))
+        except DecodeError as exc:
+            failures[msg.id] = exc
+    return records, failures
+
+
+async def store_training_batch(msgs: list[Message]) -> Failures | None:
+    """Batch handler: store the valid training entries, fail the invalid ones."""
+    records, failures = _parse_all(msgs, parse_training)
+    if records:
+        pool = await database_pool.get()
+        async with pool.acquire() as conn:
+            await store_training(conn, records)
+    return failures or None
+
+
+async def store_inference_batch(msgs: list[Message]) -> Failures | None:
+    """Batch handler: store the valid inference entries, fail the invalid ones."""
+    records, failures = _parse_all(msgs, parse_inference)
+    if records:
+        pool = await database_pool.get()
+        async with pool.acquire() as conn:
+            await store_inference(conn, records)
+    return failures or None
+
+
+def make_registry(
+    group: str = DEFAULT_GROUP,
+    training_stream: str = DEFAULT_TRAINING_STREAM,
+    inference_stream: str = DEFAULT_INFERENCE_STREAM,
+    *,
+    batch_size: int = DEFAULT_CONSUMER_BATCH_SIZE,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    backoff_max: float = DEFAULT_BACKOFF_MAX,
+    **options: Any,
+) -> Registry:
+    """A registry serving the built-in handlers on the given streams.
+
+    ``options`` go to :meth:`Registry.stream_handler` for both handlers.
+    """
+    reg = Registry(group=group)
+    reg.resources.append(database_pool)
+    handler_options: dict[str, Any] = {
+        "batch": True,
+        "batch_size": batch_size,
+        "max_retries": max_retries,
+        "backoff_max": backoff_max,
+        **options,
+    }
+    reg.stream_handler(training_stream, **handler_options)(store_training_batch)
+    reg.stream_handler(inference_stream, **handler_options)(store_inference_batch)
+    return reg
+
+
+#: The built-in registry, named from the environment at import.
+registry = make_registry(
+    training_stream=env_stream(os.environ, "TRAINING_DATA_STREAM", DEFAULT_TRAINING_STREAM),
+    inference_stream=env_stream(os.environ, "INFERENCE_RESULTS_STREAM", DEFAULT_INFERENCE_STREAM),
+    batch_size=env_int(os.environ, "CONSUMER_BATCH_SIZE", DEFAULT_CONSUMER_BATCH_SIZE, minimum=1),
+)

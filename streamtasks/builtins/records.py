@@ -1,0 +1,292 @@
+"""Typed records of the adserving wire format, and their validating parsers.
+
+Wire format (flat string fields; structured values JSON-encoded):
+
+* ``training_data_stream``: ``model_name``, ``request_id``, ``input_data`` (JSON),
+  optional ``metadata`` (a JSON object), optional ``source_ip`` (an IPv4/IPv6 address).
+* ``inference_results_stream``: ``model_name``, ``request_id``, ``prediction`` (JSON),
+  ``confidence`` and ``anomaly_score`` (finite numbers), optional ``is_anomaly``
+  (``true``/``false``/``1``/``0``, default false), ``processing_time_ms`` (a number >= 0),
+  optional ``metadata`` (a JSON object).
+* Both: optional reserved fields ``_st_mid`` (message id: the idempotency key) and ``_st_ts``
+  (producer time in ms: ``created_at``).
+
+:func:`parse_training` and :func:`parse_inference` accept exactly what PostgreSQL can store
+and raise :class:`~streamtasks.errors.DecodeError` for anything else, with one of these
+reasons: ``missing_field``, ``invalid_json``, ``wrong_type``, ``invalid_value``,
+``nul_byte``, ``lone_surrogate``, ``too_deep``, ``too_large``. They are pure and on the hot
+path: each JSON field is decoded once, and the original text is kept so the store can pass
+it to ``jsonb`` as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Any, ClassVar
+
+from attrs import frozen
+
+from ..errors import DecodeError
+from ..message import Message
+
+#: Longest ``model_name`` / ``request_id`` accepted (characters).
+MAX_NAME_LENGTH = 256
+#: Longest idempotency key (the producer's ``_st_mid``) accepted (characters).
+MAX_KEY_LENGTH = 512
+#: Deepest JSON nesting accepted (arrays and objects).
+MAX_JSON_DEPTH = 64
+#: Longest number literal accepted in JSON, and the largest decimal exponent: both far inside
+#: what PostgreSQL's numeric (and so jsonb) can hold, which ``1e-20000`` is not.
+MAX_NUMBER_LENGTH = 1000
+MAX_NUMBER_EXPONENT = 1000
+
+IPAddress = IPv4Address | IPv6Address
+
+_BOOLS = {"true": True, "false": False, "1": True, "0": False}
+_EMPTY_OBJECT = "{}"
+
+
+def _parse_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_LENGTH:
+        raise ValueError("number literal too long")
+    e = text.find("e")
+    if e < 0:
+        e = text.find("E")
+    if e >= 0 and abs(int(text[e + 1 :])) > MAX_NUMBER_EXPONENT:
+        raise ValueError(f"number {text[:40]!r} out of range")
+    return float(text)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_float=_parse_float, parse_constant=_reject_constant)
+
+
+@frozen
+class TrainingRecord:
+    """One validated training-data entry. JSON fields keep their decoded value and text."""
+
+    model_name: str
+    request_id: str
+    input_data: Any
+    input_data_json: str
+    metadata: Mapping[str, Any]
+    metadata_json: str
+    source_ip: IPAddress | None
+    created_at: datetime
+    idempotency_key: str
+    stream: str
+    entry_id: str
+
+    #: Table columns, in the order of :meth:`as_row`.
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "model_name", "request_id", "input_data", "metadata", "source_ip",
+        "created_at", "idempotency_key", "stream", "entry_id",
+    )  # fmt: skip
+
+    def as_row(self) -> tuple[Any, ...]:
+        """The row for ``COPY`` (jsonb columns as JSON text)."""
+        return (
+            self.model_name, self.request_id, self.input_data_json, self.metadata_json,
+            self.source_ip, self.created_at, self.idempotency_key, self.stream, self.entry_id,
+        )  # fmt: skip
+
+
+@frozen
+class InferenceRecord:
+    """One validated inference-result entry."""
+
+    model_name: str
+    request_id: str
+    prediction: Any
+    prediction_json: str
+    confidence: float
+    anomaly_score: float
+    is_anomaly: bool
+    processing_time_ms: float
+    metadata: Mapping[str, Any]
+    metadata_json: str
+    created_at: datetime
+    idempotency_key: str
+    stream: str
+    entry_id: str
+
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "model_name", "request_id", "prediction", "confidence", "anomaly_score", "is_anomaly",
+        "processing_time_ms", "metadata", "created_at", "idempotency_key", "stream", "entry_id",
+    )  # fmt: skip
+
+    def as_row(self) -> tuple[Any, ...]:
+        """The row for ``COPY`` (jsonb columns as JSON text)."""
+        return (
+            self.model_name, self.request_id, self.prediction_json, self.confidence,
+            self.anomaly_score, self.is_anomaly, self.processing_time_ms, self.metadata_json,
+            self.created_at, self.idempotency_key, self.stream, self.entry_id,
+        )  # fmt: skip
+
+
+def parse_training(msg: Message) -> TrainingRecord:
+    """Validate a training-data entry; raises :class:`DecodeError` with a reason code."""
+    fields = msg.fields
+    input_data, input_json = _json_field(fields, "input_data")
+    metadata, metadata_json = _metadata(fields)
+    return TrainingRecord(
+        model_name=_name(fields, "model_name"),
+        request_id=_name(fields, "request_id"),
+        input_data=input_data,
+        input_data_json=input_json,
+        metadata=metadata,
+        metadata_json=metadata_json,
+        source_ip=_source_ip(fields.get("source_ip")),
+        created_at=msg.produced_at,
+        idempotency_key=_key(msg),
+        stream=msg.stream,
+        entry_id=msg.id,
+    )
+
+
+def parse_inference(msg: Message) -> InferenceRecord:
+    """Validate an inference-result entry; raises :class:`DecodeError` with a reason code."""
+    fields = msg.fields
+    prediction, prediction_json = _json_field(fields, "prediction")
+    metadata, metadata_json = _metadata(fields)
+    processing_time = _number(fields, "processing_time_ms")
+    if processing_time < 0:
+        raise DecodeError("invalid_value", "field 'processing_time_ms' must be >= 0")
+    return InferenceRecord(
+        model_name=_name(fields, "model_name"),
+        request_id=_name(fields, "request_id"),
+        prediction=prediction,
+        prediction_json=prediction_json,
+        confidence=_number(fields, "confidence"),
+        anomaly_score=_number(fields, "anomaly_score"),
+        is_anomaly=_bool(fields.get("is_anomaly"), "is_anomaly"),
+        processing_time_ms=processing_time,
+        metadata=metadata,
+        metadata_json=metadata_json,
+        created_at=msg.produced_at,
+        idempotency_key=_key(msg),
+        stream=msg.stream,
+        entry_id=msg.id,
+    )
+
+
+def _required(fields: Mapping[str, str], name: str) -> str:
+    raw = fields.get(name)
+    if raw is None:
+        raise DecodeError("missing_field", f"field {name!r} is missing")
+    return raw
+
+
+def _check_text(text: str, what: str) -> None:
+    """PostgreSQL text cannot hold NUL, nor (as UTF-8) a lone surrogate."""
+    if "\x00" in text:
+        raise DecodeError("nul_byte", f"{what} contains a NUL character")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DecodeError("lone_surrogate", f"{what} contains a lone surrogate") from None
+
+
+def _name(fields: Mapping[str, str], name: str) -> str:
+    raw = _required(fields, name)
+    if not raw:
+        raise DecodeError("invalid_value", f"field {name!r} is empty")
+    if len(raw) > MAX_NAME_LENGTH:
+        raise DecodeError("too_large", f"field {name!r} is longer than {MAX_NAME_LENGTH}")
+    _check_text(raw, f"field {name!r}")
+    return raw
+
+
+def _key(msg: Message) -> str:
+    key = msg.idempotency_key
+    if len(key) > MAX_KEY_LENGTH:
+        raise DecodeError("too_large", f"message id is longer than {MAX_KEY_LENGTH}")
+    _check_text(key, "message id")
+    return key
+
+
+def _json_field(fields: Mapping[str, str], name: str) -> tuple[Any, str]:
+    return _decode_json(_required(fields, name), name)
+
+
+def _decode_json(raw: str, name: str) -> tuple[Any, str]:
+    _check_text(raw, f"field {name!r}")
+    # Cheap bounds first: nesting cannot exceed the number of brackets, and a decoded
+    # string can only hold NUL or a surrogate if the text has a \u escape.
+    may_be_deep = raw.count("[") + raw.count("{") > MAX_JSON_DEPTH
+    has_escapes = "\\u" in raw
+    try:
+        value = _DECODER.decode(raw)
+    except RecursionError:
+        raise DecodeError("too_deep", f"field {name!r} nests too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, numbers out of range, int digit limit
+        raise DecodeError("invalid_json", f"field {name!r}: {exc}") from None
+    if may_be_deep or has_escapes:
+        _check_tree(value, name)
+    return value, raw
+
+
+def _check_tree(value: Any, name: str) -> None:
+    """Walk decoded JSON iteratively: depth <= MAX_JSON_DEPTH, every string storable."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            _check_text(node, f"a string in field {name!r}")
+        elif isinstance(node, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise DecodeError("too_deep", f"field {name!r} nests over {MAX_JSON_DEPTH} levels")
+            if isinstance(node, dict):
+                stack.extend((k, depth) for k in node)
+                stack.extend((v, depth + 1) for v in node.values())
+            else:
+                stack.extend((v, depth + 1) for v in node)
+
+
+def _metadata(fields: Mapping[str, str]) -> tuple[Mapping[str, Any], str]:
+    raw = fields.get("metadata")
+    if raw is None or raw == "":
+        return {}, _EMPTY_OBJECT
+    value, text = _decode_json(raw, "metadata")
+    if not isinstance(value, dict):
+        raise DecodeError("wrong_type", "field 'metadata' must be a JSON object")
+    return value, text
+
+
+def _number(fields: Mapping[str, str], name: str) -> float:
+    raw = _required(fields, name)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise DecodeError("wrong_type", f"field {name!r} is not a number") from None
+    if not math.isfinite(value):
+        raise DecodeError("invalid_value", f"field {name!r} must be finite")
+    return value
+
+
+def _bool(raw: str | None, name: str) -> bool:
+    if raw is None or raw == "":
+        return False
+    value = _BOOLS.get(raw)
+    if value is None:
+        value = _BOOLS.get(raw.strip().lower())
+        if value is None:
+            raise DecodeError("wrong_type", f"field {name!r} must be true/false/1/0")
+    return value
+
+
+def _source_ip(raw: str | None) -> IPAddress | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        return ip_address(raw)
+    except ValueError:
+        raise DecodeError("invalid_value", "field 'source_ip' is not an IP address") from None

@@ -1,0 +1,128 @@
+"""Idempotent batch writes of adserving records: COPY into staging, then INSERT ... ON CONFLICT.
+
+One batch is one transaction: the records are ``COPY``-ed (binary) into a per-session
+temporary staging table, then moved into the target table with ``INSERT ... SELECT ... ON
+CONFLICT (idempotency_key) DO NOTHING``. A record whose key is already stored (a
+redelivered entry, a producer's retry under the same message id) makes no second row, and
+neither does a key that appears twice in one batch.
+
+On TimescaleDB (``schema/002_timescaledb.sql``) the key lives in a side table
+``<table>_keys``, because a hypertable cannot have a unique index without its time column;
+the insert then goes through that table in the same statement. The store detects which
+schema it talks to once per connection.
+
+Connection errors are not caught: the batch fails as a whole and the worker retries it.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+import asyncpg
+
+from ..errors import ConfigError
+from .records import InferenceRecord, TrainingRecord
+
+TRAINING_TABLE = "training_data"
+INFERENCE_TABLE = "inference_results"
+_STAGING_PREFIX = "st_stage_"
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+
+
+class _Record(Protocol):
+    @property
+    def idempotency_key(self) -> str: ...
+
+    def as_row(self) -> tuple[Any, ...]: ...
+
+
+class _Plan:
+    """What one connection knows about one target table: its staging table and INSERT."""
+
+    __slots__ = ("insert", "staging")
+
+    def __init__(self, staging: str, insert: str) -> None:
+        self.staging = staging
+        self.insert = insert
+
+
+# Plans per raw connection (not per pool proxy): the staging table is a session object.
+_plans: weakref.WeakKeyDictionary[Any, dict[str, _Plan]] = weakref.WeakKeyDictionary()
+
+
+async def store_training(conn: Any, records: Iterable[TrainingRecord], *, table: str = TRAINING_TABLE) -> int:
+    """Store training records in one transaction; returns the number of new rows."""
+    return await _store(conn, records, table, TrainingRecord.COLUMNS)
+
+
+async def store_inference(
+    conn: Any, records: Iterable[InferenceRecord], *, table: str = INFERENCE_TABLE
+) -> int:
+    """Store inference records in one transaction; returns the number of new rows."""
+    return await _store(conn, records, table, InferenceRecord.COLUMNS)
+
+
+async def _store(conn: Any, records: Iterable[_Record], table: str, columns: Sequence[str]) -> int:
+    # The first record of each key wins; the database would do the same, but staging
+    # duplicates would make the TimescaleDB statement insert both.
+    unique: dict[str, tuple[Any, ...]] = {}
+    for record in records:
+        unique.setdefault(record.idempotency_key, record.as_row())
+    if not unique:
+        return 0
+    raw = _raw_connection(conn)
+    plan = await _plan(conn, raw, table, columns)
+    try:
+        async with conn.transaction():
+            await conn.copy_records_to_table(plan.staging, records=list(unique.values()), columns=columns)
+            status: str = await conn.execute(plan.insert)
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidColumnReferenceError):
+        # The staging table was discarded, or the schema changed under us (002 applied):
+        # forget what we knew; the worker retries the batch with a fresh plan.
+        _plans.pop(raw, None)
+        raise
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _raw_connection(conn: Any) -> Any:
+    # A pool hands out proxies, a new one per acquire; the session is the connection below.
+    return getattr(conn, "_con", None) or conn
+
+
+async def _plan(conn: Any, raw: Any, table: str, columns: Sequence[str]) -> _Plan:
+    per_table = _plans.setdefault(raw, {})
+    plan = per_table.get(table)
+    if plan is None:
+        plan = await _make_plan(conn, table, columns)
+        per_table[table] = plan
+    return plan
+
+
+async def _make_plan(conn: Any, table: str, columns: Sequence[str]) -> _Plan:
+    if not _IDENTIFIER.match(table):
+        raise ConfigError(f"invalid table name {table!r}")
+    staging = _STAGING_PREFIX + table
+    # Outside the batch transaction, so a rolled-back batch cannot take the table with it.
+    await conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    keys_table = await conn.fetchval("SELECT to_regclass($1)::text", f"{table}_keys")
+    cols = ", ".join(columns)
+    if keys_table is None:
+        insert = (
+            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {staging} "
+            f"ON CONFLICT (idempotency_key) DO NOTHING"
+        )
+    else:
+        scols = ", ".join(f"s.{c}" for c in columns)
+        insert = (
+            f"WITH fresh AS (INSERT INTO {table}_keys (idempotency_key, created_at) "
+            f"SELECT idempotency_key, created_at FROM {staging} "
+            f"ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key) "
+            f"INSERT INTO {table} ({cols}) SELECT {scols} FROM {staging} s "
+            f"JOIN fresh USING (idempotency_key)"
+        )
+    return _Plan(staging, insert)
