@@ -1,0 +1,258 @@
+"""Configuration: attrs classes read from the environment and a ``.env`` file.
+
+Every value has a documented environment variable; a value that cannot be used raises
+:class:`~streamtasks.errors.ConfigError` naming the variable. Passwords are kept out of
+``repr`` and logs (see :func:`streamtasks.logs.redact`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from urllib.parse import quote, urlsplit
+
+from attrs import field, frozen
+
+from .errors import ConfigError
+
+
+def env_int(environ: Mapping[str, str], name: str, default: int, minimum: int | None = None) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be >= {minimum}")
+    return value
+
+
+@frozen
+class RedisConfig:
+    """Where Redis is.
+
+    ``REDIS_URL`` wins over ``REDIS_HOST``/``REDIS_PORT``/``REDIS_PASSWORD``/``REDIS_DB``.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+    password: str | None = field(default=None, repr=False)
+    url_override: str | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        """The connection URL, password included: never log it (use :attr:`safe_url`)."""
+        if self.url_override:
+            return self.url_override
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/{self.db}"
+
+    @property
+    def safe_url(self) -> str:
+        from .logs import redact
+
+        return redact(self.url)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RedisConfig:
+        env = os.environ if environ is None else environ
+        url = env.get("REDIS_URL") or None
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("redis", "rediss", "unix"):
+                raise ConfigError(f"REDIS_URL has scheme {parts.scheme!r}; use redis:// or rediss://")
+            try:
+                port = parts.port or 6379
+            except ValueError:
+                raise ConfigError("REDIS_URL has an invalid port") from None
+            return cls(host=parts.hostname or "127.0.0.1", port=port, url_override=url)
+        return cls(
+            host=env.get("REDIS_HOST") or "127.0.0.1",
+            port=env_int(env, "REDIS_PORT", 6379, minimum=1),
+            db=env_int(env, "REDIS_DB", 0, minimum=0),
+            password=env.get("REDIS_PASSWORD") or None,
+        )
+
+
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_DB_SCHEMES = ("postgres", "postgresql")
+
+#: Default stream names of the built-in handlers.
+DEFAULT_TRAINING_STREAM = "training_data_stream"
+DEFAULT_INFERENCE_STREAM = "inference_results_stream"
+DEFAULT_CONSUMER_BATCH_SIZE = 1000
+DEFAULT_BLOCK_MS = 1000
+
+
+def env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    """``true``/``false``/``1``/``0``/``yes``/``no`` (any case); anything else is an error."""
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (use true/false/1/0/yes/no)")
+
+
+def env_stream(environ: Mapping[str, str], name: str, default: str) -> str:
+    """A stream name from ``name``, validated like every stream name."""
+    from .keys import validate_name
+
+    value = environ.get(name) or default
+    try:
+        return validate_name("stream", value)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+@frozen
+class DatabaseConfig:
+    """Where PostgreSQL is. ``DATABASE_URL`` wins over the ``DATABASE_*`` variables."""
+
+    host: str = "127.0.0.1"
+    port: int = 5432
+    name: str = "streamtasks"
+    user: str = "postgres"
+    password: str | None = field(default=None, repr=False)
+    url_override: str | None = field(default=None, repr=False)
+
+    @property
+    def dsn(self) -> str:
+        """The connection URL, password included: never log it (use :attr:`safe_dsn`)."""
+        if self.url_override:
+            return self.url_override
+        auth = quote(self.user, safe="")
+        if self.password:
+            auth += ":" + quote(self.password, safe="")
+        return f"postgresql://{auth}@{self.host}:{self.port}/{quote(self.name, safe='')}"
+
+    @property
+    def safe_dsn(self) -> str:
+        from .logs import redact
+
+        return redact(self.dsn)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DatabaseConfig:
+        """Read ``DATABASE_URL`` or ``DATABASE_HOST/PORT/NAME/USER/PASSWORD``.
+
+        The password is registered with :func:`streamtasks.logs.register_secret`.
+        """
+        from .logs import register_secret
+
+        env = os.environ if environ is None else environ
+        url = env.get("DATABASE_URL") or None
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in _DB_SCHEMES:
+                raise ConfigError(f"DATABASE_URL has scheme {parts.scheme!r}; use postgresql://")
+            try:
+                port = parts.port or 5432
+            except ValueError:
+                raise ConfigError("DATABASE_URL has an invalid port") from None
+            register_secret(parts.password)
+            return cls(
+                host=parts.hostname or "127.0.0.1",
+                port=port,
+                name=parts.path.lstrip("/") or cls.name,
+                user=parts.username or cls.user,
+                password=parts.password,
+                url_override=url,
+            )
+        password = env.get("DATABASE_PASSWORD") or None
+        register_secret(password)
+        return cls(
+            host=env.get("DATABASE_HOST") or "127.0.0.1",
+            port=env_int(env, "DATABASE_PORT", 5432, minimum=1),
+            name=env.get("DATABASE_NAME") or "streamtasks",
+            user=env.get("DATABASE_USER") or "postgres",
+            password=password,
+        )
+
+
+@frozen
+class ConsumerConfig:
+    """How workers consume: entries per batch, worker processes, read block time, streams."""
+
+    batch_size: int = DEFAULT_CONSUMER_BATCH_SIZE
+    num_workers: int = 1
+    block_ms: int = DEFAULT_BLOCK_MS
+    streams: tuple[str, ...] = (DEFAULT_TRAINING_STREAM, DEFAULT_INFERENCE_STREAM)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ConsumerConfig:
+        """``CONSUMER_BATCH_SIZE`` (>= 1), ``ASYNC_PROCESSING_NUM_WORKERS`` (>= 1),
+        ``CONSUMER_BLOCK_MS`` (>= 1), ``TRAINING_DATA_STREAM``, ``INFERENCE_RESULTS_STREAM``."""
+        env = os.environ if environ is None else environ
+        return cls(
+            batch_size=env_int(env, "CONSUMER_BATCH_SIZE", DEFAULT_CONSUMER_BATCH_SIZE, minimum=1),
+            num_workers=env_int(env, "ASYNC_PROCESSING_NUM_WORKERS", 1, minimum=1),
+            block_ms=env_int(env, "CONSUMER_BLOCK_MS", DEFAULT_BLOCK_MS, minimum=1),
+            streams=(
+                env_stream(env, "TRAINING_DATA_STREAM", DEFAULT_TRAINING_STREAM),
+                env_stream(env, "INFERENCE_RESULTS_STREAM", DEFAULT_INFERENCE_STREAM),
+            ),
+        )
+
+
+@frozen
+class AsyncProcessingConfig:
+    """Everything :class:`~streamtasks.AsyncProcessingSystem` needs, from env and ``.env``."""
+
+    redis: RedisConfig = field(factory=RedisConfig)
+    database: DatabaseConfig = field(factory=DatabaseConfig)
+    consumer: ConsumerConfig = field(factory=ConsumerConfig)
+    #: ``ASYNC_PROCESSING_ENABLED=false`` turns sending into a no-op.
+    enabled: bool = True
+    log_level: str = "INFO"
+    debug: bool = False
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        env_file: str | os.PathLike[str] | None = ".env",
+    ) -> AsyncProcessingConfig:
+        """Read the configuration; variables in ``environ`` (default ``os.environ``) win over
+        the same names in ``env_file`` (skipped when ``None`` or missing).
+
+        Raises :class:`ConfigError` naming the variable whose value cannot be used.
+        """
+        env = load_env(environ, env_file)
+        level = (env.get("ASYNC_PROCESSING_LOG_LEVEL") or "INFO").strip().upper()
+        if level not in _LOG_LEVELS:
+            raise ConfigError(f"ASYNC_PROCESSING_LOG_LEVEL={level!r} is not one of {', '.join(_LOG_LEVELS)}")
+        redis = RedisConfig.from_env(env)
+        from .logs import register_secret
+
+        register_secret(redis.password or urlsplit(redis.url).password)
+        return cls(
+            redis=redis,
+            database=DatabaseConfig.from_env(env),
+            consumer=ConsumerConfig.from_env(env),
+            enabled=env_bool(env, "ASYNC_PROCESSING_ENABLED", True),
+            log_level=level,
+            debug=env_bool(env, "DEBUG_ENABLED", False),
+        )
+
+
+def load_env(
+    environ: Mapping[str, str] | None = None,
+    env_file: str | os.PathLike[str] | None = ".env",
+) -> dict[str, str]:
+    """``env_file``'s values (if the file exists) overridden by ``environ``."""
+    merged: dict[str, str] = {}
+    if env_file is not None and os.path.isfile(env_file):
+        from dotenv import dotenv_values
+
+        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    merged.update(os.environ if environ is None else environ)
+    return merged
