@@ -1,0 +1,50 @@
+"""streamtasks: a decorator task framework on Redis Streams, run by Ray.
+
+>>> from streamtasks import Registry, Message
+>>> registry = Registry(group="orders-app")
+>>> @registry.stream_handler("orders")
+... def on_order(msg: Message) -> None: ...
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError, DecodeError, Reject, Retry, StreamtasksError
+from .message import Message
+from .producer import Producer
+from .registry import Handler, HandlerSpec, Registry, Resource, default_registry, stream_handler
+from .retry import RetryPolicy, backoff
+
+if TYPE_CHECKING:
+    from .system import AsyncProcessingSystem  # type: ignore[import-untyped,unused-ignore]
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncProcessingSystem",
+    "ConfigError",
+    "DecodeError",
+    "Handler",
+    "HandlerSpec",
+    "Message",
+    "Producer",
+    "Registry",
+    "Reject",
+    "Resource",
+    "Retry",
+    "RetryPolicy",
+    "StreamtasksError",
+    "backoff",
+    "default_registry",
+    "stream_handler",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The facade pulls in asyncpg and the built-ins: load it only when asked for.
+    if name == "AsyncProcessingSystem":
+        from .system import AsyncProcessingSystem
+
+        return AsyncProcessingSystem
+    raise AttributeError(f"module 'streamtasks' has no attribute {name!r}")

@@ -1,0 +1,55 @@
+"""One error hierarchy, rooted at :class:`StreamtasksError`.
+
+Handlers may raise two control-flow errors:
+
+* :class:`Retry` — "try again later", optionally after a given delay;
+* :class:`Reject` — "never retry this entry": it goes straight to the dead-letter stream.
+"""
+
+from __future__ import annotations
+
+
+class StreamtasksError(Exception):
+    """Base class of every error streamtasks raises on purpose."""
+
+
+class ConfigError(StreamtasksError):
+    """A setting (option, env var, ``.env`` line) has a value that cannot be used."""
+
+
+class RegistryError(StreamtasksError):
+    """A handler was registered in a way the worker cannot serve (e.g. two on one stream)."""
+
+
+class DecodeError(StreamtasksError):
+    """An entry (or a field of it) could not be decoded; it is never retried.
+
+    ``reason`` is a short, stable code (``invalid_utf8``, ``invalid_json``, ``too_large``,
+    ``missing_field``, ``wrong_type``, ``nul_byte``, ``too_deep``, ...) that ends up in the
+    dead-letter entry so operators can filter and replay by it.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Retry(StreamtasksError):
+    """Raised by a handler to ask for another attempt, ``after`` seconds from now.
+
+    ``after=None`` uses the handler's backoff policy. The attempt still counts toward
+    ``max_retries``: an entry that keeps asking is dead-lettered when its retries are spent.
+    """
+
+    def __init__(self, after: float | None = None, reason: str = "") -> None:
+        super().__init__(reason or (f"retry requested after {after}s" if after else "retry requested"))
+        self.after = after
+
+
+class Reject(StreamtasksError):
+    """Raised by a handler to dead-letter an entry at once, without retries."""
+
+    def __init__(self, reason: str = "rejected", *, code: str = "rejected") -> None:
+        super().__init__(reason)
+        self.code = code

@@ -1,0 +1,74 @@
+"""Logging set-up and secret redaction.
+
+All loggers live under ``streamtasks`` (``streamtasks.worker``, ``streamtasks.producer`` ...).
+:func:`redact` scrubs passwords from URLs and ``password=`` pairs; the log filter installed by
+:func:`configure` applies it to every record, so a connection error that quotes a URL cannot
+leak a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from typing import Any
+
+_URL_AUTH = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+_KV_SECRET = re.compile(r"(?i)\b(password|passwd|pwd|secret|token)(\s*[=:]\s*)(['\"]?)[^\s'\",;&]+")
+_known_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Also scrub this literal value (e.g. a password from the environment) everywhere."""
+    if value and len(value) >= 3:
+        _known_secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with credentials replaced by ``***``."""
+    text = _URL_AUTH.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    text = _KV_SECRET.sub(lambda m: f"{m[1]}{m[2]}{m[3]}***", text)
+    for secret in _known_secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites each record's message (and exception text) through :func:`redact`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = ()
+        if record.exc_info:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_text:
+            payload["exc"] = record.exc_text
+        return json.dumps(payload, ensure_ascii=False)
+
+
+def configure(level: str | int = "INFO", fmt: str = "text") -> None:
+    """Configure the ``streamtasks`` logger tree (idempotent)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    for name in ("streamtasks", "async_processing"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level if isinstance(level, int) else level.upper())
+        logger.propagate = False

@@ -1,0 +1,74 @@
+"""Lua scripts: each step that must be atomic on Redis is one script.
+
+Every script that moves an entry checks first that it is still pending on *this* consumer,
+so a worker whose lease was lost can never steal an entry back or settle it twice.
+"""
+
+from __future__ import annotations
+
+# KEYS: stream. ARGV: group, consumer, min_idle_ms, cursor, count.
+# -> {next_cursor, entries, delivery_counts, deleted_ids}
+RECLAIM = """
+local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5])
+local counts = {}
+for i, e in ipairs(r[2]) do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)
+  if p[1] then counts[i] = p[1][4] else counts[i] = 1 end
+end
+return {r[1], r[2], counts, r[3] or {}}
+"""
+
+# KEYS: stream. ARGV: group, consumer, idle_ms, retrycount (-1: keep), ids...
+# Sets the idle time (and optionally the delivery count) of entries still pending on us.
+# idle 0 extends a lease; idle > visibility timeout hands the entry to any consumer now;
+# idle = visibility timeout - delay schedules a retry `delay` from now. -> count touched
+RESET = """
+local n = 0
+for i = 5, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if p[1] then
+    if ARGV[4] == '-1' then
+      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
+    else
+      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3],
+                 'RETRYCOUNT', ARGV[4], 'JUSTID')
+    end
+    n = n + 1
+  end
+end
+return n
+"""
+
+# KEYS: stream, dead-letter stream, failures hash.
+# ARGV: group, consumer, id, maxlen (0: none), now_ms, field, value, ...
+# Adds the dead letter (with first_failure_ms from the failures hash) and acks the source
+# entry in one step, only if it is still pending on us.
+# -> dead-letter entry id, or false when the entry was no longer ours.
+DEAD_LETTER = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
+if not p[1] then return false end
+local args = {KEYS[2]}
+if ARGV[4] ~= '0' then
+  table.insert(args, 'MAXLEN'); table.insert(args, '~'); table.insert(args, ARGV[4])
+end
+table.insert(args, '*')
+local first = redis.call('HGET', KEYS[3], ARGV[3]) or ARGV[5]
+table.insert(args, 'first_failure_ms'); table.insert(args, first)
+for i = 6, #ARGV do table.insert(args, ARGV[i]) end
+local id = redis.call('XADD', unpack(args))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HDEL', KEYS[3], ARGV[3])
+return id
+"""
+
+# KEYS: dead-letter stream, target stream. ARGV: dead-letter id, then field, value, ... to add.
+# Moves a dead letter back onto its stream; a second replay of the same id finds nothing.
+REPLAY = """
+local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if not e[1] then return false end
+local args = {KEYS[2], '*'}
+for i = 2, #ARGV do table.insert(args, ARGV[i]) end
+local id = redis.call('XADD', unpack(args))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return id
+"""

@@ -1,0 +1,306 @@
+"""The :class:`Registry` of handlers and the ``@stream_handler`` decorators.
+
+Decorating connects to nothing: it records a :class:`HandlerSpec` and returns a
+:class:`Handler` that is still callable like the function it wraps.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from attrs import evolve, field, fields, frozen
+
+from . import keys
+from .errors import RegistryError
+from .keys import DEFAULT_GROUP, validate_name
+from .message import DEFAULT_MAX_ENTRY_BYTES, FieldValue
+from .retry import DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_RETRIES, RetryPolicy
+
+if TYPE_CHECKING:
+    from .producer import Producer
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+DEFAULT_BATCH_SIZE = 500
+DEFAULT_MAX_IN_FLIGHT = 4
+DEFAULT_CONCURRENCY = 16
+#: Ray options a handler may set; anything else is an error, not silently ignored.
+RAY_OPTIONS = frozenset(
+    {
+        "num_cpus",
+        "num_gpus",
+        "memory",
+        "resources",
+        "accelerator_type",
+        "runtime_env",
+        "scheduling_strategy",
+        "max_retries",
+    }
+)
+
+
+def _positive(_inst: object, attr: Any, value: int | float | None) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"{attr.name} must be > 0, got {value!r}")
+
+
+@frozen
+class HandlerSpec:
+    """Everything the worker needs to know about one handler. Immutable."""
+
+    stream: str
+    fn: Callable[..., Any]
+    name: str
+    batch: bool = False
+    batch_size: int = field(default=DEFAULT_BATCH_SIZE, validator=_positive)
+    max_in_flight: int = field(default=DEFAULT_MAX_IN_FLIGHT, validator=_positive)
+    concurrency: int = field(default=DEFAULT_CONCURRENCY, validator=_positive)
+    timeout: float | None = field(default=None, validator=_positive)
+    retry: RetryPolicy = field(factory=RetryPolicy)
+    dead_letter_stream: str = ""
+    max_entry_bytes: int = field(default=DEFAULT_MAX_ENTRY_BYTES, validator=_positive)
+    ray_options: Mapping[str, Any] = field(factory=dict)
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.fn)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The function travels by reference (module, qualname) when it is importable, so a
+        # Ray worker imports the user's module instead of unpickling a copy of its code.
+        state = {a.name: getattr(self, a.name) for a in fields(HandlerSpec) if a.name != "fn"}
+        return (_rebuild_spec, (_fn_reference(self.fn), state))
+
+
+def _fn_reference(fn: Callable[..., Any]) -> Any:
+    module, qualname = fn.__module__, fn.__qualname__
+    if module == "__main__" or "<locals>" in qualname:
+        return fn
+    return (module, qualname)
+
+
+def _rebuild_spec(fn_ref: Any, state: dict[str, Any]) -> HandlerSpec:
+    if isinstance(fn_ref, tuple):
+        obj = _import_attr(*fn_ref)
+        fn_ref = obj.spec.fn if isinstance(obj, Handler) else obj
+    return HandlerSpec(fn=fn_ref, **state)
+
+
+class Handler(Generic[P, R]):
+    """A registered handler: call it like the function, or ``await handler.send(...)``."""
+
+    def __init__(self, spec: HandlerSpec) -> None:
+        self.spec = spec
+        functools.update_wrapper(self, spec.fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        result: R = self.spec.fn(*args, **kwargs)
+        return result
+
+    async def send(
+        self,
+        fields: Mapping[str, FieldValue] | None = None,
+        /,
+        *,
+        producer: Producer | None = None,
+        **kwargs: FieldValue,
+    ) -> str:
+        """Add an entry to this handler's stream (the analogue of Celery's ``.delay``).
+
+        Uses ``producer`` or a shared :class:`~streamtasks.Producer` configured from the
+        environment (``REDIS_URL`` ...). Returns the new entry id.
+        """
+        from .producer import default_producer
+
+        payload = {**(fields or {}), **kwargs}
+        return await (producer or default_producer()).send(self.spec.stream, payload)
+
+    def __repr__(self) -> str:
+        return f"<Handler {self.spec.name} on {self.spec.stream!r}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled by reference when importable, so Ray workers import the user's module.
+        module, qualname = self.spec.fn.__module__, self.spec.fn.__qualname__
+        if module != "__main__" and "<locals>" not in qualname:
+            return (_import_attr, (module, qualname))
+        return (Handler, (self.spec,))
+
+
+def _import_attr(module: str, qualname: str) -> Any:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+class Resource(Generic[T]):
+    """A per-process resource (a connection pool, a model) shared by handler runs.
+
+    Made from an async generator: the code before ``yield`` runs once per worker process on
+    first use, the yielded value is reused by every task in that process, and the code after
+    ``yield`` runs when the process shuts down::
+
+        @registry.resource
+        async def db_pool():
+            pool = await asyncpg.create_pool(DSN)
+            yield pool
+            await pool.close()
+
+        @registry.stream_handler("orders", batch=True)
+        async def store(msgs):
+            pool = await db_pool.get()
+    """
+
+    def __init__(self, factory: Callable[[], AsyncIterator[T]]) -> None:
+        self.factory = factory
+        self.key = f"{factory.__module__}.{factory.__qualname__}"
+        self.__doc__ = factory.__doc__
+
+    async def get(self) -> T:
+        """The process-wide value, created on first use (must be awaited in a handler)."""
+        from .executors import process_resources
+
+        value: T = await process_resources().get(self)
+        return value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        module, qualname = self.factory.__module__, self.factory.__qualname__
+        if module != "__main__" and "<locals>" not in qualname:
+            return (_import_attr, (module, qualname))
+        return (Resource, (self.factory,))
+
+
+class Registry:
+    """A collection of handlers served by one consumer group.
+
+    ``Registry(group="orders-app")``; handlers are added with :meth:`stream_handler`, and
+    other registries (the built-ins, say) with :meth:`include`. Every stream has at most one
+    handler per registry: a consumer group delivers each entry once.
+    """
+
+    def __init__(self, group: str = DEFAULT_GROUP) -> None:
+        self.group = validate_name("group", group)
+        self._handlers: dict[str, HandlerSpec] = {}
+        self.resources: list[Resource[Any]] = []
+
+    @property
+    def handlers(self) -> Mapping[str, HandlerSpec]:
+        """Handler specs by stream name."""
+        return dict(self._handlers)
+
+    @property
+    def streams(self) -> list[str]:
+        return list(self._handlers)
+
+    def stream_handler(
+        self,
+        stream: str,
+        *,
+        batch: bool = False,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        timeout: float | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        backoff_base: float = DEFAULT_BACKOFF_BASE,
+        backoff_max: float = DEFAULT_BACKOFF_MAX,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+        dont_retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
+        dead_letter_stream: str | None = None,
+        max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+        **ray_options: Any,
+    ) -> Callable[[Callable[P, R]], Handler[P, R]]:
+        """Register the decorated function as the handler of ``stream``.
+
+        * ``batch``: the function takes ``list[Message]`` instead of one ``Message``; it may
+          return a mapping ``{entry_id: exception}`` to fail some entries and not the others.
+        * ``batch_size``: entries per Ray task; ``max_in_flight``: Ray tasks running at once.
+        * ``concurrency``: async per-entry handlers run this many entries of a batch at once.
+        * ``timeout``: seconds one call may take (per entry, or per batch for batch handlers).
+        * ``max_retries``, ``backoff_base``, ``backoff_max``, ``retry_on``, ``dont_retry_on``:
+          the retry policy; ``dead_letter_stream`` defaults to ``<stream>:dead``.
+        * ``num_cpus``, ``num_gpus``, ``memory``, ``resources``, ...: Ray task options.
+        """
+        validate_name("stream", stream)
+        unknown = set(ray_options) - RAY_OPTIONS
+        if unknown:
+            raise TypeError(f"unknown handler option(s): {', '.join(sorted(unknown))}")
+        policy = RetryPolicy(max_retries, backoff_base, backoff_max, retry_on, dont_retry_on)
+
+        def decorate(fn: Callable[P, R]) -> Handler[P, R]:
+            spec = HandlerSpec(
+                stream=stream,
+                fn=fn,
+                name=f"{fn.__module__}.{fn.__qualname__}",
+                batch=batch,
+                batch_size=batch_size,
+                max_in_flight=max_in_flight,
+                concurrency=concurrency,
+                timeout=timeout,
+                retry=policy,
+                dead_letter_stream=validate_name(
+                    "dead-letter stream", dead_letter_stream or keys.dead_letter_stream(stream)
+                ),
+                max_entry_bytes=max_entry_bytes,
+                ray_options=ray_options,
+            )
+            self._add(spec)
+            return Handler(spec)
+
+        return decorate
+
+    def resource(self, factory: Callable[[], AsyncIterator[T]]) -> Resource[T]:
+        """Declare a per-process resource; see :class:`Resource`."""
+        res = Resource(factory)
+        self.resources.append(res)
+        return res
+
+    def include(self, other: Registry) -> None:
+        """Serve ``other``'s handlers too, under this registry's consumer group."""
+        for spec in other._handlers.values():
+            self._add(spec)
+        self.resources.extend(r for r in other.resources if r not in self.resources)
+
+    def only(self, streams: list[str]) -> Registry:
+        """A registry with just the handlers of ``streams`` (for ``--streams``)."""
+        missing = [s for s in streams if s not in self._handlers]
+        if missing:
+            raise RegistryError(f"no handler for stream(s): {', '.join(missing)}")
+        sub = Registry(self.group)
+        sub._handlers = {s: self._handlers[s] for s in streams}
+        sub.resources = list(self.resources)
+        return sub
+
+    def with_options(self, **changes: Any) -> Registry:
+        """A copy whose handler specs have ``changes`` applied (e.g. ``batch_size``)."""
+        sub = Registry(self.group)
+        sub._handlers = {s: evolve(spec, **changes) for s, spec in self._handlers.items()}
+        sub.resources = list(self.resources)
+        return sub
+
+    def _add(self, spec: HandlerSpec) -> None:
+        existing = self._handlers.get(spec.stream)
+        if existing is not None and existing.fn is not spec.fn:
+            raise RegistryError(
+                f"stream {spec.stream!r} already has handler {existing.name}; "
+                f"one handler per stream per registry (use another Registry/group)"
+            )
+        self._handlers[spec.stream] = spec
+
+    def __repr__(self) -> str:
+        return f"<Registry group={self.group!r} streams={self.streams}>"
+
+
+#: The registry the module-level :func:`stream_handler` registers on.
+default_registry = Registry()
+
+
+def stream_handler(stream: str, **options: Any) -> Callable[[Callable[P, R]], Handler[P, R]]:
+    """Register on :data:`default_registry` (like Celery's ``shared_task``)."""
+    return default_registry.stream_handler(stream, **options)

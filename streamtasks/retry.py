@@ -1,0 +1,118 @@
+"""Retry policy: backoff as a pure function, and the decision "retry or dead-letter"."""
+
+from __future__ import annotations
+
+import random
+import traceback
+from collections.abc import Callable
+
+from attrs import field, frozen
+
+from .errors import DecodeError, Reject, Retry
+
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_BACKOFF_BASE = 0.5
+DEFAULT_BACKOFF_MAX = 30.0
+#: Tracebacks stored in dead letters are cut to their last this-many characters.
+TRACEBACK_LIMIT = 4000
+
+
+def backoff(
+    attempt: int,
+    base: float,
+    cap: float,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Seconds to wait before attempt ``attempt + 1``: exponential with full jitter.
+
+    ``uniform(0, min(cap, base * 2 ** (attempt - 1)))`` — AWS' "full jitter", which spreads
+    retries of a batch that failed together instead of re-synchronising them.
+    """
+    exponent = min(max(attempt - 1, 0), 62)
+    return rand() * min(cap, base * (2.0**exponent))
+
+
+def _exc_types(
+    value: type[BaseException] | tuple[type[BaseException], ...],
+) -> tuple[type[BaseException], ...]:
+    return value if isinstance(value, tuple) else (value,)
+
+
+@frozen
+class ErrorInfo:
+    """What went wrong with an entry, as stored in the failure record and the dead letter."""
+
+    type: str
+    message: str
+    reason: str = "handler_error"
+    traceback: str = ""
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, reason: str | None = None) -> ErrorInfo:
+        if reason is None:
+            if isinstance(exc, DecodeError):
+                reason = exc.reason
+            elif isinstance(exc, Reject):
+                reason = exc.code
+            else:
+                reason = "handler_error"
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return cls(
+            type=type(exc).__name__,
+            message=str(exc)[:1000],
+            reason=reason,
+            traceback=tb[-TRACEBACK_LIMIT:],
+        )
+
+
+@frozen
+class Done:
+    """The entry was handled: acknowledge it."""
+
+
+@frozen
+class RetryLater:
+    """Run the entry again after ``delay`` seconds."""
+
+    delay: float
+    error: ErrorInfo
+
+
+@frozen
+class Dead:
+    """Move the entry to the dead-letter stream, with its error, and acknowledge it."""
+
+    error: ErrorInfo
+
+
+Outcome = Done | RetryLater | Dead
+DONE = Done()
+
+
+@frozen
+class RetryPolicy:
+    """Per-handler retry options. ``max_retries`` retries means ``max_retries + 1`` attempts."""
+
+    max_retries: int = field(default=DEFAULT_MAX_RETRIES)
+    backoff_base: float = DEFAULT_BACKOFF_BASE
+    backoff_max: float = DEFAULT_BACKOFF_MAX
+    retry_on: tuple[type[BaseException], ...] = field(default=(Exception,), converter=_exc_types)
+    dont_retry_on: tuple[type[BaseException], ...] = field(default=(), converter=_exc_types)
+
+    @max_retries.validator
+    def _check_retries(self, _attr: object, value: int) -> None:
+        if value < 0:
+            raise ValueError("max_retries must be >= 0")
+
+    def decide(self, exc: BaseException, attempt: int) -> RetryLater | Dead:
+        """The outcome of an entry whose ``attempt``-th run raised ``exc``."""
+        info = ErrorInfo.from_exception(exc)
+        if isinstance(exc, (DecodeError, Reject, *self.dont_retry_on)):
+            return Dead(info)
+        if not isinstance(exc, (Retry, *self.retry_on)):
+            return Dead(info)
+        if attempt > self.max_retries:
+            return Dead(info)
+        if isinstance(exc, Retry) and exc.after is not None:
+            return RetryLater(max(0.0, exc.after), info)
+        return RetryLater(backoff(attempt, self.backoff_base, self.backoff_max), info)
