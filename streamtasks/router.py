@@ -28,7 +28,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from attrs import define, field, frozen
 from redis import exceptions as rx
@@ -147,6 +147,14 @@ class Settlement:
         return plan
 
 
+class Observer(Protocol):
+    """Told about every settled batch (metrics plug in here)."""
+
+    def settled(
+        self, spec: HandlerSpec, entries: Sequence[RawEntry], plan: Settlement, result: BatchResult
+    ) -> None: ...
+
+
 class RedisHealth:
     """Reconnect backoff shared by every loop: one log line per outage, not per retry."""
 
@@ -179,6 +187,7 @@ class Worker:
         redis: Redis,
         executor: Executor,
         settings: WorkerSettings | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         self.registry = registry
         self.redis = redis
@@ -194,6 +203,7 @@ class Worker:
         }
         if not self.lanes:
             raise ValueError("the registry has no handlers")
+        self.observers = list(observers)
         self.health = RedisHealth()
         self.started_at = time.time()
         self.reading = asyncio.Event()  # set once the first XREADGROUP was sent
@@ -385,6 +395,8 @@ class Worker:
         lane.counters.retried += sum(len(ids) for ids in plan.delays.values())
         lane.counters.dead += len(plan.dead)
         lane.counters.batches += 1
+        for observer in self.observers:
+            observer.settled(lane.spec, entries, plan, result)
 
     def _idle_for(self, delay: float) -> int:
         """Idle time that makes an entry claimable ``delay`` seconds from now."""
