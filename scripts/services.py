@@ -127,7 +127,7 @@ def find_redis_server() -> Path | None:
     """Path of redis-server (``$STREAMTASKS_REDIS_SERVER``, PATH, /usr/bin), or None."""
     override = os.environ.get("STREAMTASKS_REDIS_SERVER")
     if override:
-        return Path(override)
+        return Path(override) if os.access(override, os.X_OK) else None
     found = shutil.which("redis-server") or (
         "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
     )
@@ -138,7 +138,7 @@ def find_pg_bindir() -> Path | None:
     """PostgreSQL bin dir (``$STREAMTASKS_PG_BIN``, newest /usr/lib/postgresql/*/bin, PATH)."""
     override = os.environ.get("STREAMTASKS_PG_BIN")
     if override:
-        return Path(override)
+        return Path(override) if os.access(Path(override) / "initdb", os.X_OK) else None
     candidates = glob.glob("/usr/lib/postgresql/*/bin/initdb")
     if candidates:
         newest = max(candidates, key=lambda p: int(Path(p).parent.parent.name.split(".")[0]))
@@ -266,8 +266,7 @@ class RedisServer:
         result = subprocess.run(self._argv(binary), capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise ServiceError(
-                f"redis-server exited {result.returncode}: {result.stderr.strip()}\n"
-                f"{log_tail(self.logfile)}"
+                f"redis-server exited {result.returncode}: {result.stderr.strip()}\n{log_tail(self.logfile)}"
             )
         self._wait_ready(timeout)
         return self
@@ -313,9 +312,7 @@ class RedisServer:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
         if not wait_until(lambda: not pid_alive(pid), timeout):
-            raise ServiceError(
-                f"redis-server pid {pid} still alive {timeout:.0f}s after {sig.name}"
-            )
+            raise ServiceError(f"redis-server pid {pid} still alive {timeout:.0f}s after {sig.name}")
         self.pidfile.unlink(missing_ok=True)
 
 
@@ -387,9 +384,7 @@ class PostgresServer:
     def _run(self, argv: Sequence[str], what: str) -> str:
         """Run a PostgreSQL tool (as the postgres OS user when root); return its stdout."""
         full = ["runuser", "-u", PG_OS_USER, "--", *argv] if is_root() else list(argv)
-        result = subprocess.run(
-            full, capture_output=True, text=True, check=False, cwd=self.dir, timeout=300
-        )
+        result = subprocess.run(full, capture_output=True, text=True, check=False, cwd=self.dir, timeout=300)
         if result.returncode != 0:
             raise ServiceError(
                 f"{what} failed (exit {result.returncode}): "
@@ -406,15 +401,11 @@ class PostgresServer:
         try:
             user = pwd.getpwnam(PG_OS_USER)
         except KeyError:
-            raise ServiceError(
-                f"OS user '{PG_OS_USER}' missing: install the postgresql package"
-            ) from None
+            raise ServiceError(f"OS user '{PG_OS_USER}' missing: install the postgresql package") from None
         self.dir.chmod(0o700)
         for path in [self.dir, *self.dir.rglob("*")]:
             os.lchown(path, user.pw_uid, user.pw_gid)
-        probe = subprocess.run(
-            ["runuser", "-u", PG_OS_USER, "--", "test", "-w", str(self.dir)], check=False
-        )
+        probe = subprocess.run(["runuser", "-u", PG_OS_USER, "--", "test", "-w", str(self.dir)], check=False)
         if probe.returncode != 0:
             raise ServiceError(
                 f"the '{PG_OS_USER}' OS user cannot reach {self.dir}: use a directory whose "
