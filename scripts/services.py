@@ -73,19 +73,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def pid_alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie."""
+def pid_alive(pid: int, name: str | None = None) -> bool:
+    """True if ``pid`` exists, is not a zombie and (if ``name`` is given) runs ``name``.
+
+    The name check guards against a stale pid file whose pid was reused (e.g. after a reboot).
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] != "Z"
+        return True  # no procfs: trust the signal check
+    if stat.rpartition(")")[2].split()[0] == "Z":
+        return False
+    return name is None or name.encode() in cmdline
 
 
 def read_int(path: Path) -> int | None:
@@ -241,7 +247,7 @@ class RedisServer:
     def pid(self) -> int | None:
         """The server's pid if its pid file names a live process, else None."""
         pid = read_int(self.pidfile)
-        return pid if pid is not None and pid_alive(pid) else None
+        return pid if pid is not None and pid_alive(pid, "redis-server") else None
 
     @property
     def running(self) -> bool:
@@ -365,7 +371,7 @@ class PostgresServer:
     def pid(self) -> int | None:
         """The postmaster's pid if ``postmaster.pid`` names a live process, else None."""
         pid = read_int(self.data_dir / "postmaster.pid")
-        return pid if pid is not None and pid_alive(pid) else None
+        return pid if pid is not None and pid_alive(pid, "postgres") else None
 
     @property
     def running(self) -> bool:
