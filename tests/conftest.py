@@ -14,6 +14,9 @@ Fixtures (all fail the test, never skip it, when a service cannot be started):
 - ``spawn`` (function): ``spawn(argv, env=..., cwd=..., name=...) -> ManagedProcess``,
   started, logs under ``tmp_path``, killed (with descendants) after the test.
 
+The throwaway servers live in ``$TMPDIR/streamtasks-test-*`` (fixture ``services_root``);
+servers left running by a killed session are stopped by the next session.
+
 Environment: ``STREAMTASKS_TEST_REDIS_URL`` / ``STREAMTASKS_TEST_DATABASE_URL`` use existing
 servers instead of throwaway ones; tests that restart or stop a server then fail with a
 message saying they need a throwaway server.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import shutil
 import sys
@@ -47,6 +51,7 @@ from support.procs import ManagedProcess  # noqa: E402 - needs the sys.path entr
 REDIS_URL_ENV = "STREAMTASKS_TEST_REDIS_URL"
 DATABASE_URL_ENV = "STREAMTASKS_TEST_DATABASE_URL"
 RAY_NUM_CPUS = 2
+SESSION_DIR_PREFIX = "streamtasks-test-"
 
 services = load_services()
 
@@ -149,23 +154,61 @@ def _run_in_thread(coro: Any) -> None:
         pool.submit(asyncio.run, coro).result()
 
 
+# --------------------------------------------------------------------------- state dir
+
+
+def _stop_leftovers(root: Path) -> None:
+    """Stop the servers of a dead test session kept under ``root`` and delete it."""
+    with contextlib.suppress(services.ServiceError, OSError):
+        services.RedisServer(root / "redis").kill()
+    if (root / "pg").is_dir():
+        with contextlib.suppress(services.ServiceError, OSError):
+            services.PostgresServer(root / "pg").stop("immediate")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _sweep_dead_sessions() -> None:
+    """Stop servers left behind by test sessions that were killed before their teardown."""
+    for root in Path(tempfile.gettempdir()).glob(f"{SESSION_DIR_PREFIX}*"):
+        owner = services.read_int(root / "owner")
+        if owner is not None and not services.pid_alive(owner):
+            _stop_leftovers(root)
+
+
+@pytest.fixture(scope="session")
+def services_root() -> Iterator[Path]:
+    """This session's directory for throwaway servers: ``$TMPDIR/streamtasks-test-*``.
+
+    Not pytest's ``tmp_path``: the ``postgres`` OS user must be able to traverse it when
+    tests run as root. It records the pytest pid in ``owner`` so that a later session can
+    stop servers left running by a session that was killed (SIGKILL, CI timeout), which a
+    normal teardown would have stopped. Deleted at the end of the session.
+    """
+    _sweep_dead_sessions()
+    root = Path(tempfile.mkdtemp(prefix=SESSION_DIR_PREFIX))
+    root.chmod(0o711)
+    (root / "owner").write_text(f"{os.getpid()}\n")
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------- Redis
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServerLike]:
+def redis_server(services_root: Path) -> Iterator[RedisServerLike]:
     """A throwaway Redis (no persistence) for the session, or the external one if configured."""
     external = os.environ.get(REDIS_URL_ENV)
     if external:
         yield ExternalRedis(external)
         return
-    server = services.RedisServer(tmp_path_factory.mktemp("redis"))
+    server = services.RedisServer(services_root / "redis")
     try:
         server.start()
     except (services.ServiceError, OSError) as exc:
         pytest.fail(f"could not start a throwaway redis-server: {exc}", pytrace=False)
     yield server
-    server.stop()
+    server.kill()
 
 
 @pytest.fixture(scope="session")
@@ -189,29 +232,19 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[PostgresServerLike]:
-    """A throwaway PostgreSQL cluster for the session, or the external one if configured.
-
-    The cluster lives in a fresh directory under the system temp dir (not pytest's
-    ``tmp_path``, which the ``postgres`` OS user cannot reach when tests run as root) and
-    is deleted at the end.
-    """
+def pg_server(services_root: Path) -> Iterator[PostgresServerLike]:
+    """A throwaway PostgreSQL cluster for the session, or the external one if configured."""
     external = os.environ.get(DATABASE_URL_ENV)
     if external:
         yield ExternalPostgres(external)
         return
-    base = Path(tempfile.mkdtemp(prefix="streamtasks-pg-"))
-    server = services.PostgresServer(base)
+    server = services.PostgresServer(services_root / "pg")
     try:
         server.start()
     except (services.ServiceError, OSError) as exc:
-        shutil.rmtree(base, ignore_errors=True)
         pytest.fail(f"could not start a throwaway PostgreSQL: {exc}", pytrace=False)
     yield server
-    try:
-        server.stop("immediate")
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    server.stop("immediate")
 
 
 @pytest.fixture
@@ -237,9 +270,18 @@ async def database_url(pg_server: PostgresServerLike) -> str:
 
 
 @pytest.fixture(scope="session")
-def ray_address() -> Iterator[str]:
-    """Start Ray once in this process; return the GCS address subprocesses can join."""
+def ray_address(redis_url: str) -> Iterator[str]:
+    """Start Ray once in this process; return the GCS address subprocesses can join.
+
+    Ray's worker processes inherit this process' environment at start, so handlers running
+    in them find the test Redis in ``TEST_REDIS_URL``.
+    """
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ["TEST_REDIS_URL"] = redis_url
+    # Ray worker processes inherit this environment: let them import the handler modules
+    # that tests keep beside themselves (tests/integration/*_app.py, tests/fault/*_app.py).
+    app_dirs = [str(TESTS_DIR / d) for d in ("integration", "fault")]
+    os.environ["PYTHONPATH"] = os.pathsep.join([*app_dirs, os.environ.get("PYTHONPATH", "")])
     import ray
 
     try:
