@@ -61,6 +61,7 @@ class Producer:
         self.message_ids = message_ids
         self._queue: list[_Item] = []
         self._flusher: asyncio.Task[None] | None = None
+        self.flushes = 0  # coalesced pipelines sent (for tests and benchmarks)
 
     def _prepare(self, fields: Mapping[str, FieldValue], message_id: str | None) -> dict[str, str | bytes]:
         encoded = encode_fields(fields)
@@ -124,6 +125,7 @@ class Producer:
             await self._flush(items)
 
     async def _flush(self, items: list[_Item]) -> None:
+        self.flushes += 1
         pipe = self.redis.pipeline(transaction=False)
         for stream, encoded, maxlen, _ in items:
             pipe.xadd(stream, encoded, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
