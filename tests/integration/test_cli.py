@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-
 from test_worker import handled, pending, wait_until
 
 HERE = Path(__file__).resolve().parent

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -70,7 +69,7 @@ async def running(redis: Redis, app: Any) -> AsyncIterator[Any]:
         return worker
 
     yield start
-    for worker, task in started:
+    for worker, _ in started:
         worker.stop()
     await asyncio.gather(*(task for _, task in started))
 
@@ -82,7 +81,8 @@ async def test_raw_xadd_entries_are_handled_by_every_kind_of_handler(redis: Redi
     }
     running("w1")
     for stream, ids in sent.items():
-        await wait_until(lambda s=stream: _count_is(redis, s, len(ids)))
+        expected = len(ids)
+        await wait_until(lambda s=stream, n=expected: _count_is(redis, s, n))
         counts = await handled(redis, stream)
         assert set(counts) == set(ids)
         assert set(counts.values()) == {1}
