@@ -20,6 +20,7 @@ from .app import load_registry
 from .config import RedisConfig
 from .errors import ConfigError, StreamtasksError
 from .keys import dead_letter_stream
+from .status import status_command
 
 log = logging.getLogger("streamtasks.cli")
 T = TypeVar("T")
@@ -138,6 +139,13 @@ def main() -> None:
     show_envvar=True,
     type=click.Choice(["text", "json"]),
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    envvar="STREAMTASKS_METRICS_PORT",
+    show_envvar=True,
+    help="Serve /metrics (Prometheus), /healthz and /readyz on this port (off by default).",
+)
 def worker(
     app: str,
     redis_url: str | None,
@@ -150,12 +158,14 @@ def worker(
     grace_period: float,
     log_level: str,
     log_format: str,
+    metrics_port: int | None,
 ) -> None:
     """Serve the handlers of the Registry at APP (MODULE:ATTR) until SIGTERM/SIGINT.
 
     Exit status: 0 after a graceful stop, 1 on a configuration or connection error.
     """
     from .executors import RayExecutor
+    from .metrics import start_metrics_server
     from .router import Worker, WorkerSettings
 
     if os.environ.get("DEBUG_ENABLED", "").lower() in ("1", "true", "yes"):
@@ -180,9 +190,12 @@ def worker(
         executor = RayExecutor(address=ray_address, num_cpus=num_cpus)
         w = Worker(registry, redis, executor, settings)
         _install_signal_handlers(w.stop)
+        server = None if metrics_port is None else await start_metrics_server(w, metrics_port)
         try:
             await w.run()
         finally:
+            if server is not None:
+                await server.close()
             await redis.aclose()
         log.info("worker %s stopped", w.consumer)
 
@@ -420,6 +433,9 @@ def _ms_text(ms: int) -> str:
     from datetime import datetime, timezone
 
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if ms else "-"
+
+
+main.add_command(status_command)
 
 
 def run() -> None:  # pragma: no cover - console entry point

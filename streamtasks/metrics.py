@@ -1,0 +1,386 @@
+"""Prometheus metrics and health endpoints of one worker process.
+
+Two sources feed one private :class:`~prometheus_client.CollectorRegistry` (nothing global is
+created at import time, so several workers can live in one process, e.g. in tests):
+
+* :class:`SettledObserver` -- a router observer (``Worker.observers``) counting every settled
+  batch: entries handled / retried / dead-lettered / failed, handler batch duration
+  (``BatchResult.duration``), batch sizes, and the end-to-end latency of each done entry,
+  from its XADD (the entry id's milliseconds) to the moment its XACK was sent.
+* :class:`RedisCollector` -- gauges sampled from Redis *at scrape time* (so a scrape agrees with
+  ``XINFO``/``XPENDING`` read at the same moment) with :func:`streamtasks.status.sample_stream`:
+  length, lag, pending, oldest pending age and idle, dead letters, consumers and their idle
+  time; this worker's heartbeat age and the number of live workers of the group; batches in
+  flight / queued per lane (read from the Worker); and Ray's resources in use.
+
+:class:`MetricsServer` is a tiny asyncio HTTP/1.0 server on the worker's own event loop:
+
+* ``GET /metrics`` -- Prometheus text exposition (samples Redis first, bounded by a timeout);
+* ``GET /healthz`` -- 200 while the process (its event loop) is up;
+* ``GET /readyz``  -- 200 when Redis answers, every consumer group exists and Ray is connected;
+  503 with the reason otherwise (and while the worker drains after SIGTERM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from redis import exceptions as rx
+
+from . import keys
+from .status import entry_time, group_info, sample_stream
+
+if TYPE_CHECKING:
+    from .executors import BatchResult, RawEntry
+    from .registry import HandlerSpec
+    from .router import Settlement, Worker
+
+log = logging.getLogger("streamtasks.metrics")
+
+#: End-to-end latency buckets (seconds): from a few ms (idle system) to 10 min (a backlog).
+LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+)
+#: Handler time per batch (seconds).
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+#: Entries per batch.
+BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+#: A scrape waits at most this long for Redis (and Ray) before answering with what it has.
+SAMPLE_TIMEOUT_S = 5.0
+_REDIS_DOWN = (rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, ConnectionError, OSError)
+_MAX_REQUEST_BYTES = 8192
+
+
+class SettledObserver:
+    """Counters and histograms fed by the router's ``settled`` hook (one call per batch)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ("stream", "handler")
+        self.handled = Counter(
+            "streamtasks_entries_handled",
+            "Entries whose handler succeeded (acked).",
+            labels,
+            registry=registry,
+        )
+        self.retried = Counter(
+            "streamtasks_entries_retried", "Failed attempts scheduled for a retry.", labels, registry=registry
+        )
+        self.dead = Counter(
+            "streamtasks_entries_dead_lettered", "Entries moved to the dead-letter stream.", labels,
+            registry=registry,
+        )  # fmt: skip
+        self.failed = Counter(
+            "streamtasks_entries_failed",
+            "Failed attempts (retried + dead-lettered).",
+            labels,
+            registry=registry,
+        )
+        self.batches = Counter("streamtasks_batches", "Batches settled.", labels, registry=registry)
+        self.duration = Histogram(
+            "streamtasks_batch_duration_seconds", "Handler time per batch (in the Ray task).", labels,
+            buckets=DURATION_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "streamtasks_end_to_end_latency_seconds",
+            "From XADD (the entry id's time) to the XACK of a done entry.", labels,
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "streamtasks_batch_size", "Entries per settled batch.", labels,
+            buckets=BATCH_SIZE_BUCKETS, registry=registry,
+        )  # fmt: skip
+
+    def settled(
+        self, spec: HandlerSpec, entries: Sequence[RawEntry], plan: Settlement, result: BatchResult
+    ) -> None:
+        """Record one settled batch; called by the router right after its XACK pipeline ran."""
+        now = time.time()
+        lbl = (spec.stream, spec.name)
+        retried = sum(len(ids) for ids in plan.delays.values())
+        self.handled.labels(*lbl).inc(len(plan.done))
+        self.retried.labels(*lbl).inc(retried)
+        self.dead.labels(*lbl).inc(len(plan.dead))
+        self.failed.labels(*lbl).inc(retried + len(plan.dead))
+        self.batches.labels(*lbl).inc()
+        self.batch_size.labels(*lbl).observe(len(entries))
+        if result.duration > 0:  # 0 = the router decided (timeout, lost Ray worker, exhausted)
+            self.duration.labels(*lbl).observe(result.duration)
+        latency = self.latency.labels(*lbl)
+        for entry_id in plan.done:
+            latency.observe(max(0.0, now - entry_time(entry_id)))
+
+
+def _gauge(name: str, doc: str, labels: Sequence[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=list(labels))
+
+
+class RedisCollector:
+    """Gauges sampled from Redis, the Worker and Ray; :meth:`refresh` before each scrape."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self._metrics: list[Metric] = []
+
+    async def refresh(self) -> None:
+        """Sample everything now; what cannot be sampled in time is left out of this scrape."""
+        metrics = self._lane_metrics()
+        try:
+            metrics += await asyncio.wait_for(self._redis_metrics(), SAMPLE_TIMEOUT_S)
+            up = 1.0
+        except (*_REDIS_DOWN, rx.ResponseError, asyncio.TimeoutError) as exc:
+            log.debug("metrics: sampling Redis failed: %s", exc)
+            up = 0.0
+        redis_up = _gauge("streamtasks_redis_up", "1 if the last Redis sample succeeded.", ())
+        redis_up.add_metric([], up)
+        metrics.append(redis_up)
+        with contextlib.suppress(asyncio.TimeoutError):
+            metrics += await asyncio.wait_for(asyncio.to_thread(_ray_metrics), SAMPLE_TIMEOUT_S)
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._metrics
+
+    def _lane_metrics(self) -> list[Metric]:
+        w = self.worker
+        in_flight = _gauge("streamtasks_batches_in_flight", "Batches running on the executor.", ("stream",))
+        queued = _gauge("streamtasks_batches_queued", "Batches read and waiting for a slot.", ("stream",))
+        held = _gauge(
+            "streamtasks_entries_held", "Entries this worker holds (queued or running).", ("stream",)
+        )
+        for name, lane in w.lanes.items():
+            in_flight.add_metric([name], len(lane.in_flight))
+            queued.add_metric([name], len(lane.queue))
+            held.add_metric([name], len(lane.held))
+        info = _gauge("streamtasks_worker_info", "This worker (value 1).", ("group", "consumer"))
+        info.add_metric([w.group, w.consumer], 1)
+        started = _gauge("streamtasks_worker_start_time_seconds", "When this worker started.", ())
+        started.add_metric([], w.started_at)
+        return [in_flight, queued, held, info, started]
+
+    async def _redis_metrics(self) -> list[Metric]:
+        w = self.worker
+        now = time.time()
+        samples = await asyncio.gather(
+            *(
+                sample_stream(w.redis, s, w.group, lane.spec.dead_letter_stream, now=now, throughput=False)
+                for s, lane in w.lanes.items()
+            )
+        )
+        lbl = ("stream", "group")
+        fams = {
+            "length": _gauge("streamtasks_stream_length", "XLEN of the stream.", lbl),
+            "lag": _gauge(
+                "streamtasks_group_lag", "Entries not yet delivered to the group (XINFO GROUPS lag).", lbl
+            ),
+            "pending": _gauge(
+                "streamtasks_group_pending", "Delivered, not yet acked entries (XPENDING).", lbl
+            ),
+            "oldest_pending_age": _gauge(
+                "streamtasks_oldest_pending_age_seconds",
+                "Seconds since XADD of the oldest pending entry.",
+                lbl,
+            ),
+            "oldest_pending_idle": _gauge(
+                "streamtasks_oldest_pending_idle_seconds",
+                "Seconds since the oldest pending entry was delivered or its lease renewed.",
+                lbl,
+            ),
+            "dead_letters": _gauge("streamtasks_dead_letters", "XLEN of the dead-letter stream.", lbl),
+        }
+        consumers = _gauge("streamtasks_group_consumers", "Consumers in the group (XINFO CONSUMERS).", lbl)
+        c_lbl = ("stream", "group", "consumer")
+        c_idle = _gauge("streamtasks_consumer_idle_seconds", "Seconds since the consumer last read.", c_lbl)
+        c_pending = _gauge("streamtasks_consumer_pending", "Entries pending on the consumer.", c_lbl)
+        for s in samples:
+            values = [s["stream"], w.group]
+            for key, fam in fams.items():
+                value = s[key]
+                if (
+                    key in ("oldest_pending_age", "oldest_pending_idle")
+                    and value is None
+                    and s["group_exists"]
+                ):
+                    value = 0.0  # nothing pending: age 0 rather than a gap in the graph
+                if value is not None:
+                    fam.add_metric(values, float(value))
+            consumers.add_metric(values, len(s["consumers"]))
+            for c in s["consumers"]:
+                c_idle.add_metric([*values, c["name"]], c["idle"])
+                c_pending.add_metric([*values, c["name"]], c["pending"])
+        return [*fams.values(), consumers, c_idle, c_pending, *await self._heartbeat_metrics(now)]
+
+    async def _heartbeat_metrics(self, now: float) -> list[Metric]:
+        w = self.worker
+        age = _gauge("streamtasks_worker_heartbeat_age_seconds", "Age of this worker's heartbeat key.", ())
+        raw = await w.redis.get(keys.heartbeat_key(w.group, w.consumer))
+        if raw is not None:
+            age.add_metric([], max(0.0, now - float(json.loads(raw)["ts"])))
+        live = _gauge("streamtasks_live_workers", "Workers of the group with a live heartbeat.", ("group",))
+        count = 0
+        async for _ in w.redis.scan_iter(match=keys.heartbeat_pattern(w.group), count=500):
+            count += 1
+        live.add_metric([w.group], count)
+        return [age, live]
+
+
+def _ray_metrics() -> list[Metric]:
+    """Ray cluster resources (total and in use), if Ray is connected; runs in a thread."""
+    try:
+        import ray
+
+        api: Any = ray  # ray's resource calls are untyped
+        if not api.is_initialized():
+            return []
+        total, free = api.cluster_resources(), api.available_resources()
+    except Exception as exc:  # Ray's client raises many types while the GCS is unreachable
+        log.debug("metrics: reading Ray resources failed: %s", exc)
+        return []
+    total_g = _gauge("streamtasks_ray_resource_total", "Ray cluster resources.", ("resource",))
+    used_g = _gauge("streamtasks_ray_resource_used", "Ray cluster resources in use.", ("resource",))
+    for name, amount in sorted(total.items()):
+        if name.startswith("node:"):
+            continue
+        total_g.add_metric([name], float(amount))
+        used_g.add_metric([name], max(0.0, float(amount) - float(free.get(name, 0.0))))
+    return [total_g, used_g]
+
+
+class WorkerMetrics:
+    """The registry, observer and collector of one worker; attaches the observer to it."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.observer = SettledObserver(self.registry)
+        self.collector = RedisCollector(worker)
+        self.registry.register(self.collector)
+        worker.observers.append(self.observer)
+
+    async def exposition(self) -> bytes:
+        """Sample Redis/Ray and return the text exposition of every metric."""
+        await self.collector.refresh()
+        return bytes(generate_latest(self.registry))
+
+    async def readiness(self) -> str | None:
+        """``None`` when ready, else why not (Redis, a missing group, Ray, stopping)."""
+        w = self.worker
+        if w.stopping:
+            return "worker is stopping"
+        try:
+            await asyncio.wait_for(w.redis.ping(), SAMPLE_TIMEOUT_S)
+            for stream in w.lanes:
+                if await group_info(w.redis, stream, w.group) is None:
+                    return f"consumer group {w.group!r} missing on {stream!r}"
+        except (*_REDIS_DOWN, asyncio.TimeoutError) as exc:
+            return f"Redis unreachable: {type(exc).__name__}"
+        if w.health.down_since is not None:
+            return "Redis unreachable (the worker is reconnecting)"
+        if not _ray_connected():
+            return "Ray is not connected"
+        return None
+
+
+def _ray_connected() -> bool:
+    try:
+        import ray
+
+        return bool(ray.is_initialized())
+    except Exception:  # an import or client failure means "not connected"
+        return False
+
+
+# -- HTTP ------------------------------------------------------------------------------------
+
+
+class MetricsServer:
+    """``/metrics``, ``/healthz`` and ``/readyz`` over HTTP/1.0 on the worker's event loop."""
+
+    def __init__(self, metrics: WorkerMetrics, port: int, host: str = "0.0.0.0") -> None:
+        self.metrics = metrics
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> MetricsServer:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]  # when started on port 0
+        log.info("metrics on http://%s:%d/metrics (health: /healthz, /readyz)", self.host, self.port)
+        return self
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            method, path = _request_line(head)
+            status, ctype, body = await self._route(method, path)
+            writer.write(
+                f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            if method != "HEAD":
+                writer.write(body)
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, OSError):
+            pass  # a client that went away or sent garbage: nothing to answer
+        except Exception:
+            log.exception("metrics endpoint failed")
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _route(self, method: str, path: str) -> tuple[str, str, bytes]:
+        text = "text/plain; charset=utf-8"
+        if method not in ("GET", "HEAD"):
+            return "405 Method Not Allowed", text, b"GET only\n"
+        if path == "/metrics":
+            return "200 OK", CONTENT_TYPE_LATEST, await self.metrics.exposition()
+        if path == "/healthz":
+            return "200 OK", text, b"ok\n"
+        if path == "/readyz":
+            reason = await self.metrics.readiness()
+            if reason is None:
+                return "200 OK", text, b"ready\n"
+            return "503 Service Unavailable", text, f"not ready: {reason}\n".encode()
+        return "404 Not Found", text, b"try /metrics, /healthz or /readyz\n"
+
+
+def _request_line(head: bytes) -> tuple[str, str]:
+    if len(head) > _MAX_REQUEST_BYTES:
+        return "", ""
+    parts = head.split(b"\r\n", 1)[0].decode("latin-1").split()
+    if len(parts) < 2:
+        return "", ""
+    return parts[0].upper(), parts[1].split("?", 1)[0]
+
+
+async def start_metrics_server(worker: Worker, port: int, host: str = "0.0.0.0") -> MetricsServer:
+    """Attach metrics to ``worker`` and serve them on ``host:port`` (``0`` = any free port)."""
+    return await MetricsServer(WorkerMetrics(worker), port, host).start()
