@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, ClassVar
@@ -66,6 +66,20 @@ def _reject_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(parse_float=_parse_float, parse_constant=_reject_constant)
+# Set by JSONDecoder.__init__ (the C scanner); typeshed does not declare it.
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+_JSON_WHITESPACE = " \t\n\r"
+
+
+def _loads(raw: str) -> Any:
+    """``_DECODER.decode`` without its two regex matches when the text starts with a value."""
+    try:
+        value, end = _SCAN(raw, 0)
+    except StopIteration:  # leading whitespace, or not JSON: the full decoder says which
+        return _DECODER.decode(raw)
+    if end != len(raw) and raw[end:].strip(_JSON_WHITESPACE):
+        raise ValueError(f"extra data at character {end}")
+    return value
 
 
 @frozen
@@ -224,7 +238,7 @@ def _decode_json(raw: str, name: str) -> tuple[Any, str]:
     may_be_deep = raw.count("[") + raw.count("{") > MAX_JSON_DEPTH
     has_escapes = "\\u" in raw
     try:
-        value = _DECODER.decode(raw)
+        value = _loads(raw)
     except RecursionError:
         raise DecodeError("too_deep", f"field {name!r} nests too deeply") from None
     except ValueError as exc:  # JSONDecodeError, numbers out of range, int digit limit

@@ -42,10 +42,11 @@ class _Record(Protocol):
 class _Plan:
     """What one connection knows about one target table: its staging table and INSERT."""
 
-    __slots__ = ("insert", "staging")
+    __slots__ = ("columns", "insert", "staging")
 
-    def __init__(self, staging: str, insert: str) -> None:
+    def __init__(self, staging: str, columns: Sequence[str], insert: str) -> None:
         self.staging = staging
+        self.columns = columns
         self.insert = insert
 
 
@@ -73,17 +74,22 @@ async def _store(conn: Any, records: Iterable[_Record], table: str, columns: Seq
         unique.setdefault(record.idempotency_key, record.as_row())
     if not unique:
         return 0
+    rows = list(unique.values())
     raw = _raw_connection(conn)
-    plan = await _plan(conn, raw, table, columns)
     try:
-        async with conn.transaction():
-            await conn.copy_records_to_table(plan.staging, records=list(unique.values()), columns=columns)
-            status: str = await conn.execute(plan.insert)
+        return await _copy_insert(conn, await _plan(conn, raw, table, columns), rows)
     except (asyncpg.UndefinedTableError, asyncpg.InvalidColumnReferenceError):
-        # The staging table was discarded, or the schema changed under us (002 applied):
-        # forget what we knew; the worker retries the batch with a fresh plan.
+        # The staging table was discarded (DISCARD TEMP), or the schema changed under this
+        # connection (002 applied): plan again and retry once; a second failure is real.
         _plans.pop(raw, None)
-        raise
+        return await _copy_insert(conn, await _plan(conn, raw, table, columns), rows)
+
+
+async def _copy_insert(conn: Any, plan: _Plan, rows: list[tuple[Any, ...]]) -> int:
+    columns = plan.columns
+    async with conn.transaction():
+        await conn.copy_records_to_table(plan.staging, records=rows, columns=columns)
+        status: str = await conn.execute(plan.insert)
     return int(status.rsplit(" ", 1)[-1])
 
 
@@ -125,4 +131,4 @@ async def _make_plan(conn: Any, table: str, columns: Sequence[str]) -> _Plan:
             f"INSERT INTO {table} ({cols}) SELECT {scols} FROM {staging} s "
             f"JOIN fresh USING (idempotency_key)"
         )
-    return _Plan(staging, insert)
+    return _Plan(staging, columns, insert)
