@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from attrs import field, frozen
 
@@ -87,6 +87,8 @@ DEFAULT_TRAINING_STREAM = "training_data_stream"
 DEFAULT_INFERENCE_STREAM = "inference_results_stream"
 DEFAULT_CONSUMER_BATCH_SIZE = 1000
 DEFAULT_BLOCK_MS = 1000
+DEFAULT_DATABASE_NAME = "streamtasks"
+DEFAULT_DATABASE_USER = "postgres"
 
 
 def env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -119,8 +121,8 @@ class DatabaseConfig:
 
     host: str = "127.0.0.1"
     port: int = 5432
-    name: str = "streamtasks"
-    user: str = "postgres"
+    name: str = DEFAULT_DATABASE_NAME
+    user: str = DEFAULT_DATABASE_USER
     password: str | None = field(default=None, repr=False)
     url_override: str | None = field(default=None, repr=False)
 
@@ -158,13 +160,15 @@ class DatabaseConfig:
                 port = parts.port or 5432
             except ValueError:
                 raise ConfigError("DATABASE_URL has an invalid port") from None
+            password = unquote(parts.password) if parts.password else None
             register_secret(parts.password)
+            register_secret(password)
             return cls(
                 host=parts.hostname or "127.0.0.1",
                 port=port,
-                name=parts.path.lstrip("/") or cls.name,
-                user=parts.username or cls.user,
-                password=parts.password,
+                name=unquote(parts.path.lstrip("/")) or DEFAULT_DATABASE_NAME,
+                user=unquote(parts.username or "") or DEFAULT_DATABASE_USER,
+                password=password,
                 url_override=url,
             )
         password = env.get("DATABASE_PASSWORD") or None
@@ -172,8 +176,8 @@ class DatabaseConfig:
         return cls(
             host=env.get("DATABASE_HOST") or "127.0.0.1",
             port=env_int(env, "DATABASE_PORT", 5432, minimum=1),
-            name=env.get("DATABASE_NAME") or "streamtasks",
-            user=env.get("DATABASE_USER") or "postgres",
+            name=env.get("DATABASE_NAME") or DEFAULT_DATABASE_NAME,
+            user=env.get("DATABASE_USER") or DEFAULT_DATABASE_USER,
             password=password,
         )
 

@@ -8,8 +8,8 @@ Environment, read once when this module is imported:
 * ``TRAINING_DATA_STREAM`` (default ``training_data_stream``) and
   ``INFERENCE_RESULTS_STREAM`` (default ``inference_results_stream``): the streams served;
 * ``CONSUMER_BATCH_SIZE`` (default 1000): entries per batch (one Ray task, one transaction);
-* ``DATABASE_URL`` or ``DATABASE_HOST``/``PORT``/``NAME``/``USER``/``PASSWORD``: read in
-  the worker process when its connection pool is first needed.
+* ``DATABASE_URL`` or ``DATABASE_HOST``/``PORT``/``NAME``/``USER``/``PASSWORD`` (also from
+  ``.env``): read in the worker process when its connection pool is first needed.
 
 Each batch is parsed entry by entry (:mod:`.records`): a bad entry is dead-lettered with
 its reason, its batch-mates are stored with one idempotent ``COPY`` + ``INSERT`` (:mod:`.store`).
@@ -30,6 +30,7 @@ from ..config import (
     DatabaseConfig,
     env_int,
     env_stream,
+    load_env,
 )
 from ..db import create_pool
 from ..errors import DecodeError
@@ -64,8 +65,8 @@ Failures = dict[str, Exception]
 
 @Resource
 async def database_pool() -> AsyncIterator[Any]:
-    """One asyncpg pool per worker process, configured from the environment."""
-    pool = await create_pool(DatabaseConfig.from_env().dsn)
+    """One asyncpg pool per worker process, configured from the environment and ``.env``."""
+    pool = await create_pool(DatabaseConfig.from_env(load_env()).dsn)
     try:
         yield pool
     finally:

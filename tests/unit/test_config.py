@@ -58,6 +58,20 @@ def test_database_url_wins() -> None:
     assert (cfg.host, cfg.port, cfg.name, cfg.user, cfg.password) == ("h", 6000, "d", "u", "pw123")
 
 
+def test_database_url_without_name_or_user_uses_defaults() -> None:
+    """A bare DATABASE_URL fills database name and user with the defaults; parts are unquoted."""
+    cfg = DatabaseConfig.from_env({"DATABASE_URL": "postgresql://h"})
+    assert (cfg.host, cfg.port, cfg.name, cfg.user, cfg.password) == (
+        "h",
+        5432,
+        "streamtasks",
+        "postgres",
+        None,
+    )
+    cfg = DatabaseConfig.from_env({"DATABASE_URL": "postgres://a%40b:p%2Fw@h/my%20db"})
+    assert (cfg.user, cfg.password, cfg.name) == ("a@b", "p/w", "my db")
+
+
 def test_env_file_is_overridden_by_real_environment(tmp_path: Path) -> None:
     """.env supplies values; a real environment variable of the same name wins."""
     env_file = tmp_path / ".env"
