@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from . import logs
 from .app import load_registry
+from .cli_db import db_group, stats_command
 from .config import RedisConfig
 from .errors import ConfigError, StreamtasksError
 from .keys import dead_letter_stream
@@ -164,7 +165,7 @@ def worker(
 
     Exit status: 0 after a graceful stop, 1 on a configuration or connection error.
     """
-    from .executors import RayExecutor
+    from .executors import RayExecutor, forwarded_env
     from .metrics import start_metrics_server
     from .router import Worker, WorkerSettings
 
@@ -187,7 +188,9 @@ def worker(
 
     async def serve() -> None:
         redis = await _connect(url)
-        executor = RayExecutor(address=ray_address, num_cpus=num_cpus)
+        # A Ray we join has its own environment: send the handlers' configuration along.
+        env = forwarded_env(os.environ) if ray_address else None
+        executor = RayExecutor(address=ray_address, num_cpus=num_cpus, env=env)
         w = Worker(registry, redis, executor, settings)
         _install_signal_handlers(w.stop)
         server = None if metrics_port is None else await start_metrics_server(w, metrics_port)
@@ -436,6 +439,8 @@ def _ms_text(ms: int) -> str:
 
 
 main.add_command(status_command)
+main.add_command(db_group)
+main.add_command(stats_command)
 
 
 def run() -> None:  # pragma: no cover - console entry point

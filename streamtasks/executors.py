@@ -231,18 +231,36 @@ class InlineExecutor:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+#: Environment variables a worker forwards to its Ray tasks (which may run on other nodes).
+FORWARDED_ENV_PREFIXES = (
+    "DATABASE_", "REDIS_", "STREAMTASKS_", "ASYNC_PROCESSING_", "CONSUMER_",
+    "TRAINING_DATA_STREAM", "INFERENCE_RESULTS_STREAM", "DEBUG_ENABLED",
+)  # fmt: skip
+
+
+def forwarded_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The part of ``environ`` that handlers' configuration reads (see the README)."""
+    return {k: v for k, v in environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+
+
 class RayExecutor:
-    """ONE Ray task per batch. Starts a local Ray unless ``address`` names a cluster."""
+    """ONE Ray task per batch. Starts a local Ray unless ``address`` names a cluster.
+
+    ``env`` is set in the tasks' processes (Ray ``runtime_env``): on a cluster, the nodes do
+    not share the worker's environment, so the handlers' configuration travels this way.
+    """
 
     def __init__(
         self,
         address: str | None = None,
         num_cpus: int | None = None,
         *,
+        env: Mapping[str, str] | None = None,
         process_retries: int = 3,
     ) -> None:
         self.address = address
         self.num_cpus = num_cpus
+        self.env = dict(env or {})
         self.process_retries = process_retries
         self._remote: dict[str, Any] = {}
         self._owns_ray = False
@@ -277,6 +295,8 @@ class RayExecutor:
             import ray
 
             options: dict[str, Any] = {"num_cpus": 1, "max_retries": self.process_retries}
+            if self.env:
+                options["runtime_env"] = {"env_vars": self.env}
             options.update(spec.ray_options)
             options["retry_exceptions"] = False  # handler errors are outcomes, not Ray retries
             remote = ray.remote(run_batch).options(name=f"streamtasks:{spec.stream}", **options)
