@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from attrs import field, frozen
 
@@ -27,6 +27,22 @@ def env_int(environ: Mapping[str, str], name: str, default: int, minimum: int | 
     if minimum is not None and value < minimum:
         raise ConfigError(f"{name}={raw!r} must be >= {minimum}")
     return value
+
+
+_SCHEME_HINTS = {"redis": "redis:// or rediss://", "postgres": "postgresql://"}
+
+
+def _split_url(name: str, url: str, schemes: tuple[str, ...], default_port: int) -> tuple[SplitResult, int]:
+    """The parts and port of URL variable ``name``; ConfigError for a wrong scheme or port."""
+    parts = urlsplit(url)
+    if parts.scheme not in schemes:
+        hint = _SCHEME_HINTS[schemes[0]]
+        raise ConfigError(f"{name} has scheme {parts.scheme!r}; use {hint}")
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        raise ConfigError(f"{name} has an invalid port") from None
+    return parts, port
 
 
 @frozen
@@ -61,13 +77,7 @@ class RedisConfig:
         env = os.environ if environ is None else environ
         url = env.get("REDIS_URL") or None
         if url is not None:
-            parts = urlsplit(url)
-            if parts.scheme not in ("redis", "rediss", "unix"):
-                raise ConfigError(f"REDIS_URL has scheme {parts.scheme!r}; use redis:// or rediss://")
-            try:
-                port = parts.port or 6379
-            except ValueError:
-                raise ConfigError("REDIS_URL has an invalid port") from None
+            parts, port = _split_url("REDIS_URL", url, ("redis", "rediss", "unix"), 6379)
             return cls(host=parts.hostname or "127.0.0.1", port=port, url_override=url)
         return cls(
             host=env.get("REDIS_HOST") or "127.0.0.1",
@@ -153,13 +163,7 @@ class DatabaseConfig:
         env = os.environ if environ is None else environ
         url = env.get("DATABASE_URL") or None
         if url is not None:
-            parts = urlsplit(url)
-            if parts.scheme not in _DB_SCHEMES:
-                raise ConfigError(f"DATABASE_URL has scheme {parts.scheme!r}; use postgresql://")
-            try:
-                port = parts.port or 5432
-            except ValueError:
-                raise ConfigError("DATABASE_URL has an invalid port") from None
+            parts, port = _split_url("DATABASE_URL", url, _DB_SCHEMES, 5432)
             password = unquote(parts.password) if parts.password else None
             register_secret(parts.password)
             register_secret(password)

@@ -20,7 +20,7 @@ A database error fails the whole batch, which the worker retries with backoff.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from ..config import (
@@ -73,7 +73,12 @@ async def database_pool() -> AsyncIterator[Any]:
         await pool.close()
 
 
-def _parse_all(msgs: Sequence[Message], parse: Callable[[Message], R]) -> tuple[list[R], Failures]:
+async def _parse_and_store(
+    msgs: Sequence[Message],
+    parse: Callable[[Message], R],
+    store: Callable[[Any, list[R]], Awaitable[int]],
+) -> Failures | None:
+    """Parse every entry; store the valid ones in one call; return the invalid ones' errors."""
     records: list[R] = []
     failures: Failures = {}
     for msg in msgs:
@@ -81,27 +86,21 @@ def _parse_all(msgs: Sequence[Message], parse: Callable[[Message], R]) -> tuple[
             records.append(parse(msg))
         except DecodeError as exc:
             failures[msg.id] = exc
-    return records, failures
+    if records:
+        pool = await database_pool.get()
+        async with pool.acquire() as conn:
+            await store(conn, records)
+    return failures or None
 
 
 async def store_training_batch(msgs: list[Message]) -> Failures | None:
     """Batch handler: store the valid training entries, fail the invalid ones."""
-    records, failures = _parse_all(msgs, parse_training)
-    if records:
-        pool = await database_pool.get()
-        async with pool.acquire() as conn:
-            await store_training(conn, records)
-    return failures or None
+    return await _parse_and_store(msgs, parse_training, store_training)
 
 
 async def store_inference_batch(msgs: list[Message]) -> Failures | None:
     """Batch handler: store the valid inference entries, fail the invalid ones."""
-    records, failures = _parse_all(msgs, parse_inference)
-    if records:
-        pool = await database_pool.get()
-        async with pool.acquire() as conn:
-            await store_inference(conn, records)
-    return failures or None
+    return await _parse_and_store(msgs, parse_inference, store_inference)
 
 
 def make_registry(
