@@ -1,0 +1,244 @@
+"""The adserving built-ins end to end: real Redis, PostgreSQL and Ray."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from streamtasks import AsyncProcessingSystem
+from streamtasks.config import AsyncProcessingConfig
+from streamtasks.router import WorkerSettings
+from test_worker import wait_until
+
+HERE = Path(__file__).resolve().parent
+pytestmark = pytest.mark.integration
+GROUP = "streamtasks-adserving"
+
+
+def config(redis_url: str, database_url: str) -> AsyncProcessingConfig:
+    return AsyncProcessingConfig.from_env(
+        {"REDIS_URL": redis_url, "DATABASE_URL": database_url}, env_file=None
+    )
+
+
+async def rows(database_url: str, sql: str) -> Any:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetchval(sql)
+    finally:
+        await conn.close()
+
+
+async def test_the_readme_snippet_stores_two_rows_of_each_kind_with_correct_stats(
+    redis: Redis, redis_url: str, database_url: str, ray_address: str
+) -> None:
+    """The issue's facade snippet, as written: 2 training and 2 inference rows for req_123."""
+    settings = WorkerSettings(visibility_timeout=5, reclaim_interval=0.2)
+    async with AsyncProcessingSystem(config(redis_url, database_url), worker_settings=settings) as system:
+        await system.setup_database()
+        await system.setup_database()  # idempotent
+        mid = await system.send_training_data(
+            model_name="fraud_detection", request_id="req_123",
+            input_data={"user_id": 1234, "transaction_amount": 100.50, "features": [0.1, 0.2, 0.3]},
+            metadata={"api_version": "v1"}, source_ip="192.168.1.100",
+        )  # fmt: skip
+        mid2 = await system.send_inference_result(
+            model_name="fraud_detection", request_id="req_123",
+            prediction={"prediction": 0, "probability": 0.85}, confidence=0.85, anomaly_score=0.15,
+            is_anomaly=False, processing_time_ms=120,
+        )  # fmt: skip
+        ids = await system.send_api_request_data(
+            model_name="fraud_detection", request_id="req_123",
+            input_data={"user_id": 1234, "amount": 100.50}, prediction={"prediction": 0, "probability": 0.85},
+            confidence=0.85, anomaly_score=0.15, processing_time_ms=120,
+        )  # fmt: skip
+        assert mid and mid2 and ids["training_data"] and ids["inference_result"]
+        await system.start_workers()
+        count = "SELECT count(*) FROM {} WHERE request_id = 'req_123'"
+        await wait_until(
+            lambda: _equals(rows(database_url, count.format("inference_results")), 2), timeout=60
+        )
+        await wait_until(lambda: _equals(rows(database_url, count.format("training_data")), 2), timeout=60)
+        stats = await system.get_model_performance_stats("fraud_detection", hours=24)
+        assert stats["requests"] == 2
+        assert stats["p50_ms"] == stats["p99_ms"] == 120
+        assert stats["mean_confidence"] == pytest.approx(0.85)
+        assert stats["anomaly_rate"] == 0
+        assert stats["training_rows"] == 2
+        assert stats["dead_letters"] == 0
+        status = await system.get_system_status()
+        assert status["producer"]["health"] == "healthy"
+        assert status["database"]["health"] == "healthy"
+        assert status["workers"]["local"] == 1
+        assert "training_data_stream" in status["streams"]
+        stored = await rows(
+            database_url, f"SELECT input_data::text FROM training_data WHERE idempotency_key = '{mid}'"
+        )
+        assert json.loads(stored)["features"] == [0.1, 0.2, 0.3]
+        await system.stop_workers()
+
+
+async def _equals(value: Any, expected: Any) -> bool:
+    return await value == expected
+
+
+def resp(*parts: str | bytes) -> bytes:
+    """One command in the Redis protocol, for `redis-cli --pipe` (a foreign producer)."""
+    out = [f"*{len(parts)}\r\n".encode()]
+    for p in parts:
+        b = p.encode() if isinstance(p, str) else p
+        out += [f"${len(b)}\r\n".encode(), b, b"\r\n"]
+    return b"".join(out)
+
+
+def training_fields(i: int) -> list[str]:
+    return ["model_name", "m1", "request_id", f"r{i}", "input_data", json.dumps({"i": i}),
+            "source_ip", "10.0.0.1", "_st_mid", f"t-{i}"]  # fmt: skip
+
+
+def inference_fields(i: int) -> list[str]:
+    return ["model_name", "m1", "request_id", f"r{i}", "prediction", '{"p": 1}', "confidence", "0.9",
+            "anomaly_score", "0.1", "is_anomaly", "false", "processing_time_ms", str(i % 200), "_st_mid", f"i-{i}"]  # fmt: skip
+
+
+MALFORMED: list[list[str | bytes]] = [
+    ["model_name", "m1", "input_data", "{}"],  # missing request_id
+    ["model_name", "m1", "request_id", "x", "input_data", "{not json"],
+    ["model_name", "m1", "request_id", "x", "input_data", '{"a": "nul\\u0000"}'],
+    ["model_name", "m1", "request_id", "x", "input_data", '"\\ud800"'],
+    ["model_name", b"\xff\xfe", "request_id", "x", "input_data", "{}"],
+    ["model_name", "m1", "request_id", "x", "input_data", "[" * 100_000 + "]" * 100_000],
+    ["model_name", "m1", "request_id", "x", "input_data", "{}", "source_ip", "not-an-ip"],
+    ["model_name", "m1", "request_id", "x", "input_data", "1" * 5000],
+]
+MALFORMED_INFERENCE: list[list[str | bytes]] = [
+    ["model_name", "m1", "request_id", "x", "prediction", "{}", "confidence", "high", "anomaly_score", "0",
+     "processing_time_ms", "1"],
+    ["model_name", "m1", "request_id", "x", "prediction", "{}", "confidence", "0.5", "anomaly_score", "NaN",
+     "processing_time_ms", "1"],
+    ["model_name", "m1", "request_id", "x", "prediction", "{}", "confidence", "0.5", "anomaly_score", "0",
+     "processing_time_ms", "-5"],
+    ["model_name", "m1", "request_id", "x", "prediction", "{}", "confidence", "0.5", "anomaly_score", "0",
+     "processing_time_ms", "1", "is_anomaly", "maybe"],
+]  # fmt: skip
+
+
+async def test_foreign_backlog_with_malformed_and_resent_entries_lands_exactly_once(
+    redis: Redis, redis_url: str, database_url: str, ray_address: str, spawn: Any
+) -> None:
+    """20,000 entries via redis-cli, 50 malformed, then 1,000 good ones re-XADDed under the
+    same message id: exactly 19,950 rows, 50 dead letters with reasons, 0 duplicates,
+    nothing pending."""
+    await _setup(database_url)
+    script = bytearray()
+    bad_t = [MALFORMED[i % len(MALFORMED)] for i in range(25)]
+    bad_i = [MALFORMED_INFERENCE[i % len(MALFORMED_INFERENCE)] for i in range(25)]
+    for i in range(9975):
+        script += resp("XADD", "training_data_stream", "*", *training_fields(i))
+        script += resp("XADD", "inference_results_stream", "*", *inference_fields(i))
+    for fields in bad_t:
+        script += resp("XADD", "training_data_stream", "*", *fields)
+    for fields in bad_i:
+        script += resp("XADD", "inference_results_stream", "*", *fields)
+    for i in range(500):  # a producer-side retry of 1,000 sends
+        script += resp("XADD", "training_data_stream", "*", *training_fields(i))
+        script += resp("XADD", "inference_results_stream", "*", *inference_fields(i))
+    port = redis_url.rsplit(":", 1)[1].split("/")[0]
+    subprocess.run(
+        ["redis-cli", "-p", port, "--pipe"], input=bytes(script), check=True, capture_output=True, timeout=120
+    )
+    assert int(await redis.xlen("training_data_stream")) == 9975 + 25 + 500
+
+    spawn(_worker_argv(redis_url, ray_address), env={"DATABASE_URL": database_url})
+    total = "SELECT (SELECT count(*) FROM training_data) + (SELECT count(*) FROM inference_results)"
+    await wait_until(lambda: _equals(rows(database_url, total), 19_950), timeout=120, interval=0.2)
+    await wait_until(lambda: _dead_letters(redis, 50), timeout=60)
+    await wait_until(lambda: _nothing_pending(redis), timeout=30)
+    await asyncio.sleep(1.0)  # a late duplicate would show up now
+    assert await rows(database_url, total) == 19_950
+    dupes = "SELECT count(*) - count(DISTINCT idempotency_key) FROM {}"
+    assert await rows(database_url, dupes.format("training_data")) == 0
+    assert await rows(database_url, dupes.format("inference_results")) == 0
+    reasons = set()
+    for stream in ("training_data_stream:dead", "inference_results_stream:dead"):
+        for _, fields in await redis.xrange(stream):
+            assert fields[b"attempts"] == b"1"  # dead-lettered on first delivery
+            reasons.add(fields[b"reason"].decode())
+    assert reasons >= {"missing_field", "invalid_json", "nul_byte", "lone_surrogate", "too_deep",
+                       "invalid_value", "wrong_type"}  # fmt: skip
+
+
+async def _dead_letters(redis: Redis, n: int) -> bool:
+    got = int(await redis.xlen("training_data_stream:dead")) + int(
+        await redis.xlen("inference_results_stream:dead")
+    )
+    return got == n
+
+
+async def _nothing_pending(redis: Redis) -> bool:
+    for stream in ("training_data_stream", "inference_results_stream"):
+        if int((await redis.xpending(stream, GROUP))["pending"]):
+            return False
+        [group] = await redis.xinfo_groups(stream)
+        if group["lag"]:
+            return False
+    return True
+
+
+def _worker_argv(redis_url: str, ray_address: str, app: str = "streamtasks.builtins:registry") -> list[str]:
+    return [sys.executable, "-m", "streamtasks", "worker", app, "--redis-url", redis_url,
+            "--ray-address", ray_address, "--visibility-timeout", "3"]  # fmt: skip
+
+
+async def _setup(database_url: str) -> None:
+    from streamtasks import db
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        await db.setup_database(conn)
+    finally:
+        await conn.close()
+
+
+async def test_a_crash_after_commit_before_ack_makes_no_duplicate_row(
+    redis: Redis, redis_url: str, database_url: str, ray_address: str, spawn: Any
+) -> None:
+    """kill -9 of the worker after its batch committed but before XACK; a restarted worker
+    redelivers the batch and ON CONFLICT keeps one row per entry."""
+    await _setup(database_url)
+    pipe = redis.pipeline(transaction=False)
+    for i in range(500):
+        pipe.xadd("training_data_stream", dict(zip(*[iter(training_fields(i))] * 2, strict=True)))
+    await pipe.execute()
+    env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
+    first = spawn(_worker_argv(redis_url, ray_address, "crash_app:registry"), env=env, cwd=HERE)
+    await wait_until(lambda: _committed(redis), timeout=60)
+    assert await rows(database_url, "SELECT count(*) FROM training_data") == 500
+    assert int((await redis.xpending("training_data_stream", GROUP))["pending"]) == 500
+    first.kill9()
+    first.wait(timeout=10)
+    spawn(
+        _worker_argv(redis_url, ray_address),
+        env={"DATABASE_URL": database_url},
+        name=f"second-{uuid.uuid4().hex[:4]}",
+    )
+    await wait_until(lambda: _pending_zero(redis), timeout=60)
+    assert await rows(database_url, "SELECT count(*) FROM training_data") == 500
+    assert await rows(database_url, "SELECT count(DISTINCT idempotency_key) FROM training_data") == 500
+
+
+async def _committed(redis: Redis) -> bool:
+    return await redis.get("crash_app:committed") is not None
+
+
+async def _pending_zero(redis: Redis) -> bool:
+    return int((await redis.xpending("training_data_stream", GROUP))["pending"]) == 0
