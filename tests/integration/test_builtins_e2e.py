@@ -13,11 +13,11 @@ from typing import Any
 import asyncpg
 import pytest
 from redis.asyncio import Redis
+from test_worker import wait_until
 
 from streamtasks import AsyncProcessingSystem
 from streamtasks.config import AsyncProcessingConfig
 from streamtasks.router import WorkerSettings
-from test_worker import wait_until
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.integration
@@ -107,7 +107,8 @@ def training_fields(i: int) -> list[str]:
 
 def inference_fields(i: int) -> list[str]:
     return ["model_name", "m1", "request_id", f"r{i}", "prediction", '{"p": 1}', "confidence", "0.9",
-            "anomaly_score", "0.1", "is_anomaly", "false", "processing_time_ms", str(i % 200), "_st_mid", f"i-{i}"]  # fmt: skip
+            "anomaly_score", "0.1", "is_anomaly", "false", "processing_time_ms", str(i % 200),
+            "_st_mid", f"i-{i}"]  # fmt: skip
 
 
 MALFORMED: list[list[str | bytes]] = [
@@ -153,9 +154,10 @@ async def test_foreign_backlog_with_malformed_and_resent_entries_lands_exactly_o
         script += resp("XADD", "training_data_stream", "*", *training_fields(i))
         script += resp("XADD", "inference_results_stream", "*", *inference_fields(i))
     port = redis_url.rsplit(":", 1)[1].split("/")[0]
-    subprocess.run(
-        ["redis-cli", "-p", port, "--pipe"], input=bytes(script), check=True, capture_output=True, timeout=120
-    )
+    await asyncio.to_thread(
+        subprocess.run, ["redis-cli", "-p", port, "--pipe"], input=bytes(script), check=True,
+        capture_output=True, timeout=120,
+    )  # fmt: skip
     assert int(await redis.xlen("training_data_stream")) == 9975 + 25 + 500
 
     spawn(_worker_argv(redis_url, ray_address), env={"DATABASE_URL": database_url})
