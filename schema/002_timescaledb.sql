@@ -42,6 +42,15 @@ BEGIN
 END
 $$;
 
+-- `keyed` is NOT NULL with no default: only the keyed INSERT (which sets it) can add rows.
+-- A worker still holding a plan made for the plain schema tries a direct COPY without it
+-- and fails with not_null_violation instead of storing a row whose key was never checked;
+-- it then plans again and takes the keyed path. Existing rows get TRUE.
+ALTER TABLE training_data ADD COLUMN IF NOT EXISTS keyed boolean NOT NULL DEFAULT TRUE;
+ALTER TABLE training_data ALTER COLUMN keyed DROP DEFAULT;
+ALTER TABLE inference_results ADD COLUMN IF NOT EXISTS keyed boolean NOT NULL DEFAULT TRUE;
+ALTER TABLE inference_results ALTER COLUMN keyed DROP DEFAULT;
+
 -- Key tables grow with the data: retention on the hypertable (see schema/README.md) should
 -- be paired with a DELETE FROM <table>_keys WHERE created_at < <same horizon>; BRIN keeps
 -- that delete cheap.

@@ -1,6 +1,12 @@
-"""Idempotent batch writes of adserving records: COPY into staging, then INSERT ... ON CONFLICT.
+"""Idempotent batch writes of adserving records: COPY, and on a conflict INSERT ... ON CONFLICT.
 
-One batch is one transaction: the records are ``COPY``-ed (binary) into a per-session
+Fast path: the batch is ``COPY``-ed straight into the target table. ``COPY`` is one
+statement, so it stores all rows or none; if any key already exists (a redelivery) it fails
+with a unique violation and stores nothing, and the batch takes the slow path below. The
+unique constraint is what guarantees one row per key either way; the fast path only skips
+the staging step in the common case (measured ~1.4x faster on this project's machine).
+
+Slow path, one transaction: the records are ``COPY``-ed (binary) into a per-session
 temporary staging table, then moved into the target table with ``INSERT ... SELECT ... ON
 CONFLICT (idempotency_key) DO NOTHING``. A record whose key is already stored (a
 redelivered entry, a producer's retry under the same message id) makes no second row, and
@@ -42,12 +48,14 @@ class _Record(Protocol):
 class _Plan:
     """What one connection knows about one target table: its staging table and INSERT."""
 
-    __slots__ = ("columns", "insert", "staging")
+    __slots__ = ("columns", "direct", "insert", "staging", "table")
 
-    def __init__(self, staging: str, columns: Sequence[str], insert: str) -> None:
+    def __init__(self, table: str, staging: str, columns: Sequence[str], insert: str, direct: bool) -> None:
+        self.table = table
         self.staging = staging
         self.columns = columns
         self.insert = insert
+        self.direct = direct  # plain schema: COPY straight into the table is safe
 
 
 # Plans per raw connection (not per pool proxy): the staging table is a session object.
@@ -78,15 +86,22 @@ async def _store(conn: Any, records: Iterable[_Record], table: str, columns: Seq
     raw = _raw_connection(conn)
     try:
         return await _copy_insert(conn, await _plan(conn, raw, table, columns), rows)
-    except (asyncpg.UndefinedTableError, asyncpg.InvalidColumnReferenceError):
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidColumnReferenceError, asyncpg.NotNullViolationError):
         # The staging table was discarded (DISCARD TEMP), or the schema changed under this
-        # connection (002 applied): plan again and retry once; a second failure is real.
+        # connection (002 applied: its NOT NULL `keyed` column refuses a direct COPY): plan
+        # again and retry once; a second failure is real.
         _plans.pop(raw, None)
         return await _copy_insert(conn, await _plan(conn, raw, table, columns), rows)
 
 
 async def _copy_insert(conn: Any, plan: _Plan, rows: list[tuple[Any, ...]]) -> int:
     columns = plan.columns
+    if plan.direct:
+        try:
+            await conn.copy_records_to_table(plan.table, records=rows, columns=columns)
+            return len(rows)
+        except asyncpg.UniqueViolationError:
+            pass  # some key is stored already: nothing was written; dedupe through staging
     async with conn.transaction():
         await conn.copy_records_to_table(plan.staging, records=rows, columns=columns)
         status: str = await conn.execute(plan.insert)
@@ -112,11 +127,14 @@ async def _make_plan(conn: Any, table: str, columns: Sequence[str]) -> _Plan:
         raise ConfigError(f"invalid table name {table!r}")
     staging = _STAGING_PREFIX + table
     # Outside the batch transaction, so a rolled-back batch cannot take the table with it.
-    await conn.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-    )
+    # Made anew on every (re)plan, so it always has the target table's current columns.
+    await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{staging}")
+    await conn.execute(f"CREATE TEMP TABLE {staging} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
     keys_table = await conn.fetchval("SELECT to_regclass($1)::text", f"{table}_keys")
     cols = ", ".join(columns)
+    if keys_table is not None:
+        # Staging rows do not carry `keyed` (the INSERT below sets it).
+        await conn.execute(f"ALTER TABLE {staging} ALTER COLUMN keyed DROP NOT NULL")
     if keys_table is None:
         insert = (
             f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {staging} "
@@ -128,7 +146,7 @@ async def _make_plan(conn: Any, table: str, columns: Sequence[str]) -> _Plan:
             f"WITH fresh AS (INSERT INTO {table}_keys (idempotency_key, created_at) "
             f"SELECT idempotency_key, created_at FROM {staging} "
             f"ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key) "
-            f"INSERT INTO {table} ({cols}) SELECT {scols} FROM {staging} s "
+            f"INSERT INTO {table} ({cols}, keyed) SELECT {scols}, TRUE FROM {staging} s "
             f"JOIN fresh USING (idempotency_key)"
         )
-    return _Plan(staging, columns, insert)
+    return _Plan(table, staging, columns, insert, direct=keys_table is None)
