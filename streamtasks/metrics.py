@@ -258,8 +258,8 @@ def _ray_metrics() -> list[Metric]:
     except Exception as exc:  # Ray's client raises many types while the GCS is unreachable
         log.debug("metrics: reading Ray resources failed: %s", exc)
         return []
-    total_g = _gauge("streamtasks_ray_resource_total", "Ray cluster resources.", ("resource",))
-    used_g = _gauge("streamtasks_ray_resource_used", "Ray cluster resources in use.", ("resource",))
+    total_g = _gauge("streamtasks_ray_cluster_resources", "Ray cluster resources.", ("resource",))
+    used_g = _gauge("streamtasks_ray_resources_used", "Ray cluster resources in use.", ("resource",))
     for name, amount in sorted(total.items()):
         if name.startswith("node:"):
             continue

@@ -141,8 +141,8 @@ async def test_metrics_gauges_match_xinfo_and_xpending_for_a_stalled_backlog(
     assert value(metrics, "streamtasks_live_workers", group=GROUP) == 1
     assert 0 <= value(metrics, "streamtasks_worker_heartbeat_age_seconds") < 5
     assert value(metrics, "streamtasks_redis_up") == 1
-    assert value(metrics, "streamtasks_ray_resource_total", resource="CPU") >= 1
-    assert value(metrics, "streamtasks_ray_resource_used", resource="CPU") >= 1  # the gated batch
+    assert value(metrics, "streamtasks_ray_cluster_resources", resource="CPU") >= 1
+    assert value(metrics, "streamtasks_ray_resources_used", resource="CPU") >= 1  # the gated batch
 
     await redis.set(GATE_KEY, "1")
 
