@@ -21,6 +21,7 @@ it to ``jsonb`` as it is.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -43,6 +44,9 @@ MAX_JSON_DEPTH = 64
 #: what PostgreSQL's numeric (and so jsonb) can hold, which ``1e-20000`` is not.
 MAX_NUMBER_LENGTH = 1000
 MAX_NUMBER_EXPONENT = 1000
+
+#: Distinct source addresses whose parsed form is kept (they are immutable).
+IP_CACHE_SIZE = 65536
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -301,6 +305,12 @@ def _source_ip(raw: str | None) -> IPAddress | None:
     if raw is None or raw == "":
         return None
     try:
-        return ip_address(raw)
+        return _parse_ip(raw)
     except ValueError:
         raise DecodeError("invalid_value", "field 'source_ip' is not an IP address") from None
+
+
+@functools.lru_cache(maxsize=IP_CACHE_SIZE)
+def _parse_ip(raw: str) -> IPAddress:
+    # ipaddress parses in pure Python (~10 us); API clients repeat, so most entries hit here.
+    return ip_address(raw)
