@@ -155,26 +155,43 @@ class Observer(Protocol):
     ) -> None: ...
 
 
+#: Failures this soon after Redis came back belong to the same incident (each pooled
+#: connection finds out on its own that the server went away).
+INCIDENT_WINDOW_S = 10.0
+
+
 class RedisHealth:
-    """Reconnect backoff shared by every loop: one log line per outage, not per retry."""
+    """Reconnect backoff shared by every loop: one log line per outage, not per retry.
+
+    One outage is one incident even though every loop and every pooled connection trips
+    over it separately: a failure within :data:`INCIDENT_WINDOW_S` of recovering is logged
+    at debug level only.
+    """
 
     def __init__(self) -> None:
         self.down_since: float | None = None
+        self.back_at: float | None = None
+        self.quiet = False
         self.delay = 0.1
 
     async def failed(self, exc: BaseException, doing: str) -> None:
         if self.down_since is None:
-            self.down_since = time.monotonic()
-            log.warning(
-                "Redis unavailable while %s (%s: %s); retrying with backoff", doing, type(exc).__name__, exc
-            )
+            now = time.monotonic()
+            self.down_since = now
+            self.quiet = self.back_at is not None and now - self.back_at < INCIDENT_WINDOW_S
+            log.log(
+                logging.DEBUG if self.quiet else logging.WARNING,
+                "Redis unavailable while %s (%s: %s); retrying with backoff", doing, type(exc).__name__, exc,
+            )  # fmt: skip
         await asyncio.sleep(self.delay)
         self.delay = min(self.delay * 2, 5.0)
 
     def ok(self) -> None:
         if self.down_since is not None:
-            log.warning("Redis is back after %.1fs", time.monotonic() - self.down_since)
+            if not self.quiet:
+                log.warning("Redis is back after %.1fs", time.monotonic() - self.down_since)
             self.down_since = None
+            self.back_at = time.monotonic()
             self.delay = 0.1
 
 
