@@ -236,8 +236,8 @@ class RedisCollector:
         w = self.worker
         age = _gauge("streamtasks_worker_heartbeat_age_seconds", "Age of this worker's heartbeat key.", ())
         raw = await w.redis.get(keys.heartbeat_key(w.group, w.consumer))
-        if raw is not None:
-            age.add_metric([], max(0.0, now - float(json.loads(raw)["ts"])))
+        with contextlib.suppress(TypeError, ValueError, KeyError):  # missing or malformed: no sample
+            age.add_metric([], max(0.0, now - float(json.loads(raw or "")["ts"])))
         live = _gauge("streamtasks_live_workers", "Workers of the group with a live heartbeat.", ("group",))
         count = 0
         async for _ in w.redis.scan_iter(match=keys.heartbeat_pattern(w.group), count=500):
