@@ -509,6 +509,11 @@ class Worker:
                     except _REDIS_DOWN as exc:
                         await self.health.failed(exc, "renewing leases")
                         continue
+                    except rx.ResponseError as exc:
+                        # NOGROUP: the read loop recreates the group; keep renewing after it
+                        if "NOGROUP" not in str(exc):
+                            raise
+                        continue
                     now = time.monotonic()
                     for entry_id in stale:
                         if entry_id in lane.held:
