@@ -1,7 +1,7 @@
 """A small streamtasks app: one per-entry handler and one batch handler.
 
-    streamtasks worker examples.app:registry        # from the repo root
-    streamtasks send orders order_id=42 amount:=19.99
+From the repo root: ``streamtasks worker examples.app:registry``, then
+``streamtasks send orders order_id=42 amount:=19.99``.
 """
 
 from __future__ import annotations
