@@ -408,6 +408,8 @@ class Worker:
             await self._add_dead(pipe, lane.spec, entry, error, now_ms)
         if len(pipe):
             await pipe.execute()
+        if plan.dead:
+            _log_dead(lane.stream, plan.dead)
         lane.counters.handled += len(plan.done)
         lane.counters.retried += sum(len(ids) for ids in plan.delays.values())
         lane.counters.dead += len(plan.dead)
@@ -432,10 +434,6 @@ class Worker:
             args=[self.group, self.consumer, entry_id, self.settings.dead_letter_maxlen, now_ms, *fields],
             client=pipe,
         )
-        log.warning(
-            "dead-lettered %s/%s after %d attempt(s): %s: %s",
-            spec.stream, entry_id, attempt, error.type, error.message[:200],
-        )  # fmt: skip
 
     # -- recovery: reclaim, lease ------------------------------------------------------------
 
@@ -606,6 +604,16 @@ class Worker:
                 )
                 if not info:  # nothing pending on us (no scheduled retries): forget this consumer
                     await self.redis.xgroup_delconsumer(lane.stream, self.group, self.consumer)
+
+
+def _log_dead(stream: str, dead: list[tuple[RawEntry, ErrorInfo]]) -> None:
+    """One line per settled batch, not per entry: a flood of bad input stays readable."""
+    (entry_id, _, attempt), error = dead[0]
+    more = f" and {len(dead) - 1} more" if len(dead) > 1 else ""
+    log.warning(
+        "dead-lettered %s/%s%s after %d attempt(s): %s: %s",
+        stream, entry_id, more, attempt, error.type, error.message[:200],
+    )  # fmt: skip
 
 
 def _batch_deadline(spec: HandlerSpec, size: int) -> float | None:
