@@ -8,7 +8,8 @@ What is measured (``benchmarks/README.md`` explains every number):
   streamtasks.builtins:registry`` (a subprocess, with its own local Ray) or the lean loop
   (``benchmarks/lean_loop.py``, a subprocess too).
 * **steady**: acknowledged entries per second between 20 % and 80 % of N, from the same run.
-* **start-up**: spawn -> the consumer appears in ``XINFO CONSUMERS`` (its first XREADGROUP).
+* **start-up**: spawn -> the worker logs "reading" (the line just before its first
+  XREADGROUP); for the lean loop, spawn -> it appears in ``XINFO CONSUMERS``.
 * **latency**: at a fixed offered load (entries XADDed at an even pace, each with its send
   time in ``_st_ts``), every 10th entry is a probe whose row is looked up by its key every
   5 ms: XADD -> row visible to another session. Also, for every row, ``stored_at -
@@ -41,6 +42,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -83,6 +85,7 @@ PACE_TICK_S = 0.005
 STALL_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 40.0
 MB = 1024 * 1024
+LOG_TIME_FORMAT = "%Y-%m-%d %H:%M:%S,%f"
 
 
 def load_script(path: Path, name: str) -> ModuleType:
@@ -331,6 +334,7 @@ class Consumer:
     started: float
     log: Path
     ps: psutil.Process
+    started_wall: float = field(factory=time.time)
     peak_rss: int = 0
     peak_tree_rss: int = 0
 
@@ -341,6 +345,15 @@ class Consumer:
     def check_alive(self) -> None:
         if self.proc.poll() is not None and self.kind == "streamtasks":
             raise click.ClickException(f"the {self.kind} consumer exited early:\n{self.log_tail()}")
+
+    def reading_after(self) -> float | None:
+        """Seconds from spawn to the worker's "reading" log line (just before its first read)."""
+        with contextlib.suppress(OSError):
+            for line in self.log.read_text(errors="replace").splitlines():
+                if "streamtasks.worker" in line and " reading " in line:
+                    stamp = datetime.strptime(line[:23], LOG_TIME_FORMAT).timestamp()
+                    return max(0.0, stamp - self.started_wall)
+        return None
 
     def log_tail(self) -> str:
         with contextlib.suppress(OSError):
@@ -362,7 +375,7 @@ def spawn(kind: str, tgt: Target, train: str, infer: str, n: int | None, opts: B
     """Start ``streamtasks worker streamtasks.builtins:registry`` or the lean loop."""
     env = {**os.environ, "REDIS_URL": tgt.redis_url, "DATABASE_URL": tgt.database_url}
     env.update(TRAINING_DATA_STREAM=train, INFERENCE_RESULTS_STREAM=infer, PYTHONUNBUFFERED="1")
-    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env.update(RAY_USAGE_STATS_ENABLED="0", STREAMTASKS_LOG_FORMAT="text", STREAMTASKS_LOG_LEVEL="INFO")
     if kind == "streamtasks":
         argv = [sys.executable, "-m", "streamtasks", "worker", "streamtasks.builtins:registry"]
         if opts.num_cpus:
@@ -429,8 +442,12 @@ class Watch:
     async def poll(self) -> int:
         done, consumers = await acked(self.redis, self.stream, group_of(self.consumer.kind))
         now = time.perf_counter()
-        if self.startup is None and consumers:
-            self.startup = now - self.consumer.started
+        if self.startup is None:
+            # The worker: its "reading" log line. The lean loop: it shows in XINFO once it read.
+            if self.consumer.kind == "streamtasks":
+                self.startup = self.consumer.reading_after()
+            elif consumers:
+                self.startup = now - self.consumer.started
         self.samples.append((now - self.consumer.started, done))
         if now - self.last_rss >= RSS_POLL_S:
             self.last_rss = now
