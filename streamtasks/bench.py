@@ -638,7 +638,7 @@ async def _stored_ms(tgt: Target) -> dict[str, float]:
     try:
         row = await conn.fetchrow(
             "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY d) AS q, max(d) AS m "
-            "FROM (SELECT extract(epoch FROM stored_at - created_at) * 1000 AS d FROM training_data "
+            "FROM (SELECT extract(epoch FROM stored_at - created_at)::float8 * 1000 AS d FROM training_data "
             "WHERE request_id LIKE 'lat-%') s"
         )
     finally:
