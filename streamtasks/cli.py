@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from redis import exceptions as rx
@@ -204,6 +204,17 @@ def worker(
         log.info("worker %s stopped", w.consumer)
 
     _run(serve())
+    # Every entry is settled and the Ray driver is shut down. Skip the interpreter's teardown:
+    # Ray's native destructors can abort (SIGABRT) a driver that shared a cluster with other
+    # drivers, which would turn a clean stop into a crash for the process supervisor.
+    _exit_now(0)
+
+
+def _exit_now(code: int) -> NoReturn:
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _install_signal_handlers(stop: Callable[[], None]) -> None:
@@ -213,8 +224,7 @@ def _install_signal_handlers(stop: Callable[[], None]) -> None:
     def on_signal(signum: int) -> None:
         if received:
             log.warning("second signal: exiting now; unfinished entries will be reclaimed")
-            logging.shutdown()
-            os._exit(128 + signum)
+            _exit_now(128 + signum)
         received.append(signum)
         log.info("%s received: stopping (send it again to exit at once)", signal.Signals(signum).name)
         stop()

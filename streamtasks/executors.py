@@ -21,6 +21,7 @@ import atexit
 import concurrent.futures
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -263,23 +264,29 @@ class RayExecutor:
         self.env = dict(env or {})
         self.process_retries = process_retries
         self._remote: dict[str, Any] = {}
-        self._owns_ray = False
+        self._owns_ray = False  # True when start() called ray.init (a Ray already up is left alone)
 
     async def start(self) -> None:
         import ray
 
         if ray.is_initialized():
             return
-        await asyncio.to_thread(self._init_ray)
+        try:
+            await asyncio.to_thread(self._init_ray)
+        except Exception as exc:  # ConnectionError, RuntimeError, ValueError from ray.init
+            where = f"join Ray at {self.address}" if self.address else "start a local Ray"
+            hint = ""
+            if self.address and "RAY_AUTH_MODE" not in os.environ:
+                hint = " (a cluster with token auth needs RAY_AUTH_MODE=token and its token)"
+            raise StreamtasksError(f"cannot {where}: {type(exc).__name__}: {exc}{hint}") from None
 
     def _init_ray(self) -> None:
-        import os
-
         import ray
 
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if self.address:
             ray.init(address=self.address, log_to_driver=True, logging_level=logging.WARNING)
+            self._owns_ray = True  # our driver connection: closed by close(); the cluster stays
         else:
             ray.init(
                 num_cpus=self.num_cpus,

@@ -161,14 +161,6 @@ async def test_sigterm_hands_unstarted_entries_to_the_other_worker_at_once(
     assert second.wait() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after a graceful stop ('worker first stopped' logged, Ray driver shut down: core "
-    "driver log ends 'Shutdown completed successfully ... Destructing CoreWorkerProcessImpl') "
-    "the process dies of SIGABRT (-6) instead of exiting 0; only when a second Ray driver "
-    "(worker) ran tasks meanwhile - without it the same SIGTERM path exits 0. Cause inside "
-    "Ray's native teardown not yet found.",
-)
 async def test_sigterm_with_backlog_exits_0(
     inv: Invariants, workers: Workers, ledger: Any, redis: aioredis.Redis
 ) -> None:
