@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -129,13 +130,15 @@ def parse() -> argparse.Namespace:
 if __name__ == "__main__":
     args = parse()
     server = None
+    workdir = Path(tempfile.mkdtemp(prefix="streamtasks-noop-"))
     if args.redis_url is None:
         services = load_script(SERVICES_PATH, "streamtasks_bench_services")
-        server = services.RedisServer(Path(tempfile.mkdtemp(prefix="streamtasks-noop-")) / "redis").start()
+        server = services.RedisServer(workdir / "redis").start()
         args.redis_url = server.url
     try:
         result = asyncio.run(main(args))
     finally:
         if server is not None:
             server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(result, indent=2) if args.json else json.dumps(result))
