@@ -42,6 +42,9 @@ from .retry import Dead, ErrorInfo, RetryLater
 
 log = logging.getLogger("streamtasks.worker")
 
+#: XREADGROUP block (seconds) while some stream is left out of the read because its lane is
+#: full: the read returns soon enough to pick that stream up again when a batch finishes.
+BUSY_BLOCK = 0.005
 #: Idle time given to entries handed back on shutdown: far past any visibility timeout.
 HANDBACK_IDLE_MS = 10**12
 _REDIS_DOWN = (rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, ConnectionError, OSError)
@@ -280,6 +283,9 @@ class Worker:
 
     async def _read(self, lanes: list[Lane]) -> Any:
         count = max(lane.spec.batch_size for lane in lanes)
+        # While a busy stream is left out (its lane is full), block only briefly: its capacity
+        # may free up any moment, and a long block on the idle streams would starve it.
+        block = self.settings.block if len(lanes) == len(self.lanes) else min(self.settings.block, BUSY_BLOCK)
         try:
             self.reading.set()
             response = await self.redis.xreadgroup(
@@ -287,7 +293,7 @@ class Worker:
                 self.consumer,
                 {lane.stream: ">" for lane in lanes},
                 count=count,
-                block=int(self.settings.block * 1000),
+                block=max(1, int(block * 1000)),
             )
         except rx.ResponseError as exc:
             # NOGROUP: the group is gone; UNBLOCKED: the stream was deleted while we waited.
@@ -449,9 +455,7 @@ class Worker:
                 except rx.ResponseError as exc:
                     if "NOGROUP" not in str(exc):
                         raise
-            if claimed_any:
-                self._dispatch()
-            else:
+            if not claimed_any:  # a full page may mean more are waiting: go again at once
                 await _sleep_unless(self._stopping, self.settings.reclaim_interval)
 
     async def _reclaim(self, lane: Lane) -> bool:
@@ -482,6 +486,7 @@ class Worker:
         if fresh:
             lane.counters.reclaimed += len(fresh)
             lane.accept(fresh)
+            self._dispatch()  # now: the read loop may be blocked on XREADGROUP for a while
         return len(entries) >= want
 
     async def _dead_letter_exhausted(self, lane: Lane, entries: list[RawEntry]) -> None:
