@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 from . import lua
 from .keys import DEAD_FIELD_PREFIX, FIELD_ORIGIN_ID, FIELD_ORIGIN_STREAM, RESERVED_PREFIX
 from .logs import redact
+from .message import RawFields, field_pairs
 from .retry import ErrorInfo
 
 
@@ -39,7 +40,7 @@ def dead_letter_fields(
     handler: str,
     error: ErrorInfo,
     attempts: int,
-    raw: Mapping[bytes, bytes] | Mapping[str, str],
+    raw: RawFields | Mapping[str, str],
     now_ms: int | None = None,
 ) -> list[str | bytes]:
     """The flat field/value list of a dead letter (``first_failure_ms`` is added by the script)."""
@@ -56,7 +57,8 @@ def dead_letter_fields(
         "attempts", str(attempts),
         "last_failure_ms", now,
     ]  # fmt: skip
-    for name, value in raw.items():
+    pairs = raw.items() if isinstance(raw, Mapping) else field_pairs(raw)
+    for name, value in pairs:
         key = name.decode("utf-8", "backslashreplace") if isinstance(name, bytes) else name
         out += [DEAD_FIELD_PREFIX + key, value]
     return out

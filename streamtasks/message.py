@@ -9,7 +9,7 @@ pickled.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any
@@ -24,7 +24,9 @@ DEFAULT_MAX_ENTRY_BYTES = 1024 * 1024
 
 _MISSING: Any = object()
 
-RawFields = Mapping[bytes, bytes]
+#: An entry's fields as read from Redis: a mapping, or the flat ``[name, value, ...]`` list
+#: Redis itself returns (the worker keeps that form: no per-entry dict on the hot path).
+RawFields = Mapping[bytes, bytes] | Sequence[bytes]
 FieldValue = str | bytes | int | float | bool | None | list[Any] | dict[str, Any]
 
 
@@ -138,10 +140,17 @@ def encode_fields(fields: Mapping[str, FieldValue]) -> dict[str, str | bytes]:
     return {name: encode_value(value) for name, value in fields.items()}
 
 
+def field_pairs(raw: RawFields) -> Iterator[tuple[bytes, bytes]]:
+    """(name, value) pairs of raw fields in either form."""
+    if isinstance(raw, Mapping):
+        return iter(raw.items())
+    return zip(raw[0::2], raw[1::2], strict=True)
+
+
 def decode_entry(
     stream: str,
     entry_id: str,
-    raw: RawFields | Iterable[tuple[bytes, bytes]],
+    raw: RawFields,
     attempt: int = 1,
     max_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
 ) -> Message:
@@ -149,13 +158,12 @@ def decode_entry(
 
     Raises :class:`DecodeError` with reason ``too_large`` or ``invalid_utf8``.
     """
-    items = raw.items() if isinstance(raw, Mapping) else raw
-    pairs = list(items)
-    size = sum(len(k) + len(v) for k, v in pairs)
+    flat: Sequence[bytes] = raw if not isinstance(raw, Mapping) else [b for kv in raw.items() for b in kv]
+    size = sum(map(len, flat))
     if size > max_bytes:
         raise DecodeError("too_large", f"entry is {size} bytes, over the {max_bytes}-byte limit")
     try:
-        fields = {k.decode(): v.decode() for k, v in pairs}
+        fields = dict(zip(map(bytes.decode, flat[0::2]), map(bytes.decode, flat[1::2]), strict=True))
     except UnicodeDecodeError as exc:
         raise DecodeError("invalid_utf8", f"a field is not valid UTF-8 ({exc.reason})") from None
     return Message(stream=stream, id=entry_id, fields=fields, attempt=attempt)

@@ -230,6 +230,10 @@ class Worker:
         self._stopping = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
+        # XREADGROUP through a client without redis-py's reply parser: entries stay the flat
+        # [name, value, ...] lists hiredis returns, with no per-entry dict on the hot path.
+        self._reader = Redis(connection_pool=redis.connection_pool)
+        self._reader.response_callbacks.pop("XREADGROUP", None)
         self._reclaim_script = redis.register_script(lua.RECLAIM)
         self._reset_script = redis.register_script(lua.RESET)
         self._dead_script = redis.register_script(lua.DEAD_LETTER)
@@ -273,7 +277,8 @@ class Worker:
                 await self._wakeup.wait()
                 continue
             response = await self._read(readable)
-            for raw_stream, entries in response or ():
+            streams = response.items() if isinstance(response, dict) else response or ()  # RESP3 / RESP2
+            for raw_stream, entries in streams:
                 lane = self.lanes[_text(raw_stream)]
                 decoded = [(i.decode(), f, 1) for i, f in entries]
                 if decoded:
@@ -288,7 +293,7 @@ class Worker:
         block = self.settings.block if len(lanes) == len(self.lanes) else min(self.settings.block, BUSY_BLOCK)
         try:
             self.reading.set()
-            response = await self.redis.xreadgroup(
+            response = await self._reader.xreadgroup(
                 self.group,
                 self.consumer,
                 {lane.stream: ">" for lane in lanes},
@@ -479,7 +484,7 @@ class Worker:
         fresh: list[RawEntry] = []
         exhausted: list[RawEntry] = []
         for (raw_id, raw_fields), count in zip(entries, counts, strict=True):
-            entry = (raw_id.decode(), _pairs_to_dict(raw_fields), int(count))
+            entry = (raw_id.decode(), raw_fields or [], int(count))
             (exhausted if entry[2] > limit else fresh).append(entry)
         if exhausted:
             await self._dead_letter_exhausted(lane, exhausted)
@@ -636,13 +641,6 @@ async def _wait(pending: Awaitable[BatchResult]) -> BatchResult:
 async def _sleep_unless(event: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(event.wait(), seconds)
-
-
-def _pairs_to_dict(raw: Any) -> dict[bytes, bytes]:
-    if isinstance(raw, dict):
-        return raw
-    it = iter(raw or ())
-    return dict(zip(it, it, strict=False))
 
 
 def _text(value: bytes | str) -> str:
