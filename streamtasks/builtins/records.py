@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -70,17 +71,26 @@ def _reject_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(parse_float=_parse_float, parse_constant=_reject_constant)
+# The same without the per-float Python hook (the C scanner parses floats itself): used when
+# no number in the text can be out of range, i.e. almost always. parse_constant costs
+# nothing until a NaN/Infinity shows up.
+_FAST_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 # Set by JSONDecoder.__init__ (the C scanner); typeshed does not declare it.
 _SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+_FAST_SCAN: Callable[[str, int], tuple[Any, int]] = _FAST_DECODER.scan_once  # type: ignore[attr-defined]
+#: Text that may hold a number _parse_float refuses: an exponent of 4+ digits, or a digit run
+#: longer than MAX_NUMBER_LENGTH. Only such text pays for the checked decoder.
+_MAY_BE_OUT_OF_RANGE = re.compile(rf"[eE][+-]?\d{{4}}|\d{{{MAX_NUMBER_LENGTH}}}")
 _JSON_WHITESPACE = " \t\n\r"
 
 
 def _loads(raw: str) -> Any:
     """``_DECODER.decode`` without its two regex matches when the text starts with a value."""
+    decoder, scan = (_DECODER, _SCAN) if _MAY_BE_OUT_OF_RANGE.search(raw) else (_FAST_DECODER, _FAST_SCAN)
     try:
-        value, end = _SCAN(raw, 0)
+        value, end = scan(raw, 0)
     except StopIteration:  # leading whitespace, or not JSON: the full decoder says which
-        return _DECODER.decode(raw)
+        return decoder.decode(raw)
     if end != len(raw) and raw[end:].strip(_JSON_WHITESPACE):
         raise ValueError(f"extra data at character {end}")
     return value
