@@ -45,6 +45,8 @@ log = logging.getLogger("streamtasks.worker")
 #: XREADGROUP block (seconds) while some stream is left out of the read because its lane is
 #: full: the read returns soon enough to pick that stream up again when a batch finishes.
 BUSY_BLOCK = 0.005
+#: Entries in a lane's first read when its stream was empty at start (sizes still unknown).
+FIRST_READ_COUNT = 50
 #: Idle time given to entries handed back on shutdown: far past any visibility timeout.
 HANDBACK_IDLE_MS = 10**12
 _REDIS_DOWN = (rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, ConnectionError, OSError)
@@ -68,6 +70,7 @@ class WorkerSettings:
     heartbeat_interval: float = 2.0
     heartbeat_ttl: float = 10.0
     dead_letter_maxlen: int = 0  # approximate MAXLEN of dead-letter streams; 0 = unbounded
+    max_batch_bytes: int = 4 * 1024 * 1024  # big entries make smaller batches; 0 = count only
 
     @property
     def visibility_ms(self) -> int:
@@ -99,6 +102,8 @@ class Lane:
 
     spec: HandlerSpec
     prefetch: int
+    max_batch_bytes: int = 0  # 0: batches bounded by count only
+    entry_bytes: int = 0  # running estimate of an entry's size, sampled from reads
     queue: deque[Batch] = field(factory=deque)
     in_flight: dict[asyncio.Task[None], Batch] = field(factory=dict)
     held: dict[str, float] = field(factory=dict)  # entry id -> last lease renewal (monotonic)
@@ -114,9 +119,24 @@ class Lane:
     def free_batches(self) -> int:
         return self.spec.max_in_flight + self.prefetch - len(self.in_flight) - len(self.queue)
 
+    @property
+    def batch_size(self) -> int:
+        """``spec.batch_size``, fewer when entries are big: a batch stays under max_batch_bytes,
+        so memory is bounded by bytes (in-flight + prefetched batches), not only by count."""
+        if not self.max_batch_bytes:
+            return self.spec.batch_size
+        if not self.entry_bytes:  # the stream was empty at start: a small read measures entries
+            return min(self.spec.batch_size, FIRST_READ_COUNT)
+        return max(1, min(self.spec.batch_size, self.max_batch_bytes // self.entry_bytes))
+
+    def sample_size(self, entries: Sequence[RawEntry]) -> None:
+        """Update the entry-size estimate from one entry of a read (cheap: one entry a read)."""
+        size = sum(map(len, entries[len(entries) // 2][1]))
+        self.entry_bytes = size if not self.entry_bytes else (3 * self.entry_bytes + size) // 4
+
     def accept(self, entries: Sequence[RawEntry]) -> None:
         """Split entries into batches of ``batch_size`` and queue them."""
-        size = self.spec.batch_size
+        size = self.batch_size
         now = time.monotonic()
         for start in range(0, len(entries), size):
             chunk = list(entries[start : start + size])
@@ -217,7 +237,9 @@ class Worker:
         self.consumer = self.settings.consumer
         self.lanes = {
             s: Lane(
-                spec, self.settings.prefetch if self.settings.prefetch is not None else spec.max_in_flight
+                spec,
+                self.settings.prefetch if self.settings.prefetch is not None else spec.max_in_flight,
+                self.settings.max_batch_bytes,
             )
             for s, spec in registry.handlers.items()
         }
@@ -283,11 +305,12 @@ class Worker:
                 decoded = [(i.decode(), f, 1) for i, f in entries]
                 if decoded:
                     lane.last_id = decoded[-1][0]
+                    lane.sample_size(decoded)
                     lane.accept(decoded)
             self._dispatch()
 
     async def _read(self, lanes: list[Lane]) -> Any:
-        count = max(lane.spec.batch_size for lane in lanes)
+        count = max(lane.batch_size for lane in lanes)
         # While a busy stream is left out (its lane is full), block only briefly: its capacity
         # may free up any moment, and a long block on the idle streams would starve it.
         block = self.settings.block if len(lanes) == len(self.lanes) else min(self.settings.block, BUSY_BLOCK)
@@ -318,6 +341,11 @@ class Worker:
         for lane in self.lanes.values():
             with contextlib.suppress(rx.ResponseError):  # BUSYGROUP: it exists
                 await self.redis.xgroup_create(lane.stream, self.group, id="0", mkstream=True)
+            # Size the first read from the newest entry, so a backlog of big entries is not
+            # read a full count at a time before the lane has measured them.
+            newest: Any = await self.redis.xrevrange(lane.stream, count=1)
+            if newest:
+                lane.sample_size([(_text(newest[0][0]), newest[0][1] and _flat(newest[0][1]), 1)])
 
     async def _recreate_groups(self) -> None:
         """After NOGROUP (Redis restarted without persistence, or the group was deleted).
@@ -465,7 +493,7 @@ class Worker:
 
     async def _reclaim(self, lane: Lane) -> bool:
         """Claim entries idle past the visibility timeout; True if a full page came back."""
-        want = lane.free_batches * lane.spec.batch_size
+        want = lane.free_batches * lane.batch_size
         if want <= 0:
             return False
         cursor, entries, counts, deleted = await self._reclaim_script(
@@ -641,6 +669,10 @@ async def _wait(pending: Awaitable[BatchResult]) -> BatchResult:
 async def _sleep_unless(event: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(event.wait(), seconds)
+
+
+def _flat(fields: Any) -> list[bytes]:
+    return [b for kv in fields.items() for b in kv] if isinstance(fields, dict) else list(fields)
 
 
 def _text(value: bytes | str) -> str:

@@ -18,7 +18,7 @@ registry = Registry(group="streamtasks-adserving")
 async def commit_then_stall(msgs: list[Message]) -> object:
     failures = await store_training_batch(msgs)
     client = aioredis.Redis.from_url(os.environ["REDIS_URL"])
-    await client.set("crash_app:committed", len(msgs))
+    await client.incrby("crash_app:committed", len(msgs))
     await client.aclose()
     await asyncio.sleep(3600)  # never returns: the entries stay unacked until the kill
     return failures
