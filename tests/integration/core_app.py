@@ -56,3 +56,15 @@ async def async_batch(msgs: list[Message]) -> dict[str, BaseException]:
         else:
             record(msg, "async_batch")
     return failed
+
+
+@registry.stream_handler("spread", batch=True, batch_size=100)
+def spread(msgs: list[Message]) -> None:
+    """Records each entry once, and which Ray node ran the batch."""
+    import ray
+
+    pipe = _redis().pipeline()
+    for msg in msgs:
+        pipe.hincrby(f"handled:{msg.stream}", f"{msg.id}|spread", 1)
+    pipe.sadd("spread:nodes", ray.get_runtime_context().get_node_id())
+    pipe.execute()
