@@ -354,27 +354,35 @@ class Worker:
         since are not skipped; if the stream itself is new (Redis lost it), from the start.
         """
         for lane in self.lanes.values():
-            start = await self._restart_point(lane)
+            start, stream_lost = await self._restart_point(lane)
             try:
                 await self.redis.xgroup_create(lane.stream, self.group, id=start, mkstream=True)
             except rx.ResponseError:
                 continue  # BUSYGROUP: this one still exists (or another worker beat us)
+            if stream_lost:
+                cause = "the stream is new: Redis lost it (restart without persistence?)"
+            else:
+                cause = "the group was deleted (or Redis restarted and the stream was written again since)"
             log.warning(
-                "consumer group %s on %s was missing (Redis restart or group deleted); "
-                "recreated from %s; entries pending in the old group are no longer tracked",
-                self.group, lane.stream, start,
+                "consumer group %s on %s was missing; %s; recreated from %s; %d entries this "
+                "worker held are no longer tracked (their acks are no-ops), and entries pending "
+                "on other consumers of the old group cannot be recovered",
+                self.group, lane.stream, cause, start, len(lane.held),
             )  # fmt: skip
         await asyncio.sleep(0.05)
 
-    async def _restart_point(self, lane: Lane) -> str:
-        if lane.last_id is None:
-            return "0"
+    async def _restart_point(self, lane: Lane) -> tuple[str, bool]:
+        """Where to recreate the group, and whether the stream itself was lost."""
         try:
             info: dict[Any, Any] = await self.redis.xinfo_stream(lane.stream)
         except rx.ResponseError:
-            return "0"  # no such stream
+            return "0", True  # no such stream
         last = _text(info.get("last-generated-id") or info.get(b"last-generated-id") or b"0-0")
-        return lane.last_id if _id_key(last) >= _id_key(lane.last_id) else "0"
+        if lane.last_id is None:
+            return "0", False
+        if _id_key(last) >= _id_key(lane.last_id):
+            return lane.last_id, False
+        return "0", True  # ids went backwards: a new stream under the old name
 
     # -- dispatch and run --------------------------------------------------------------------
 
