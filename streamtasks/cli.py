@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -57,6 +58,16 @@ async def _connect(url: str) -> Redis:
         await redis.aclose()
         raise click.ClickException(f"Redis at {logs.redact(url)} refused the credentials: {exc}") from None
     return redis
+
+
+@contextlib.asynccontextmanager
+async def _connected(redis_url: str | None) -> AsyncIterator[Redis]:
+    """A checked connection to the Redis of ``--redis-url`` (or the environment), closed after."""
+    redis = await _connect(_redis_url(redis_url))
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
 
 
 redis_url_option = click.option(
@@ -270,11 +281,8 @@ def send(stream: str, fields: tuple[str, ...], redis_url: str | None, maxlen: in
     payload = parse_field_args(fields)
 
     async def go() -> str:
-        redis = await _connect(_redis_url(redis_url))
-        try:
+        async with _connected(redis_url) as redis:
             return await Producer(redis, maxlen=maxlen).send(stream, payload)
-        finally:
-            await redis.aclose()
 
     click.echo(_run(go()))
 
@@ -309,11 +317,8 @@ def dlq_list(stream: str, redis_url: str | None, dead_stream: str | None, count:
     name = _dead_name(stream, dead_stream)
 
     async def go() -> tuple[int, list[Any]]:
-        redis = await _connect(_redis_url(redis_url))
-        try:
+        async with _connected(redis_url) as redis:
             return int(await redis.xlen(name)), await list_dead(redis, name, count)
-        finally:
-            await redis.aclose()
 
     total, letters = _run(go())
     if as_json:
@@ -353,11 +358,8 @@ def dlq_show(stream: str, dead_id: str, redis_url: str | None, dead_stream: str 
     name = _dead_name(stream, dead_stream)
 
     async def go() -> Any:
-        redis = await _connect(_redis_url(redis_url))
-        try:
+        async with _connected(redis_url) as redis:
             return await get_dead(redis, name, dead_id)
-        finally:
-            await redis.aclose()
 
     letter = _run(go())
     if letter is None:
@@ -392,12 +394,9 @@ def dlq_replay(
     name = _dead_name(stream, dead_stream)
 
     async def go() -> list[tuple[str, str]]:
-        redis = await _connect(_redis_url(redis_url))
-        try:
+        async with _connected(redis_url) as redis:
             letters = await select_dead(redis, name, ids=ids, error_type=error_type, everything=everything)
             return await replay(redis, name, letters)
-        finally:
-            await redis.aclose()
 
     moved = _run(go())
     for dead_id, new_id in moved:
@@ -422,11 +421,8 @@ def dlq_purge(
     name = _dead_name(stream, dead_stream)
 
     async def go() -> int:
-        redis = await _connect(_redis_url(redis_url))
-        try:
+        async with _connected(redis_url) as redis:
             return await purge(redis, name, ids, everything)
-        finally:
-            await redis.aclose()
 
     click.echo(f"purged {_run(go())} dead letter(s) from {name}")
 

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 from redis.asyncio import Redis
-from test_builtins_e2e import training_fields
+from test_builtins_e2e import rows, training_fields
 from test_worker import handled, pending, wait_until
 
 from streamtasks import AsyncProcessingSystem
@@ -65,14 +65,6 @@ async def _xlen_is(redis: Redis, stream: str, n: int) -> bool:
     return int(await redis.xlen(stream)) == n
 
 
-async def _rows(dsn: str, sql: str) -> Any:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetchval(sql)
-    finally:
-        await conn.close()
-
-
 async def test_postgresql_down_under_load_loses_nothing_and_dead_letters_nothing(
     redis: Redis, redis_url: str, database_url: str, pg_server: Any, ray_address: str, spawn: Any
 ) -> None:
@@ -98,7 +90,7 @@ async def test_postgresql_down_under_load_loses_nothing_and_dead_letters_nothing
 
     await send(0, 1000)
     await wait_until(
-        lambda: _equals(_rows(database_url, "SELECT count(*) FROM training_data"), 1000), timeout=60
+        lambda: _equals(rows(database_url, "SELECT count(*) FROM training_data"), 1000), timeout=60
     )
     await asyncio.to_thread(pg_server.stop)
     try:
@@ -109,9 +101,9 @@ async def test_postgresql_down_under_load_loses_nothing_and_dead_letters_nothing
     finally:
         await asyncio.to_thread(pg_server.start)
     await wait_until(
-        lambda: _equals(_rows(database_url, "SELECT count(*) FROM training_data"), 5000), timeout=90
+        lambda: _equals(rows(database_url, "SELECT count(*) FROM training_data"), 5000), timeout=90
     )
-    assert await _rows(database_url, "SELECT count(DISTINCT idempotency_key) FROM training_data") == 5000
+    assert await rows(database_url, "SELECT count(DISTINCT idempotency_key) FROM training_data") == 5000
     assert int(await redis.xlen("training_data_stream:dead")) == 0
     await wait_until(lambda: _pending_zero(redis), timeout=30)
 
