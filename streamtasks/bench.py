@@ -62,8 +62,17 @@ from .db import setup_database
 from .producer import Producer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-LEAN_LOOP_PATH = REPO_ROOT / "benchmarks" / "lean_loop.py"
-SERVICES_PATH = REPO_ROOT / "scripts" / "services.py"
+#: A wheel carries both files in streamtasks/_bench (pyproject force-include); a source
+#: checkout (editable install) has them in place.
+_PACKAGED = Path(__file__).resolve().parent / "_bench"
+
+
+def _script_path(checkout: Path, packaged_name: str) -> Path:
+    return checkout if checkout.exists() else _PACKAGED / packaged_name
+
+
+LEAN_LOOP_PATH = _script_path(REPO_ROOT / "benchmarks" / "lean_loop.py", "lean_loop.py")
+SERVICES_PATH = _script_path(REPO_ROOT / "scripts" / "services.py", "services.py")
 LEAN_GROUP = "lean-loop"
 
 DEFAULT_N = 100_000
@@ -95,7 +104,7 @@ def load_script(path: Path, name: str) -> ModuleType:
     if name in sys.modules:
         return sys.modules[name]
     if not path.exists():
-        raise click.ClickException(f"{path} not found: streamtasks bench runs from a source checkout")
+        raise click.ClickException(f"{path} not found: reinstall streamtasks, or run from a source checkout")
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise click.ClickException(f"cannot load {path}")
