@@ -32,7 +32,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from redis import exceptions as rx
 
 from . import keys
@@ -170,15 +170,21 @@ class RedisCollector:
         held = _gauge(
             "streamtasks_entries_held", "Entries this worker holds (queued or running).", ("stream",)
         )
+        lost = CounterMetricFamily(
+            "streamtasks_entries_lost",
+            "Pending entries Redis no longer had when reclaimed (trimmed or deleted unhandled).",
+            labels=("stream",),
+        )
         for name, lane in w.lanes.items():
             in_flight.add_metric([name], len(lane.in_flight))
             queued.add_metric([name], len(lane.queue))
             held.add_metric([name], len(lane.held))
+            lost.add_metric([name], lane.counters.lost)
         info = _gauge("streamtasks_worker_info", "This worker (value 1).", ("group", "consumer"))
         info.add_metric([w.group, w.consumer], 1)
         started = _gauge("streamtasks_worker_start_time_seconds", "When this worker started.", ())
         started.add_metric([], w.started_at)
-        return [in_flight, queued, held, info, started]
+        return [in_flight, queued, held, lost, info, started]
 
     async def _redis_metrics(self) -> list[Metric]:
         w = self.worker

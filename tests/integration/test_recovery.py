@@ -178,3 +178,43 @@ async def test_disabled_processing_makes_sends_a_no_op(redis: Redis, redis_url: 
         )  # fmt: skip
         assert ids == {"training_data": None, "inference_result": None}
     assert await redis.exists("training_data_stream", "inference_results_stream") == 0
+
+
+async def test_a_pending_entry_deleted_from_the_stream_is_counted_lost(
+    redis: Redis, ray_address: str
+) -> None:
+    """An entry trimmed/deleted while pending on a dead consumer is reported as lost (counter
+    and metric), and leaves the pending list; nothing runs for it."""
+    sys.path.insert(0, str(HERE))
+    import core_app
+
+    from streamtasks.metrics import RedisCollector
+
+    await redis.xgroup_create("async_each", "core-tests", id="0", mkstream=True)
+    entry_id = (await redis.xadd("async_each", {"n": "gone"})).decode()
+    await redis.xreadgroup("core-tests", "ghost", {"async_each": ">"}, count=1)
+    await redis.xclaim("async_each", "core-tests", "ghost", 0, [entry_id], idle=10**9, justid=True)
+    await redis.xdel("async_each", entry_id)  # gone from the stream, still in the pending list
+    assert await pending(redis, "async_each", "core-tests") == 1
+    worker = Worker(
+        core_app.registry.only(["async_each"]),
+        redis,
+        RayExecutor(),
+        WorkerSettings(consumer="survivor", visibility_timeout=5, reclaim_interval=0.2),
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        await wait_until(lambda: _pending_is_zero(redis), timeout=30)
+        assert worker.lanes["async_each"].counters.lost == 1
+        collector = RedisCollector(worker)
+        await collector.refresh()
+        [lost] = [m for m in collector.collect() if m.name == "streamtasks_entries_lost"]
+        assert [s.value for s in lost.samples if s.name.endswith("_total")] == [1.0]
+        assert await handled(redis, "async_each") == {}
+    finally:
+        worker.stop()
+        await task
+
+
+async def _pending_is_zero(redis: Redis) -> bool:
+    return await pending(redis, "async_each", "core-tests") == 0
