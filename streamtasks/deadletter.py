@@ -26,7 +26,7 @@ from attrs import frozen
 from redis.asyncio import Redis
 
 from . import lua
-from .keys import DEAD_FIELD_PREFIX, FIELD_ORIGIN_ID, FIELD_ORIGIN_STREAM, RESERVED_PREFIX
+from .keys import DEAD_FIELD_PREFIX, FIELD_ORIGIN_ID, FIELD_ORIGIN_STREAM
 from .logs import redact
 from .message import RawFields, field_pairs
 from .retry import ErrorInfo
@@ -191,7 +191,6 @@ async def purge(redis: Redis, dead_stream: str, ids: Sequence[str] = (), everyth
 
 
 __all__ = [
-    "RESERVED_PREFIX",
     "DeadLetter",
     "dead_letter_fields",
     "get_dead",
