@@ -25,7 +25,7 @@ import os
 import pickle
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from attrs import define, field, frozen
@@ -345,6 +345,3 @@ class _RayPending:
 
     def __await__(self) -> Any:
         return self.ref.__await__()
-
-
-Submit = Callable[[HandlerSpec, Sequence[RawEntry]], Awaitable[BatchResult]]

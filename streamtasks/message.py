@@ -112,10 +112,6 @@ def entry_time(entry_id: str) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
-def entry_ms(entry_id: str) -> int:
-    return int(entry_id.partition("-")[0])
-
-
 def loads_json(raw: str, name: str = "value") -> Any:
     """``json.loads`` with every failure turned into a :class:`DecodeError`."""
     try:
