@@ -119,10 +119,12 @@ class TrainingRecord:
     )  # fmt: skip
 
     def as_row(self) -> tuple[Any, ...]:
-        """The row for ``COPY`` (jsonb columns as JSON text)."""
+        """The row for ``COPY`` (jsonb columns as JSON text; the address packed: asyncpg turns
+        bytes into an address without the string round trip it does for address objects)."""
+        ip = self.source_ip.packed if self.source_ip is not None else None
         return (
             self.model_name, self.request_id, self.input_data_json, self.metadata_json,
-            self.source_ip, self.created_at, self.idempotency_key, self.stream, self.entry_id,
+            ip, self.created_at, self.idempotency_key, self.stream, self.entry_id,
         )  # fmt: skip
 
 

@@ -317,3 +317,16 @@ async def test_database_health(pool: Any, database_url: str) -> None:
     bad = await database_health("postgresql://u:s3cr3t-pw@127.0.0.1:1/x", timeout=2)
     assert bad["health"] == "unhealthy"
     assert "s3cr3t-pw" not in json.dumps(bad, default=str)
+
+
+async def test_ipv4_and_ipv6_source_addresses_are_stored_exactly(pool: Any) -> None:
+    """Both address families survive the packed-bytes path into inet, including edge values."""
+    addresses = ["192.168.1.100", "0.0.0.1", "255.255.255.255", "::1", "2001:db8::1", "::ffff:10.0.0.1"]
+    recs = [parse_training(training_msg(f"ip{i}", source_ip=a)) for i, a in enumerate(addresses)]
+    async with pool.acquire() as conn:
+        assert await store_training(conn, recs) == len(addresses)
+        rows = await conn.fetch(
+            "SELECT request_id, host(source_ip) AS ip, family(source_ip) AS f FROM training_data"
+        )
+    got = {r["request_id"]: (r["ip"], r["f"]) for r in rows}
+    assert got == {f"ip{i}": (a, 6 if ":" in a else 4) for i, a in enumerate(addresses)}
