@@ -201,7 +201,27 @@ def redis_ping(port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-class RedisServer:
+class _ServiceDir:
+    """A throwaway server kept in ``dir``, on a port chosen once and recorded in ``dir/port``."""
+
+    def __init__(self, dir: Path | str, port: int | None = None) -> None:
+        self.dir = Path(dir).resolve()
+        self._port = port
+
+    @property
+    def portfile(self) -> Path:
+        """The file recording the chosen port."""
+        return self.dir / "port"
+
+    @property
+    def port(self) -> int:
+        """The server's TCP port (chosen on first use, then fixed)."""
+        if self._port is None:
+            self._port = read_int(self.portfile) or free_port()
+        return self._port
+
+
+class RedisServer(_ServiceDir):
     """A throwaway redis-server on 127.0.0.1 without persistence, kept in ``dir``.
 
     ``dir`` holds ``redis.pid``, ``redis.log`` and ``port``. The port is chosen once (free
@@ -209,10 +229,6 @@ class RedisServer:
     URL. If a server started from the same ``dir`` is already running, ``start()`` reuses
     it (also across processes).
     """
-
-    def __init__(self, dir: Path | str, port: int | None = None) -> None:
-        self.dir = Path(dir).resolve()
-        self._port = port
 
     # paths ------------------------------------------------------------------
     @property
@@ -225,19 +241,7 @@ class RedisServer:
         """The server's log file."""
         return self.dir / "redis.log"
 
-    @property
-    def portfile(self) -> Path:
-        """The file recording the chosen port."""
-        return self.dir / "port"
-
     # state ------------------------------------------------------------------
-    @property
-    def port(self) -> int:
-        """The server's TCP port (chosen on first use, then fixed)."""
-        if self._port is None:
-            self._port = read_int(self.portfile) or free_port()
-        return self._port
-
     @property
     def url(self) -> str:
         """``redis://127.0.0.1:PORT/0``."""
@@ -325,7 +329,7 @@ class RedisServer:
 # --------------------------------------------------------------------------- postgres
 
 
-class PostgresServer:
+class PostgresServer(_ServiceDir):
     """A throwaway PostgreSQL cluster on 127.0.0.1, kept in ``dir``.
 
     ``dir/data`` is the cluster (created by initdb on first start, trust auth, superuser
@@ -335,10 +339,6 @@ class PostgresServer:
     ``dir`` is chowned to it, so every parent of ``dir`` must be traversable by that user
     (``/tmp/...`` is; pytest's ``tmp_path`` is not).
     """
-
-    def __init__(self, dir: Path | str, port: int | None = None) -> None:
-        self.dir = Path(dir).resolve()
-        self._port = port
 
     # paths ------------------------------------------------------------------
     @property
@@ -350,18 +350,6 @@ class PostgresServer:
     def logfile(self) -> Path:
         """The server's log file."""
         return self.dir / "postgres.log"
-
-    @property
-    def portfile(self) -> Path:
-        """The file recording the chosen port."""
-        return self.dir / "port"
-
-    @property
-    def port(self) -> int:
-        """The server's TCP port (chosen on first use, then fixed)."""
-        if self._port is None:
-            self._port = read_int(self.portfile) or free_port()
-        return self._port
 
     def url(self, dbname: str = DEFAULT_DATABASE) -> str:
         """DSN ``postgresql://postgres@127.0.0.1:PORT/dbname``."""
