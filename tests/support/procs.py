@@ -179,6 +179,16 @@ class ManagedProcess:
             f"{self.name} ({state}) did not log /{regex.pattern}/ within {timeout:.1f}s\n{self.output_tail()}"
         )
 
+    def _poll_log(self, regex: re.Pattern[str], deadline: float, timeout: float) -> re.Match[str] | None:
+        """The match if the pattern appeared; None to keep waiting; raises when it never can."""
+        alive = self.running
+        match = self._search(regex)
+        if match:
+            return match
+        if not alive or time.monotonic() >= deadline:
+            raise self._not_found(regex, timeout)
+        return None
+
     def wait_for_log(
         self, pattern: str | re.Pattern[str], timeout: float = DEFAULT_LOG_TIMEOUT_S
     ) -> re.Match[str]:
@@ -187,30 +197,22 @@ class ManagedProcess:
         Raises ProcessFailed (with the output tail) on timeout, or as soon as the process
         has exited without the pattern appearing.
         """
-        regex = re.compile(pattern, re.MULTILINE) if isinstance(pattern, str) else pattern
+        regex = _regex(pattern)
         deadline = time.monotonic() + timeout
-        while True:
-            alive = self.running
-            match = self._search(regex)
-            if match:
-                return match
-            if not alive or time.monotonic() >= deadline:
-                raise self._not_found(regex, timeout)
+        while (match := self._poll_log(regex, deadline, timeout)) is None:
             time.sleep(POLL_INTERVAL_S)
+        return match
 
     async def await_log(
         self, pattern: str | re.Pattern[str], timeout: float = DEFAULT_LOG_TIMEOUT_S
     ) -> re.Match[str]:
         """``wait_for_log`` for async tests: polls without blocking the event loop."""
-        regex = re.compile(pattern, re.MULTILINE) if isinstance(pattern, str) else pattern
+        regex = _regex(pattern)
         deadline = time.monotonic() + timeout
-        while True:
-            alive = self.running
-            match = self._search(regex)
-            if match:
+        while True:  # the output is in files: nothing to await but time
+            match = self._poll_log(regex, deadline, timeout)
+            if match is not None:
                 return match
-            if not alive or time.monotonic() >= deadline:
-                raise self._not_found(regex, timeout)
             await asyncio.sleep(POLL_INTERVAL_S)
 
     # context manager --------------------------------------------------------
@@ -224,6 +226,10 @@ class ManagedProcess:
         tb: TracebackType | None,
     ) -> None:
         self.kill9()
+
+
+def _regex(pattern: str | re.Pattern[str]) -> re.Pattern[str]:
+    return re.compile(pattern, re.MULTILINE) if isinstance(pattern, str) else pattern
 
 
 def _read(path: Path) -> str:
