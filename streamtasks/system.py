@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from attrs import evolve
 from redis.asyncio import Redis
 
 from . import db, keys
@@ -29,7 +30,7 @@ from .keys import FIELD_MESSAGE_ID
 from .logs import redact
 from .producer import Producer, new_message_id
 from .registry import Registry
-from .router import Worker, WorkerSettings
+from .router import Worker, WorkerSettings, default_consumer_name
 
 log = logging.getLogger("streamtasks.system")
 #: Dead letters scanned (newest first) to count a model's dead letters in the stats.
@@ -232,12 +233,8 @@ class AsyncProcessingSystem:
         env = {"DATABASE_URL": self.config.database.dsn}
         self.executor = RayExecutor(address=self.ray_address, env=env)
         for _ in range(self.config.consumer.num_workers):
-            settings = WorkerSettings(
-                block=self.worker_settings.block,
-                visibility_timeout=self.worker_settings.visibility_timeout,
-                reclaim_interval=self.worker_settings.reclaim_interval,
-                grace_period=self.worker_settings.grace_period,
-            )
+            # Every setting as given, but each router its own consumer name.
+            settings = evolve(self.worker_settings, consumer=default_consumer_name())
             worker = Worker(registry, redis, self.executor, settings)
             self._workers.append((worker, asyncio.create_task(worker.run())))
         await asyncio.gather(*(w.reading.wait() for w, _ in self._workers))
