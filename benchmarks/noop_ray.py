@@ -33,8 +33,7 @@ from redis.asyncio import Redis
 
 from streamtasks import Message, Registry
 from streamtasks.bench import SERVICES_PATH, fill, load_script
-from streamtasks.executors import RayExecutor
-from streamtasks.router import Worker, WorkerSettings
+from streamtasks.worker import RayExecutor, Worker, WorkerSettings
 
 GROUP = "noop-bench"
 BATCH = 1000

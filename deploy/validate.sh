@@ -47,5 +47,5 @@ cp -r streamtasks schema "$ctx/"
 python3.11 -m venv "$work/image"
 (cd "$ctx" && PIP_NO_CACHE_DIR=1 "$work/image/bin/pip" install -q .)
 "$work/image/bin/streamtasks" worker --help | grep -q -- "--metrics-port"
-"$work/image/bin/python" -c "import streamtasks.builtins, streamtasks.metrics, streamtasks.status"
+"$work/image/bin/python" -c "import streamtasks.builtins, streamtasks.observe.metrics, streamtasks.observe.inspect"
 echo "deploy/: all offline checks passed"

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from streamtasks import AsyncProcessingSystem
-from streamtasks.cli_db import print_stats
+from streamtasks.adserving.cli import print_stats
 
 MODEL = "fraud_detection"
 SYNTHETIC_REQUESTS = 500

@@ -8,7 +8,7 @@
 -- keys move to a plain side table `<table>_keys` with a primary key on the key; the
 -- built-in store inserts there first (ON CONFLICT DO NOTHING ... RETURNING) and inserts into
 -- the hypertable only the rows whose key was new, in the same statement and transaction.
--- streamtasks.builtins.store detects the side table and switches to that statement.
+-- streamtasks.adserving.store detects the side table and switches to that statement.
 
 CREATE TABLE IF NOT EXISTS training_data_keys (
     idempotency_key text        PRIMARY KEY,

@@ -17,7 +17,7 @@ from .registry import Handler, HandlerSpec, Registry, Resource, default_registry
 from .retry import RetryPolicy, backoff
 
 if TYPE_CHECKING:
-    from .system import AsyncProcessingSystem  # type: ignore[import-untyped,unused-ignore]
+    from .adserving.system import AsyncProcessingSystem  # type: ignore[import-untyped,unused-ignore]
 
 __version__ = "0.1.0"
 
@@ -44,7 +44,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The facade pulls in asyncpg and the built-ins: load it only when asked for.
     if name == "AsyncProcessingSystem":
-        from .system import AsyncProcessingSystem
+        from .adserving.system import AsyncProcessingSystem
 
         return AsyncProcessingSystem
     raise AttributeError(f"module 'streamtasks' has no attribute {name!r}")

@@ -1,4 +1,6 @@
-"""Configuration: attrs classes read from the environment and a ``.env`` file.
+"""Core configuration: where Redis is, and the helpers that read typed values from the
+environment and a ``.env`` file (the adserving product's settings are in
+:mod:`streamtasks.adserving.config`).
 
 Every value has a documented environment variable; a value that cannot be used raises
 :class:`~streamtasks.errors.ConfigError` naming the variable. Passwords are kept out of
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from urllib.parse import SplitResult, quote, unquote, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
 from attrs import field, frozen
 
@@ -32,7 +34,7 @@ def env_int(environ: Mapping[str, str], name: str, default: int, minimum: int | 
 _SCHEME_HINTS = {"redis": "redis:// or rediss://", "postgres": "postgresql://"}
 
 
-def _split_url(name: str, url: str, schemes: tuple[str, ...], default_port: int) -> tuple[SplitResult, int]:
+def split_url(name: str, url: str, schemes: tuple[str, ...], default_port: int) -> tuple[SplitResult, int]:
     """The parts and port of URL variable ``name``; ConfigError for a wrong scheme or port."""
     parts = urlsplit(url)
     if parts.scheme not in schemes:
@@ -77,7 +79,7 @@ class RedisConfig:
         env = os.environ if environ is None else environ
         url = env.get("REDIS_URL") or None
         if url is not None:
-            parts, port = _split_url("REDIS_URL", url, ("redis", "rediss", "unix"), 6379)
+            parts, port = split_url("REDIS_URL", url, ("redis", "rediss", "unix"), 6379)
             return cls(host=parts.hostname or "127.0.0.1", port=port, url_override=url)
         return cls(
             host=env.get("REDIS_HOST") or "127.0.0.1",
@@ -89,16 +91,6 @@ class RedisConfig:
 
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_DB_SCHEMES = ("postgres", "postgresql")
-
-#: Default stream names of the built-in handlers.
-DEFAULT_TRAINING_STREAM = "training_data_stream"
-DEFAULT_INFERENCE_STREAM = "inference_results_stream"
-DEFAULT_CONSUMER_BATCH_SIZE = 1000
-DEFAULT_BLOCK_MS = 1000
-DEFAULT_DATABASE_NAME = "streamtasks"
-DEFAULT_DATABASE_USER = "postgres"
 
 
 def env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -123,133 +115,6 @@ def env_stream(environ: Mapping[str, str], name: str, default: str) -> str:
         return validate_name("stream", value)
     except ConfigError as exc:
         raise ConfigError(f"{name}: {exc}") from None
-
-
-@frozen
-class DatabaseConfig:
-    """Where PostgreSQL is. ``DATABASE_URL`` wins over the ``DATABASE_*`` variables."""
-
-    host: str = "127.0.0.1"
-    port: int = 5432
-    name: str = DEFAULT_DATABASE_NAME
-    user: str = DEFAULT_DATABASE_USER
-    password: str | None = field(default=None, repr=False)
-    url_override: str | None = field(default=None, repr=False)
-
-    @property
-    def dsn(self) -> str:
-        """The connection URL, password included: never log it (use :attr:`safe_dsn`)."""
-        if self.url_override:
-            return self.url_override
-        auth = quote(self.user, safe="")
-        if self.password:
-            auth += ":" + quote(self.password, safe="")
-        return f"postgresql://{auth}@{self.host}:{self.port}/{quote(self.name, safe='')}"
-
-    @property
-    def safe_dsn(self) -> str:
-        from .logs import redact
-
-        return redact(self.dsn)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> DatabaseConfig:
-        """Read ``DATABASE_URL`` or ``DATABASE_HOST/PORT/NAME/USER/PASSWORD``.
-
-        The password is registered with :func:`streamtasks.logs.register_secret`.
-        """
-        from .logs import register_secret
-
-        env = os.environ if environ is None else environ
-        url = env.get("DATABASE_URL") or None
-        if url is not None:
-            parts, port = _split_url("DATABASE_URL", url, _DB_SCHEMES, 5432)
-            password = unquote(parts.password) if parts.password else None
-            register_secret(parts.password)
-            register_secret(password)
-            return cls(
-                host=parts.hostname or "127.0.0.1",
-                port=port,
-                name=unquote(parts.path.lstrip("/")) or DEFAULT_DATABASE_NAME,
-                user=unquote(parts.username or "") or DEFAULT_DATABASE_USER,
-                password=password,
-                url_override=url,
-            )
-        password = env.get("DATABASE_PASSWORD") or None
-        register_secret(password)
-        return cls(
-            host=env.get("DATABASE_HOST") or "127.0.0.1",
-            port=env_int(env, "DATABASE_PORT", 5432, minimum=1),
-            name=env.get("DATABASE_NAME") or DEFAULT_DATABASE_NAME,
-            user=env.get("DATABASE_USER") or DEFAULT_DATABASE_USER,
-            password=password,
-        )
-
-
-@frozen
-class ConsumerConfig:
-    """How workers consume: entries per batch, worker processes, read block time, streams."""
-
-    batch_size: int = DEFAULT_CONSUMER_BATCH_SIZE
-    num_workers: int = 1
-    block_ms: int = DEFAULT_BLOCK_MS
-    streams: tuple[str, ...] = (DEFAULT_TRAINING_STREAM, DEFAULT_INFERENCE_STREAM)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> ConsumerConfig:
-        """``CONSUMER_BATCH_SIZE`` (>= 1), ``ASYNC_PROCESSING_NUM_WORKERS`` (>= 1),
-        ``CONSUMER_BLOCK_MS`` (>= 1), ``TRAINING_DATA_STREAM``, ``INFERENCE_RESULTS_STREAM``."""
-        env = os.environ if environ is None else environ
-        return cls(
-            batch_size=env_int(env, "CONSUMER_BATCH_SIZE", DEFAULT_CONSUMER_BATCH_SIZE, minimum=1),
-            num_workers=env_int(env, "ASYNC_PROCESSING_NUM_WORKERS", 1, minimum=1),
-            block_ms=env_int(env, "CONSUMER_BLOCK_MS", DEFAULT_BLOCK_MS, minimum=1),
-            streams=(
-                env_stream(env, "TRAINING_DATA_STREAM", DEFAULT_TRAINING_STREAM),
-                env_stream(env, "INFERENCE_RESULTS_STREAM", DEFAULT_INFERENCE_STREAM),
-            ),
-        )
-
-
-@frozen
-class AsyncProcessingConfig:
-    """Everything :class:`~streamtasks.AsyncProcessingSystem` needs, from env and ``.env``."""
-
-    redis: RedisConfig = field(factory=RedisConfig)
-    database: DatabaseConfig = field(factory=DatabaseConfig)
-    consumer: ConsumerConfig = field(factory=ConsumerConfig)
-    #: ``ASYNC_PROCESSING_ENABLED=false`` turns sending into a no-op.
-    enabled: bool = True
-    log_level: str = "INFO"
-    debug: bool = False
-
-    @classmethod
-    def from_env(
-        cls,
-        environ: Mapping[str, str] | None = None,
-        env_file: str | os.PathLike[str] | None = ".env",
-    ) -> AsyncProcessingConfig:
-        """Read the configuration; variables in ``environ`` (default ``os.environ``) win over
-        the same names in ``env_file`` (skipped when ``None`` or missing).
-
-        Raises :class:`ConfigError` naming the variable whose value cannot be used.
-        """
-        env = load_env(environ, env_file)
-        level = (env.get("ASYNC_PROCESSING_LOG_LEVEL") or "INFO").strip().upper()
-        if level not in _LOG_LEVELS:
-            raise ConfigError(f"ASYNC_PROCESSING_LOG_LEVEL={level!r} is not one of {', '.join(_LOG_LEVELS)}")
-        redis = RedisConfig.from_env(env)
-        from .logs import register_secret
-
-        register_secret(redis.password or urlsplit(redis.url).password)
-        return cls(
-            redis=redis,
-            database=DatabaseConfig.from_env(env),
-            consumer=ConsumerConfig.from_env(env),
-            enabled=env_bool(env, "ASYNC_PROCESSING_ENABLED", True),
-            log_level=level,
-            debug=env_bool(env, "DEBUG_ENABLED", False),
-        )
 
 
 def load_env(

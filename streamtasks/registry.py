@@ -7,9 +7,8 @@ Decorating connects to nothing: it records a :class:`HandlerSpec` and returns a
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from attrs import evolve, field, fields, frozen
@@ -18,6 +17,8 @@ from . import keys
 from .errors import RegistryError
 from .keys import DEFAULT_GROUP, validate_name
 from .message import DEFAULT_MAX_ENTRY_BYTES, FieldValue
+from .resources import Resource as Resource
+from .resources import import_attr
 from .retry import DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_RETRIES, RetryPolicy
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
+#: Environment variables every worker forwards to Ray tasks it runs on a cluster.
+CORE_ENV_PREFIXES = ("STREAMTASKS_", "REDIS_")
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_MAX_IN_FLIGHT = 4
 DEFAULT_CONCURRENCY = 16
@@ -87,7 +90,7 @@ def _fn_reference(fn: Callable[..., Any]) -> Any:
 
 def _rebuild_spec(fn_ref: Any, state: dict[str, Any]) -> HandlerSpec:
     if isinstance(fn_ref, tuple):
-        obj = _import_attr(*fn_ref)
+        obj = import_attr(*fn_ref)
         fn_ref = obj.spec.fn if isinstance(obj, Handler) else obj
     return HandlerSpec(fn=fn_ref, **state)
 
@@ -128,52 +131,8 @@ class Handler(Generic[P, R]):
         # Pickled by reference when importable, so Ray workers import the user's module.
         module, qualname = self.spec.fn.__module__, self.spec.fn.__qualname__
         if module != "__main__" and "<locals>" not in qualname:
-            return (_import_attr, (module, qualname))
+            return (import_attr, (module, qualname))
         return (Handler, (self.spec,))
-
-
-def _import_attr(module: str, qualname: str) -> Any:
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-class Resource(Generic[T]):
-    """A per-process resource (a connection pool, a model) shared by handler runs.
-
-    Made from an async generator: the code before ``yield`` runs once per worker process on
-    first use, the yielded value is reused by every task in that process, and the code after
-    ``yield`` runs when the process shuts down::
-
-        @registry.resource
-        async def db_pool():
-            pool = await asyncpg.create_pool(DSN)
-            yield pool
-            await pool.close()
-
-        @registry.stream_handler("orders", batch=True)
-        async def store(msgs):
-            pool = await db_pool.get()
-    """
-
-    def __init__(self, factory: Callable[[], AsyncIterator[T]]) -> None:
-        self.factory = factory
-        self.key = f"{factory.__module__}.{factory.__qualname__}"
-        self.__doc__ = factory.__doc__
-
-    async def get(self) -> T:
-        """The process-wide value, created on first use (must be awaited in a handler)."""
-        from .executors import process_resources
-
-        value: T = await process_resources().get(self)
-        return value
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        module, qualname = self.factory.__module__, self.factory.__qualname__
-        if module != "__main__" and "<locals>" not in qualname:
-            return (_import_attr, (module, qualname))
-        return (Resource, (self.factory,))
 
 
 class Registry:
@@ -184,10 +143,15 @@ class Registry:
     handler per registry: a consumer group delivers each entry once.
     """
 
-    def __init__(self, group: str = DEFAULT_GROUP) -> None:
+    def __init__(self, group: str = DEFAULT_GROUP, *, env_forward: Iterable[str] = ()) -> None:
         self.group = validate_name("group", group)
         self._handlers: dict[str, HandlerSpec] = {}
         self.resources: list[Resource[Any]] = []
+        #: Prefixes of environment variables the handlers read: a worker that joins a Ray
+        #: cluster sends them to its tasks (the cluster's nodes do not share its environment).
+        self.env_forward: tuple[str, ...] = tuple(env_forward)
+        #: The log level ``streamtasks worker`` uses when none is given on its command line.
+        self.log_level: str | None = None
 
     @property
     def handlers(self) -> Mapping[str, HandlerSpec]:
@@ -266,20 +230,30 @@ class Registry:
         for spec in other._handlers.values():
             self._add(spec)
         self.resources.extend(r for r in other.resources if r not in self.resources)
+        self.env_forward += tuple(p for p in other.env_forward if p not in self.env_forward)
+        self.log_level = self.log_level or other.log_level
+
+    def forwarded_env(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """The part of ``environ`` the handlers read: streamtasks' own variables and the
+        registry's :attr:`env_forward` prefixes."""
+        prefixes = (*CORE_ENV_PREFIXES, *self.env_forward)
+        return {k: v for k, v in environ.items() if k.startswith(prefixes)}
 
     def only(self, streams: list[str]) -> Registry:
         """A registry with just the handlers of ``streams`` (for ``--streams``)."""
         missing = [s for s in streams if s not in self._handlers]
         if missing:
             raise RegistryError(f"no handler for stream(s): {', '.join(missing)}")
-        sub = Registry(self.group)
+        sub = Registry(self.group, env_forward=self.env_forward)
+        sub.log_level = self.log_level
         sub._handlers = {s: self._handlers[s] for s in streams}
         sub.resources = list(self.resources)
         return sub
 
     def with_options(self, **changes: Any) -> Registry:
         """A copy whose handler specs have ``changes`` applied (e.g. ``batch_size``)."""
-        sub = Registry(self.group)
+        sub = Registry(self.group, env_forward=self.env_forward)
+        sub.log_level = self.log_level
         sub._handlers = {s: evolve(spec, **changes) for s, spec in self._handlers.items()}
         sub.resources = list(self.resources)
         return sub

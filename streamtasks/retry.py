@@ -1,10 +1,16 @@
-"""Retry policy: backoff as a pure function, and the decision "retry or dead-letter"."""
+"""Retry policy: backoff as a pure function, and the one place that decides retry or dead.
+
+Every path that ends an attempt asks :class:`RetryPolicy`: a handler's exception for one entry
+(:meth:`~RetryPolicy.decide`, on the Ray side), a batch that failed or timed out as a whole
+(:meth:`~RetryPolicy.decide_all`, in the worker), and an entry delivered more often than the
+policy allows without ever completing (:meth:`~RetryPolicy.over_delivery_limit`, on reclaim).
+"""
 
 from __future__ import annotations
 
 import random
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from attrs import field, frozen
 
@@ -66,11 +72,6 @@ class ErrorInfo:
 
 
 @frozen
-class Done:
-    """The entry was handled: acknowledge it."""
-
-
-@frozen
 class RetryLater:
     """Run the entry again after ``delay`` seconds."""
 
@@ -85,8 +86,8 @@ class Dead:
     error: ErrorInfo
 
 
-Outcome = Done | RetryLater | Dead
-DONE = Done()
+#: What happens to an entry that did not succeed (an entry with no outcome is done).
+Failure = RetryLater | Dead
 
 
 @frozen
@@ -116,3 +117,25 @@ class RetryPolicy:
         if isinstance(exc, Retry) and exc.after is not None:
             return RetryLater(max(0.0, exc.after), info)
         return RetryLater(backoff(attempt, self.backoff_base, self.backoff_max), info)
+
+    def decide_all(self, exc: BaseException, attempts: Sequence[int]) -> dict[int, Failure]:
+        """Outcomes, by position, of a batch that failed as a whole (timeout, lost Ray worker)."""
+        return {index: self.decide(exc, attempt) for index, attempt in enumerate(attempts)}
+
+    @property
+    def delivery_limit(self) -> int:
+        """Deliveries an entry may have: one per attempt."""
+        return self.max_retries + 1
+
+    def over_delivery_limit(self, deliveries: int) -> bool:
+        """True for an entry delivered past :attr:`delivery_limit` without completing (the
+        process running it died or timed out each time): dead-letter it without running."""
+        return deliveries > self.delivery_limit
+
+    def delivery_limit_error(self) -> ErrorInfo:
+        return ErrorInfo(
+            type="DeliveryLimitExceeded",
+            message=f"delivered more than {self.delivery_limit} times without completing "
+            "(the worker running it died or timed out each time)",
+            reason="delivery_limit",
+        )

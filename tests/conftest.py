@@ -29,7 +29,6 @@ import concurrent.futures
 import contextlib
 import os
 import shutil
-import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -40,13 +39,16 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from support import load_services
+from support.procs import ManagedProcess
 
 TESTS_DIR = Path(__file__).resolve().parent
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
-
-from support import load_services  # noqa: E402 - needs the sys.path entry above
-from support.procs import ManagedProcess  # noqa: E402 - needs the sys.path entry above
+#: pytest's ``pythonpath`` setting puts these on this process' path; subprocesses (workers
+#: started by tests) and Ray's worker processes import the test apps through PYTHONPATH.
+IMPORT_DIRS = (TESTS_DIR / "apps", TESTS_DIR)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [*map(str, IMPORT_DIRS), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+)
 
 REDIS_URL_ENV = "STREAMTASKS_TEST_REDIS_URL"
 DATABASE_URL_ENV = "STREAMTASKS_TEST_DATABASE_URL"

@@ -16,8 +16,8 @@ from redis.asyncio import Redis
 from test_worker import wait_until
 
 from streamtasks import AsyncProcessingSystem
-from streamtasks.config import AsyncProcessingConfig
-from streamtasks.router import WorkerSettings
+from streamtasks.adserving.config import AsyncProcessingConfig
+from streamtasks.worker import WorkerSettings
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.integration
@@ -202,7 +202,7 @@ def _worker_argv(redis_url: str, ray_address: str, app: str = "streamtasks.built
 
 
 async def _setup(database_url: str) -> None:
-    from streamtasks import db
+    from streamtasks.adserving import db
 
     conn = await asyncpg.connect(database_url)
     try:

@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import core_app
 import pytest
 from redis.asyncio import Redis
 from test_builtins_e2e import rows, training_fields
 from test_worker import handled, pending, wait_until
 
 from streamtasks import AsyncProcessingSystem
-from streamtasks.config import AsyncProcessingConfig
-from streamtasks.executors import RayExecutor
-from streamtasks.router import Worker, WorkerSettings
+from streamtasks.adserving.config import AsyncProcessingConfig
+from streamtasks.worker import RayExecutor, Worker, WorkerSettings
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.integration
@@ -32,9 +32,6 @@ async def test_an_entry_whose_workers_keep_dying_is_dead_lettered_without_runnin
     """An entry already delivered more than max_retries + 1 times (its workers died each
     time: simulated with XCLAIM RETRYCOUNT) is dead-lettered by the reclaim step with reason
     delivery_limit, and its handler never runs."""
-    sys.path.insert(0, str(HERE))
-    import core_app
-
     await redis.xgroup_create("async_each", "core-tests", id="0", mkstream=True)
     entry_id = (await redis.xadd("async_each", {"n": "doomed"})).decode()
     await redis.xreadgroup("core-tests", "ghost", {"async_each": ">"}, count=1)
@@ -70,7 +67,7 @@ async def test_postgresql_down_under_load_loses_nothing_and_dead_letters_nothing
 ) -> None:
     """PostgreSQL stopped for ~8 s while entries keep arriving: batches are retried with
     backoff, nothing is dead-lettered, every entry lands exactly once after it is back."""
-    from streamtasks import db
+    from streamtasks.adserving import db
 
     conn = await asyncpg.connect(database_url)
     await db.setup_database(conn)
@@ -185,10 +182,7 @@ async def test_a_pending_entry_deleted_from_the_stream_is_counted_lost(
 ) -> None:
     """An entry trimmed/deleted while pending on a dead consumer is reported as lost (counter
     and metric), and leaves the pending list; nothing runs for it."""
-    sys.path.insert(0, str(HERE))
-    import core_app
-
-    from streamtasks.metrics import RedisCollector
+    from streamtasks.observe.metrics import RedisCollector
 
     await redis.xgroup_create("async_each", "core-tests", id="0", mkstream=True)
     entry_id = (await redis.xadd("async_each", {"n": "gone"})).decode()
@@ -205,7 +199,7 @@ async def test_a_pending_entry_deleted_from_the_stream_is_counted_lost(
     task = asyncio.create_task(worker.run())
     try:
         await wait_until(lambda: _pending_is_zero(redis), timeout=30)
-        assert worker.lanes["async_each"].counters.lost == 1
+        assert worker.lanes["async_each"].counts.lost == 1
         collector = RedisCollector(worker)
         await collector.refresh()
         [lost] = [m for m in collector.collect() if m.name == "streamtasks_entries_lost"]

@@ -1,4 +1,4 @@
-"""``streamtasks status`` and :func:`streamtasks.status.gather_status` against real Redis, with a
+"""``streamtasks status`` and :func:`streamtasks.observe.inspect.gather_status` against real Redis, with a
 real worker process that is then killed with SIGKILL."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from support.procs import free_port
 from test_worker import wait_until
 
 from streamtasks.keys import heartbeat_key
-from streamtasks.status import gather_status
+from streamtasks.observe.inspect import gather_status
 
 HERE = Path(__file__).resolve().parent
 CLI = [sys.executable, "-m", "streamtasks"]

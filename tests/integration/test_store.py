@@ -13,15 +13,15 @@ import asyncpg
 import pytest
 
 import streamtasks.builtins as builtins
-from streamtasks.builtins.records import parse_inference, parse_training
-from streamtasks.builtins.store import store_inference, store_training
-from streamtasks.db import (
+from streamtasks.adserving.db import (
     create_pool,
     database_health,
     model_performance_stats,
     schema_dir,
     setup_database,
 )
+from streamtasks.adserving.records import parse_inference, parse_training
+from streamtasks.adserving.store import store_inference, store_training
 from streamtasks.errors import DecodeError
 from streamtasks.message import Message
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import core_app
 import pytest
 from redis.asyncio import Redis
 
-from streamtasks.executors import RayExecutor
-from streamtasks.router import Worker, WorkerSettings
+from streamtasks.worker import RayExecutor, Worker, WorkerSettings
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.integration
@@ -21,11 +20,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def app(ray_address: str) -> Any:
-    sys.path.insert(0, str(HERE))
-    import core_app
-
-    yield core_app
-    sys.path.remove(str(HERE))
+    return core_app
 
 
 async def handled(redis: Redis, stream: str) -> dict[str, int]:

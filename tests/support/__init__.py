@@ -1,7 +1,8 @@
 """Helpers for the streamtasks test-suite: subprocesses, a TCP fault proxy, service servers.
 
-``tests/conftest.py`` puts the ``tests`` directory on ``sys.path``, so test modules import
-these as ``from support.procs import ManagedProcess`` and ``from support.proxy import TcpProxy``.
+pytest's ``pythonpath`` setting (pyproject) puts ``tests`` and ``tests/apps`` on ``sys.path``,
+so test modules import these as ``from support.procs import ManagedProcess`` and
+``from support.proxy import TcpProxy``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ the system has settled:
 * the group's pending list empty and its lag 0 — within a stated deadline (polled, no sleeps).
 
 Handlers record the keys (field ``k``) they handled in a *ledger* Redis, separate from the
-one under test (``tests/fault/faultapp.py``), so the record survives a restart of the latter.
+one under test (``tests/apps/faultapp.py``), so the record survives a restart of the latter.
 """
 
 from __future__ import annotations

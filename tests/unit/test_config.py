@@ -6,13 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from streamtasks.config import (
-    AsyncProcessingConfig,
-    ConsumerConfig,
-    DatabaseConfig,
-    env_bool,
-    load_env,
-)
+from streamtasks.adserving.config import AsyncProcessingConfig, ConsumerConfig, DatabaseConfig
+from streamtasks.config import env_bool, load_env
 from streamtasks.errors import ConfigError
 from streamtasks.logs import redact
 

@@ -17,9 +17,9 @@ from streamtasks import (
     stream_handler,
 )
 from streamtasks.errors import RegistryError
-from streamtasks.executors import run_batch
 from streamtasks.message import decode_entry, encode_fields
 from streamtasks.retry import Dead, RetryLater, RetryPolicy
+from streamtasks.worker import run_batch
 
 
 def test_decorating_connects_to_nothing_and_keeps_the_function_callable() -> None:

@@ -91,19 +91,48 @@ def test_seed_logger_names_are_aliases_of_the_streamtasks_tree(capsys: pytest.Ca
     ]
 
 
+CLEAN_LOG_ENV = {"DEBUG_ENABLED": None, "ASYNC_PROCESSING_LOG_LEVEL": None, "STREAMTASKS_LOG_LEVEL": None}
+
+
+@pytest.mark.parametrize(
+    ("env", "level"), [({"STREAMTASKS_LOG_LEVEL": "ERROR"}, logging.ERROR), ({}, logging.INFO)]
+)
+def test_worker_honours_the_log_level_environment(env: dict[str, str], level: int) -> None:
+    """The worker configures logging before it loads the app, so a missing app still shows it."""
+    result = CliRunner().invoke(main, ["worker", "no_such_module_xyz:registry"], env={**CLEAN_LOG_ENV, **env})
+    assert result.exit_code == 1 and "no_such_module_xyz" in result.output
+    for name in TREES:
+        assert logging.getLogger(name).level == level
+
+
 @pytest.mark.parametrize(
     ("env", "level"),
     [
         ({"DEBUG_ENABLED": "true"}, logging.DEBUG),
         ({"ASYNC_PROCESSING_LOG_LEVEL": "WARNING"}, logging.WARNING),
-        ({"STREAMTASKS_LOG_LEVEL": "ERROR"}, logging.ERROR),
-        ({}, logging.INFO),
+        ({"DEBUG_ENABLED": "true", "STREAMTASKS_LOG_LEVEL": "ERROR"}, logging.ERROR),
     ],
 )
-def test_worker_honours_the_log_level_environment(env: dict[str, str], level: int) -> None:
-    """The worker configures logging before it loads the app, so a missing app still shows it."""
-    clean = {"DEBUG_ENABLED": None, "ASYNC_PROCESSING_LOG_LEVEL": None, "STREAMTASKS_LOG_LEVEL": None}
-    result = CliRunner().invoke(main, ["worker", "no_such_module_xyz:registry"], env={**clean, **env})
-    assert result.exit_code == 1 and "no_such_module_xyz" in result.output
+def test_the_adserving_registry_brings_the_seed_log_variables(env: dict[str, str], level: int) -> None:
+    """``DEBUG_ENABLED`` / ``ASYNC_PROCESSING_LOG_LEVEL`` apply to a worker serving the built-ins
+    (the core names no product variable); an explicit ``STREAMTASKS_LOG_LEVEL`` wins."""
+    import importlib
+
+    import streamtasks.adserving.handlers
+    import streamtasks.builtins
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in {**CLEAN_LOG_ENV, **env}.items():
+            if value is None:
+                mp.delenv(name, raising=False)
+            else:
+                mp.setenv(name, value)
+        importlib.reload(streamtasks.adserving.handlers)
+        importlib.reload(streamtasks.builtins)
+        argv = ["worker", "streamtasks.builtins:registry", "--redis-url", "redis://127.0.0.1:1/0"]
+        result = CliRunner().invoke(main, argv)
+    importlib.reload(streamtasks.adserving.handlers)
+    importlib.reload(streamtasks.builtins)
+    assert result.exit_code == 1, result.output
     for name in TREES:
         assert logging.getLogger(name).level == level

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from streamtasks.builtins.records import (
+from streamtasks.adserving.records import (
     MAX_JSON_DEPTH,
     MAX_NAME_LENGTH,
     InferenceRecord,

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from .logs import redact
+from ..logs import redact
 
 log = logging.getLogger("streamtasks.db")
 
@@ -43,7 +43,7 @@ def schema_dir() -> Path:
             return Path(str(bundled))
     except (ModuleNotFoundError, NotADirectoryError):  # pragma: no cover - exotic loaders
         pass
-    return Path(__file__).resolve().parent.parent / "schema"
+    return Path(__file__).resolve().parents[2] / "schema"
 
 
 def schema_files(schema_path: str | Path | None = None) -> list[Path]:

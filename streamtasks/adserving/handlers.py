@@ -20,24 +20,28 @@ A database error fails the whole batch, which the worker retries with backoff.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from ..config import (
+from ..config import env_bool, env_int, env_stream, load_env
+from ..errors import DecodeError
+from ..message import Message
+from ..registry import Registry, Resource
+from .config import (
     DEFAULT_CONSUMER_BATCH_SIZE,
     DEFAULT_INFERENCE_STREAM,
     DEFAULT_TRAINING_STREAM,
     DatabaseConfig,
-    env_int,
-    env_stream,
-    load_env,
 )
-from ..db import create_pool
-from ..errors import DecodeError
-from ..message import Message
-from ..registry import Registry, Resource
+from .db import create_pool
 from .records import InferenceRecord, TrainingRecord, parse_inference, parse_training
 from .store import store_inference, store_training
+
+#: Environment the built-ins read, forwarded to Ray tasks on a cluster (see the README).
+FORWARDED_ENV_PREFIXES = (
+    "DATABASE_", "ASYNC_PROCESSING_", "CONSUMER_", "TRAINING_DATA_STREAM", "INFERENCE_RESULTS_STREAM",
+    "DEBUG_ENABLED",
+)  # fmt: skip
 
 __all__ = [
     "DEFAULT_GROUP",
@@ -117,7 +121,7 @@ def make_registry(
 
     ``options`` go to :meth:`Registry.stream_handler` for both handlers.
     """
-    reg = Registry(group=group)
+    reg = Registry(group=group, env_forward=FORWARDED_ENV_PREFIXES)
     reg.resources.append(database_pool)
     handler_options: dict[str, Any] = {
         "batch": True,
@@ -131,9 +135,18 @@ def make_registry(
     return reg
 
 
+def seed_log_level(environ: Mapping[str, str]) -> str | None:
+    """The seed's log level variables: ``DEBUG_ENABLED`` wins over ``ASYNC_PROCESSING_LOG_LEVEL``."""
+    if env_bool(environ, "DEBUG_ENABLED", False):
+        return "DEBUG"
+    level = (environ.get("ASYNC_PROCESSING_LOG_LEVEL") or "").strip().upper()
+    return level or None
+
+
 #: The built-in registry, named from the environment at import.
 registry = make_registry(
     training_stream=env_stream(os.environ, "TRAINING_DATA_STREAM", DEFAULT_TRAINING_STREAM),
     inference_stream=env_stream(os.environ, "INFERENCE_RESULTS_STREAM", DEFAULT_INFERENCE_STREAM),
     batch_size=env_int(os.environ, "CONSUMER_BATCH_SIZE", DEFAULT_CONSUMER_BATCH_SIZE, minimum=1),
 )
+registry.log_level = seed_log_level(os.environ)

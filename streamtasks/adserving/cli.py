@@ -9,10 +9,10 @@ from typing import Any
 
 import click
 
+from ..errors import StreamtasksError
+from ..logs import redact
 from . import db
 from .config import DatabaseConfig
-from .errors import StreamtasksError
-from .logs import redact
 
 database_url_option = click.option(
     "--database-url", envvar="DATABASE_URL", show_envvar=True,

@@ -1,4 +1,4 @@
-"""What is going on in Redis, read straight from it: ``streamtasks status`` and the facade.
+"""What is going on in Redis, read straight from it: ``status``, metrics, the facade.
 
 Everything here is *sampled* from Redis, so it works from any machine, with or without a
 worker running, and agrees with what ``XINFO`` / ``XPENDING`` say:
@@ -19,7 +19,7 @@ worker running, and agrees with what ``XINFO`` / ``XPENDING`` say:
   This is the arrival rate; whether the group keeps up shows in ``lag``.
 
 :func:`gather_status` returns one JSON-able dict with ``ok`` and ``problems`` (one readable
-line per problem); :func:`render` draws it as a rich table.
+line per problem); :func:`streamtasks.cli.status.render` draws it as a rich table.
 """
 
 from __future__ import annotations
@@ -33,14 +33,14 @@ from typing import Any
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
-from . import keys
+from .. import keys
+from ..redisutil import REDIS_DOWN, text
 
 #: Default for ``--stuck-after``: a pending entry older than this (since XADD) is "stuck".
 DEFAULT_STUCK_AFTER = 300.0
 #: ``added_1m`` counts at most this many entries (one XRANGE page).
 THROUGHPUT_SCAN_CAP = 10_000
 THROUGHPUT_WINDOW_S = 60.0
-_REDIS_DOWN = (rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, ConnectionError, OSError)
 
 
 def entry_time(entry_id: str) -> float:
@@ -48,13 +48,9 @@ def entry_time(entry_id: str) -> float:
     return int(entry_id.partition("-")[0]) / 1000.0
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
 def _norm(mapping: Mapping[Any, Any]) -> dict[str, Any]:
     """A Redis reply dict with ``str`` keys and ``bytes`` values turned into ``str``."""
-    return {_text(k): (_text(v) if isinstance(v, bytes) else v) for k, v in mapping.items()}
+    return {text(k): (text(v) if isinstance(v, bytes) else v) for k, v in mapping.items()}
 
 
 # -- one stream ------------------------------------------------------------------------------
@@ -174,7 +170,7 @@ async def live_workers(redis: Redis, group: str, *, now: float | None = None) ->
             beat = json.loads(value)
         except ValueError:
             beat = {}
-        consumer = beat.get("consumer") or _text(key).rsplit(":", 1)[-1]
+        consumer = beat.get("consumer") or text(key).rsplit(":", 1)[-1]
         ts = beat.get("ts")
         workers.append(
             {
@@ -193,7 +189,7 @@ async def discover_streams(redis: Redis, group: str) -> list[str]:
     """Streams that have consumer group ``group`` (dead-letter streams excluded)."""
     found = []
     async for raw in redis.scan_iter(count=1000, _type="stream"):
-        name = _text(raw)
+        name = text(raw)
         if name.endswith(":dead"):
             continue
         if await group_info(redis, name, group) is not None:
@@ -277,8 +273,8 @@ async def gather_status(
             )
         )
         out["workers"] = await live_workers(redis, group, now=now)
-    except _REDIS_DOWN as exc:
-        from .logs import redact
+    except REDIS_DOWN as exc:
+        from ..logs import redact
 
         out["redis"]["error"] = redact(f"{type(exc).__name__}: {exc}")
         out["problems"] = [f"Redis is unreachable: {out['redis']['error']}"]
@@ -286,207 +282,3 @@ async def gather_status(
     out["problems"], out["dead_consumers"] = _judge(out["streams"], out["workers"], stuck_after)
     out["ok"] = not out["problems"]
     return out
-
-
-# -- rendering ---------------------------------------------------------------------------------
-
-
-def _secs(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value < 120:
-        return f"{value:.1f}s"
-    if value < 7200:
-        return f"{value / 60:.1f}m"
-    return f"{value / 3600:.1f}h"
-
-
-def _num(value: int | None) -> str:
-    return "-" if value is None else f"{value:,}"
-
-
-def _consumer_text(c: Mapping[str, Any]) -> str:
-    if c.get("live") and not c["pending"]:
-        return f"{c['name']} (idle {_secs(c['idle'])})"
-    dead = "" if c.get("live") else ", DEAD"
-    return f"{c['name']} ({c['pending']} pending, idle {_secs(c['idle'])}{dead})"
-
-
-def render(status: Mapping[str, Any]) -> Any:
-    """A rich renderable (streams table, workers table, verdict) of a :func:`gather_status` dict."""
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    parts: list[Any] = []
-    streams = Table(title=f"streams (group {status['group']})", title_justify="left")
-    for col in (
-        "stream",
-        "length",
-        "lag",
-        "pending",
-        "oldest pending",
-        "dead letters",
-        "added/1m",
-        "consumers",
-    ):
-        streams.add_column(col, justify="left" if col in ("stream", "consumers") else "right")
-    for s in status["streams"]:
-        consumers = ", ".join(_consumer_text(c) for c in s["consumers"])
-        added = _num(s.get("added_1m")) + ("+" if s.get("added_1m_capped") else "")
-        group = "" if s["group_exists"] else " (no group)"
-        streams.add_row(
-            s["stream"] + group, _num(s["length"]), _num(s["lag"]), _num(s["pending"]),
-            _secs(s["oldest_pending_age"]), _num(s["dead_letters"]), added, consumers or "-",
-        )  # fmt: skip
-    parts.append(streams)
-    workers = Table(title="live workers", title_justify="left")
-    for col in ("consumer", "host", "pid", "last heartbeat", "in flight", "streams"):
-        workers.add_column(col)
-    for w in status["workers"]:
-        workers.add_row(
-            str(w["consumer"]), str(w["host"] or "-"), str(w["pid"] or "-"),
-            _secs(w["heartbeat_age"]) + " ago", _num(w["in_flight"]), ", ".join(w["streams"]),
-        )  # fmt: skip
-    parts.append(workers if status["workers"] else Text("no live workers", style="yellow"))
-    if status["ok"]:
-        parts.append(Text("healthy", style="bold green"))
-    else:
-        parts.append(Text("UNHEALTHY", style="bold red"))
-        parts.extend(Text(f"  - {p}", style="red") for p in status["problems"])
-    return Group(*parts)
-
-
-# -- the command -----------------------------------------------------------------------------
-
-#: Exit status of ``streamtasks status`` when something is unhealthy.
-EXIT_UNHEALTHY = 2
-
-
-def _targets(
-    app: str | None, streams: str | None, group: str | None
-) -> tuple[list[str] | None, str, dict[str, str]]:
-    """Streams, group and dead-letter stream names from ``APP`` and/or ``--streams``."""
-    from .app import load_registry
-
-    names = [s.strip() for s in streams.split(",") if s.strip()] if streams else None
-    if app is None:
-        return names, group or keys.DEFAULT_GROUP, {}
-    registry = load_registry(app)
-    if names:
-        registry = registry.only(names)
-    dead = {s: spec.dead_letter_stream for s, spec in registry.handlers.items()}
-    return list(registry.handlers), group or registry.group, dead
-
-
-async def _status_once(url: str, **kw: Any) -> dict[str, Any]:
-    redis = Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
-    try:
-        return await gather_status(redis, **kw)
-    finally:
-        await redis.aclose()
-
-
-def _watch(url: str, interval: float, as_json: bool, kw: dict[str, Any]) -> dict[str, Any]:
-    import click
-    from rich.live import Live
-
-    status = asyncio.run(_status_once(url, **kw))
-    try:
-        if as_json:
-            while True:
-                click.echo(json.dumps(status))
-                time.sleep(interval)
-                status = asyncio.run(_status_once(url, **kw))
-        with Live(render(status), auto_refresh=False) as live:
-            while True:
-                time.sleep(interval)
-                status = asyncio.run(_status_once(url, **kw))
-                live.update(render(status), refresh=True)
-    except KeyboardInterrupt:
-        return status
-
-
-def _make_command() -> Any:
-    import click
-
-    @click.command("status")
-    @click.argument("app", required=False)
-    @click.option(
-        "--streams",
-        envvar="STREAMTASKS_STREAMS",
-        show_envvar=True,
-        help="Comma-separated streams (default: APP's streams, else every stream with GROUP).",
-    )
-    @click.option(
-        "--group",
-        envvar="STREAMTASKS_GROUP",
-        show_envvar=True,
-        help=f"Consumer group (default: APP's group, else {keys.DEFAULT_GROUP!r}).",
-    )
-    @click.option(
-        "--redis-url",
-        envvar="REDIS_URL",
-        show_envvar=True,
-        help="Redis URL; default from REDIS_URL, else REDIS_HOST/REDIS_PORT/REDIS_PASSWORD/REDIS_DB.",
-    )
-    @click.option(
-        "--json", "as_json", is_flag=True, help="Print JSON (one document per refresh with --watch)."
-    )
-    @click.option("--watch", is_flag=True, help="Refresh until Ctrl-C; exits with the last verdict.")
-    @click.option(
-        "--interval",
-        type=click.FloatRange(min=0.2),
-        default=2.0,
-        show_default=True,
-        help="Seconds between refreshes with --watch.",
-    )
-    @click.option(
-        "--stuck-after",
-        type=click.FloatRange(min=0),
-        default=DEFAULT_STUCK_AFTER,
-        envvar="STREAMTASKS_STUCK_AFTER",
-        show_envvar=True,
-        show_default=True,
-        help="A pending entry older than this many seconds (since XADD) is stuck.",
-    )
-    def status(
-        app: str | None, streams: str | None, group: str | None, redis_url: str | None,
-        as_json: bool, watch: bool, interval: float, stuck_after: float,
-    ) -> None:  # fmt: skip
-        """Lag, pending, stuck entries, dead letters and live workers of APP (MODULE:ATTR).
-
-        Exit status: 0 healthy; 2 unhealthy (a pending entry older than --stuck-after, a dead
-        consumer holding entries, no live worker while entries wait, Redis unreachable) --
-        the output says why; 1 on a usage or configuration error.
-        """
-        from .config import RedisConfig
-        from .errors import StreamtasksError
-        from .logs import redact
-
-        try:
-            names, grp, dead = _targets(app, streams, group)
-            url = redis_url or RedisConfig.from_env().url
-        except StreamtasksError as exc:
-            raise click.ClickException(redact(str(exc))) from None
-        kw: dict[str, Any] = {
-            "streams": names, "group": grp, "dead_letter_streams": dead, "stuck_after": stuck_after,
-        }  # fmt: skip
-        if watch:
-            result = _watch(url, interval, as_json, kw)
-        else:
-            result = asyncio.run(_status_once(url, **kw))
-            if as_json:
-                click.echo(json.dumps(result, indent=2))
-            else:
-                from rich.console import Console
-
-                Console().print(render(result))
-        if not result["ok"]:
-            raise SystemExit(EXIT_UNHEALTHY)
-
-    return status
-
-
-#: ``streamtasks status`` (registered on the CLI group in :mod:`streamtasks.cli`).
-status_command = _make_command()

@@ -3,22 +3,18 @@
 Two sources feed one private :class:`~prometheus_client.CollectorRegistry` (nothing global is
 created at import time, so several workers can live in one process, e.g. in tests):
 
-* :class:`SettledObserver` -- a router observer (``Worker.observers``) counting every settled
-  batch: entries handled / retried / dead-lettered / failed, handler batch duration
-  (``BatchResult.duration``), batch sizes, and the end-to-end latency of each done entry,
-  from its XADD (the entry id's milliseconds) to the moment its XACK was sent.
+* :class:`SettledObserver` -- a listener of the worker's events counting every settled batch
+  (:class:`~streamtasks.worker.events.BatchSettled`): entries handled / retried /
+  dead-lettered / failed, handler batch duration (``BatchResult.duration``), batch sizes,
+  and the end-to-end latency of each done entry, from its XADD (the entry id's milliseconds)
+  to the moment its XACK was sent.
 * :class:`RedisCollector` -- gauges sampled from Redis *at scrape time* (so a scrape agrees with
-  ``XINFO``/``XPENDING`` read at the same moment) with :func:`streamtasks.status.sample_stream`:
+  ``XINFO``/``XPENDING`` read at the same moment) with :func:`~streamtasks.observe.inspect.sample_stream`:
   length, lag, pending, oldest pending age and idle, dead letters, consumers and their idle
   time; this worker's heartbeat age and the number of live workers of the group; batches in
-  flight / queued per lane (read from the Worker); and Ray's resources in use.
+  flight / queued per lane (from :meth:`Worker.snapshot`); and Ray's resources in use.
 
-:class:`MetricsServer` is a tiny asyncio HTTP/1.0 server on the worker's own event loop:
-
-* ``GET /metrics`` -- Prometheus text exposition (samples Redis first, bounded by a timeout);
-* ``GET /healthz`` -- 200 while the process (its event loop) is up;
-* ``GET /readyz``  -- 200 when Redis answers, every consumer group exists and Ray is connected;
-  503 with the reason otherwise (and while the worker drains after SIGTERM).
+The HTTP endpoints (``/metrics``, ``/healthz``, ``/readyz``) are in :mod:`.http`.
 """
 
 from __future__ import annotations
@@ -31,17 +27,18 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from redis import exceptions as rx
 
-from . import keys
-from .status import entry_time, group_info, sample_stream
+from .. import keys
+from ..logs import redact
+from ..redisutil import REDIS_DOWN
+from ..worker.events import BatchSettled, Event
+from .inspect import entry_time, group_info, sample_stream
 
 if TYPE_CHECKING:
-    from .executors import BatchResult, RawEntry
-    from .registry import HandlerSpec
-    from .router import Settlement, Worker
+    from ..worker import Worker
 
 log = logging.getLogger("streamtasks.metrics")
 
@@ -70,12 +67,10 @@ DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 #: A scrape waits at most this long for Redis (and Ray) before answering with what it has.
 SAMPLE_TIMEOUT_S = 5.0
-_REDIS_DOWN = (rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, ConnectionError, OSError)
-_MAX_REQUEST_BYTES = 8192
 
 
 class SettledObserver:
-    """Counters and histograms fed by the router's ``settled`` hook (one call per batch)."""
+    """Counters and histograms fed by the worker's events (one ``BatchSettled`` per batch)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         labels = ("stream", "handler")
@@ -113,13 +108,16 @@ class SettledObserver:
             buckets=BATCH_SIZE_BUCKETS, registry=registry,
         )  # fmt: skip
 
-    def settled(
-        self, spec: HandlerSpec, entries: Sequence[RawEntry], plan: Settlement, result: BatchResult
-    ) -> None:
-        """Record one settled batch; called by the router right after its XACK pipeline ran."""
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, BatchSettled):
+            self.settled(event)
+
+    def settled(self, event: BatchSettled) -> None:
+        """Record one settled batch, right after its XACK pipeline ran."""
         now = time.time()
+        spec, entries, plan, result = event.spec, event.entries, event.plan, event.result
         lbl = (spec.stream, spec.name)
-        retried = sum(len(ids) for ids in plan.delays.values())
+        retried = plan.retried
         self.handled.labels(*lbl).inc(len(plan.done))
         self.retried.labels(*lbl).inc(retried)
         self.dead.labels(*lbl).inc(len(plan.dead))
@@ -150,7 +148,7 @@ class RedisCollector:
         try:
             metrics += await asyncio.wait_for(self._redis_metrics(), SAMPLE_TIMEOUT_S)
             up = 1.0
-        except (*_REDIS_DOWN, rx.ResponseError, asyncio.TimeoutError) as exc:
+        except (*REDIS_DOWN, rx.ResponseError, asyncio.TimeoutError) as exc:
             log.debug("metrics: sampling Redis failed: %s", exc)
             up = 0.0
         redis_up = _gauge("streamtasks_redis_up", "1 if the last Redis sample succeeded.", ())
@@ -164,7 +162,7 @@ class RedisCollector:
         yield from self._metrics
 
     def _lane_metrics(self) -> list[Metric]:
-        w = self.worker
+        snap = self.worker.snapshot()
         in_flight = _gauge("streamtasks_batches_in_flight", "Batches running on the executor.", ("stream",))
         queued = _gauge("streamtasks_batches_queued", "Batches read and waiting for a slot.", ("stream",))
         held = _gauge(
@@ -175,24 +173,29 @@ class RedisCollector:
             "Pending entries Redis no longer had when reclaimed (trimmed or deleted unhandled).",
             labels=("stream",),
         )
-        for name, lane in w.lanes.items():
-            in_flight.add_metric([name], len(lane.in_flight))
-            queued.add_metric([name], len(lane.queue))
-            held.add_metric([name], len(lane.held))
-            lost.add_metric([name], lane.counters.lost)
-        info = _gauge("streamtasks_worker_info", "This worker (value 1).", ("group", "consumer"))
-        info.add_metric([w.group, w.consumer], 1)
+        for name, lane in snap.lanes.items():
+            in_flight.add_metric([name], lane.in_flight)
+            queued.add_metric([name], lane.queued)
+            held.add_metric([name], lane.held)
+            lost.add_metric([name], lane.lost)
+        info = _gauge("streamtasks_worker_info", "This worker (value 1).", ("group", "consumer", "state"))
+        info.add_metric([snap.group, snap.consumer, snap.state], 1)
         started = _gauge("streamtasks_worker_start_time_seconds", "When this worker started.", ())
-        started.add_metric([], w.started_at)
-        return [in_flight, queued, held, lost, info, started]
+        started.add_metric([], snap.started_at)
+        failing = _gauge(
+            "streamtasks_background_loop_failing", "1 while a background loop is failing.", ("loop",)
+        )
+        for loop in snap.failing_loops:
+            failing.add_metric([loop], 1)
+        return [in_flight, queued, held, lost, info, started, failing]
 
     async def _redis_metrics(self) -> list[Metric]:
         w = self.worker
         now = time.time()
         samples = await asyncio.gather(
             *(
-                sample_stream(w.redis, s, w.group, lane.spec.dead_letter_stream, now=now, throughput=False)
-                for s, lane in w.lanes.items()
+                sample_stream(w.redis, s, w.group, lane.dead_letter_stream, now=now, throughput=False)
+                for s, lane in w.registry.handlers.items()
             )
         )
         lbl = ("stream", "group")
@@ -283,7 +286,7 @@ class WorkerMetrics:
         self.observer = SettledObserver(self.registry)
         self.collector = RedisCollector(worker)
         self.registry.register(self.collector)
-        worker.observers.append(self.observer)
+        worker.events.subscribe(self.observer)
 
     async def exposition(self) -> bytes:
         """Sample Redis/Ray and return the text exposition of every metric."""
@@ -293,16 +296,20 @@ class WorkerMetrics:
     async def readiness(self) -> str | None:
         """``None`` when ready, else why not (Redis, a missing group, Ray, stopping)."""
         w = self.worker
-        if w.stopping:
-            return "worker is stopping"
+        snap = w.snapshot()
+        if snap.state != "reading":
+            return f"worker is {snap.state}"
+        if snap.failing_loops:
+            loop, error = sorted(snap.failing_loops.items())[0]
+            return f"background loop {loop!r} is failing: {redact(error)}"
         try:
             await asyncio.wait_for(w.redis.ping(), SAMPLE_TIMEOUT_S)
-            for stream in w.lanes:
+            for stream in snap.lanes:
                 if await group_info(w.redis, stream, w.group) is None:
                     return f"consumer group {w.group!r} missing on {stream!r}"
-        except (*_REDIS_DOWN, asyncio.TimeoutError) as exc:
+        except (*REDIS_DOWN, asyncio.TimeoutError) as exc:
             return f"Redis unreachable: {type(exc).__name__}"
-        if w.health.down_since is not None:
+        if snap.redis_down_since is not None:
             return "Redis unreachable (the worker is reconnecting)"
         if not _ray_connected():
             return "Ray is not connected"
@@ -316,77 +323,3 @@ def _ray_connected() -> bool:
         return bool(ray.is_initialized())
     except Exception:  # an import or client failure means "not connected"
         return False
-
-
-# -- HTTP ------------------------------------------------------------------------------------
-
-
-class MetricsServer:
-    """``/metrics``, ``/healthz`` and ``/readyz`` over HTTP/1.0 on the worker's event loop."""
-
-    def __init__(self, metrics: WorkerMetrics, port: int, host: str = "0.0.0.0") -> None:
-        self.metrics = metrics
-        self.host = host
-        self.port = port
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> MetricsServer:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]  # when started on port 0
-        log.info("metrics on http://%s:%d/metrics (health: /healthz, /readyz)", self.host, self.port)
-        return self
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            method, path = _request_line(head)
-            status, ctype, body = await self._route(method, path)
-            writer.write(
-                f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n\r\n".encode()
-            )
-            if method != "HEAD":
-                writer.write(body)
-            await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, OSError):
-            pass  # a client that went away or sent garbage: nothing to answer
-        except Exception:
-            log.exception("metrics endpoint failed")
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-
-    async def _route(self, method: str, path: str) -> tuple[str, str, bytes]:
-        text = "text/plain; charset=utf-8"
-        if method not in ("GET", "HEAD"):
-            return "405 Method Not Allowed", text, b"GET only\n"
-        if path == "/metrics":
-            return "200 OK", CONTENT_TYPE_LATEST, await self.metrics.exposition()
-        if path == "/healthz":
-            return "200 OK", text, b"ok\n"
-        if path == "/readyz":
-            reason = await self.metrics.readiness()
-            if reason is None:
-                return "200 OK", text, b"ready\n"
-            return "503 Service Unavailable", text, f"not ready: {reason}\n".encode()
-        return "404 Not Found", text, b"try /metrics, /healthz or /readyz\n"
-
-
-def _request_line(head: bytes) -> tuple[str, str]:
-    if len(head) > _MAX_REQUEST_BYTES:
-        return "", ""
-    parts = head.split(b"\r\n", 1)[0].decode("latin-1").split()
-    if len(parts) < 2:
-        return "", ""
-    return parts[0].upper(), parts[1].split("?", 1)[0]
-
-
-async def start_metrics_server(worker: Worker, port: int, host: str = "0.0.0.0") -> MetricsServer:
-    """Attach metrics to ``worker`` and serve them on ``host:port`` (``0`` = any free port)."""
-    return await MetricsServer(WorkerMetrics(worker), port, host).start()

@@ -33,7 +33,7 @@ from typing import Any
 import redis
 
 from streamtasks import Message, Registry
-from streamtasks.builtins.records import parse_inference
+from streamtasks.adserving.records import parse_inference
 
 LEDGER_ENV = "FAULT_LEDGER_URL"
 WAIT_LIMIT_S = 60.0

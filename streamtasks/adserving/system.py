@@ -21,16 +21,16 @@ from typing import Any
 from attrs import evolve
 from redis.asyncio import Redis
 
-from . import db, keys
-from .builtins import make_registry
+from .. import keys
+from ..errors import ConfigError, StreamtasksError
+from ..keys import FIELD_MESSAGE_ID
+from ..logs import redact
+from ..producer import Producer, new_message_id
+from ..registry import Registry
+from ..worker import RayExecutor, Worker, WorkerSettings, default_consumer_name
+from . import db
 from .config import AsyncProcessingConfig
-from .errors import ConfigError, StreamtasksError
-from .executors import RayExecutor
-from .keys import FIELD_MESSAGE_ID
-from .logs import redact
-from .producer import Producer, new_message_id
-from .registry import Registry
-from .router import Worker, WorkerSettings, default_consumer_name
+from .handlers import make_registry
 
 log = logging.getLogger("streamtasks.system")
 #: Dead letters scanned (newest first) to count a model's dead letters in the stats.
@@ -255,7 +255,7 @@ class AsyncProcessingSystem:
     async def get_system_status(self) -> dict[str, Any]:
         """Health of Redis, PostgreSQL and Ray, and per stream: length, pending, lag, dead
         letters, consumers; the workers alive. Never raises for a service being down."""
-        from .status import gather_status
+        from ..observe.inspect import gather_status
 
         status: dict[str, Any] = {"checked_at": time.time()}
         redis_status = await gather_status(

@@ -1,0 +1,52 @@
+"""The ``streamtasks`` command line (click): one module per command group.
+
+Every option also reads an environment variable; :mod:`.common` declares the shared ones
+and turns errors into one line and an exit status.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import ConfigError
+from .dlq import dlq
+from .send import parse_field_args, send
+from .status import status_command
+from .worker import worker
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="streamtasks")
+def main() -> None:
+    """streamtasks: decorator task framework on Redis Streams, run by Ray.
+
+    Exit status: 0 success; 1 an error (configuration, connection, Redis); 2 a usage error;
+    3 (status) unhealthy.
+    """
+
+
+for command in (worker, send, dlq, status_command):
+    main.add_command(command)
+
+
+def _add_product_commands() -> None:
+    from ..adserving.cli import db_group, stats_command
+
+    main.add_command(db_group)
+    main.add_command(stats_command)
+
+
+_add_product_commands()
+
+
+def run() -> None:  # pragma: no cover - console entry point
+    try:
+        main(standalone_mode=True)
+    except ConfigError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+
+
+__all__ = ["main", "parse_field_args", "run"]

@@ -1,0 +1,218 @@
+"""``streamtasks status``: the :func:`~streamtasks.observe.inspect.gather_status` picture as a
+table or JSON, once or ``--watch``ed, with an exit status a cron job can act on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from redis.asyncio import Redis
+
+from .. import keys
+from ..observe.inspect import DEFAULT_STUCK_AFTER, gather_status
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def _secs(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 120:
+        return f"{value:.1f}s"
+    if value < 7200:
+        return f"{value / 60:.1f}m"
+    return f"{value / 3600:.1f}h"
+
+
+def _num(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _consumer_text(c: Mapping[str, Any]) -> str:
+    if c.get("live") and not c["pending"]:
+        return f"{c['name']} (idle {_secs(c['idle'])})"
+    dead = "" if c.get("live") else ", DEAD"
+    return f"{c['name']} ({c['pending']} pending, idle {_secs(c['idle'])}{dead})"
+
+
+def render(status: Mapping[str, Any]) -> Any:
+    """A rich renderable (streams table, workers table, verdict) of a :func:`gather_status` dict."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    parts: list[Any] = []
+    streams = Table(title=f"streams (group {status['group']})", title_justify="left")
+    for col in (
+        "stream",
+        "length",
+        "lag",
+        "pending",
+        "oldest pending",
+        "dead letters",
+        "added/1m",
+        "consumers",
+    ):
+        streams.add_column(col, justify="left" if col in ("stream", "consumers") else "right")
+    for s in status["streams"]:
+        consumers = ", ".join(_consumer_text(c) for c in s["consumers"])
+        added = _num(s.get("added_1m")) + ("+" if s.get("added_1m_capped") else "")
+        group = "" if s["group_exists"] else " (no group)"
+        streams.add_row(
+            s["stream"] + group, _num(s["length"]), _num(s["lag"]), _num(s["pending"]),
+            _secs(s["oldest_pending_age"]), _num(s["dead_letters"]), added, consumers or "-",
+        )  # fmt: skip
+    parts.append(streams)
+    workers = Table(title="live workers", title_justify="left")
+    for col in ("consumer", "host", "pid", "last heartbeat", "in flight", "streams"):
+        workers.add_column(col)
+    for w in status["workers"]:
+        workers.add_row(
+            str(w["consumer"]), str(w["host"] or "-"), str(w["pid"] or "-"),
+            _secs(w["heartbeat_age"]) + " ago", _num(w["in_flight"]), ", ".join(w["streams"]),
+        )  # fmt: skip
+    parts.append(workers if status["workers"] else Text("no live workers", style="yellow"))
+    if status["ok"]:
+        parts.append(Text("healthy", style="bold green"))
+    else:
+        parts.append(Text("UNHEALTHY", style="bold red"))
+        parts.extend(Text(f"  - {p}", style="red") for p in status["problems"])
+    return Group(*parts)
+
+
+# -- the command -----------------------------------------------------------------------------
+
+#: Exit status of ``streamtasks status`` when something is unhealthy.
+EXIT_UNHEALTHY = 2
+
+
+def _targets(
+    app: str | None, streams: str | None, group: str | None
+) -> tuple[list[str] | None, str, dict[str, str]]:
+    """Streams, group and dead-letter stream names from ``APP`` and/or ``--streams``."""
+    from ..app import load_registry
+
+    names = [s.strip() for s in streams.split(",") if s.strip()] if streams else None
+    if app is None:
+        return names, group or keys.DEFAULT_GROUP, {}
+    registry = load_registry(app)
+    if names:
+        registry = registry.only(names)
+    dead = {s: spec.dead_letter_stream for s, spec in registry.handlers.items()}
+    return list(registry.handlers), group or registry.group, dead
+
+
+async def _status_once(url: str, **kw: Any) -> dict[str, Any]:
+    redis = Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+    try:
+        return await gather_status(redis, **kw)
+    finally:
+        await redis.aclose()
+
+
+def _watch(url: str, interval: float, as_json: bool, kw: dict[str, Any]) -> dict[str, Any]:
+    import click
+    from rich.live import Live
+
+    status = asyncio.run(_status_once(url, **kw))
+    try:
+        if as_json:
+            while True:
+                click.echo(json.dumps(status))
+                time.sleep(interval)
+                status = asyncio.run(_status_once(url, **kw))
+        with Live(render(status), auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                status = asyncio.run(_status_once(url, **kw))
+                live.update(render(status), refresh=True)
+    except KeyboardInterrupt:
+        return status
+
+
+def _make_command() -> Any:
+    import click
+
+    @click.command("status")
+    @click.argument("app", required=False)
+    @click.option(
+        "--streams",
+        envvar="STREAMTASKS_STREAMS",
+        show_envvar=True,
+        help="Comma-separated streams (default: APP's streams, else every stream with GROUP).",
+    )
+    @click.option(
+        "--group",
+        envvar="STREAMTASKS_GROUP",
+        show_envvar=True,
+        help=f"Consumer group (default: APP's group, else {keys.DEFAULT_GROUP!r}).",
+    )
+    @click.option(
+        "--redis-url",
+        envvar="REDIS_URL",
+        show_envvar=True,
+        help="Redis URL; default from REDIS_URL, else REDIS_HOST/REDIS_PORT/REDIS_PASSWORD/REDIS_DB.",
+    )
+    @click.option(
+        "--json", "as_json", is_flag=True, help="Print JSON (one document per refresh with --watch)."
+    )
+    @click.option("--watch", is_flag=True, help="Refresh until Ctrl-C; exits with the last verdict.")
+    @click.option(
+        "--interval",
+        type=click.FloatRange(min=0.2),
+        default=2.0,
+        show_default=True,
+        help="Seconds between refreshes with --watch.",
+    )
+    @click.option(
+        "--stuck-after",
+        type=click.FloatRange(min=0),
+        default=DEFAULT_STUCK_AFTER,
+        envvar="STREAMTASKS_STUCK_AFTER",
+        show_envvar=True,
+        show_default=True,
+        help="A pending entry older than this many seconds (since XADD) is stuck.",
+    )
+    def status(
+        app: str | None, streams: str | None, group: str | None, redis_url: str | None,
+        as_json: bool, watch: bool, interval: float, stuck_after: float,
+    ) -> None:  # fmt: skip
+        """Lag, pending, stuck entries, dead letters and live workers of APP (MODULE:ATTR).
+
+        Exit status: 0 healthy; 2 unhealthy (a pending entry older than --stuck-after, a dead
+        consumer holding entries, no live worker while entries wait, Redis unreachable) --
+        the output says why; 1 on a usage or configuration error.
+        """
+        from ..config import RedisConfig
+        from ..errors import StreamtasksError
+        from ..logs import redact
+
+        try:
+            names, grp, dead = _targets(app, streams, group)
+            url = redis_url or RedisConfig.from_env().url
+        except StreamtasksError as exc:
+            raise click.ClickException(redact(str(exc))) from None
+        kw: dict[str, Any] = {
+            "streams": names, "group": grp, "dead_letter_streams": dead, "stuck_after": stuck_after,
+        }  # fmt: skip
+        if watch:
+            result = _watch(url, interval, as_json, kw)
+        else:
+            result = asyncio.run(_status_once(url, **kw))
+            if as_json:
+                click.echo(json.dumps(result, indent=2))
+            else:
+                from rich.console import Console
+
+                Console().print(render(result))
+        if not result["ok"]:
+            raise SystemExit(EXIT_UNHEALTHY)
+
+    return status
+
+
+#: ``streamtasks status`` (registered on the CLI group in :mod:`streamtasks.cli`).
+status_command = _make_command()

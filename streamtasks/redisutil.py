@@ -1,0 +1,24 @@
+"""Small Redis helpers every stage shares: the errors that mean "Redis is unavailable", and
+reply values as text (replies are bytes with RESP2/``decode_responses=False``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis import exceptions as rx
+
+#: Errors meaning Redis cannot be reached right now: wait and retry, never drop an entry.
+REDIS_DOWN = (
+    rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, ConnectionError, OSError,
+)  # fmt: skip
+
+
+def text(value: Any) -> str:
+    """A reply value as ``str`` (bytes decoded as UTF-8 with replacement)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def id_key(entry_id: str) -> tuple[int, int]:
+    """An entry id as a sortable ``(ms, seq)``."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

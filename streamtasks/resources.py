@@ -1,0 +1,137 @@
+"""Per-process resources and the per-process event loop that async handlers run on.
+
+A :class:`Resource` is declared in the user's module (``@registry.resource``) and created
+lazily, once per process, on that process' persistent loop (:func:`process_loop`, a daemon
+thread): a Ray worker process keeps its connection pool across the batches it runs. This
+module imports nothing else of streamtasks, so the registry and the batch runner both use it
+without an import cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import importlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, Generic, TypeVar
+
+from attrs import define, field
+
+log = logging.getLogger("streamtasks.resources")
+T = TypeVar("T")
+#: Seconds the interpreter's exit waits for resources to close.
+CLOSE_TIMEOUT_S = 10.0
+
+
+class ProcessLoop:
+    """An event loop on a daemon thread, one per process, started on first use."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="streamtasks-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the process loop and wait for its result (from any other thread)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+
+_process_loop: ProcessLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def process_loop() -> ProcessLoop:
+    """This process' loop, started (and its resources' cleanup registered) on first use."""
+    global _process_loop
+    with _loop_lock:
+        if _process_loop is None:
+            _process_loop = ProcessLoop()
+            atexit.register(_close_process_resources)
+        return _process_loop
+
+
+class Resource(Generic[T]):
+    """A per-process resource (a connection pool, a model) shared by handler runs.
+
+    Made from an async generator: the code before ``yield`` runs once per worker process on
+    first use, the yielded value is reused by every task in that process, and the code after
+    ``yield`` runs when the process shuts down::
+
+        @registry.resource
+        async def db_pool():
+            pool = await asyncpg.create_pool(DSN)
+            yield pool
+            await pool.close()
+
+        @registry.stream_handler("orders", batch=True)
+        async def store(msgs):
+            pool = await db_pool.get()
+    """
+
+    def __init__(self, factory: Callable[[], AsyncIterator[T]]) -> None:
+        self.factory = factory
+        self.key = f"{factory.__module__}.{factory.__qualname__}"
+        self.__doc__ = factory.__doc__
+
+    async def get(self) -> T:
+        """The process-wide value, created on first use (must be awaited in a handler)."""
+        value: T = await _resources.get(self)
+        return value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        module, qualname = self.factory.__module__, self.factory.__qualname__
+        if module != "__main__" and "<locals>" not in qualname:
+            return (import_attr, (module, qualname))
+        return (Resource, (self.factory,))
+
+
+def import_attr(module: str, qualname: str) -> Any:
+    """``module.qualname`` imported (how handlers and resources travel to Ray by reference)."""
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@define
+class ResourceCache:
+    """Values of :class:`Resource` factories, created once per process on its loop."""
+
+    values: dict[str, Any] = field(factory=dict)
+    closers: list[Any] = field(factory=list)
+    lock: asyncio.Lock | None = None
+
+    async def get(self, resource: Resource[T]) -> T:
+        if resource.key not in self.values:
+            if self.lock is None:
+                self.lock = asyncio.Lock()
+            async with self.lock:
+                if resource.key not in self.values:
+                    gen = resource.factory()
+                    self.values[resource.key] = await gen.__anext__()
+                    self.closers.append(gen)
+        value: T = self.values[resource.key]
+        return value
+
+    async def close(self) -> None:
+        while self.closers:
+            gen = self.closers.pop()
+            try:
+                await gen.__anext__()
+            except StopAsyncIteration:
+                pass
+            except Exception:
+                log.exception("closing a resource failed")
+        self.values.clear()
+
+
+_resources = ResourceCache()
+
+
+def _close_process_resources() -> None:
+    if _process_loop is not None and _resources.closers:
+        with contextlib.suppress(Exception):  # interpreter shutting down: nowhere to report
+            _process_loop.run(asyncio.wait_for(_resources.close(), timeout=CLOSE_TIMEOUT_S))

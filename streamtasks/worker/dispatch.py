@@ -1,0 +1,110 @@
+"""Dispatch: start queued batches on the executor, bound each by its deadline, settle it.
+
+A batch's settlement is shielded from cancellation and retried through Redis outages: once a
+handler ran, its outcome is applied exactly once (the scripts make a late or repeated
+settlement of an entry no longer ours a no-op).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+
+from ..redisutil import REDIS_DOWN
+from ..registry import HandlerSpec
+from .events import BatchSettled, BatchStarted, Event
+from .executors import Executor
+from .health import RedisHealth
+from .lanes import Batch, Lane
+from .run import BatchResult, RawEntry
+from .settle import Settler
+
+log = logging.getLogger("streamtasks.worker")
+
+#: Seconds added to a batch's handler timeout before the worker gives up waiting on it.
+DEADLINE_SLACK_S = 10.0
+
+
+def batch_deadline(spec: HandlerSpec, size: int) -> float | None:
+    """A worker-side cap for a batch (sync handlers can't be interrupted in-process)."""
+    if spec.timeout is None:
+        return None
+    calls = 1 if spec.batch else max(1, -(-size // spec.concurrency) if spec.is_async else size)
+    return spec.timeout * calls + DEADLINE_SLACK_S
+
+
+class Dispatcher:
+    """Runs batches of the lanes on the executor and settles them."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        settler: Settler,
+        health: RedisHealth,
+        emit: Callable[[Event], None],
+        on_finished: Callable[[], None],
+    ) -> None:
+        self.executor = executor
+        self.settler = settler
+        self.health = health
+        self.emit = emit
+        self.on_finished = on_finished  # a batch finished: its lane has room again
+
+    def start(self, lanes: Iterable[Lane]) -> None:
+        """Start every queued batch that fits under its lane's ``max_in_flight``."""
+        for lane in lanes:
+            while lane.can_start:
+                batch = lane.queue.popleft()
+                task = asyncio.create_task(self._run(lane, batch))
+                lane.in_flight[task] = batch
+                task.add_done_callback(functools.partial(self._finished, lane))
+
+    def _finished(self, lane: Lane, task: asyncio.Task[None]) -> None:
+        lane.in_flight.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("settling a batch of %s failed", lane.stream, exc_info=task.exception())
+        self.on_finished()
+
+    async def _run(self, lane: Lane, batch: Batch) -> None:
+        self.emit(BatchStarted(lane.stream, len(batch.entries)))
+        result = await self.execute(lane.spec, batch.entries)
+        await asyncio.shield(self.settle(lane, batch.entries, result))
+
+    async def execute(self, spec: HandlerSpec, entries: Sequence[RawEntry]) -> BatchResult:
+        """Run ``entries``; a batch that fails or times out as a whole gets the policy's
+        outcome for every entry."""
+        pending = self.executor.submit(spec, entries)
+        deadline = batch_deadline(spec, len(entries))
+        try:
+            return await asyncio.wait_for(_wait(pending), deadline)
+        except asyncio.TimeoutError:
+            self.executor.cancel(pending)
+            error: BaseException = TimeoutError(f"batch of {len(entries)} exceeded {deadline:.0f}s")
+        except asyncio.CancelledError:
+            self.executor.cancel(pending)
+            raise
+        except Exception as exc:  # the executor itself failed: Ray worker lost past its retries
+            error = exc
+        log.warning(
+            "batch of %d on %s failed as a whole: %s", len(entries), spec.stream, error,
+            extra={"stream": spec.stream, "handler": spec.name},
+        )  # fmt: skip
+        return BatchResult(len(entries), spec.retry.decide_all(error, [e[2] for e in entries]))
+
+    async def settle(self, lane: Lane, entries: Sequence[RawEntry], result: BatchResult) -> None:
+        """Apply ``result``, waiting out Redis outages; then release the entries."""
+        while True:
+            try:
+                plan = await self.settler.apply(lane.spec, entries, result)
+                self.health.ok()
+                break
+            except REDIS_DOWN as exc:
+                await self.health.failed(exc, "settling")
+        lane.release([e[0] for e in entries])
+        self.emit(BatchSettled(lane.spec, entries, plan, result))
+
+
+async def _wait(pending: Awaitable[BatchResult]) -> BatchResult:
+    return await pending

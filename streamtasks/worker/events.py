@@ -1,0 +1,167 @@
+"""What a worker tells the world: events as it works, and a read-only snapshot on request.
+
+Metrics, heartbeats, ``status`` and the dashboard consume these and never a stage's
+attributes. A listener is a callable taking one event; it runs synchronously on the worker's
+loop, so it must be quick, and an exception in it is logged and never reaches the data path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from attrs import field, frozen
+
+if TYPE_CHECKING:
+    from ..registry import HandlerSpec
+    from .run import BatchResult, RawEntry
+    from .settle import Settlement
+
+log = logging.getLogger("streamtasks.worker")
+
+
+@frozen
+class BatchStarted:
+    stream: str
+    size: int
+
+
+@frozen
+class BatchSettled:
+    """A batch's outcomes were applied (acked, retries scheduled, dead-lettered)."""
+
+    spec: HandlerSpec
+    entries: Sequence[RawEntry]
+    plan: Settlement
+    result: BatchResult
+
+
+@frozen
+class Reclaimed:
+    """Entries idle past the visibility timeout (a dead consumer's) were claimed to run again."""
+
+    stream: str
+    count: int
+
+
+@frozen
+class Lost:
+    """Entries Redis no longer had: trimmed or deleted before they were handled."""
+
+    stream: str
+    count: int
+    why: str
+
+
+@frozen
+class HandedBack:
+    """Entries returned on shutdown, claimable by any other worker at once."""
+
+    stream: str
+    count: int
+    running: bool  # True: they were running when the grace period ended
+
+
+@frozen
+class RedisDown:
+    doing: str
+    error: str
+
+
+@frozen
+class RedisUp:
+    down_for: float
+
+
+@frozen
+class LoopFailed:
+    """A supervised background loop raised; it is restarted after ``retry_in`` seconds."""
+
+    loop: str
+    error: str
+    retry_in: float
+
+
+@frozen
+class StateChanged:
+    state: str  # starting, reading, draining, stopped
+
+
+Event = (
+    BatchStarted
+    | BatchSettled
+    | Reclaimed
+    | Lost
+    | HandedBack
+    | RedisDown
+    | RedisUp
+    | LoopFailed
+    | StateChanged
+)
+Listener = Callable[[Event], None]
+
+
+class Events:
+    """The worker's event hub: ``subscribe(listener)``, ``emit(event)``."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def emit(self, event: Event) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("an event listener failed on %s", type(event).__name__)
+
+
+@frozen
+class LaneSnapshot:
+    """One handler's stream as this worker sees it."""
+
+    stream: str
+    handler: str
+    in_flight: int
+    queued: int
+    held: int
+    handled: int
+    retried: int
+    dead: int
+    reclaimed: int
+    lost: int
+
+
+@frozen
+class Snapshot:
+    """A read-only picture of one worker, for metrics, heartbeats, status and the dashboard."""
+
+    consumer: str
+    group: str
+    state: str
+    started_at: float
+    lanes: Mapping[str, LaneSnapshot]
+    redis_down_since: float | None  # monotonic time, None while Redis answers
+    failing_loops: Mapping[str, str] = field(factory=dict)  # loop name -> its last error
+
+    @property
+    def in_flight(self) -> int:
+        return sum(lane.in_flight for lane in self.lanes.values())
+
+    def heartbeat(self, host: str, pid: int, now: float) -> dict[str, Any]:
+        """The JSON body of the worker's heartbeat key."""
+        return {
+            "consumer": self.consumer,
+            "group": self.group,
+            "host": host,
+            "pid": pid,
+            "state": self.state,
+            "streams": list(self.lanes),
+            "started_at": self.started_at,
+            "ts": now,
+            "in_flight": self.in_flight,
+            "failing_loops": sorted(self.failing_loops),
+        }

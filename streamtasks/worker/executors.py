@@ -1,0 +1,148 @@
+"""Executors: where a batch runs. :class:`RayExecutor` runs ONE Ray task per batch;
+:class:`InlineExecutor` runs it in a thread of this process (development and tests).
+
+Ray's own task retries are only for a worker process that died (``retry_exceptions`` stays
+off); the handler's retries are counted by streamtasks alone, from Redis' delivery counter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import pickle
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, Protocol
+
+from ..errors import StreamtasksError
+from ..registry import HandlerSpec
+from .run import BatchResult, RawEntry, run_batch, run_packed_batch
+
+#: Threads of the inline executor: batches of different handlers run side by side.
+INLINE_THREADS = 4
+#: Ray's retries of a task whose worker *process* died (not of handler errors).
+RAY_PROCESS_RETRIES = 3
+
+
+class Executor(Protocol):
+    async def start(self) -> None: ...
+    def submit(self, spec: HandlerSpec, entries: Sequence[RawEntry]) -> Awaitable[BatchResult]: ...
+    def cancel(self, pending: Awaitable[BatchResult]) -> None: ...
+    async def close(self) -> None: ...
+
+
+class InlineExecutor:
+    """Runs batches in a thread pool of this process: for development and tests."""
+
+    def __init__(self, threads: int = INLINE_THREADS) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="streamtasks-inline")
+
+    async def start(self) -> None:
+        return None
+
+    def submit(self, spec: HandlerSpec, entries: Sequence[RawEntry]) -> Awaitable[BatchResult]:
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._pool, run_batch, spec, list(entries))
+
+    def cancel(self, pending: Awaitable[BatchResult]) -> None:
+        return None  # a thread cannot be stopped; the batch finishes and is settled
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class RayExecutor:
+    """ONE Ray task per batch. Starts a local Ray unless ``address`` names a cluster.
+
+    ``env`` is set in the tasks' processes (Ray ``runtime_env``): on a cluster, the nodes do
+    not share the worker's environment, so the handlers' configuration travels this way
+    (:meth:`~streamtasks.Registry.forwarded_env` says which variables).
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        process_retries: int = RAY_PROCESS_RETRIES,
+    ) -> None:
+        self.address = address
+        self.num_cpus = num_cpus
+        self.env = dict(env or {})
+        self.process_retries = process_retries
+        self._remote: dict[str, Any] = {}
+        self._owns_ray = False  # True when start() called ray.init (a Ray already up is left alone)
+
+    async def start(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return
+        try:
+            await asyncio.to_thread(self._init_ray)
+        except Exception as exc:  # ConnectionError, RuntimeError, ValueError from ray.init
+            where = f"join Ray at {self.address}" if self.address else "start a local Ray"
+            hint = ""
+            if self.address and "RAY_AUTH_MODE" not in os.environ:
+                hint = " (a cluster with token auth needs RAY_AUTH_MODE=token and its token)"
+            raise StreamtasksError(f"cannot {where}: {type(exc).__name__}: {exc}{hint}") from None
+
+    def _init_ray(self) -> None:
+        import ray
+
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        if self.address:
+            ray.init(address=self.address, log_to_driver=True, logging_level=logging.WARNING)
+        else:
+            ray.init(
+                num_cpus=self.num_cpus,
+                include_dashboard=False,
+                log_to_driver=True,
+                logging_level=logging.WARNING,
+            )
+        self._owns_ray = True  # our driver connection: closed by close(); a joined cluster stays
+
+    def _task(self, spec: HandlerSpec) -> Any:
+        remote = self._remote.get(spec.stream)
+        if remote is None:
+            import ray
+
+            options: dict[str, Any] = {"num_cpus": 1, "max_retries": self.process_retries}
+            if self.env:
+                options["runtime_env"] = {"env_vars": self.env}
+            options.update(spec.ray_options)
+            options["retry_exceptions"] = False  # handler errors are outcomes, not Ray retries
+            remote = ray.remote(run_packed_batch).options(name=f"streamtasks:{spec.stream}", **options)
+            self._remote[spec.stream] = remote
+        return remote
+
+    def submit(self, spec: HandlerSpec, entries: Sequence[RawEntry]) -> Awaitable[BatchResult]:
+        # One bytes argument instead of a list of tuples: Ray's serializer walks containers
+        # entry by entry (msgpack with an extension per tuple), ~5x slower than this.
+        packed = pickle.dumps(list(entries), protocol=pickle.HIGHEST_PROTOCOL)
+        ref = self._task(spec).remote(spec, packed)
+        return _RayPending(ref)
+
+    def cancel(self, pending: Awaitable[BatchResult]) -> None:
+        import ray
+
+        if isinstance(pending, _RayPending):
+            ray.cancel(pending.ref, force=True)
+
+    async def close(self) -> None:
+        import ray
+
+        if self._owns_ray and ray.is_initialized():
+            await asyncio.to_thread(ray.shutdown)
+
+
+class _RayPending:
+    """An awaitable Ray result that remembers its ObjectRef (so it can be cancelled)."""
+
+    def __init__(self, ref: Any) -> None:
+        self.ref = ref
+
+    def __await__(self) -> Any:
+        return self.ref.__await__()

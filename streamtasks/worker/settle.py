@@ -1,0 +1,128 @@
+"""Settlement: turn the outcome of every entry of a batch into Redis writes.
+
+:meth:`Settlement.of` is the pure plan (done / retry after a delay / dead); :class:`Settler`
+applies it in one pipeline:
+
+* done  -> ``XACK`` (after the handler returned, never before);
+* retry -> the entry stays pending; its idle time is set so that it becomes claimable
+  exactly ``delay`` seconds from now, and any worker's reclaim step runs it again;
+* dead  -> added to the dead-letter stream and acked in one Lua script.
+
+Delayed retries live in the pending list (PEL), not in a side structure: the entry keeps its
+id (so idempotency keys stay stable), the retry count *is* Redis' delivery counter (so it
+survives restarts), and a crashed worker's entries are recovered by the very same
+``XAUTOCLAIM`` step. The price: a retry delay is capped at the visibility timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from attrs import define, field
+from redis.asyncio import Redis
+
+from .. import keys, lua
+from ..deadletter import dead_letter_fields
+from ..registry import HandlerSpec
+from ..retry import ErrorInfo, RetryLater
+from .pending import PendingEntries
+from .run import BatchResult, RawEntry
+
+log = logging.getLogger("streamtasks.worker")
+
+
+@define
+class Settlement:
+    """What to do with each entry of a settled batch."""
+
+    done: list[str] = field(factory=list)
+    retried_before: list[str] = field(factory=list)  # done entries with a failure record
+    delays: dict[int, list[str]] = field(factory=dict)  # idle ms to set -> entry ids
+    dead: list[tuple[RawEntry, ErrorInfo]] = field(factory=list)
+
+    @property
+    def retried(self) -> int:
+        return sum(len(ids) for ids in self.delays.values())
+
+    @classmethod
+    def of(cls, entries: Sequence[RawEntry], result: BatchResult, visibility_ms: int) -> Settlement:
+        """The plan for ``entries`` given their ``result``; a retry ``delay`` seconds away gets
+        idle time ``visibility_ms - delay`` (claimable exactly then)."""
+        plan = cls()
+        for index, entry in enumerate(entries):
+            outcome = result.failed.get(index)
+            if outcome is None:
+                plan.done.append(entry[0])
+                if entry[2] > 1:
+                    plan.retried_before.append(entry[0])
+            elif isinstance(outcome, RetryLater):
+                idle = max(0, visibility_ms - int(outcome.delay * 1000))
+                plan.delays.setdefault(idle, []).append(entry[0])
+            else:
+                plan.dead.append((entry, outcome.error))
+        return plan
+
+
+class Settler:
+    """Applies settlements for one group and consumer."""
+
+    def __init__(
+        self, redis: Redis, pending: PendingEntries, visibility_ms: int, dead_letter_maxlen: int = 0
+    ) -> None:
+        self.redis = redis
+        self.pending = pending
+        self.group = pending.group
+        self.consumer = pending.consumer
+        self.visibility_ms = visibility_ms
+        self.dead_letter_maxlen = dead_letter_maxlen
+        self._dead_script = redis.register_script(lua.DEAD_LETTER)
+
+    async def apply(self, spec: HandlerSpec, entries: Sequence[RawEntry], result: BatchResult) -> Settlement:
+        """One pipeline of XACK / retry / dead-letter for ``entries``; returns the plan."""
+        plan = Settlement.of(entries, result, self.visibility_ms)
+        stream, failures = spec.stream, keys.failures_key(spec.stream, self.group)
+        pipe = self.redis.pipeline(transaction=False)
+        if plan.done:
+            pipe.xack(stream, self.group, *plan.done)
+        if plan.retried_before:
+            pipe.hdel(failures, *plan.retried_before)
+        now_ms = int(time.time() * 1000)
+        for idle, ids in plan.delays.items():
+            for entry_id in ids:
+                pipe.hsetnx(failures, entry_id, now_ms)  # the first failure time, kept
+            await self.pending.reset(stream, ids, idle, client=pipe)
+        for entry, error in plan.dead:
+            await self._add_dead(pipe, spec, entry, error, now_ms)
+        if len(pipe):
+            await pipe.execute()
+        if plan.dead:
+            _log_dead(stream, plan.dead)
+        return plan
+
+    async def _add_dead(
+        self, pipe: Any, spec: HandlerSpec, entry: RawEntry, error: ErrorInfo, now_ms: int
+    ) -> None:
+        entry_id, raw, attempt = entry
+        fields = dead_letter_fields(
+            stream=spec.stream, entry_id=entry_id, group=self.group, handler=spec.name,
+            error=error, attempts=attempt, raw=raw, now_ms=now_ms,
+        )  # fmt: skip
+        await self._dead_script(
+            keys=[spec.stream, spec.dead_letter_stream, keys.failures_key(spec.stream, self.group)],
+            args=[self.group, self.consumer, entry_id, self.dead_letter_maxlen, now_ms, *fields],
+            client=pipe,
+        )
+
+
+def _log_dead(stream: str, dead: list[tuple[RawEntry, ErrorInfo]]) -> None:
+    """One line per settled batch, not per entry: a flood of bad input stays readable."""
+    (entry_id, _, attempt), error = dead[0]
+    more = f" and {len(dead) - 1} more" if len(dead) > 1 else ""
+    log.warning(
+        "dead-lettered %s/%s%s after %d attempt(s): %s: %s",
+        stream, entry_id, more, attempt, error.type, error.message[:200],
+        extra={"stream": stream, "entry_id": entry_id},
+    )  # fmt: skip

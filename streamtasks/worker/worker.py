@@ -1,0 +1,247 @@
+"""The :class:`Worker`: a short composition of the stages, supervising every loop it starts.
+
+read (:mod:`.read`) -> lanes (:mod:`.lanes`) -> dispatch (:mod:`.dispatch`, on an
+:mod:`executor <.executors>`, running :mod:`.run`) -> settle (:mod:`.settle`); recovery
+(:mod:`.recovery`) and shutdown (:mod:`.shutdown`) beside them. The worker emits
+:mod:`events <.events>` and answers :meth:`Worker.snapshot`; nothing outside reads its stages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+
+from attrs import field, frozen
+from redis import exceptions as rx
+from redis.asyncio import Redis
+
+from .. import keys
+from ..redisutil import REDIS_DOWN
+from ..registry import Registry
+from .dispatch import Dispatcher
+from .events import BatchSettled, Event, Events, Listener, Lost, Reclaimed, Snapshot, StateChanged
+from .executors import Executor
+from .health import RedisHealth
+from .lanes import Lane
+from .pending import PendingEntries
+from .read import Reader
+from .recovery import Leases, Reclaimer
+from .settle import Settler
+from .shutdown import Shutdown
+from .supervise import Supervisor
+
+log = logging.getLogger("streamtasks.worker")
+
+
+def default_consumer_name() -> str:
+    """``<host>-<pid>-<random>``: unique per process, readable in ``XINFO CONSUMERS``."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@frozen
+class WorkerSettings:
+    """Knobs of the read/settle loop. Times in seconds."""
+
+    consumer: str = field(factory=default_consumer_name)
+    block: float = 1.0
+    visibility_timeout: float = 30.0
+    reclaim_interval: float = 1.0
+    grace_period: float = 30.0
+    prefetch: int | None = None  # batches read ahead per handler; default: max_in_flight
+    heartbeat_interval: float = 2.0
+    heartbeat_ttl: float = 10.0
+    dead_letter_maxlen: int = 0  # approximate MAXLEN of dead-letter streams; 0 = unbounded
+    max_batch_bytes: int = 4 * 1024 * 1024  # big entries make smaller batches; 0 = count only
+
+    @property
+    def visibility_ms(self) -> int:
+        return int(self.visibility_timeout * 1000)
+
+
+class Worker:
+    """Serves a :class:`Registry` from Redis with an :class:`Executor` until :meth:`stop`."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        redis: Redis,
+        executor: Executor,
+        settings: WorkerSettings | None = None,
+        listeners: Sequence[Listener] = (),
+    ) -> None:
+        if not registry.handlers:
+            raise ValueError("the registry has no handlers")
+        s = self.settings = settings or WorkerSettings()
+        self.registry, self.redis, self.executor = registry, redis, executor
+        self.group, self.consumer = registry.group, s.consumer
+        self.lanes = {
+            name: Lane(spec, spec.max_in_flight if s.prefetch is None else s.prefetch, s.max_batch_bytes)
+            for name, spec in registry.handlers.items()
+        }
+        self.events = Events()
+        for listener in (self._count, *listeners):
+            self.events.subscribe(listener)
+        emit = self.events.emit
+        self.health = RedisHealth(emit)
+        self.supervisor = Supervisor(emit)
+        self.pending = PendingEntries(redis, self.group, self.consumer)
+        settler = Settler(redis, self.pending, s.visibility_ms, s.dead_letter_maxlen)
+        self.dispatcher = Dispatcher(executor, settler, self.health, emit, self._batch_done)
+        self.reader = Reader(redis, self.group, self.consumer, self.lanes)
+        self.reclaimer = Reclaimer(
+            redis, self.group, self.consumer, s.visibility_ms, self.dispatcher, emit, self._start
+        )
+        self.leases = Leases(self.pending, s.visibility_timeout, self.health)
+        self.shutdown = Shutdown(redis, self.pending, s.grace_period, emit)
+        self.started_at = time.time()
+        self.state = "starting"
+        self.reading = asyncio.Event()  # set once the first XREADGROUP was sent
+        self._stopping = asyncio.Event()
+        self._wakeup = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop reading; in-flight batches finish (within the grace period) and are settled."""
+        self._stopping.set()
+        self._wakeup.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop`; then hand back unstarted entries and drain."""
+        self.supervisor.spawn("heartbeat", self._heartbeat_loop)  # announce "starting" at once
+        try:
+            await self._start_up()
+            self.supervisor.spawn("reclaim", self._reclaim_loop)
+            self.supervisor.spawn("lease", self._lease_loop)
+            log.info("worker %s reading %s as group %s", self.consumer, ", ".join(self.lanes), self.group)
+            self._set_state("reading")
+            await self._read_loop()
+        finally:
+            await self._drain()
+
+    async def _start_up(self) -> None:
+        """Groups and the executor (Ray) start side by side: Ray takes seconds."""
+        executor = asyncio.create_task(self.executor.start())
+        try:
+            await self.reader.ensure_groups()
+        except BaseException:
+            executor.cancel()
+            with contextlib.suppress(BaseException):
+                await executor
+            raise
+        await executor
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            consumer=self.consumer, group=self.group, state=self.state, started_at=self.started_at,
+            lanes={name: lane.snapshot() for name, lane in self.lanes.items()},
+            redis_down_since=self.health.down_since, failing_loops=dict(self.supervisor.failing),
+        )  # fmt: skip
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        self.events.emit(StateChanged(state))
+
+    # -- the data path ---------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        while not self.stopping:
+            readable = [lane for lane in self.lanes.values() if lane.free_batches > 0]
+            if not readable:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            self.reading.set()
+            try:
+                got = await self.reader.read(readable, self.settings.block)
+            except REDIS_DOWN as exc:
+                await self.health.failed(exc, "reading")
+                continue
+            self.health.ok()
+            for lane, entries in got.items():
+                lane.last_id = entries[-1][0]
+                lane.sample_size(entries)
+                lane.accept(entries)
+            self._start()
+
+    def _start(self) -> None:
+        if not self.stopping:
+            self.dispatcher.start(self.lanes.values())
+
+    def _batch_done(self) -> None:
+        self._start()
+        self._wakeup.set()
+
+    def _count(self, event: Event) -> None:
+        if isinstance(event, BatchSettled):
+            c = self.lanes[event.spec.stream].counts
+            c.handled += len(event.plan.done)
+            c.retried += event.plan.retried
+            c.dead += len(event.plan.dead)
+        elif isinstance(event, Reclaimed):
+            self.lanes[event.stream].counts.reclaimed += event.count
+        elif isinstance(event, Lost):
+            self.lanes[event.stream].counts.lost += event.count
+
+    # -- background loops (supervised) -----------------------------------------------------
+
+    async def _reclaim_loop(self) -> None:
+        while not self.stopping:
+            more = False
+            for lane in self.lanes.values():
+                try:
+                    more |= await self.reclaimer.reclaim(lane)
+                    self.health.ok()
+                except REDIS_DOWN as exc:
+                    await self.health.failed(exc, "reclaiming")
+                except rx.ResponseError as exc:
+                    if "NOGROUP" not in str(exc):  # NOGROUP: the read loop recreates the group
+                        raise
+            self.supervisor.healthy("reclaim")
+            if not more:  # a full page may mean more are waiting: go again at once
+                await self._sleep(self.settings.reclaim_interval)
+
+    async def _lease_loop(self) -> None:
+        while not self.stopping:
+            await self._sleep(self.leases.period)
+            await self.leases.renew(self.lanes)
+            self.supervisor.healthy("lease")
+
+    async def _heartbeat_loop(self) -> None:
+        key = keys.heartbeat_key(self.group, self.consumer)
+        ttl = max(1, int(self.settings.heartbeat_ttl))
+        host, pid = socket.gethostname(), os.getpid()
+        while not self.stopping:
+            body = self.snapshot().heartbeat(host, pid, time.time())
+            with contextlib.suppress(*REDIS_DOWN):  # the read loop reports outages
+                await self.redis.set(key, json.dumps(body), ex=ttl)
+            self.supervisor.healthy("heartbeat")
+            await self._sleep(self.settings.heartbeat_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """Hand back unstarted entries at once, finish in-flight ones within the grace period."""
+        self._stopping.set()
+        self._set_state("draining")
+        await self.shutdown.hand_back_queued(self.lanes)
+        await self.shutdown.finish_in_flight(self.lanes)
+        await self.supervisor.close()
+        await self.shutdown.sign_off(self.lanes)
+        await self.executor.close()
+        self._set_state("stopped")
