@@ -1,7 +1,8 @@
 """The ``streamtasks`` command line (click): one module per command group.
 
 Every option also reads an environment variable; :mod:`.common` declares the shared ones
-and turns errors into one line and an exit status.
+and turns errors into one line and an exit status. Packages add commands through the
+``streamtasks.commands`` entry-point group (the adserving product adds ``db`` and ``stats``).
 """
 
 from __future__ import annotations
@@ -31,14 +32,19 @@ for command in (worker, send, dlq, status_command):
     main.add_command(command)
 
 
-def _add_product_commands() -> None:
-    from ..adserving.cli import db_group, stats_command
-
-    main.add_command(db_group)
-    main.add_command(stats_command)
+#: Entry-point group of commands other packages add to ``streamtasks``.
+COMMANDS_GROUP = "streamtasks.commands"
 
 
-_add_product_commands()
+def _add_plugin_commands() -> None:
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=COMMANDS_GROUP):
+        if entry.name not in main.commands:
+            main.add_command(entry.load(), entry.name)
+
+
+_add_plugin_commands()
 
 
 def run() -> None:  # pragma: no cover - console entry point

@@ -26,6 +26,9 @@ RAY_PROCESS_RETRIES = 3
 
 
 class Executor(Protocol):
+    """Where batches run. Several workers may share one: each calls :meth:`start` once and
+    :meth:`close` once, and the executor releases its resources when the last one closes."""
+
     async def start(self) -> None: ...
     def submit(self, spec: HandlerSpec, entries: Sequence[RawEntry]) -> Awaitable[BatchResult]: ...
     def cancel(self, pending: Awaitable[BatchResult]) -> None: ...
@@ -37,9 +40,10 @@ class InlineExecutor:
 
     def __init__(self, threads: int = INLINE_THREADS) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="streamtasks-inline")
+        self._users = 0
 
     async def start(self) -> None:
-        return None
+        self._users += 1
 
     def submit(self, spec: HandlerSpec, entries: Sequence[RawEntry]) -> Awaitable[BatchResult]:
         loop = asyncio.get_running_loop()
@@ -49,7 +53,9 @@ class InlineExecutor:
         return None  # a thread cannot be stopped; the batch finishes and is settled
 
     async def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._users -= 1
+        if self._users <= 0:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class RayExecutor:
@@ -74,12 +80,18 @@ class RayExecutor:
         self.process_retries = process_retries
         self._remote: dict[str, Any] = {}
         self._owns_ray = False  # True when start() called ray.init (a Ray already up is left alone)
+        self._users = 0
+        self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         import ray
 
-        if ray.is_initialized():
-            return
+        async with self._lock:  # workers sharing this executor start Ray once, not in a race
+            self._users += 1
+            if not ray.is_initialized():
+                await self._start_ray()
+
+    async def _start_ray(self) -> None:
         try:
             await asyncio.to_thread(self._init_ray)
         except Exception as exc:  # ConnectionError, RuntimeError, ValueError from ray.init
@@ -134,7 +146,8 @@ class RayExecutor:
     async def close(self) -> None:
         import ray
 
-        if self._owns_ray and ray.is_initialized():
+        self._users -= 1
+        if self._users <= 0 and self._owns_ray and ray.is_initialized():
             await asyncio.to_thread(ray.shutdown)
 
 

@@ -105,6 +105,7 @@ class Worker:
         self.reading = asyncio.Event()  # set once the first XREADGROUP was sent
         self._stopping = asyncio.Event()
         self._wakeup = asyncio.Event()
+        self._executor_started = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -141,6 +142,7 @@ class Worker:
                 await executor
             raise
         await executor
+        self._executor_started = True
 
     def snapshot(self) -> Snapshot:
         return Snapshot(
@@ -243,5 +245,6 @@ class Worker:
         await self.shutdown.finish_in_flight(self.lanes)
         await self.supervisor.close()
         await self.shutdown.sign_off(self.lanes)
-        await self.executor.close()
+        if self._executor_started:
+            await self.executor.close()
         self._set_state("stopped")

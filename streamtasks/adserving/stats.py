@@ -1,0 +1,98 @@
+"""The facade's read side: system status and model statistics (plain data, no formatting).
+
+:func:`system_status` joins the Redis picture (:func:`streamtasks.observe.inspect.gather_status`)
+with PostgreSQL's and Ray's health; :func:`model_stats` adds a model's dead letters to the
+database's numbers (:func:`.db.model_performance_stats`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from .. import keys
+from ..logs import redact
+from ..observe.inspect import gather_status
+from ..registry import Registry
+from . import db
+
+#: Dead letters scanned (newest first) to count a model's dead letters in the stats.
+DEAD_LETTER_SCAN_LIMIT = 100_000
+
+
+async def system_status(
+    redis: Redis,
+    registry: Registry,
+    streams: Sequence[str],
+    database: Any,
+    *,
+    producer: Mapping[str, Any],
+    local_workers: int,
+) -> dict[str, Any]:
+    """Health of Redis, PostgreSQL (``database``: a pool or a DSN) and Ray, per stream
+    numbers and the live workers. Never raises for a service being down."""
+    status: dict[str, Any] = {"checked_at": time.time()}
+    redis_status = await gather_status(
+        redis,
+        list(streams),
+        registry.group,
+        dead_letter_streams={s: spec.dead_letter_stream for s, spec in registry.handlers.items()},
+    )
+    status["producer"] = {
+        "health": "healthy" if redis_status["redis"]["ok"] else "unhealthy",
+        **producer,
+        "error": redis_status["redis"].get("error"),
+    }
+    status["database"] = await db.database_health(database)
+    status["ray"] = ray_status()
+    status["streams"] = {s["stream"]: s for s in redis_status["streams"]}
+    status["workers"] = {
+        "local": local_workers,
+        "alive": redis_status["workers"],
+        "dead_consumers": redis_status["dead_consumers"],
+    }
+    status["problems"] = redis_status["problems"]
+    status["ok"] = bool(redis_status["ok"]) and status["database"].get("health") == "healthy"
+    return status
+
+
+async def model_stats(
+    pool: Any, redis: Redis, registry: Registry, model_name: str, hours: float
+) -> dict[str, Any]:
+    """The database's numbers for ``model_name`` over ``hours``, plus its dead letters."""
+    stats = await db.model_performance_stats(pool, model_name, hours)
+    stats["dead_letters"] = await dead_letters_of(redis, registry, model_name, hours)
+    return stats
+
+
+async def dead_letters_of(redis: Redis, registry: Registry, model_name: str, hours: float) -> int:
+    """Dead letters of ``model_name`` dead-lettered in the last ``hours`` (newest first,
+    at most :data:`DEAD_LETTER_SCAN_LIMIT` per stream)."""
+    since_ms = int((time.time() - hours * 3600) * 1000)
+    wanted = model_name.encode()
+    field = keys.DEAD_FIELD_PREFIX.encode() + b"model_name"
+    count = 0
+    for spec in registry.handlers.values():
+        entries: Any = await redis.xrevrange(
+            spec.dead_letter_stream, max="+", min=str(since_ms), count=DEAD_LETTER_SCAN_LIMIT
+        )
+        count += sum(1 for _, fields in entries if fields.get(field) == wanted)
+    return count
+
+
+def ray_status() -> dict[str, Any]:
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return {"health": "not_started"}
+        return {
+            "health": "healthy",
+            "cluster_resources": ray.cluster_resources(),  # type: ignore[no-untyped-call]
+            "available_resources": ray.available_resources(),  # type: ignore[no-untyped-call]
+        }
+    except Exception as exc:
+        return {"health": "unhealthy", "error": redact(str(exc))}
