@@ -94,6 +94,38 @@ async def setup_database(
     return {"timescaledb": use_tsdb, "files": applied}
 
 
+#: How to enable TimescaleDB when its files are installed but the server does not load them.
+PRELOAD_HINT = (
+    "add timescaledb to shared_preload_libraries in postgresql.conf "
+    "(shared_preload_libraries = 'timescaledb') and restart PostgreSQL"
+)
+
+
+def _preloads_timescaledb(setting: str) -> bool:
+    """True if a ``shared_preload_libraries`` value names the TimescaleDB loader."""
+    for item in setting.split(","):
+        name = item.strip().strip('"').rsplit("/", 1)[-1]
+        if name == "timescaledb" or name.startswith("timescaledb-"):
+            return True
+    return False
+
+
+async def timescaledb_preloaded(conn: Any) -> bool:
+    """True if the server preloads TimescaleDB (``shared_preload_libraries``).
+
+    ``CREATE EXTENSION timescaledb`` on a server that does not preload it is a FATAL error
+    that drops the connection, so this must be asked first. A role that may not read
+    ``shared_preload_libraries`` (not superuser, no ``pg_read_all_settings``) falls back to
+    whether the loader defined its settings in this session.
+    """
+    try:
+        async with conn.transaction():
+            setting = await conn.fetchval("SELECT current_setting('shared_preload_libraries')")
+    except asyncpg.InsufficientPrivilegeError:
+        return bool(await conn.fetchval("SELECT current_setting('timescaledb.license', true) IS NOT NULL"))
+    return _preloads_timescaledb(setting or "")
+
+
 async def _enable_timescaledb(conn: Any, wanted: bool | None) -> bool:
     if wanted is False:
         return False
@@ -104,9 +136,18 @@ async def _enable_timescaledb(conn: Any, wanted: bool | None) -> bool:
         if wanted:
             raise RuntimeError("timescaledb was required but is not available on the server")
         return False
+    if not await timescaledb_preloaded(conn):
+        if wanted:
+            raise RuntimeError(f"timescaledb is installed but not preloaded: {PRELOAD_HINT}")
+        log.warning(
+            "timescaledb is available but not preloaded; using plain PostgreSQL. To enable it, %s, "
+            "then run 'streamtasks db init' again",
+            PRELOAD_HINT,
+        )
+        return False
     try:
-        # A savepoint: without shared_preload_libraries the CREATE fails, and the schema
-        # setup goes on without TimescaleDB instead of aborting.
+        # A savepoint: should the CREATE still fail (e.g. no privilege), the schema setup
+        # goes on without TimescaleDB instead of aborting.
         async with conn.transaction():
             await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
     except asyncpg.PostgresError as exc:

@@ -177,38 +177,6 @@ async def test_rolled_back_batch_leaves_store_usable(pool: Any) -> None:
         assert await store_inference(conn, [good]) == 1
 
 
-async def test_timescaledb_key_tables_keep_idempotency(pool: Any) -> None:
-    """With 002's side key tables (hypertable layout), idempotency still holds.
-
-    TimescaleDB is not installed here, so ``create_hypertable`` is a stub: the test covers
-    the key migration and the store's keyed INSERT, not the hypertable itself.
-    """
-    before = [parse_training(training_msg(f"old{i}")) for i in range(3)]
-    async with pool.acquire() as conn:
-        await store_training(conn, before)  # caches the plain-schema plan on this connection
-        await conn.execute(
-            "CREATE FUNCTION create_hypertable(relation regclass, time_column_name name,"
-            " chunk_time_interval interval DEFAULT NULL, create_default_indexes boolean DEFAULT true,"
-            " if_not_exists boolean DEFAULT false, migrate_data boolean DEFAULT false)"
-            " RETURNS void LANGUAGE sql AS ''"
-        )
-        sql = (schema_dir() / "002_timescaledb.sql").read_text()
-        await conn.execute(sql)
-        await conn.execute(sql)  # idempotent
-        assert await conn.fetchval("SELECT count(*) FROM training_data_keys") == 3
-        assert await conn.fetchval(
-            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'training_data'::regclass"
-            " AND contype = 'u'"
-        ) == 0  # fmt: skip
-        # the schema changed under this connection: the store notices and plans again
-        dup = parse_training(training_msg("new", mid="n1"))
-        assert await store_training(conn, [*before, dup, dup]) == 1
-        assert await store_training(conn, [dup]) == 0
-        assert await conn.fetchval("SELECT count(*) FROM training_data") == 4
-        assert await setup_database(conn) == {"timescaledb": False, "files": ["001_adserving.sql"]}
-        assert await store_training(conn, [dup]) == 0
-
-
 async def test_store_survives_discarded_staging_table(pool: Any) -> None:
     """After DISCARD TEMP drops the cached staging table, the next batch recreates it."""
     async with pool.acquire() as conn:
