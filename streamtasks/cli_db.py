@@ -94,6 +94,14 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{value:,}{unit}"
 
 
+def _throughput_line(stats: dict[str, Any]) -> str:
+    first, last = stats.get("first_at"), stats.get("last_at")
+    rate = _fmt(stats.get("throughput_rps"), " req/s")
+    if first is None or last is None:
+        return rate
+    return f"{rate} (from {str(first)[:19]} to {str(last)[:19]})"
+
+
 def print_stats(model: str, stats: dict[str, Any], hours: float) -> None:
     """Print the stats of :func:`streamtasks.db.model_performance_stats` as tables."""
     from rich.console import Console
@@ -102,7 +110,8 @@ def print_stats(model: str, stats: dict[str, Any], hours: float) -> None:
     summary = Table(title=f"{model}: last {hours:g} h", show_header=False)
     rows = [
         ("requests", _fmt(stats.get("requests"))),
-        ("throughput", _fmt(stats.get("throughput_rps"), " req/s")),
+        ("throughput", _throughput_line(stats)),
+        ("peak hour", _fmt(stats.get("peak_hourly_rps"), " req/s")),
         (
             "latency p50 / p95 / p99",
             " / ".join(_fmt(stats.get(k), " ms") for k in ("p50_ms", "p95_ms", "p99_ms")),

@@ -215,6 +215,8 @@ async def _probe(conn: Any, timeout: float) -> dict[str, Any]:
 
 _TOTALS = """
 SELECT count(*) AS requests,
+       min(created_at) AS first_at,
+       max(created_at) AS last_at,
        percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY processing_time_ms) AS pct,
        avg(confidence) AS mean_confidence,
        avg(is_anomaly::int)::float8 AS anomaly_rate,
@@ -245,7 +247,10 @@ async def model_performance_stats(
 ) -> dict[str, Any]:
     """Performance of ``model_name`` over the window ``[now - hours, now)``.
 
-    Returns ``requests`` (inference rows), ``throughput_rps`` (requests / window seconds),
+    Returns ``requests`` (inference rows), ``throughput_rps`` (requests per second over
+    the span that has data: first to last request in the window, at least 1 s),
+    ``window_rps`` (requests / window seconds), ``first_at``/``last_at``,
+    ``peak_hourly_rps`` and ``peak_hour`` (the busiest UTC hour's requests / 3600),
     ``p50_ms``/``p95_ms``/``p99_ms`` (continuous percentiles of ``processing_time_ms``),
     ``mean_confidence``, ``anomaly_rate`` (fraction of requests flagged), ``anomalies``,
     ``training_rows`` and ``buckets``: one dict per UTC hour that has requests, oldest
@@ -269,7 +274,7 @@ async def model_performance_stats(
         "since": since,
         "until": until,
         "requests": totals["requests"],
-        "throughput_rps": totals["requests"] / (hours * 3600.0),
+        **_throughput(totals["requests"], totals["first_at"], totals["last_at"], hours, buckets),
         "p50_ms": p50,
         "p95_ms": p95,
         "p99_ms": p99,
@@ -279,4 +284,24 @@ async def model_performance_stats(
         "training_rows": training,
         "timescaledb": tsdb,
         "buckets": [dict(row) for row in buckets],
+    }
+
+
+#: The shortest span a throughput is computed over (one request is 1 req/s, not infinite).
+MIN_THROUGHPUT_SPAN_S = 1.0
+
+
+def _throughput(
+    requests: int, first_at: datetime | None, last_at: datetime | None, hours: float, buckets: Any
+) -> dict[str, Any]:
+    """Throughput over the span that has data, over the window, and the busiest hour's."""
+    span = (last_at - first_at).total_seconds() if first_at and last_at else 0.0
+    peak = max(buckets, key=lambda b: b["requests"], default=None)
+    return {
+        "throughput_rps": requests / max(span, MIN_THROUGHPUT_SPAN_S) if requests else 0.0,
+        "window_rps": requests / (hours * 3600.0),
+        "first_at": first_at,
+        "last_at": last_at,
+        "peak_hourly_rps": peak["requests"] / 3600.0 if peak else None,
+        "peak_hour": peak["bucket"] if peak else None,
     }

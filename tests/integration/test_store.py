@@ -244,7 +244,11 @@ async def test_model_performance_stats_on_known_data(pool: Any) -> None:
 
     times = [p for _, p, _, _ in inside]
     assert stats["requests"] == len(inside) == 7
-    assert stats["throughput_rps"] == pytest.approx(7 / (3 * 3600))
+    active = (NOW - timedelta(milliseconds=1) - since).total_seconds()  # first to last request
+    assert stats["throughput_rps"] == pytest.approx(7 / active)
+    assert stats["window_rps"] == pytest.approx(7 / (3 * 3600))
+    assert (stats["first_at"], stats["last_at"]) == (since, NOW - timedelta(milliseconds=1))
+    assert (stats["peak_hourly_rps"], stats["peak_hour"]) == (pytest.approx(3 / 3600), since)
     assert stats["p50_ms"] == pytest.approx(percentile_cont(times, 0.5)) == pytest.approx(15.0)
     assert stats["p95_ms"] == pytest.approx(percentile_cont(times, 0.95))
     assert stats["p99_ms"] == pytest.approx(percentile_cont(times, 0.99))
@@ -275,7 +279,27 @@ async def test_stats_of_an_empty_window(pool: Any) -> None:
     stats = await model_performance_stats(pool, "nobody", 24, now=NOW)
     assert (stats["requests"], stats["throughput_rps"], stats["training_rows"]) == (0, 0.0, 0)
     assert stats["p50_ms"] is stats["mean_confidence"] is stats["anomaly_rate"] is None
+    assert stats["peak_hourly_rps"] is stats["peak_hour"] is stats["first_at"] is None
     assert stats["buckets"] == []
+
+
+async def test_throughput_is_over_the_span_with_data_and_peak_hour(pool: Any) -> None:
+    """502 requests in the last minute of a 24 h window: ~10 req/s, not 502 / 86,400 s."""
+    first = NOW - timedelta(seconds=60)
+    records = [
+        parse_inference(inference_msg(f"r{i}", at=first + timedelta(milliseconds=100 * i)))
+        for i in range(502)
+    ]
+    async with pool.acquire() as conn:
+        await store_inference(conn, records)
+    stats = await model_performance_stats(pool, "fraud", 24, now=NOW)
+    span = 50.1  # 501 gaps of 100 ms
+    assert stats["throughput_rps"] == pytest.approx(502 / span)
+    assert stats["window_rps"] == pytest.approx(502 / 86_400)
+    assert stats["peak_hourly_rps"] == pytest.approx(502 / 3600)
+    assert stats["peak_hour"] == NOW - timedelta(hours=1)
+    single = await model_performance_stats(pool, "fraud", 24, now=first + timedelta(milliseconds=1))
+    assert (single["requests"], single["throughput_rps"]) == (1, 1.0)  # a span of at least 1 s
 
 
 async def test_database_health(pool: Any, database_url: str) -> None:
