@@ -54,8 +54,8 @@ APT_PACKAGES = ("redis-server", "postgresql")
 TIMESCALEDB_INSTALL = REPO_ROOT.parent / "shared" / "timescaledb" / "install.sh"
 #: Settings of a cluster that preloads TimescaleDB: its workers fit, no telemetry.
 TIMESCALEDB_SETTINGS = (
-    "max_worker_processes=16",
-    "timescaledb.max_background_workers=8",
+    "max_worker_processes=32",
+    "timescaledb.max_background_workers=24",
     "timescaledb.telemetry_level=off",
 )
 PG_FAST_SETTINGS = (

@@ -5,10 +5,12 @@ Every function takes an asyncpg pool or connection and does no I/O at import tim
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
@@ -16,6 +18,8 @@ from typing import Any
 
 import asyncpg
 
+from .config import load_env
+from .errors import ConfigError
 from .logs import redact
 
 log = logging.getLogger("streamtasks.db")
@@ -33,6 +37,67 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_MAX_INACTIVE_LIFETIME = 300.0
 
 _HAS_TIMESCALEDB = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
+
+#: The hypertables of the TimescaleDB path (schema/002_timescaledb.sql).
+HYPERTABLES = ("training_data", "inference_results")
+#: Their hourly continuous aggregates (schema/003_timescaledb_aggregates.sql).
+HOURLY_AGGREGATES = ("training_data_hourly", "inference_results_hourly")
+#: How often the key-table cleanup job (streamtasks_prune_keys) runs.
+PRUNE_KEYS_EVERY = "1 day"
+_OFF = frozenset({"", "off", "none", "never", "0"})
+
+
+def _env_interval(env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip()
+    return None if value.lower() in _OFF else value
+
+
+@dataclass(frozen=True)
+class TimescaleSettings:
+    """How ``db init`` sets up TimescaleDB; PostgreSQL interval strings (``"7 days"``).
+
+    ``None`` disables a policy (the environment says ``off``). Defaults (environment):
+
+    - ``chunk_interval`` ``1 day`` (``TIMESCALEDB_CHUNK_INTERVAL``): new chunks' time span.
+    - ``compress_after`` ``7 days`` (``TIMESCALEDB_COMPRESS_AFTER``): compress chunks older.
+    - ``retention`` ``None`` (``TIMESCALEDB_RETENTION``): drop chunks older, and delete
+      the idempotency keys of the dropped rows; off by default (keep everything).
+    - ``aggregate_refresh`` ``30 minutes`` (``TIMESCALEDB_AGGREGATE_REFRESH``): how often
+      the hourly aggregates are refreshed.
+    """
+
+    chunk_interval: str = "1 day"
+    compress_after: str | None = "7 days"
+    retention: str | None = None
+    aggregate_refresh: str = "30 minutes"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TimescaleSettings:
+        """The settings from ``TIMESCALEDB_*`` variables (default: the environment over ``.env``)."""
+        env = load_env() if environ is None else environ
+        d = cls()
+        return cls(
+            chunk_interval=_env_interval(env, "TIMESCALEDB_CHUNK_INTERVAL", d.chunk_interval)
+            or d.chunk_interval,
+            compress_after=_env_interval(env, "TIMESCALEDB_COMPRESS_AFTER", d.compress_after),
+            retention=_env_interval(env, "TIMESCALEDB_RETENTION", d.retention),
+            aggregate_refresh=(
+                _env_interval(env, "TIMESCALEDB_AGGREGATE_REFRESH", d.aggregate_refresh)
+                or d.aggregate_refresh
+            ),
+        )
+
+    def named(self) -> dict[str, str | None]:
+        """The values by environment variable name (for error messages)."""
+        return {
+            "TIMESCALEDB_CHUNK_INTERVAL": self.chunk_interval,
+            "TIMESCALEDB_COMPRESS_AFTER": self.compress_after,
+            "TIMESCALEDB_RETENTION": self.retention,
+            "TIMESCALEDB_AGGREGATE_REFRESH": self.aggregate_refresh,
+        }
 
 
 def schema_dir() -> Path:
@@ -71,27 +136,146 @@ async def setup_database(
     schema_path: str | Path | None = None,
     *,
     timescaledb: bool | None = None,
+    timescale: TimescaleSettings | None = None,
 ) -> dict[str, Any]:
     """Apply the schema files in order, in one transaction, under an advisory lock.
 
     Safe to run concurrently and repeatedly (every statement is ``IF NOT EXISTS``). Files
     whose name contains ``timescaledb`` are applied only when TimescaleDB is enabled:
-    ``timescaledb=None`` enables it when the extension is available and can be created,
-    ``True`` requires it, ``False`` never uses it. Returns
-    ``{"timescaledb": bool, "files": [applied file names]}``.
+    ``timescaledb=None`` enables it when the extension is available, preloaded and can be
+    created, ``True`` requires it, ``False`` never uses it. With TimescaleDB the policies of
+    ``timescale`` (default: :meth:`TimescaleSettings.from_env`) are set too, changed only
+    where they differ. Returns ``{"timescaledb": bool, "files": [applied file names]}``.
     """
     files = schema_files(schema_path)
+    settings = timescale if timescale is not None else TimescaleSettings.from_env()
     async with _connection(conn_or_pool) as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK_KEY)
         use_tsdb = await _enable_timescaledb(conn, timescaledb)
+        if use_tsdb:
+            await _check_intervals(conn, settings)
+            await conn.execute(
+                "SELECT set_config('streamtasks.chunk_interval', $1, true)", settings.chunk_interval
+            )
         applied = []
         for path in files:
             if TIMESCALEDB_MARKER in path.name and not use_tsdb:
                 continue
             await conn.execute(path.read_text(encoding="utf-8"))
             applied.append(path.name)
+        if use_tsdb and await conn.fetchval("SELECT to_regclass('training_data_keys') IS NOT NULL"):
+            await _apply_timescale_policies(conn, settings)
     log.info("schema applied: %s (timescaledb=%s)", ", ".join(applied), use_tsdb)
     return {"timescaledb": use_tsdb, "files": applied}
+
+
+async def _check_intervals(conn: Any, settings: TimescaleSettings) -> None:
+    """ConfigError naming the variable whose value is not a positive PostgreSQL interval."""
+    for name, value in settings.named().items():
+        if value is None:
+            continue
+        try:
+            async with conn.transaction():
+                positive = await conn.fetchval("SELECT $1::text::interval > INTERVAL '0'", value)
+        except asyncpg.PostgresError:
+            positive = None
+        if not positive:
+            raise ConfigError(f"{name}={value!r} is not a positive interval (e.g. '7 days', '12 hours')")
+
+
+_JOB = """
+SELECT j.job_id, j.config, j.schedule_interval
+FROM timescaledb_information.jobs j
+WHERE j.proc_name = $1
+  AND format('%I.%I', j.hypertable_schema, j.hypertable_name)::regclass = $2::text::regclass
+"""
+_CAGG_JOB = """
+SELECT j.job_id, j.schedule_interval::text AS schedule_interval
+FROM timescaledb_information.jobs j
+WHERE j.proc_name = 'policy_refresh_continuous_aggregate'
+  AND ((j.hypertable_schema, j.hypertable_name) IN (
+          SELECT c.view_schema, c.view_name FROM timescaledb_information.continuous_aggregates c
+          WHERE format('%I.%I', c.view_schema, c.view_name)::regclass = $1::text::regclass)
+       OR (j.hypertable_schema, j.hypertable_name) IN (
+          SELECT c.materialization_hypertable_schema, c.materialization_hypertable_name
+          FROM timescaledb_information.continuous_aggregates c
+          WHERE format('%I.%I', c.view_schema, c.view_name)::regclass = $1::text::regclass))
+"""
+_PRUNE_JOB = """
+SELECT job_id, config FROM timescaledb_information.jobs
+WHERE proc_name = 'streamtasks_prune_keys' AND config->>'hypertable' = $1
+"""
+
+
+async def _same_interval(conn: Any, a: str | None, b: str) -> bool:
+    if a is None:
+        return False
+    return bool(await conn.fetchval("SELECT $1::text::interval = $2::text::interval", a, b))
+
+
+async def _apply_timescale_policies(conn: Any, settings: TimescaleSettings) -> None:
+    """Compression, retention, key cleanup and refresh policies; unchanged ones are left alone."""
+    for table in HYPERTABLES:
+        await _policy(
+            conn, table, "policy_compression", "compress_after", settings.compress_after,
+            "SELECT add_compression_policy($1::text::regclass, $2::text::interval)",
+            "SELECT remove_compression_policy($1::text::regclass, if_exists => true)",
+        )  # fmt: skip
+        await _policy(
+            conn, table, "policy_retention", "drop_after", settings.retention,
+            "SELECT add_retention_policy($1::text::regclass, $2::text::interval)",
+            "SELECT remove_retention_policy($1::text::regclass, if_exists => true)",
+        )  # fmt: skip
+        await _prune_keys_job(conn, table, settings.retention)
+    for view in HOURLY_AGGREGATES:
+        if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", view):
+            continue
+        row = await conn.fetchrow(_CAGG_JOB, view)
+        if row is None:
+            # From the first hour on (start_offset NULL: late rows anywhere are re-aggregated),
+            # up to the current, still filling hour (served in real time).
+            await conn.execute(
+                "SELECT add_continuous_aggregate_policy($1::text::regclass, start_offset => NULL, "
+                "end_offset => INTERVAL '1 hour', schedule_interval => $2::text::interval)",
+                view, settings.aggregate_refresh,
+            )  # fmt: skip
+        elif not await _same_interval(conn, row["schedule_interval"], settings.aggregate_refresh):
+            await conn.execute(
+                "SELECT alter_job($1, schedule_interval => $2::text::interval)",
+                row["job_id"],
+                settings.aggregate_refresh,
+            )
+
+
+async def _policy(
+    conn: Any, table: str, proc: str, key: str, want: str | None, add_sql: str, remove_sql: str
+) -> None:
+    row = await conn.fetchrow(_JOB, proc, table)
+    if row is not None and want is not None:
+        current = json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]
+        if await _same_interval(conn, current.get(key), want):
+            return
+    if row is not None:
+        await conn.execute(remove_sql, table)
+    if want is not None:
+        await conn.execute(add_sql, table, want)
+
+
+async def _prune_keys_job(conn: Any, table: str, retention: str | None) -> None:
+    row = await conn.fetchrow(_PRUNE_JOB, table)
+    if retention is None:
+        if row is not None:
+            await conn.execute("SELECT delete_job($1)", row["job_id"])
+        return
+    config = json.dumps({"hypertable": table, "keys": f"{table}_keys", "drop_after": retention})
+    if row is None:
+        await conn.execute(
+            "SELECT add_job('streamtasks_prune_keys', $1::text::interval, config => $2::text::jsonb)",
+            PRUNE_KEYS_EVERY,
+            config,
+        )
+    elif json.loads(row["config"]) != json.loads(config):
+        await conn.execute("SELECT alter_job($1, config => $2::text::jsonb)", row["job_id"], config)
 
 
 #: How to enable TimescaleDB when its files are installed but the server does not load them.

@@ -109,9 +109,9 @@ async def test_concurrent_setups_are_safe(database_url: str) -> None:
 
 
 async def test_bundled_schema_is_found() -> None:
-    """The schema directory resolves (installed package or repo) and holds both files."""
+    """The schema directory resolves (installed package or repo) and holds the files."""
     names = sorted(p.name for p in schema_dir().glob("*.sql"))
-    assert names == ["001_adserving.sql", "002_timescaledb.sql"]
+    assert names == ["001_adserving.sql", "002_timescaledb.sql", "003_timescaledb_aggregates.sql"]
 
 
 async def test_duplicates_in_one_batch_store_one_row(pool: Any) -> None:

@@ -8,13 +8,20 @@ installed (the bootstrap installs them machine-wide) but not preloaded.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
+from test_store import inference_msg, schema_snapshot, training_msg
 
-from streamtasks.db import setup_database
+from streamtasks.builtins.records import parse_inference, parse_training
+from streamtasks.builtins.store import store_inference, store_training
+from streamtasks.db import TimescaleSettings, setup_database
+from streamtasks.errors import ConfigError
 
 pytestmark = pytest.mark.integration
 
@@ -48,3 +55,222 @@ async def test_installed_but_not_preloaded_falls_back_to_plain_schema(
         assert not conn.is_closed()
     finally:
         await conn.close()
+
+
+# --------------------------------------------------------------------------- helpers
+
+ALL_FILES = ["001_adserving.sql", "002_timescaledb.sql", "003_timescaledb_aggregates.sql"]
+
+
+@pytest.fixture
+async def ts(timescale_database_url: str) -> AsyncIterator[Any]:
+    """A connection to an empty database on the TimescaleDB server."""
+    conn = await asyncpg.connect(timescale_database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def db_now(conn: Any) -> datetime:
+    value: datetime = await conn.fetchval("SELECT now()")
+    return value
+
+
+async def jobs(conn: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """{(proc_name, table): {"job_id", "config", "schedule_interval"}} of this database's jobs."""
+    rows = await conn.fetch(
+        """
+        SELECT job_id, proc_name, coalesce(hypertable_name, config->>'hypertable') AS target,
+               config, schedule_interval
+        FROM timescaledb_information.jobs WHERE job_id >= 1000
+        """
+    )
+    return {
+        (r["proc_name"], r["target"]): {
+            "job_id": r["job_id"],
+            "config": json.loads(r["config"]) if r["config"] else None,
+            "schedule_interval": r["schedule_interval"],
+        }
+        for r in rows
+    }
+
+
+async def pause_jobs(conn: Any) -> None:
+    """Stop the background scheduler from running this database's jobs (tests run them)."""
+    await conn.execute("SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs")
+
+
+async def run_job(conn: Any, proc: str, table: str) -> None:
+    job_id = (await jobs(conn))[(proc, table)]["job_id"]
+    await conn.execute(f"CALL run_job({int(job_id)})")
+
+
+async def count(conn: Any, table: str) -> int:
+    value: int = await conn.fetchval(f"SELECT count(*) FROM {table}")
+    return value
+
+
+# --------------------------------------------------------------------------- db init
+
+
+async def test_db_init_creates_hypertables_compression_and_policies(ts: Any) -> None:
+    """Hypertables with the configured chunk interval, compression (segment by model, order
+    by time), a compression policy, refresh policies; retention and key cleanup when set."""
+    settings = TimescaleSettings(chunk_interval="6 hours", compress_after="3 days", retention="30 days")
+    assert await setup_database(ts, timescale=settings) == {"timescaledb": True, "files": ALL_FILES}
+    rows = await ts.fetch(
+        """
+        SELECT h.hypertable_name, h.compression_enabled, d.time_interval
+        FROM timescaledb_information.hypertables h
+        JOIN timescaledb_information.dimensions d USING (hypertable_schema, hypertable_name)
+        WHERE h.hypertable_schema = 'public' ORDER BY 1
+        """
+    )
+    assert [tuple(r) for r in rows] == [
+        ("inference_results", True, timedelta(hours=6)),
+        ("training_data", True, timedelta(hours=6)),
+    ]
+    cols = await ts.fetch(
+        """
+        SELECT hypertable_name, attname, segmentby_column_index, orderby_column_index, orderby_asc
+        FROM timescaledb_information.compression_settings
+        WHERE hypertable_schema = 'public' ORDER BY 1, 2
+        """
+    )
+    for table in ("inference_results", "training_data"):
+        mine = {r["attname"]: r for r in cols if r["hypertable_name"] == table}
+        assert mine["model_name"]["segmentby_column_index"] == 1
+        assert mine["created_at"]["orderby_column_index"] == 1 and mine["created_at"]["orderby_asc"]
+    found = await jobs(ts)
+    for table in ("training_data", "inference_results"):
+        assert found[("policy_compression", table)]["config"]["compress_after"] == "3 days"
+        assert found[("policy_retention", table)]["config"]["drop_after"] == "30 days"
+        assert found[("streamtasks_prune_keys", table)]["config"] == {
+            "hypertable": table, "keys": f"{table}_keys", "drop_after": "30 days",
+        }  # fmt: skip
+        assert found[("policy_refresh_continuous_aggregate", f"{table}_hourly")][
+            "schedule_interval"
+        ] == timedelta(minutes=30)
+    assert len(found) == 8
+
+
+async def test_db_init_twice_is_a_no_op(ts: Any) -> None:
+    """The second run leaves tables, indexes, constraints, hypertables and jobs as they were."""
+    settings = TimescaleSettings(retention="90 days")
+    await setup_database(ts, timescale=settings)
+    before = (await schema_snapshot(ts), await jobs(ts))
+    assert await setup_database(ts, timescale=settings) == {"timescaledb": True, "files": ALL_FILES}
+    assert (await schema_snapshot(ts), await jobs(ts)) == before
+
+
+async def test_changed_settings_change_only_those_policies(ts: Any) -> None:
+    """A new compress_after replaces that policy; retention off removes retention and cleanup."""
+    await setup_database(ts, timescale=TimescaleSettings(retention="90 days"))
+    first = await jobs(ts)
+    await setup_database(
+        ts,
+        timescale=TimescaleSettings(compress_after="2 days", retention=None, aggregate_refresh="5 minutes"),
+    )
+    second = await jobs(ts)
+    key = ("policy_compression", "training_data")
+    assert (
+        second[key]["config"]["compress_after"] == "2 days" and second[key]["job_id"] != first[key]["job_id"]
+    )
+    assert not [k for k in second if k[0] in ("policy_retention", "streamtasks_prune_keys")]
+    cagg = ("policy_refresh_continuous_aggregate", "inference_results_hourly")
+    assert second[cagg]["job_id"] == first[cagg]["job_id"]  # altered in place, history kept
+    assert second[cagg]["schedule_interval"] == timedelta(minutes=5)
+    await setup_database(ts, timescale=TimescaleSettings(compress_after=None))
+    assert not [k for k in await jobs(ts) if k[0] == "policy_compression"]
+
+
+async def test_bad_interval_names_the_variable(ts: Any) -> None:
+    """A setting PostgreSQL cannot read as a positive interval is a ConfigError naming it."""
+    with pytest.raises(ConfigError, match="TIMESCALEDB_RETENTION='ninety days'"):
+        await setup_database(ts, timescale=TimescaleSettings(retention="ninety days"))
+    with pytest.raises(ConfigError, match="TIMESCALEDB_CHUNK_INTERVAL='-1 day'"):
+        await setup_database(ts, timescale=TimescaleSettings(chunk_interval="-1 day"))
+    assert await ts.fetchval("SELECT to_regclass('training_data')") is None  # nothing half-done
+
+
+def test_settings_from_environment() -> None:
+    """TIMESCALEDB_* variables, with 'off' disabling a policy; defaults otherwise."""
+    assert TimescaleSettings.from_env({}) == TimescaleSettings()
+    assert TimescaleSettings.from_env(
+        {"TIMESCALEDB_CHUNK_INTERVAL": "12 hours", "TIMESCALEDB_COMPRESS_AFTER": "off",
+         "TIMESCALEDB_RETENTION": "90 days", "TIMESCALEDB_AGGREGATE_REFRESH": "5 minutes"}
+    ) == TimescaleSettings("12 hours", None, "90 days", "5 minutes")  # fmt: skip
+
+
+async def test_db_init_migrates_plain_schema_rows_once(ts: Any) -> None:
+    """A database holding plain-schema rows: the first TimescaleDB init moves every row and
+    key, the second changes nothing; re-sends still store nothing, new entries store."""
+    now = await db_now(ts)
+    training = [
+        parse_training(training_msg(f"t{i}", at=now - timedelta(hours=7 * i), mid=f"tm{i}"))
+        for i in range(40)
+    ]
+    inference = [parse_inference(inference_msg(f"i{i}", at=now - timedelta(hours=5 * i))) for i in range(40)]
+    assert await setup_database(ts, timescaledb=False) == {
+        "timescaledb": False,
+        "files": ["001_adserving.sql"],
+    }
+    assert await store_training(ts, training) == 40  # plans the plain schema on this connection
+    assert await store_inference(ts, inference) == 40
+    before = sorted(tuple(r) for r in await ts.fetch("SELECT idempotency_key, request_id FROM training_data"))
+
+    assert (await setup_database(ts))["timescaledb"] is True
+    assert (await count(ts, "training_data"), await count(ts, "inference_results")) == (40, 40)
+    assert (await count(ts, "training_data_keys"), await count(ts, "inference_results_keys")) == (40, 40)
+    assert (
+        sorted(tuple(r) for r in await ts.fetch("SELECT idempotency_key, request_id FROM training_data"))
+        == before
+    )
+    assert await ts.fetchval("SELECT count(*) FROM show_chunks('training_data')") > 1
+
+    snapshot = (await schema_snapshot(ts), await jobs(ts))
+    await setup_database(ts)
+    assert (await schema_snapshot(ts), await jobs(ts)) == snapshot
+    # the store notices the new schema on the same connection
+    assert await store_training(ts, training) == 0
+    assert await store_inference(ts, inference) == 0
+    fresh = parse_training(training_msg("new", at=now, mid="tm-new"))
+    assert await store_training(ts, [fresh, *training[:3]]) == 1
+    assert (await count(ts, "training_data"), await count(ts, "training_data_keys")) == (41, 41)
+
+
+async def test_retention_drops_chunks_and_the_keys_of_their_rows_only(ts: Any) -> None:
+    """Retention drops whole chunks; the key cleanup deletes only keys whose rows are gone.
+
+    The idempotency window: an entry re-sent after its key was deleted is stored again, as a
+    new row; a re-send within retention stores nothing.
+    """
+    await setup_database(ts, timescale=TimescaleSettings(retention="30 days"))
+    await pause_jobs(ts)
+    now = await db_now(ts)
+    horizon = now - timedelta(days=30)
+    chunk_start = horizon.replace(hour=0, minute=0, second=0, microsecond=0)  # 1-day chunks from the epoch
+    old = [
+        parse_training(training_msg(f"old{i}", at=now - timedelta(days=40 + i), mid=f"old{i}"))
+        for i in range(5)
+    ]
+    recent = [
+        parse_training(training_msg(f"new{i}", at=now - timedelta(days=i), mid=f"new{i}")) for i in range(5)
+    ]
+    # older than the horizon, but in the chunk that straddles it: retention keeps that chunk
+    straddling = []
+    if horizon > chunk_start:
+        at = chunk_start + (horizon - chunk_start) / 2
+        straddling = [parse_training(training_msg("edge", at=at, mid="edge"))]
+    assert await store_training(ts, [*old, *recent, *straddling]) == 10 + len(straddling)
+
+    await run_job(ts, "policy_retention", "training_data")
+    assert await count(ts, "training_data") == 5 + len(straddling)
+    assert await count(ts, "training_data_keys") == 10 + len(straddling)  # keys stay until the cleanup
+    await run_job(ts, "streamtasks_prune_keys", "training_data")
+    keys = {r[0] for r in await ts.fetch("SELECT idempotency_key FROM training_data_keys")}
+    assert keys == {f"new{i}" for i in range(5)} | ({"edge"} if straddling else set())
+
+    assert await store_training(ts, [*recent, *straddling]) == 0  # within the window: nothing
+    assert await store_training(ts, old[:1]) == 1  # past retention: stored again, as a new row
