@@ -8,6 +8,7 @@ installed (the bootstrap installs them machine-wide) but not preloaded.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -274,3 +275,124 @@ async def test_retention_drops_chunks_and_the_keys_of_their_rows_only(ts: Any) -
 
     assert await store_training(ts, [*recent, *straddling]) == 0  # within the window: nothing
     assert await store_training(ts, old[:1]) == 1  # past retention: stored again, as a new row
+
+
+# --------------------------------------------------------------------------- idempotency
+
+
+async def duplicates(conn: Any, table: str) -> int:
+    value: int = await conn.fetchval(
+        f"SELECT count(*) FROM (SELECT idempotency_key FROM {table} GROUP BY 1 HAVING count(*) > 1) d"
+    )
+    return value
+
+
+async def compress_older_than(conn: Any, table: str, age: timedelta) -> int:
+    rows = await conn.fetch(
+        "SELECT compress_chunk(c, if_not_compressed => true)"
+        " FROM show_chunks($1::text::regclass, older_than => $2::interval) c",
+        table,
+        age,
+    )
+    return len(rows)
+
+
+async def compressed_chunks(conn: Any, table: str) -> int:
+    value: int = await conn.fetchval(
+        "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = $1 AND is_compressed",
+        table,
+    )
+    return value
+
+
+async def test_redelivery_across_chunks_and_into_compressed_chunks_stores_nothing(ts: Any) -> None:
+    """Entries over 10 one-day chunks; the old chunks compressed; re-sends (same entry, and a
+    producer retry whose created_at falls in another chunk) store nothing; a late new entry
+    lands in a compressed chunk once."""
+    await setup_database(ts)
+    await pause_jobs(ts)
+    now = await db_now(ts)
+    n = 2000
+    at = [now - timedelta(days=10) + timedelta(seconds=i * 10 * 86_400 / n) for i in range(n)]
+    training = [parse_training(training_msg(f"t{i}", at=at[i], mid=f"t{i}")) for i in range(n)]
+    inference = [parse_inference(inference_msg(f"i{i}", at=at[i], mid=f"i{i}")) for i in range(n)]
+    for start in range(0, n, 500):
+        assert await store_training(ts, training[start : start + 500]) == 500
+        assert await store_inference(ts, inference[start : start + 500]) == 500
+    assert await ts.fetchval("SELECT count(*) FROM show_chunks('inference_results')") >= 10
+    assert await compress_older_than(ts, "inference_results", timedelta(days=2)) >= 7
+    assert await compress_older_than(ts, "training_data", timedelta(days=2)) >= 7
+
+    # redelivered entries: every one of them, batched across all chunks, compressed or not
+    assert await store_training(ts, training) == 0
+    assert await store_inference(ts, inference) == 0
+    # producer retries under the same message id, whose time falls in another chunk
+    retries = [
+        parse_inference(inference_msg(f"i{i}", at=at[i] + timedelta(days=3), mid=f"i{i}"))
+        for i in range(0, n, 7)
+    ]
+    assert await store_inference(ts, retries) == 0
+    # a late entry, new key, into the oldest (compressed) chunk
+    late = parse_inference(inference_msg("late", at=at[0] + timedelta(seconds=1), mid="late"))
+    assert await store_inference(ts, [late, late]) == 1
+    assert await store_inference(ts, [late]) == 0
+    oldest = await ts.fetchval(
+        "SELECT is_compressed FROM timescaledb_information.chunks WHERE hypertable_name = 'inference_results'"
+        " ORDER BY range_start LIMIT 1"
+    )
+    assert oldest  # the row went into the compressed chunk, which stays compressed
+
+    assert (await count(ts, "training_data"), await count(ts, "inference_results")) == (n, n + 1)
+    assert await duplicates(ts, "training_data") == await duplicates(ts, "inference_results") == 0
+    assert (
+        await ts.fetchval("SELECT request_id FROM inference_results WHERE idempotency_key = 'late'") == "late"
+    )
+
+
+async def test_redelivery_while_compression_runs_stores_nothing_twice(
+    ts: Any, timescale_database_url: str
+) -> None:
+    """A compression of the old chunks running while batches of re-sends and late entries
+    land in those same chunks: every key exactly once."""
+    await setup_database(ts)
+    await pause_jobs(ts)
+    now = await db_now(ts)
+    n = 6000
+    at = [now - timedelta(days=6) + timedelta(seconds=i * 4 * 86_400 / n) for i in range(n)]
+    first = [parse_inference(inference_msg(f"i{i}", at=at[i], mid=f"i{i}")) for i in range(n)]
+    for start in range(0, n, 1000):
+        await store_inference(ts, first[start : start + 1000])
+    late = [
+        parse_inference(inference_msg(f"late{i}", at=at[i] + timedelta(seconds=1), mid=f"l{i}"))
+        for i in range(n)
+    ]
+    writer = await asyncpg.connect(timescale_database_url)
+    stored = 0
+
+    async def write() -> None:
+        nonlocal stored
+        for start in range(0, n, 500):
+            # each batch: 250 re-sends and 250 new late entries, into chunks being compressed
+            batch = first[start : start + 250] + late[start : start + 250]
+            stored += await store_inference(writer, batch)
+            stored += await store_inference(writer, batch)  # and that batch redelivered at once
+
+    async def compress() -> int:
+        # chunk by chunk, each its own transaction, so the writer's batches interleave
+        chunks = await ts.fetch(
+            "SELECT c::text FROM show_chunks('inference_results', older_than => now() - INTERVAL '1 day') c"
+        )
+        for (chunk,) in chunks:
+            await ts.execute("SELECT compress_chunk($1::text::regclass)", chunk)
+        return len(chunks)
+
+    try:
+        compressed, _ = await asyncio.gather(compress(), write())
+    finally:
+        await writer.close()
+    assert compressed >= 3
+    assert await compressed_chunks(ts, "inference_results") == compressed
+    assert stored == n // 2
+    assert await count(ts, "inference_results") == n + n // 2
+    assert await count(ts, "inference_results_keys") == n + n // 2
+    assert await duplicates(ts, "inference_results") == 0
