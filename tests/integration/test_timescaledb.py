@@ -11,17 +11,28 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import random
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from test_store import inference_msg, schema_snapshot, training_msg
 
 from streamtasks.builtins.records import parse_inference, parse_training
 from streamtasks.builtins.store import store_inference, store_training
-from streamtasks.db import TimescaleSettings, setup_database
+from streamtasks.db import (
+    LATENCY_HISTOGRAM,
+    LATENCY_PRECISION_FACTOR,
+    TimescaleSettings,
+    histogram_percentile,
+    model_performance_stats,
+    setup_database,
+)
 from streamtasks.errors import ConfigError
 
 pytestmark = pytest.mark.integration
@@ -396,3 +407,129 @@ async def test_redelivery_while_compression_runs_stores_nothing_twice(
     assert await count(ts, "inference_results") == n + n // 2
     assert await count(ts, "inference_results_keys") == n + n // 2
     assert await duplicates(ts, "inference_results") == 0
+
+
+# --------------------------------------------------------------------------- stats
+
+
+def within_precision(estimate: float | None, exact: float | None) -> bool:
+    """The histogram's stated precision: (1 + estimate) within a factor of (1 + exact)."""
+    if estimate is None or exact is None:
+        return estimate is exact
+    ratio = (1 + estimate) / (1 + exact)
+    return 1 / LATENCY_PRECISION_FACTOR - 1e-9 <= ratio <= LATENCY_PRECISION_FACTOR + 1e-9
+
+
+def assert_stats_agree(agg: dict[str, Any], raw: dict[str, Any]) -> None:
+    assert (agg["source"], raw["source"]) == ("aggregates", "rows")
+    for key in ("requests", "anomalies", "training_rows", "first_at", "last_at", "peak_hour"):
+        assert agg[key] == raw[key], key
+    for key in ("mean_confidence", "anomaly_rate", "throughput_rps", "window_rps", "peak_hourly_rps"):
+        assert agg[key] == (None if raw[key] is None else pytest.approx(raw[key], rel=1e-9)), key
+    for key in ("p50_ms", "p95_ms", "p99_ms"):
+        assert within_precision(agg[key], raw[key]), (key, agg[key], raw[key])
+    assert [b["bucket"] for b in agg["buckets"]] == [b["bucket"] for b in raw["buckets"]]
+    for a, r in zip(agg["buckets"], raw["buckets"], strict=True):
+        assert a["requests"] == r["requests"]
+        assert a["mean_confidence"] == pytest.approx(r["mean_confidence"], rel=1e-9)
+        assert a["anomaly_rate"] == pytest.approx(r["anomaly_rate"], rel=1e-9)
+        assert within_precision(a["p95_ms"], r["p95_ms"]), (a, r)
+
+
+STATS_NOW = datetime(2024, 3, 10, 17, 37, 12, tzinfo=timezone.utc)
+
+
+def sample_data(rng: random.Random, n: int, *, start: datetime, span_h: float) -> tuple[list[Any], list[Any]]:
+    inference, training = [], []
+    for i in range(n):
+        at = start + timedelta(seconds=rng.uniform(0, span_h * 3600))
+        model = "m1" if rng.random() < 0.8 else "m2"
+        inference.append(
+            parse_inference(
+                inference_msg(
+                    f"r{i}", model=model, at=at, ms_taken=round(rng.lognormvariate(3, 1), 3),
+                    confidence=rng.random(), anomaly=rng.random() < 0.05, mid=f"i-{start}-{i}",
+                )
+            )
+        )  # fmt: skip
+        if rng.random() < 0.5:
+            training.append(parse_training(training_msg(f"r{i}", model=model, at=at, mid=f"t-{start}-{i}")))
+    return inference, training
+
+
+async def test_stats_from_aggregates_equal_stats_from_rows(ts: Any, database_url: str) -> None:
+    """The same data in plain PostgreSQL (exact queries) and in TimescaleDB (hourly aggregates
+    plus raw partial hours): counts, means, times equal; percentiles within the stated
+    precision; before the aggregates are materialised, after, and after late rows + refresh."""
+    rng = random.Random(16)
+    inference, training = sample_data(rng, 4000, start=STATS_NOW - timedelta(hours=60), span_h=60)
+    plain = await asyncpg.connect(database_url)
+    try:
+        await setup_database(plain, timescaledb=False)
+        await setup_database(ts)
+        await pause_jobs(ts)
+        for conn in (plain, ts):
+            await store_inference(conn, inference)
+            await store_training(conn, training)
+
+        windows = [
+            (30.5, STATS_NOW),
+            (0.25, STATS_NOW),
+            (100, STATS_NOW),
+            (5, STATS_NOW.replace(minute=0, second=0)),
+        ]
+
+        async def compare() -> None:
+            for hours, now in windows:
+                for model in ("m1", "m2", "nobody"):
+                    agg = await model_performance_stats(ts, model, hours, now=now)
+                    raw = await model_performance_stats(plain, model, hours, now=now)
+                    assert_stats_agree(agg, raw)
+
+        await compare()  # nothing materialised: real-time aggregation
+        for view in ("inference_results_hourly", "training_data_hourly"):
+            await ts.execute(f"CALL refresh_continuous_aggregate('{view}', NULL, NULL)")
+        materialised = await ts.fetchval(
+            "SELECT format('%I.%I', materialization_hypertable_schema, materialization_hypertable_name)"
+            " FROM timescaledb_information.continuous_aggregates WHERE view_name = 'inference_results_hourly'"
+        )
+        assert await count(ts, materialised) > 60  # every (model, hour) of the data
+        await compare()  # materialised
+        late_inference, late_training = sample_data(
+            rng, 300, start=STATS_NOW - timedelta(hours=40), span_h=20
+        )
+        for conn in (plain, ts):
+            await store_inference(conn, late_inference)
+            await store_training(conn, late_training)
+        for view in ("inference_results_hourly", "training_data_hourly"):
+            await ts.execute(f"CALL refresh_continuous_aggregate('{view}', NULL, NULL)")
+        await compare()  # late rows in materialised hours, after the refresh
+    finally:
+        await plain.close()
+
+
+def exact_percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    pos = q * (len(s) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def python_histogram(values: list[float]) -> list[int]:
+    """TimescaleDB's histogram(ln(1 + v), LOW, HIGH, N), computed here."""
+    low, high, n = LATENCY_HISTOGRAM
+    hist = [0] * (n + 2)
+    for v in values:
+        x = math.log1p(v)
+        hist[0 if x < low else n + 1 if x >= high else int((x - low) / ((high - low) / n)) + 1] += 1
+    return hist
+
+
+@given(
+    st.lists(st.floats(min_value=0, max_value=150_000, allow_nan=False), min_size=1, max_size=300),
+    st.sampled_from([0.0, 0.01, 0.5, 0.95, 0.99, 1.0]),
+)
+def test_histogram_percentile_is_within_the_stated_precision(values: list[float], q: float) -> None:
+    """Any latencies below 162.8 s, any q: within a factor e^0.04 of (1 + percentile_cont)."""
+    assert within_precision(histogram_percentile(python_histogram(values), q), exact_percentile(values, q))
