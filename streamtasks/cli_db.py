@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,89 @@ def db_init(database_url: str | None, schema_path: Path | None) -> None:
 
     result = _run_db(go())
     click.echo(f"schema applied: {', '.join(result['files'])} (timescaledb: {result['timescaledb']})")
+
+
+@db_group.command("status")
+@database_url_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def db_status(database_url: str | None, as_json: bool) -> None:
+    """TimescaleDB: hypertables, chunks, compression ratio, aggregates, jobs and their last run."""
+
+    async def go() -> dict[str, Any]:
+        pool = await db.create_pool(_dsn(database_url), min_size=1, max_size=1)
+        try:
+            return await db.timescale_status(pool)
+        finally:
+            await pool.close()
+
+    status = _run_db(go())
+    if as_json:
+        click.echo(json.dumps(status, indent=2, default=str))
+    else:
+        print_timescale_status(status)
+
+
+_JOB_NAMES = {
+    "policy_compression": "compression",
+    "policy_retention": "retention",
+    "policy_refresh_continuous_aggregate": "refresh",
+    "streamtasks_prune_keys": "prune keys",
+}
+
+
+def _interval(value: Any) -> str:
+    if not isinstance(value, timedelta):
+        return "-" if value is None else str(value)
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%m-%d %H:%M") if isinstance(value, datetime) else "-"
+
+
+def print_timescale_status(status: dict[str, Any]) -> None:
+    """Print :func:`streamtasks.db.timescale_status` as tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if status["timescaledb"] is None:
+        console.print("TimescaleDB is not enabled in this database (plain PostgreSQL schema).")
+        return
+    console.print(f"TimescaleDB {status['timescaledb']}")
+    tables = Table(title="hypertables")
+    for col in ("hypertable", "chunk", "chunks", "compressed", "ratio", "MB"):
+        tables.add_column(col)
+    for h in status["hypertables"]:
+        ratio = h["compression_ratio"]
+        tables.add_row(
+            h["name"], _interval(h["chunk_interval"]), _fmt(h["chunks"]), _fmt(h["compressed_chunks"]),
+            f"{ratio:.1f}x" if ratio else "-", f"{(h['total_bytes'] or 0) / 1e6:,.1f}",
+        )  # fmt: skip
+    console.print(tables)
+    aggs = Table(title="continuous aggregates")
+    for col in ("view", "materialized until", "real-time"):
+        aggs.add_column(col)
+    for a in status["aggregates"]:
+        aggs.add_row(a["name"], _when(a["materialized_until"]), str(not a["materialized_only"]).lower())
+    console.print(aggs)
+    jobs = Table(title="jobs (UTC)")
+    for col in ("id", "job", "target", "every", "last run", "status", "runs", "fails", "next"):
+        jobs.add_column(col)
+    for j in status["jobs"]:
+        jobs.add_row(
+            str(j["job_id"]), _JOB_NAMES.get(j["kind"], j["kind"]), j["target"] or "-",
+            _interval(j["schedule_interval"]), _when(j["last_run_started_at"]), j["last_run_status"] or "-",
+            str(j["total_runs"] or 0), str(j["total_failures"] or 0), _when(j["next_start"]),
+        )  # fmt: skip
+    console.print(jobs)
+    for j in status["jobs"]:
+        if j["last_error"]:
+            console.print(f"job {j['job_id']} last error: {j['last_error']}", markup=False)
 
 
 @click.command("stats")

@@ -495,6 +495,107 @@ def _throughput(
     }
 
 
+# --------------------------------------------------------------------------- TimescaleDB status
+
+_TSDB_VERSION = "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+_HYPERTABLES = """
+SELECT h.hypertable_schema AS schema, h.hypertable_name AS name, h.num_chunks AS chunks,
+       h.compression_enabled,
+       (SELECT d.time_interval FROM timescaledb_information.dimensions d
+         WHERE (d.hypertable_schema, d.hypertable_name) = (h.hypertable_schema, h.hypertable_name)
+         ORDER BY d.dimension_number LIMIT 1) AS chunk_interval,
+       hypertable_size(format('%I.%I', h.hypertable_schema, h.hypertable_name)::regclass) AS total_bytes
+FROM timescaledb_information.hypertables h
+ORDER BY 1, 2
+"""
+_COMPRESSION = """
+SELECT number_compressed_chunks, before_compression_total_bytes, after_compression_total_bytes
+FROM hypertable_compression_stats(format('%I.%I', $1::text, $2::text)::regclass)
+"""
+_AGGREGATES = """
+SELECT c.view_schema AS schema, c.view_name AS name, c.materialized_only,
+       -- nothing materialised yet: the watermark is the lowest time there is
+       CASE WHEN _timescaledb_functions.to_timestamp(w.watermark) >= '1970-01-01'
+            THEN _timescaledb_functions.to_timestamp(w.watermark) END AS materialized_until
+FROM timescaledb_information.continuous_aggregates c
+LEFT JOIN _timescaledb_catalog.hypertable m
+       ON (m.schema_name, m.table_name)
+        = (c.materialization_hypertable_schema, c.materialization_hypertable_name)
+LEFT JOIN _timescaledb_catalog.continuous_aggs_watermark w ON w.mat_hypertable_id = m.id
+ORDER BY 1, 2
+"""
+_JOBS = """
+SELECT j.job_id, j.proc_name AS kind,
+       coalesce(j.hypertable_name::text, j.config->>'hypertable') AS target,
+       j.schedule_interval, j.scheduled, j.config::text AS config,
+       CASE WHEN isfinite(s.last_run_started_at) THEN s.last_run_started_at END
+           AS last_run_started_at,
+       CASE WHEN isfinite(s.last_successful_finish) THEN s.last_successful_finish END
+           AS last_successful_finish,
+       s.last_run_status, s.last_run_duration,
+       CASE WHEN isfinite(s.next_start) THEN s.next_start END AS next_start,
+       s.total_runs, s.total_failures,
+       (SELECT e.err_message FROM timescaledb_information.job_errors e
+         WHERE e.job_id = j.job_id ORDER BY e.finish_time DESC NULLS LAST LIMIT 1) AS last_error
+FROM timescaledb_information.jobs j
+LEFT JOIN timescaledb_information.job_stats s USING (job_id)
+WHERE j.job_id >= 1000
+ORDER BY j.job_id
+"""
+
+
+async def timescale_status(pool: Any) -> dict[str, Any]:
+    """What an operator needs to see that TimescaleDB's policies are alive; plain data.
+
+    ``{"timescaledb": version or None, "hypertables": [...], "aggregates": [...], "jobs": [...]}``:
+    per hypertable ``name``, ``chunks``, ``compressed_chunks``, ``chunk_interval``,
+    ``total_bytes``, ``compression_ratio`` (bytes before / after, over the compressed chunks;
+    None before any); per continuous aggregate ``name`` and ``materialized_until``; per job
+    (``job_id`` >= 1000: the policies and the key cleanup) ``kind``, ``target``,
+    ``schedule_interval``, ``scheduled``, ``last_run_started_at``, ``last_run_status``,
+    ``last_successful_finish``, ``last_run_duration``, ``next_start``, ``total_runs``,
+    ``total_failures`` and ``last_error`` (times None where TimescaleDB says ±infinity).
+    Without the extension everything but ``timescaledb`` is empty.
+    """
+    async with _connection(pool) as conn:
+        version = await conn.fetchval(_TSDB_VERSION)
+        if version is None:
+            return {"timescaledb": None, "hypertables": [], "aggregates": [], "jobs": []}
+        hypertables = []
+        for row in await conn.fetch(_HYPERTABLES):
+            info = dict(row)
+            comp = (
+                await conn.fetchrow(_COMPRESSION, row["schema"], row["name"])
+                if row["compression_enabled"]
+                else None
+            )
+            before = comp["before_compression_total_bytes"] if comp else None
+            after = comp["after_compression_total_bytes"] if comp else None
+            info["compressed_chunks"] = (comp["number_compressed_chunks"] or 0) if comp else 0
+            info["compression_ratio"] = before / after if before and after else None
+            info["bytes_before_compression"] = before
+            info["bytes_after_compression"] = after
+            hypertables.append(info)
+        try:
+            async with conn.transaction():
+                aggregates = [dict(r) for r in await conn.fetch(_AGGREGATES)]
+        except asyncpg.PostgresError:  # internal catalog names differ between releases
+            aggregates = [
+                dict(r)
+                for r in await conn.fetch(
+                    "SELECT view_schema AS schema, view_name AS name, materialized_only,"
+                    " NULL::timestamptz AS materialized_until"
+                    " FROM timescaledb_information.continuous_aggregates"
+                )
+            ]
+        jobs = []
+        for row in await conn.fetch(_JOBS):
+            job = dict(row)
+            job["config"] = json.loads(job["config"]) if job["config"] else None
+            jobs.append(job)
+    return {"timescaledb": version, "hypertables": hypertables, "aggregates": aggregates, "jobs": jobs}
+
+
 # --------------------------------------------------------------------------- stats from aggregates
 
 #: The latency histogram of ``inference_results_hourly`` (schema/003_timescaledb_aggregates.sql):

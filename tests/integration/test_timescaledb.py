@@ -13,6 +13,8 @@ import json
 import logging
 import math
 import random
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -32,6 +34,7 @@ from streamtasks.db import (
     histogram_percentile,
     model_performance_stats,
     setup_database,
+    timescale_status,
 )
 from streamtasks.errors import ConfigError
 
@@ -533,3 +536,82 @@ def python_histogram(values: list[float]) -> list[int]:
 def test_histogram_percentile_is_within_the_stated_precision(values: list[float], q: float) -> None:
     """Any latencies below 162.8 s, any q: within a factor e^0.04 of (1 + percentile_cont)."""
     assert within_precision(histogram_percentile(python_histogram(values), q), exact_percentile(values, q))
+
+
+# --------------------------------------------------------------------------- db status
+
+
+async def test_db_status_shows_hypertables_chunks_compression_and_job_runs(
+    ts: Any, timescale_database_url: str, database_url: str
+) -> None:
+    """Chunks, compressed chunks and ratio per hypertable; each job with its last run (a job
+    run by the background scheduler here); the CLI prints it, plain PostgreSQL says so."""
+    await setup_database(ts, timescale=TimescaleSettings(retention="90 days"))
+    now = await db_now(ts)
+    records = [
+        parse_inference(inference_msg(f"r{i}", at=now - timedelta(minutes=7 * i), mid=f"s{i}"))
+        for i in range(1500)
+    ]
+    await store_inference(ts, records)
+    compressed = await compress_older_than(ts, "inference_results", timedelta(days=2))
+    assert compressed >= 4
+    job_id = (await jobs(ts))[("policy_refresh_continuous_aggregate", "inference_results_hourly")]["job_id"]
+    await ts.execute("SELECT alter_job($1, next_start => now())", job_id)
+    for _ in range(300):  # the scheduler picks it up within a second or two
+        runs = await ts.fetchval(
+            "SELECT total_runs FROM timescaledb_information.job_stats WHERE job_id = $1", job_id
+        )
+        if runs:
+            break
+        await asyncio.sleep(0.1)
+
+    status = await timescale_status(ts)
+    assert status["timescaledb"] == await ts.fetchval(
+        "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+    )
+    by_name = {h["name"]: h for h in status["hypertables"]}
+    inf = by_name["inference_results"]
+    assert inf["chunks"] == await ts.fetchval("SELECT count(*) FROM show_chunks('inference_results')") >= 7
+    assert inf["compressed_chunks"] == compressed
+    assert inf["compression_ratio"] > 1
+    assert inf["chunk_interval"] == timedelta(days=1)
+    assert by_name["training_data"]["compression_ratio"] is None  # nothing compressed yet
+    assert {a["name"] for a in status["aggregates"]} == {"inference_results_hourly", "training_data_hourly"}
+    kinds = sorted((j["kind"], j["target"]) for j in status["jobs"])
+    assert kinds == sorted(
+        [(k, t) for t in ("training_data", "inference_results")
+         for k in ("policy_compression", "policy_retention", "streamtasks_prune_keys")]
+        + [("policy_refresh_continuous_aggregate", f"{t}_hourly")
+           for t in ("training_data", "inference_results")]
+    )  # fmt: skip
+    ran = next(j for j in status["jobs"] if j["job_id"] == job_id)
+    assert ran["total_runs"] >= 1 and ran["last_run_started_at"] is not None and ran["last_run_status"]
+    assert ran["next_start"] > ran["last_run_started_at"]
+
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "streamtasks", "db", "status", "--json",
+         "--database-url", timescale_database_url],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert {h["name"] for h in json.loads(out.stdout)["hypertables"]} == {
+        "training_data",
+        "inference_results",
+    }
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "streamtasks", "db", "status", "--database-url", database_url],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0 and "not enabled" in out.stdout, out
+    plain = await asyncpg.connect(database_url)
+    try:
+        assert await timescale_status(plain) == {
+            "timescaledb": None,
+            "hypertables": [],
+            "aggregates": [],
+            "jobs": [],
+        }
+    finally:
+        await plain.close()
