@@ -51,23 +51,70 @@ ALTER TABLE training_data ALTER COLUMN keyed DROP DEFAULT;
 ALTER TABLE inference_results ADD COLUMN IF NOT EXISTS keyed boolean NOT NULL DEFAULT TRUE;
 ALTER TABLE inference_results ALTER COLUMN keyed DROP DEFAULT;
 
--- Key tables grow with the data: retention on the hypertable (see schema/README.md) should
--- be paired with a DELETE FROM <table>_keys WHERE created_at < <same horizon>; BRIN keeps
--- that delete cheap.
+-- Key tables grow with the data; with a retention policy, streamtasks_prune_keys (below)
+-- deletes the keys of dropped rows. BRIN keeps that delete cheap.
 CREATE INDEX IF NOT EXISTS training_data_keys_created_brin
     ON training_data_keys USING brin (created_at);
 CREATE INDEX IF NOT EXISTS inference_results_keys_created_brin
     ON inference_results_keys USING brin (created_at);
 
--- One-day chunks. This is the pre-2.13 signature, still accepted by every TimescaleDB 2.x
--- release; if_not_exists makes a second run a no-op, migrate_data moves rows already stored
--- by the plain schema. The default time index is skipped: 001 already indexes
--- (model_name, created_at), and chunk exclusion does the rest.
+-- Chunks of `streamtasks.chunk_interval` (set by setup_database() from
+-- TIMESCALEDB_CHUNK_INTERVAL; one day when the file is applied by hand). This is the pre-2.13
+-- signature, still accepted by every TimescaleDB 2.x release; if_not_exists makes a second
+-- run a no-op, migrate_data moves rows already stored by the plain schema. The default time
+-- index is skipped: 001 already indexes (model_name, created_at), and chunk exclusion does
+-- the rest.
 SELECT create_hypertable('training_data', 'created_at',
-                         chunk_time_interval => INTERVAL '1 day',
+                         chunk_time_interval => coalesce(nullif(current_setting('streamtasks.chunk_interval', true), ''), '1 day')::interval,
                          create_default_indexes => FALSE,
                          if_not_exists => TRUE, migrate_data => TRUE);
 SELECT create_hypertable('inference_results', 'created_at',
-                         chunk_time_interval => INTERVAL '1 day',
+                         chunk_time_interval => coalesce(nullif(current_setting('streamtasks.chunk_interval', true), ''), '1 day')::interval,
                          create_default_indexes => FALSE,
                          if_not_exists => TRUE, migrate_data => TRUE);
+
+-- Compression (columnstore): one segment per model, rows ordered by time inside it, so a
+-- per-model time range decompresses only its model's segments. Set once: TimescaleDB
+-- refuses to change these settings while compressed chunks exist. Inserting into a
+-- compressed chunk works (TimescaleDB >= 2.11) and needs no decompression here: the
+-- hypertable has no unique index (the keys live in <table>_keys). The policy that
+-- compresses chunks (TIMESCALEDB_COMPRESS_AFTER) is set by setup_database().
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['training_data', 'inference_results'] LOOP
+        IF NOT (SELECT compression_enabled FROM timescaledb_information.hypertables
+                WHERE format('%I.%I', hypertable_schema, hypertable_name)::regclass = t::regclass) THEN
+            EXECUTE format('ALTER TABLE %I SET (timescaledb.compress, '
+                           'timescaledb.compress_segmentby = %L, timescaledb.compress_orderby = %L)',
+                           t, 'model_name', 'created_at');
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- The key tables' cleanup, run as a TimescaleDB job next to each retention policy
+-- (setup_database() schedules it when TIMESCALEDB_RETENTION is set). config:
+-- {"hypertable": "<table>", "keys": "<table>_keys", "drop_after": "<interval>"}.
+-- A key is deleted only once its row cannot exist any more: older than the retention
+-- horizon AND older than the oldest chunk still there (retention drops whole chunks, so a
+-- row just past the horizon may still sit in a chunk that is kept). Idempotency window:
+-- an entry re-sent after its key was deleted is stored again, as a new row (in a chunk past
+-- retention, which the next retention run drops).
+CREATE OR REPLACE PROCEDURE streamtasks_prune_keys(job_id integer, config jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+    target  regclass    := (config->>'hypertable')::regclass;
+    keys    regclass    := (config->>'keys')::regclass;
+    horizon timestamptz := now() - (config->>'drop_after')::interval;
+    oldest  timestamptz;
+BEGIN
+    SELECT min(range_start) INTO oldest FROM timescaledb_information.chunks
+     WHERE format('%I.%I', hypertable_schema, hypertable_name)::regclass = target;
+    IF oldest IS NOT NULL AND oldest < horizon THEN
+        horizon := oldest;
+    END IF;
+    EXECUTE format('DELETE FROM %s WHERE created_at < $1', keys) USING horizon;
+END
+$$;

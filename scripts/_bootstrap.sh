@@ -4,7 +4,8 @@
 # bootstrap: cd to the repo root; create .venv with python3 (>= 3.10) if missing;
 # `pip install -e '.[dev]'` unless the stamp file says this pyproject.toml is installed;
 # make sure redis-server and PostgreSQL exist (apt-get install them when root, unless
-# STREAMTASKS_NO_APT=1). Sets REPO_ROOT, VENV and VENV_PY.
+# STREAMTASKS_NO_APT=1), and TimescaleDB from ../shared/timescaledb/install.sh beside the repo
+# when that exists (as root; without it the TimescaleDB tests skip). Sets REPO_ROOT, VENV and VENV_PY.
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO_ROOT/.venv"
@@ -49,7 +50,7 @@ install_project() {
 }
 
 ensure_services() {
-  step "check redis-server and PostgreSQL binaries"
+  step "check redis-server and PostgreSQL binaries (and TimescaleDB)"
   python3 "$REPO_ROOT/scripts/services.py" ensure-binaries || exit 1
 }
 

@@ -8,7 +8,8 @@ Command line::
     python3 scripts/services.py start [--dir DIR]   # start (or reuse) both; print export lines
     python3 scripts/services.py env [--dir DIR]     # print export lines of running servers
     python3 scripts/services.py stop [--dir DIR]    # stop both
-    python3 scripts/services.py ensure-binaries     # apt-get install them if missing (root)
+    python3 scripts/services.py ensure-binaries     # apt-get install them if missing (root),
+                                                    # and TimescaleDB from ../shared/timescaledb
 
 ``DIR`` defaults to ``<repo>/.streamtasks/services``; Redis lives in ``DIR/redis`` and
 PostgreSQL in ``DIR/pg``. Nothing is persisted by Redis (no RDB, no AOF) and PostgreSQL
@@ -18,6 +19,7 @@ As a module (the test-suite imports it)::
 
     redis = RedisServer(tmp / "redis"); redis.start(); redis.url
     pg = PostgresServer(tmp / "pg"); pg.start(); pg.create_database("t1"); pg.url("t1")
+    tsdb = PostgresServer(tmp / "tsdb", preload=("timescaledb",))  # if timescaledb_installed()
 """
 
 from __future__ import annotations
@@ -48,6 +50,14 @@ STOP_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 0.05
 LOG_TAIL_LINES = 25
 APT_PACKAGES = ("redis-server", "postgresql")
+#: TimescaleDB's installer, beside the repository (CI and this project's machines have it).
+TIMESCALEDB_INSTALL = REPO_ROOT.parent / "shared" / "timescaledb" / "install.sh"
+#: Settings of a cluster that preloads TimescaleDB: its workers fit, no telemetry.
+TIMESCALEDB_SETTINGS = (
+    "max_worker_processes=32",
+    "timescaledb.max_background_workers=24",
+    "timescaledb.telemetry_level=off",
+)
 PG_FAST_SETTINGS = (
     "fsync = off",
     "synchronous_commit = off",
@@ -186,6 +196,50 @@ def ensure_binaries() -> None:
     still = missing_binaries()
     if still:
         raise ServiceError(f"still missing after apt-get install: {', '.join(still)}")
+
+
+def pg_major(bindir: Path) -> str:
+    """The PostgreSQL major version of ``bindir`` (``/usr/lib/postgresql/15/bin`` -> ``15``)."""
+    out = subprocess.run(
+        [str(bindir / "pg_config"), "--version"], capture_output=True, text=True, check=False
+    )
+    if out.returncode == 0 and out.stdout.split():
+        return out.stdout.split()[1].split(".")[0]
+    return bindir.parent.name
+
+
+def timescaledb_installed(bindir: Path | None = None) -> bool:
+    """True if the TimescaleDB extension files are installed for the PostgreSQL in ``bindir``."""
+    bindir = bindir or find_pg_bindir()
+    if bindir is None:
+        return False
+    out = subprocess.run(
+        [str(bindir / "pg_config"), "--sharedir"], capture_output=True, text=True, check=False
+    )
+    sharedir = (
+        Path(out.stdout.strip()) if out.returncode == 0 else Path(f"/usr/share/postgresql/{pg_major(bindir)}")
+    )
+    return (sharedir / "extension" / "timescaledb.control").exists()
+
+
+def ensure_timescaledb(installer: Path = TIMESCALEDB_INSTALL) -> str:
+    """Install TimescaleDB with ``installer`` when it exists and we are root; say what happened.
+
+    Never raises: without TimescaleDB the TimescaleDB tests skip (with one line saying why).
+    """
+    bindir = find_pg_bindir()
+    if bindir is None:
+        return "timescaledb: no PostgreSQL"
+    if timescaledb_installed(bindir):
+        return "timescaledb: installed"
+    if not installer.exists():
+        return f"timescaledb: not installed, and no installer at {installer}"
+    if not is_root():
+        return f"timescaledb: not installed; run {installer} as root"
+    result = subprocess.run([str(installer), pg_major(bindir)], capture_output=True, text=True, check=False)
+    if result.returncode != 0 or not timescaledb_installed(bindir):
+        return f"timescaledb: {installer} failed (exit {result.returncode}): {result.stderr.strip()[-500:]}"
+    return f"timescaledb: {result.stdout.strip() or 'installed'}"
 
 
 # --------------------------------------------------------------------------- redis
@@ -337,8 +391,17 @@ class PostgresServer(_ServiceDir):
     socket, ``postgres.log`` and ``port``. The port is chosen once and kept across
     ``restart()``. When running as root, the server runs as the ``postgres`` OS user and
     ``dir`` is chowned to it, so every parent of ``dir`` must be traversable by that user
-    (``/tmp/...`` is; pytest's ``tmp_path`` is not).
+    (``/tmp/...`` is; pytest's ``tmp_path`` is not). ``preload`` names libraries for
+    ``shared_preload_libraries`` (``("timescaledb",)`` also applies ``TIMESCALEDB_SETTINGS``).
     """
+
+    def __init__(self, dir: Path | str, port: int | None = None, *, preload: Sequence[str] = ()) -> None:
+        super().__init__(dir, port)
+        self.preload = tuple(preload)
+        settings = [f"shared_preload_libraries={','.join(self.preload)}"] if self.preload else []
+        if "timescaledb" in self.preload:
+            settings.extend(TIMESCALEDB_SETTINGS)
+        self.settings = tuple(settings)
 
     # paths ------------------------------------------------------------------
     @property
@@ -432,6 +495,7 @@ class PostgresServer(_ServiceDir):
             self._prepare_dir()
             self._initdb()
             options = f"-p {self.port} -k '{self.dir}' -c listen_addresses={HOST}"
+            options += "".join(f" -c {setting}" for setting in self.settings)
             self._run(
                 [self._bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.logfile),
                  "-o", options, "-w", "-t", str(int(timeout)), "start"],
@@ -549,11 +613,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state directory")
-    sub.add_parser("ensure-binaries", help="install redis-server/postgresql if missing (root)")
+    sub.add_parser(
+        "ensure-binaries",
+        help="install redis-server/postgresql if missing (root), and TimescaleDB if its installer is there",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "ensure-binaries":
             ensure_binaries()
+            print(ensure_timescaledb(), file=sys.stderr)
         else:
             {"start": cmd_start, "stop": cmd_stop, "env": cmd_env}[args.command](args.dir.resolve())
     except ServiceError as exc:

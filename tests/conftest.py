@@ -9,6 +9,11 @@ Fixtures (all fail the test, never skip it, when a service cannot be started):
 - ``pg_server`` (session): a throwaway ``PostgresServer`` with ``.url(dbname)``,
   ``.create_database(name)``, ``.restart()``, ``.stop(mode)``, ``.start()``, ``.port``.
 - ``database_url`` (function): DSN of a new, empty database for this test.
+- ``timescale_server`` (session): a second throwaway PostgreSQL that preloads TimescaleDB;
+  ``timescale_database_url`` (function): a new, empty database on it. These two skip the
+  test, with one line saying why, when TimescaleDB is not installed (the only skip: the
+  bootstrap installs it from ``../shared/timescaledb`` where that exists).
+  ``STREAMTASKS_TEST_TIMESCALE_URL`` uses an existing TimescaleDB server instead.
 - ``ray_address`` (session): Ray started once in this process; the GCS address that worker
   subprocesses join with ``--ray-address``. Only tests that ask for it pay for Ray.
 - ``spawn`` (function): ``spawn(argv, env=..., cwd=..., name=...) -> ManagedProcess``,
@@ -52,6 +57,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 
 REDIS_URL_ENV = "STREAMTASKS_TEST_REDIS_URL"
 DATABASE_URL_ENV = "STREAMTASKS_TEST_DATABASE_URL"
+TIMESCALE_URL_ENV = "STREAMTASKS_TEST_TIMESCALE_URL"
 RAY_NUM_CPUS = 2
 SESSION_DIR_PREFIX = "streamtasks-test-"
 
@@ -163,9 +169,10 @@ def _stop_leftovers(root: Path) -> None:
     """Stop the servers of a dead test session kept under ``root`` and delete it."""
     with contextlib.suppress(services.ServiceError, OSError):
         services.RedisServer(root / "redis").kill()
-    if (root / "pg").is_dir():
-        with contextlib.suppress(services.ServiceError, OSError):
-            services.PostgresServer(root / "pg").stop("immediate")
+    for name in ("pg", "tsdb"):
+        if (root / name).is_dir():
+            with contextlib.suppress(services.ServiceError, OSError):
+                services.PostgresServer(root / name).stop("immediate")
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -264,6 +271,47 @@ async def database_url(pg_server: PostgresServerLike) -> str:
     name = f"t_{uuid.uuid4().hex[:8]}"
     try:
         return await asyncio.to_thread(pg_server.create_database, name)
+    except services.ServiceError as exc:
+        pytest.fail(f"could not create database {name}: {exc}", pytrace=False)
+
+
+# --------------------------------------------------------------------------- TimescaleDB
+
+
+@pytest.fixture(scope="session")
+def timescale_server(services_root: Path) -> Iterator[PostgresServerLike]:
+    """A throwaway PostgreSQL with ``shared_preload_libraries=timescaledb`` for the session.
+
+    Skips (one line) when TimescaleDB is not installed for this machine's PostgreSQL.
+    """
+    external = os.environ.get(TIMESCALE_URL_ENV)
+    if external:
+        yield ExternalPostgres(external)
+        return
+    if not services.timescaledb_installed():
+        pytest.skip(
+            "TimescaleDB is not installed (run scripts/services.py ensure-binaries as root "
+            f"with {services.TIMESCALEDB_INSTALL} present)"
+        )
+    server = services.PostgresServer(services_root / "tsdb", preload=("timescaledb",))
+    try:
+        server.start()
+    except (services.ServiceError, OSError) as exc:
+        pytest.fail(f"could not start a throwaway PostgreSQL with TimescaleDB: {exc}", pytrace=False)
+    yield server
+    server.stop("immediate")
+
+
+@pytest.fixture
+async def timescale_database_url(timescale_server: PostgresServerLike) -> str:
+    """DSN of an empty database on the TimescaleDB server (no extension created yet)."""
+    if isinstance(timescale_server, ExternalPostgres):
+        dsn = timescale_server.url()
+        await _execute(dsn, "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
+        return dsn
+    name = f"ts_{uuid.uuid4().hex[:8]}"
+    try:
+        return await asyncio.to_thread(timescale_server.create_database, name)
     except services.ServiceError as exc:
         pytest.fail(f"could not create database {name}: {exc}", pytrace=False)
 

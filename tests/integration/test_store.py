@@ -109,9 +109,9 @@ async def test_concurrent_setups_are_safe(database_url: str) -> None:
 
 
 async def test_bundled_schema_is_found() -> None:
-    """The schema directory resolves (installed package or repo) and holds both files."""
+    """The schema directory resolves (installed package or repo) and holds the files."""
     names = sorted(p.name for p in schema_dir().glob("*.sql"))
-    assert names == ["001_adserving.sql", "002_timescaledb.sql"]
+    assert names == ["001_adserving.sql", "002_timescaledb.sql", "003_timescaledb_aggregates.sql"]
 
 
 async def test_duplicates_in_one_batch_store_one_row(pool: Any) -> None:
@@ -175,38 +175,6 @@ async def test_rolled_back_batch_leaves_store_usable(pool: Any) -> None:
             await store_inference(conn, [good, parse_inference(inference_msg("bad"))])
         assert await conn.fetchval("SELECT count(*) FROM inference_results") == 0
         assert await store_inference(conn, [good]) == 1
-
-
-async def test_timescaledb_key_tables_keep_idempotency(pool: Any) -> None:
-    """With 002's side key tables (hypertable layout), idempotency still holds.
-
-    TimescaleDB is not installed here, so ``create_hypertable`` is a stub: the test covers
-    the key migration and the store's keyed INSERT, not the hypertable itself.
-    """
-    before = [parse_training(training_msg(f"old{i}")) for i in range(3)]
-    async with pool.acquire() as conn:
-        await store_training(conn, before)  # caches the plain-schema plan on this connection
-        await conn.execute(
-            "CREATE FUNCTION create_hypertable(relation regclass, time_column_name name,"
-            " chunk_time_interval interval DEFAULT NULL, create_default_indexes boolean DEFAULT true,"
-            " if_not_exists boolean DEFAULT false, migrate_data boolean DEFAULT false)"
-            " RETURNS void LANGUAGE sql AS ''"
-        )
-        sql = (schema_dir() / "002_timescaledb.sql").read_text()
-        await conn.execute(sql)
-        await conn.execute(sql)  # idempotent
-        assert await conn.fetchval("SELECT count(*) FROM training_data_keys") == 3
-        assert await conn.fetchval(
-            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'training_data'::regclass"
-            " AND contype = 'u'"
-        ) == 0  # fmt: skip
-        # the schema changed under this connection: the store notices and plans again
-        dup = parse_training(training_msg("new", mid="n1"))
-        assert await store_training(conn, [*before, dup, dup]) == 1
-        assert await store_training(conn, [dup]) == 0
-        assert await conn.fetchval("SELECT count(*) FROM training_data") == 4
-        assert await setup_database(conn) == {"timescaledb": False, "files": ["001_adserving.sql"]}
-        assert await store_training(conn, [dup]) == 0
 
 
 async def test_store_survives_discarded_staging_table(pool: Any) -> None:
@@ -276,7 +244,11 @@ async def test_model_performance_stats_on_known_data(pool: Any) -> None:
 
     times = [p for _, p, _, _ in inside]
     assert stats["requests"] == len(inside) == 7
-    assert stats["throughput_rps"] == pytest.approx(7 / (3 * 3600))
+    active = (NOW - timedelta(milliseconds=1) - since).total_seconds()  # first to last request
+    assert stats["throughput_rps"] == pytest.approx(7 / active)
+    assert stats["window_rps"] == pytest.approx(7 / (3 * 3600))
+    assert (stats["first_at"], stats["last_at"]) == (since, NOW - timedelta(milliseconds=1))
+    assert (stats["peak_hourly_rps"], stats["peak_hour"]) == (pytest.approx(3 / 3600), since)
     assert stats["p50_ms"] == pytest.approx(percentile_cont(times, 0.5)) == pytest.approx(15.0)
     assert stats["p95_ms"] == pytest.approx(percentile_cont(times, 0.95))
     assert stats["p99_ms"] == pytest.approx(percentile_cont(times, 0.99))
@@ -307,7 +279,27 @@ async def test_stats_of_an_empty_window(pool: Any) -> None:
     stats = await model_performance_stats(pool, "nobody", 24, now=NOW)
     assert (stats["requests"], stats["throughput_rps"], stats["training_rows"]) == (0, 0.0, 0)
     assert stats["p50_ms"] is stats["mean_confidence"] is stats["anomaly_rate"] is None
+    assert stats["peak_hourly_rps"] is stats["peak_hour"] is stats["first_at"] is None
     assert stats["buckets"] == []
+
+
+async def test_throughput_is_over_the_span_with_data_and_peak_hour(pool: Any) -> None:
+    """502 requests in the last minute of a 24 h window: ~10 req/s, not 502 / 86,400 s."""
+    first = NOW - timedelta(seconds=60)
+    records = [
+        parse_inference(inference_msg(f"r{i}", at=first + timedelta(milliseconds=100 * i)))
+        for i in range(502)
+    ]
+    async with pool.acquire() as conn:
+        await store_inference(conn, records)
+    stats = await model_performance_stats(pool, "fraud", 24, now=NOW)
+    span = 50.1  # 501 gaps of 100 ms
+    assert stats["throughput_rps"] == pytest.approx(502 / span)
+    assert stats["window_rps"] == pytest.approx(502 / 86_400)
+    assert stats["peak_hourly_rps"] == pytest.approx(502 / 3600)
+    assert stats["peak_hour"] == NOW - timedelta(hours=1)
+    single = await model_performance_stats(pool, "fraud", 24, now=first + timedelta(milliseconds=1))
+    assert (single["requests"], single["throughput_rps"]) == (1, 1.0)  # a span of at least 1 s
 
 
 async def test_database_health(pool: Any, database_url: str) -> None:
