@@ -18,7 +18,6 @@ from redis.asyncio import Redis
 
 from . import logs
 from .app import load_registry
-from .bench import bench_command
 from .cli_db import db_group, stats_command
 from .config import RedisConfig
 from .errors import ConfigError, StreamtasksError
@@ -448,7 +447,6 @@ def _ms_text(ms: int) -> str:
 main.add_command(status_command)
 main.add_command(db_group)
 main.add_command(stats_command)
-main.add_command(bench_command)
 
 
 def run() -> None:  # pragma: no cover - console entry point
