@@ -93,9 +93,11 @@ def main() -> None:
     p.add_argument("--num-cpus", type=int, default=None)
     args = p.parse_args()
     stopping: list[bool] = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     started = time.perf_counter()
     ray.init(num_cpus=args.num_cpus, include_dashboard=False)  # as streamtasks starts its local Ray
+    print(f"ray.init took {time.perf_counter() - started:.2f}s", flush=True)
+    # After ray.init, which installs its own SIGTERM handler (a stack dump, then death).
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     redis = Redis.from_url(args.redis_url)
     try:
         done = drive(redis, args.database_url, args.stream, args.n, stopping)
