@@ -310,11 +310,11 @@ class CpuMeter:
             self.seen[p.pid] = (cat, first, used)
         self.sampled = True
 
-    def split(self) -> dict[str, float]:
+    def split(self, digits: int | None = 2) -> dict[str, float]:
         out: dict[str, float] = {}
         for cat, first, last in self.seen.values():
-            out[cat] = round(out.get(cat, 0.0) + last - first, 2)
-        return out
+            out[cat] = out.get(cat, 0.0) + last - first
+        return {cat: round(v, digits) for cat, v in out.items()} if digits is not None else out
 
 
 @define
@@ -401,6 +401,9 @@ class Watch:
     samples: list[tuple[float, int]] = field(factory=list)
     startup: float | None = None
     last_rss: float = 0.0
+    n: int = 0
+    #: (acked, CPU split) when the acked count first reached each STEADY_WINDOW fraction of n.
+    cpu_marks: list[tuple[int, dict[str, float]]] = field(factory=list)
 
     async def poll(self) -> int:
         done, consumers = await acked(self.redis, self.stream, self.consumer.group)
@@ -416,9 +419,21 @@ class Watch:
             self.last_rss = now
             self.consumer.sample_rss()
             self.cpu.sample()
+        marks = self.cpu_marks
+        if self.n and len(marks) < len(STEADY_WINDOW) and done >= STEADY_WINDOW[len(marks)] * self.n:
+            self.cpu.sample()
+            marks.append((done, self.cpu.split(digits=None)))
         return done
 
+    def steady_cpu_us(self) -> dict[str, float]:
+        """CPU µs per entry by process group between the STEADY_WINDOW marks (start-up excluded)."""
+        if len(self.cpu_marks) < 2 or self.cpu_marks[1][0] <= self.cpu_marks[0][0]:
+            return {}
+        (a, lo), (b, hi) = self.cpu_marks
+        return {cat: round((hi[cat] - lo.get(cat, 0.0)) / (b - a) * 1e6, 1) for cat in hi}
+
     async def until(self, n: int, on_progress: Callable[[int], None]) -> None:
+        self.n, self.cpu_marks = n, []
         last_change, last = time.perf_counter(), -1
         while True:
             done = await self.poll()
@@ -449,7 +464,8 @@ class DrainResult:
     per_entry_us: float  # first ack -> last ack, per entry (start-up excluded)
     peak_rss_mb: float
     peak_tree_rss_mb: float
-    cpu_s: dict[str, float]
+    cpu_s: dict[str, float]  # CPU seconds by process group, spawn -> last ack
+    steady_cpu_us: dict[str, float]  # CPU µs per entry by process group, 20 % -> 80 % acked
 
 
 async def watch_drain(
@@ -483,7 +499,7 @@ def drain_result(kind: str, n: int, rows: int, watch: Watch) -> DrainResult:
         per_entry_us=round(body / max(1, n - 1) * 1e6, 2),
         peak_rss_mb=round(watch.consumer.peak_rss / MB, 1),
         peak_tree_rss_mb=round(watch.consumer.peak_tree_rss / MB, 1),
-        cpu_s=watch.cpu.split(),
+        cpu_s=watch.cpu.split(), steady_cpu_us=watch.steady_cpu_us(),
     )  # fmt: skip
 
 

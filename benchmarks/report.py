@@ -28,6 +28,10 @@ def _ratio(a: Sequence[float], b: Sequence[float]) -> str:
     return " / ".join(f"{x / y:.2f}x" if y else "-" for x, y in zip(a, b, strict=True))
 
 
+def _us(v: float) -> str:
+    return f"{v:.1f}"
+
+
 def _sec(v: float) -> str:
     return f"{v:.2f}s"
 
@@ -146,10 +150,15 @@ def _job_table(job: dict[str, Any], console: Console) -> None:
             table.add_row(f"{label}: streamtasks / this", *cells)
     cats = [c for c in JOB_CPU if any(c in r["cpu_s"] for k in kinds for r in runs[k])]
     for cat in cats:
+        label = f"CPU µs/entry, steady: {JOB_CPU_LABELS.get(cat, cat)}"
         table.add_row(
-            f"CPU µs/entry: {JOB_CPU_LABELS.get(cat, cat)}", *(_cpu_us(runs[k], cat) for k in kinds)
+            label, *(_runs([r["steady_cpu_us"].get(cat, 0.0) for r in runs[k]], _us) for k in kinds)
         )
-    table.add_row("CPU µs/entry: all processes", *(_cpu_us(runs[k], None) for k in kinds))
+    table.add_row(
+        "CPU µs/entry, steady: all processes",
+        *(_runs([sum(r["steady_cpu_us"].values()) for r in runs[k]], _us) for k in kinds),
+    )
+    table.add_row("CPU µs/entry, whole run: all processes", *(_cpu_us(runs[k], None) for k in kinds))
     console.print(table)
 
 

@@ -76,5 +76,5 @@ def check_job_peers(results: dict[str, Any], text: str) -> None:
         assert runs[kind][0]["cpu_s"].get("ray workers", 0) > 0, runs[kind][0]["cpu_s"]
     assert runs["faststream"][0]["cpu_s"].get("children", 0) > 0  # its two worker processes
     assert f"The job: {N:,} five-field entries" in text
-    assert "CPU µs/entry: all processes" in text
+    assert "CPU µs/entry, steady: all processes" in text
     assert "streamtasks / this" in text
