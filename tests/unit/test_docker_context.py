@@ -53,10 +53,12 @@ def build_context(dest: Path) -> list[str]:
     return sources
 
 
-def run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, **kw)  # type: ignore[call-overload]
+def run(
+    argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, env=env, cwd=cwd)
     assert done.returncode == 0, f"{shlex.join(argv)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done  # type: ignore[no-any-return]
+    return done
 
 
 def test_dockerfile_copies_the_package_its_metadata_and_the_schema() -> None:
