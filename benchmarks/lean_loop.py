@@ -4,8 +4,7 @@
 ``XREADGROUP COUNT 1000`` -> asyncpg ``COPY`` (binary) into ``training_data`` -> ``XACK``, in
 one process, one connection, one batch at a time. No validation, no dedup, no retries, no
 dead letters: it is what a user would hand-write, and what streamtasks is measured against
-(``benchmarks/run.py`` / ``streamtasks bench`` report streamtasks as a ratio to it, in the
-same run).
+(``benchmarks/run.py`` reports streamtasks as a ratio to it, in the same run).
 
 Importable (:func:`lean_drain`) and runnable::
 
@@ -41,6 +40,20 @@ COLUMNS = (
 )  # fmt: skip
 
 
+JOB_COLUMNS = ("model_name", "request_id", "input_data", "metadata", "source_ip")
+
+
+def job_row(stream: str, entry_id: bytes, f: dict[bytes, bytes]) -> tuple[Any, ...]:
+    """``--job``: the five fields of the peers' job (``peers.py``) -> one row, bytes to text."""
+    return (
+        f[b"model_name"].decode(),
+        f[b"request_id"].decode(),
+        f[b"input_data"].decode(),
+        f[b"metadata"].decode(),
+        f[b"source_ip"].decode(),
+    )
+
+
 def to_row(stream: str, entry_id: bytes, f: dict[bytes, bytes]) -> tuple[Any, ...]:
     """One training entry -> one COPY row. Bytes to text and nothing else (no validation)."""
     eid = entry_id.decode()
@@ -69,12 +82,15 @@ async def lean_drain(
     table: str = "training_data",
     idle: float = 2.0,
     stop: asyncio.Event | None = None,
+    job: bool = False,
 ) -> dict[str, float]:
     """Read ``stream`` with a consumer group, COPY each batch into ``table``, XACK it.
 
     Returns after ``n`` entries, after ``idle`` seconds without entries (when ``n`` is None),
-    or when ``stop`` is set. The timer starts at the first XREADGROUP.
+    or when ``stop`` is set. The timer starts at the first XREADGROUP. ``job``: the peers'
+    five-field job (:func:`job_row`) instead of the training rows.
     """
+    row, columns = (job_row, JOB_COLUMNS) if job else (to_row, COLUMNS)
     redis = Redis.from_url(redis_url)
     conn = await asyncpg.connect(database_url)
     try:
@@ -93,8 +109,8 @@ async def lean_drain(
                     break
                 continue
             _, entries = resp[0]
-            batch = [to_row(stream, eid, f) for eid, f in entries]
-            await conn.copy_records_to_table(table, records=batch, columns=COLUMNS)
+            batch = [row(stream, eid, f) for eid, f in entries]
+            await conn.copy_records_to_table(table, records=batch, columns=columns)
             await redis.xack(stream, GROUP, *[eid for eid, _ in entries])
             rows += len(batch)
             last_seen = time.perf_counter()
@@ -111,8 +127,9 @@ async def _main(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     result = await lean_drain(
-        args.redis_url, args.database_url, args.stream, n=args.n, table=args.table, idle=args.idle, stop=stop
-    )
+        args.redis_url, args.database_url, args.stream,
+        n=args.n, table=args.table, idle=args.idle, stop=stop, job=args.job,
+    )  # fmt: skip
     print(json.dumps(result), flush=True)
 
 
@@ -124,6 +141,7 @@ def main() -> None:
     p.add_argument("--table", default="training_data")
     p.add_argument("--n", type=int, default=None, help="stop after this many entries")
     p.add_argument("--idle", type=float, default=2.0, help="without --n: stop after this many idle seconds")
+    p.add_argument("--job", action="store_true", help="the peers' five-field job (--table job_rows)")
     asyncio.run(_main(p.parse_args()))
 
 

@@ -29,10 +29,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from harness import SERVICES_PATH, fill, load_script
 from redis.asyncio import Redis
 
 from streamtasks import Message, Registry
-from streamtasks.bench import SERVICES_PATH, fill, load_script
 from streamtasks.worker import RayExecutor, Worker, WorkerSettings
 
 GROUP = "noop-bench"
