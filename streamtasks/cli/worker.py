@@ -14,6 +14,7 @@ import click
 from .. import logs
 from ..app import load_registry
 from ..errors import StreamtasksError
+from ..worker.events import StateChanged
 from .common import connect, exit_now, redis_url_of, redis_url_option, run, split_streams, streams_option
 
 log = logging.getLogger("streamtasks.cli")
@@ -134,7 +135,13 @@ def worker(
         env = registry.forwarded_env(os.environ) if ray_address else None
         executor = RayExecutor(address=ray_address, num_cpus=num_cpus, env=env)
         w = Worker(registry, redis, executor, settings)
-        _install_signal_handlers(w.stop)
+        install = _signal_handlers(w.stop)
+        install()
+        # ray.init installs Ray's native failure-signal handler over ours; on SIGTERM it arms
+        # an alarm that aborts the process a few seconds later, mid-drain. Take them back.
+        w.events.subscribe(
+            lambda e: install() if isinstance(e, StateChanged) and e.state == "reading" else None
+        )
         server = None if metrics_port is None else await start_metrics_server(w, metrics_port)
         try:
             await w.run()
@@ -151,7 +158,9 @@ def worker(
     exit_now(0)
 
 
-def _install_signal_handlers(stop: Callable[[], None]) -> None:
+def _signal_handlers(stop: Callable[[], None]) -> Callable[[], None]:
+    """A function (re)installing SIGTERM/SIGINT handlers on the running loop: the first signal
+    stops the worker gracefully, a second one exits at once."""
     loop = asyncio.get_running_loop()
     received: list[int] = []
 
@@ -163,5 +172,8 @@ def _install_signal_handlers(stop: Callable[[], None]) -> None:
         log.info("%s received: stopping (send it again to exit at once)", signal.Signals(signum).name)
         stop()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
+    def install() -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+
+    return install

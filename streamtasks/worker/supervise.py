@@ -28,6 +28,9 @@ class Supervisor:
     def __init__(self, emit: Callable[[Event], None]) -> None:
         self.emit = emit
         self.failing: dict[str, str] = {}  # loop name -> its last error, while failing
+        #: Set by :meth:`close`; loops that run through a drain check it, since a cancellation
+        #: can be lost (``asyncio.wait_for`` before Python 3.12 may swallow one).
+        self.closing = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     def spawn(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -53,10 +56,13 @@ class Supervisor:
                 self.failing[name] = error
                 log.error("background loop %r failed; restarting in %.1fs", name, delay, exc_info=exc)
                 self.emit(LoopFailed(name, error, delay))
+            if self.closing:
+                return
             await asyncio.sleep(delay)
             delay = min(delay * 2, RESTART_MAX_S)
 
     async def close(self) -> None:
+        self.closing = True
         for task in list(self._tasks):
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

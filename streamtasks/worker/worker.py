@@ -106,6 +106,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._executor_started = False
+        self._heartbeat_due = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -153,6 +154,7 @@ class Worker:
 
     def _set_state(self, state: str) -> None:
         self.state = state
+        self._heartbeat_due.set()
         self.events.emit(StateChanged(state))
 
     # -- the data path ---------------------------------------------------------------------
@@ -215,8 +217,10 @@ class Worker:
                 await self._sleep(self.settings.reclaim_interval)
 
     async def _lease_loop(self) -> None:
-        while not self.stopping:
-            await self._sleep(self.leases.period)
+        # Until the drain is over (the supervisor cancels it): in-flight batches keep their
+        # leases through the grace period, so no other worker reclaims and runs them twice.
+        while not self.supervisor.closing:
+            await asyncio.sleep(self.leases.period)
             await self.leases.renew(self.lanes)
             self.supervisor.healthy("lease")
 
@@ -224,12 +228,14 @@ class Worker:
         key = keys.heartbeat_key(self.group, self.consumer)
         ttl = max(1, int(self.settings.heartbeat_ttl))
         host, pid = socket.gethostname(), os.getpid()
-        while not self.stopping:
+        while not self.supervisor.closing:  # through the drain: status shows it draining
             body = self.snapshot().heartbeat(host, pid, time.time())
             with contextlib.suppress(*REDIS_DOWN):  # the read loop reports outages
                 await self.redis.set(key, json.dumps(body), ex=ttl)
             self.supervisor.healthy("heartbeat")
-            await self._sleep(self.settings.heartbeat_interval)
+            with contextlib.suppress(asyncio.TimeoutError):  # a new state is announced at once
+                await asyncio.wait_for(self._heartbeat_due.wait(), self.settings.heartbeat_interval)
+            self._heartbeat_due.clear()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):

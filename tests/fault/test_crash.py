@@ -3,6 +3,7 @@ a poison entry among thousands, SIGTERM hand-off to a second worker."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -117,10 +118,11 @@ async def test_poison_entries_among_ten_thousand_are_dead_lettered_after_max_ret
 
 
 async def _sigterm_with_backlog(
-    inv: Invariants, workers: Workers, ledger: Any, redis: aioredis.Redis
+    inv: Invariants, workers: Workers, ledger: Any, redis: aioredis.Redis, hold_after: float = 0.0
 ) -> tuple[ManagedProcess, ManagedProcess, float]:
     """First worker: one 5,000-entry batch in flight (held), 5,000 read but unstarted; a
-    second worker idle; SIGTERM to the first. Returns (first, second, hand-off seconds)."""
+    second worker idle; SIGTERM to the first; the batch is released ``hold_after`` seconds
+    after the hand-off. Returns (first, second, hand-off seconds)."""
     env = {"FAULT_BATCH_SIZE": "5000", "FAULT_MAX_IN_FLIGHT": "1"}
     ledger.set("hold", 1)
     await inv.send_each([{"hold": "1"}])
@@ -138,6 +140,7 @@ async def _sigterm_with_backlog(
         return (await _pending_by_consumer(redis)).get("first", 0) <= 5_000
 
     took = await poll(handed_over, 10, "5,000 entries handed over", workers.logs)
+    await asyncio.sleep(hold_after)
     ledger.delete("hold")
     return first, second, took
 
@@ -167,3 +170,18 @@ async def test_sigterm_with_backlog_exits_0(
     """The worker stopped by SIGTERM (backlog handed over, batch finished) exits 0."""
     first, _second, _ = await _sigterm_with_backlog(inv, workers, ledger, redis)
     assert first.wait(30) == 0, first.output_tail()
+
+
+async def test_a_drain_longer_than_the_visibility_timeout_keeps_its_lease_and_exits_0(
+    inv: Invariants, workers: Workers, ledger: Any, redis: aioredis.Redis
+) -> None:
+    """SIGTERM while a batch runs for 8 s more (past the 3 s visibility timeout and past the
+    alarm Ray's native signal handler arms on SIGTERM): the lease is renewed through the
+    drain, so the other worker never runs those entries; the worker exits 0."""
+    first, second, _ = await _sigterm_with_backlog(inv, workers, ledger, redis, hold_after=8.0)
+    assert first.wait(30) == 0, first.output_tail()
+    out, _ = await inv.check(30, logs=workers.logs)
+    assert len(out.handled) == 10_000 and not out.dead
+    assert {int(v) for v in ledger.hvals("attempts")} == {1}
+    second.terminate()
+    assert second.wait() == 0

@@ -233,3 +233,24 @@ async def test_a_loop_that_keeps_failing_stays_visible() -> None:
     await asyncio.sleep(0.05)
     assert supervisor.failing == {"lease": "RuntimeError: no"}
     await supervisor.close()
+
+
+async def test_close_stops_a_loop_even_when_its_cancellation_is_lost() -> None:
+    """``asyncio.wait_for`` before Python 3.12 can swallow a cancellation; a loop that checks
+    ``closing`` still ends, so a drain never hangs on it."""
+    supervisor = Supervisor(lambda _: None)
+    turns = 0
+
+    async def swallows_cancellation() -> None:
+        nonlocal turns
+        while not supervisor.closing:
+            turns += 1
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                pass  # what a swallowed cancellation looks like to the loop
+
+    supervisor.spawn("heartbeat", swallows_cancellation)
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(supervisor.close(), 2)
+    assert turns > 0
