@@ -215,8 +215,21 @@ async def _same_interval(conn: Any, a: str | None, b: str) -> bool:
 
 
 async def _apply_timescale_policies(conn: Any, settings: TimescaleSettings) -> None:
-    """Compression, retention, key cleanup and refresh policies; unchanged ones are left alone."""
+    """Chunk interval, compression, retention, key cleanup and refresh policies; unchanged
+    ones are left alone."""
     for table in HYPERTABLES:
+        current = await conn.fetchval(
+            "SELECT d.time_interval::text FROM timescaledb_information.dimensions d"
+            " WHERE format('%I.%I', d.hypertable_schema, d.hypertable_name)::regclass = $1::text::regclass"
+            " ORDER BY d.dimension_number LIMIT 1",
+            table,
+        )
+        if not await _same_interval(conn, current, settings.chunk_interval):  # new chunks only
+            await conn.execute(
+                "SELECT set_chunk_time_interval($1::text::regclass, $2::text::interval)",
+                table,
+                settings.chunk_interval,
+            )
         await _policy(
             conn, table, "policy_compression", "compress_after", settings.compress_after,
             "SELECT add_compression_policy($1::text::regclass, $2::text::interval)",

@@ -196,8 +196,13 @@ async def test_changed_settings_change_only_those_policies(ts: Any) -> None:
     cagg = ("policy_refresh_continuous_aggregate", "inference_results_hourly")
     assert second[cagg]["job_id"] == first[cagg]["job_id"]  # altered in place, history kept
     assert second[cagg]["schedule_interval"] == timedelta(minutes=5)
-    await setup_database(ts, timescale=TimescaleSettings(compress_after=None))
+    await setup_database(ts, timescale=TimescaleSettings(compress_after=None, chunk_interval="12 hours"))
     assert not [k for k in await jobs(ts) if k[0] == "policy_compression"]
+    intervals = await ts.fetch(
+        "SELECT time_interval FROM timescaledb_information.dimensions"
+        " WHERE hypertable_name IN ('training_data', 'inference_results')"
+    )
+    assert [r[0] for r in intervals] == [timedelta(hours=12)] * 2  # for new chunks
 
 
 async def test_bad_interval_names_the_variable(ts: Any) -> None:
