@@ -72,6 +72,24 @@ async def test_installed_but_not_preloaded_falls_back_to_plain_schema(
         await conn.close()
 
 
+async def test_cli_db_init_not_preloaded_is_one_line_and_exit_0(database_url: str) -> None:
+    """`streamtasks db init` on that server: the plain schema, and one line on stderr."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await _skip_unless_installed(conn)
+    finally:
+        await conn.close()
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "streamtasks", "db", "init", "--database-url", database_url],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "schema applied: 001_adserving.sql (timescaledb: False)"
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not preloaded" in lines[0] and "shared_preload_libraries" in lines[0], lines
+
+
 # --------------------------------------------------------------------------- helpers
 
 ALL_FILES = ["001_adserving.sql", "002_timescaledb.sql", "003_timescaledb_aggregates.sql"]
@@ -177,6 +195,21 @@ async def test_db_init_twice_is_a_no_op(ts: Any) -> None:
     before = (await schema_snapshot(ts), await jobs(ts))
     assert await setup_database(ts, timescale=settings) == {"timescaledb": True, "files": ALL_FILES}
     assert (await schema_snapshot(ts), await jobs(ts)) == before
+
+
+async def test_concurrent_db_inits_on_timescaledb_are_safe(timescale_database_url: str) -> None:
+    """Several processes running db init at once all succeed and leave one set of jobs."""
+    conns = [await asyncpg.connect(timescale_database_url) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(setup_database(c) for c in conns))
+        assert all(r == {"timescaledb": True, "files": ALL_FILES} for r in results)
+        n_jobs = await conns[0].fetchval(
+            "SELECT count(*) FROM timescaledb_information.jobs WHERE job_id >= 1000"
+        )
+        assert n_jobs == 4  # compression x2, refresh x2
+    finally:
+        for c in conns:
+            await c.close()
 
 
 async def test_changed_settings_change_only_those_policies(ts: Any) -> None:
