@@ -401,6 +401,26 @@ async def test_redelivery_across_chunks_and_into_compressed_chunks_stores_nothin
     )
 
 
+async def test_failed_batch_leaves_no_keys_behind(ts: Any) -> None:
+    """A batch that fails after its keys were copied rolls back the keys too: the entries,
+    retried, are stored (a leaked key would make them silently lost)."""
+    await setup_database(ts)
+    now = await db_now(ts)
+    good = parse_inference(inference_msg("ok", at=now, mid="ok"))
+    bad = parse_inference(inference_msg("bad", at=now, mid="bad"))
+    await ts.execute("ALTER TABLE inference_results ADD CONSTRAINT no_bad CHECK (request_id <> 'bad')")
+    with pytest.raises(asyncpg.CheckViolationError):
+        await store_inference(ts, [good, bad])
+    assert (await count(ts, "inference_results"), await count(ts, "inference_results_keys")) == (0, 0)
+    with pytest.raises(asyncpg.CheckViolationError):  # the slow path too (one key stored already)
+        await store_inference(ts, [good])
+        await store_inference(ts, [good, bad])
+    assert (await count(ts, "inference_results"), await count(ts, "inference_results_keys")) == (1, 1)
+    await ts.execute("ALTER TABLE inference_results DROP CONSTRAINT no_bad")
+    assert await store_inference(ts, [good, bad]) == 1
+    assert (await count(ts, "inference_results"), await count(ts, "inference_results_keys")) == (2, 2)
+
+
 async def test_redelivery_while_compression_runs_stores_nothing_twice(
     ts: Any, timescale_database_url: str
 ) -> None:
