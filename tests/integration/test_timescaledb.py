@@ -114,7 +114,8 @@ async def jobs(conn: Any) -> dict[tuple[str, str], dict[str, Any]]:
     """{(proc_name, table): {"job_id", "config", "schedule_interval"}} of this database's jobs."""
     rows = await conn.fetch(
         """
-        SELECT job_id, proc_name, coalesce(hypertable_name, config->>'hypertable') AS target,
+        SELECT job_id, proc_name,
+               coalesce(hypertable_name, to_regclass(config->>'hypertable')::text) AS target,
                config, schedule_interval
         FROM timescaledb_information.jobs WHERE job_id >= 1000
         """
@@ -180,7 +181,7 @@ async def test_db_init_creates_hypertables_compression_and_policies(ts: Any) -> 
         assert found[("policy_compression", table)]["config"]["compress_after"] == "3 days"
         assert found[("policy_retention", table)]["config"]["drop_after"] == "30 days"
         assert found[("streamtasks_prune_keys", table)]["config"] == {
-            "hypertable": table, "keys": f"{table}_keys", "drop_after": "30 days",
+            "hypertable": f"public.{table}", "keys": f"public.{table}_keys", "drop_after": "30 days",
         }  # fmt: skip
         assert found[("policy_refresh_continuous_aggregate", f"{table}_hourly")][
             "schedule_interval"
@@ -638,7 +639,8 @@ async def test_db_status_shows_hypertables_chunks_compression_and_job_runs(
     kinds = sorted((j["kind"], j["target"]) for j in status["jobs"])
     assert kinds == sorted(
         [(k, t) for t in ("training_data", "inference_results")
-         for k in ("policy_compression", "policy_retention", "streamtasks_prune_keys")]
+         for k in ("policy_compression", "policy_retention")]
+        + [("streamtasks_prune_keys", f"public.{t}") for t in ("training_data", "inference_results")]
         + [("policy_refresh_continuous_aggregate", f"{t}_hourly")
            for t in ("training_data", "inference_results")]
     )  # fmt: skip
