@@ -50,8 +50,12 @@ STOP_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 0.05
 LOG_TAIL_LINES = 25
 APT_PACKAGES = ("redis-server", "postgresql")
-#: TimescaleDB's installer, beside the repository (CI and this project's machines have it).
-TIMESCALEDB_INSTALL = REPO_ROOT.parent / "shared" / "timescaledb" / "install.sh"
+#: TimescaleDB's installer, beside the repository (CI and this project's machines have it);
+#: ``STREAMTASKS_TIMESCALEDB_INSTALL`` names another.
+TIMESCALEDB_INSTALL = Path(
+    os.environ.get("STREAMTASKS_TIMESCALEDB_INSTALL")
+    or REPO_ROOT.parent / "shared" / "timescaledb" / "install.sh"
+)
 #: Settings of a cluster that preloads TimescaleDB: its workers fit, no telemetry.
 TIMESCALEDB_SETTINGS = (
     "max_worker_processes=32",

@@ -222,3 +222,22 @@ def test_ray_address_is_joinable_gcs_address(ray_address: str) -> None:
     """ray_address is a host:port GCS address of a Ray started in this process."""
     host, _, port = ray_address.rpartition(":")
     assert host and port.isdigit()
+
+
+async def test_timescale_server_preloads_timescaledb(
+    timescale_server: Any, timescale_database_url: str
+) -> None:
+    """The second throwaway PostgreSQL preloads TimescaleDB; CREATE EXTENSION works there."""
+    conn = await asyncpg.connect(timescale_database_url)
+    try:
+        assert "timescaledb" in await conn.fetchval("SHOW shared_preload_libraries")
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        assert await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+    finally:
+        await conn.close()
+    assert services.timescaledb_installed()
+    assert (
+        "shared_preload_libraries=timescaledb"
+        in services.PostgresServer("/tmp/x", preload=("timescaledb",)).settings
+    )
+    assert services.PostgresServer("/tmp/x").settings == ()

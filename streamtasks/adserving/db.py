@@ -204,7 +204,13 @@ WHERE j.proc_name = 'policy_refresh_continuous_aggregate'
 """
 _PRUNE_JOB = """
 SELECT job_id, config FROM timescaledb_information.jobs
-WHERE proc_name = 'streamtasks_prune_keys' AND config->>'hypertable' = $1
+WHERE proc_name = 'streamtasks_prune_keys' AND to_regclass(config->>'hypertable') = $1::text::regclass
+"""
+# Jobs run with the default search_path: their config names tables with their schema.
+_QUALIFIED = """
+SELECT format('%I.%I', n.nspname, c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid = $1::text::regclass
 """
 
 
@@ -215,8 +221,21 @@ async def _same_interval(conn: Any, a: str | None, b: str) -> bool:
 
 
 async def _apply_timescale_policies(conn: Any, settings: TimescaleSettings) -> None:
-    """Compression, retention, key cleanup and refresh policies; unchanged ones are left alone."""
+    """Chunk interval, compression, retention, key cleanup and refresh policies; unchanged
+    ones are left alone."""
     for table in HYPERTABLES:
+        current = await conn.fetchval(
+            "SELECT d.time_interval::text FROM timescaledb_information.dimensions d"
+            " WHERE format('%I.%I', d.hypertable_schema, d.hypertable_name)::regclass = $1::text::regclass"
+            " ORDER BY d.dimension_number LIMIT 1",
+            table,
+        )
+        if not await _same_interval(conn, current, settings.chunk_interval):  # new chunks only
+            await conn.execute(
+                "SELECT set_chunk_time_interval($1::text::regclass, $2::text::interval)",
+                table,
+                settings.chunk_interval,
+            )
         await _policy(
             conn, table, "policy_compression", "compress_after", settings.compress_after,
             "SELECT add_compression_policy($1::text::regclass, $2::text::interval)",
@@ -268,7 +287,8 @@ async def _prune_keys_job(conn: Any, table: str, retention: str | None) -> None:
         if row is not None:
             await conn.execute("SELECT delete_job($1)", row["job_id"])
         return
-    config = json.dumps({"hypertable": table, "keys": f"{table}_keys", "drop_after": retention})
+    qualified = [await conn.fetchval(_QUALIFIED, name) for name in (table, f"{table}_keys")]
+    config = json.dumps({"hypertable": qualified[0], "keys": qualified[1], "drop_after": retention})
     if row is None:
         await conn.execute(
             "SELECT add_job('streamtasks_prune_keys', $1::text::interval, config => $2::text::jsonb)",

@@ -13,9 +13,12 @@ redelivered entry, a producer's retry under the same message id) makes no second
 neither does a key that appears twice in one batch.
 
 On TimescaleDB (``schema/002_timescaledb.sql``) the key lives in a side table
-``<table>_keys``, because a hypertable cannot have a unique index without its time column;
-the insert then goes through that table in the same statement. The store detects which
-schema it talks to once per connection.
+``<table>_keys``, because a hypertable cannot have a unique index without its time column.
+Fast path there, one transaction: ``COPY`` the batch's keys into ``<table>_keys`` (its
+primary key rejects the whole COPY if any key is stored already), then ``COPY`` the rows into
+the hypertable. Slow path: staging, then one statement inserting the keys ``ON CONFLICT DO
+NOTHING`` and the rows whose key was new. The store detects which schema it talks to once
+per connection.
 
 Connection errors are not caught: the batch fails as a whole and the worker retries it.
 """
@@ -48,14 +51,23 @@ class _Record(Protocol):
 class _Plan:
     """What one connection knows about one target table: its staging table and INSERT."""
 
-    __slots__ = ("columns", "direct", "insert", "staging", "table")
+    __slots__ = ("columns", "direct", "insert", "keys", "staging", "table")
 
-    def __init__(self, table: str, staging: str, columns: Sequence[str], insert: str, direct: bool) -> None:
+    def __init__(
+        self,
+        table: str,
+        staging: str,
+        columns: Sequence[str],
+        insert: str,
+        direct: bool,
+        keys: str | None = None,
+    ) -> None:
         self.table = table
         self.staging = staging
         self.columns = columns
         self.insert = insert
         self.direct = direct  # plain schema: COPY straight into the table is safe
+        self.keys = keys  # TimescaleDB: the side key table; COPY keys, then rows, is safe
 
 
 # Plans per raw connection (not per pool proxy): the staging table is a session object.
@@ -102,6 +114,20 @@ async def _copy_insert(conn: Any, plan: _Plan, rows: list[tuple[Any, ...]]) -> i
             return len(rows)
         except asyncpg.UniqueViolationError:
             pass  # some key is stored already: nothing was written; dedupe through staging
+    elif plan.keys is not None:
+        try:
+            async with conn.transaction():
+                key_at = columns.index("idempotency_key"), columns.index("created_at")
+                keys = [(row[key_at[0]], row[key_at[1]]) for row in rows]
+                await conn.copy_records_to_table(
+                    plan.keys, records=keys, columns=("idempotency_key", "created_at")
+                )
+                # every key was new (the COPY above would have failed): all rows go in
+                keyed = [(*row, True) for row in rows]
+                await conn.copy_records_to_table(plan.table, records=keyed, columns=(*columns, "keyed"))
+            return len(rows)
+        except asyncpg.UniqueViolationError:
+            pass  # rolled back, nothing written; dedupe through staging
     async with conn.transaction():
         await conn.copy_records_to_table(plan.staging, records=rows, columns=columns)
         status: str = await conn.execute(plan.insert)
@@ -149,4 +175,11 @@ async def _make_plan(conn: Any, table: str, columns: Sequence[str]) -> _Plan:
             f"INSERT INTO {table} ({cols}, keyed) SELECT {scols}, TRUE FROM {staging} s "
             f"JOIN fresh USING (idempotency_key)"
         )
-    return _Plan(table, staging, columns, insert, direct=keys_table is None)
+    return _Plan(
+        table,
+        staging,
+        columns,
+        insert,
+        direct=keys_table is None,
+        keys=None if keys_table is None else f"{table}_keys",
+    )

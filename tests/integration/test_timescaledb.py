@@ -72,6 +72,24 @@ async def test_installed_but_not_preloaded_falls_back_to_plain_schema(
         await conn.close()
 
 
+async def test_cli_db_init_not_preloaded_is_one_line_and_exit_0(database_url: str) -> None:
+    """`streamtasks db init` on that server: the plain schema, and one line on stderr."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await _skip_unless_installed(conn)
+    finally:
+        await conn.close()
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "streamtasks", "db", "init", "--database-url", database_url],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "schema applied: 001_adserving.sql (timescaledb: False)"
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not preloaded" in lines[0] and "shared_preload_libraries" in lines[0], lines
+
+
 # --------------------------------------------------------------------------- helpers
 
 ALL_FILES = ["001_adserving.sql", "002_timescaledb.sql", "003_timescaledb_aggregates.sql"]
@@ -96,7 +114,8 @@ async def jobs(conn: Any) -> dict[tuple[str, str], dict[str, Any]]:
     """{(proc_name, table): {"job_id", "config", "schedule_interval"}} of this database's jobs."""
     rows = await conn.fetch(
         """
-        SELECT job_id, proc_name, coalesce(hypertable_name, config->>'hypertable') AS target,
+        SELECT job_id, proc_name,
+               coalesce(hypertable_name, to_regclass(config->>'hypertable')::text) AS target,
                config, schedule_interval
         FROM timescaledb_information.jobs WHERE job_id >= 1000
         """
@@ -162,7 +181,7 @@ async def test_db_init_creates_hypertables_compression_and_policies(ts: Any) -> 
         assert found[("policy_compression", table)]["config"]["compress_after"] == "3 days"
         assert found[("policy_retention", table)]["config"]["drop_after"] == "30 days"
         assert found[("streamtasks_prune_keys", table)]["config"] == {
-            "hypertable": table, "keys": f"{table}_keys", "drop_after": "30 days",
+            "hypertable": f"public.{table}", "keys": f"public.{table}_keys", "drop_after": "30 days",
         }  # fmt: skip
         assert found[("policy_refresh_continuous_aggregate", f"{table}_hourly")][
             "schedule_interval"
@@ -177,6 +196,21 @@ async def test_db_init_twice_is_a_no_op(ts: Any) -> None:
     before = (await schema_snapshot(ts), await jobs(ts))
     assert await setup_database(ts, timescale=settings) == {"timescaledb": True, "files": ALL_FILES}
     assert (await schema_snapshot(ts), await jobs(ts)) == before
+
+
+async def test_concurrent_db_inits_on_timescaledb_are_safe(timescale_database_url: str) -> None:
+    """Several processes running db init at once all succeed and leave one set of jobs."""
+    conns = [await asyncpg.connect(timescale_database_url) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(setup_database(c) for c in conns))
+        assert all(r == {"timescaledb": True, "files": ALL_FILES} for r in results)
+        n_jobs = await conns[0].fetchval(
+            "SELECT count(*) FROM timescaledb_information.jobs WHERE job_id >= 1000"
+        )
+        assert n_jobs == 4  # compression x2, refresh x2
+    finally:
+        for c in conns:
+            await c.close()
 
 
 async def test_changed_settings_change_only_those_policies(ts: Any) -> None:
@@ -196,8 +230,13 @@ async def test_changed_settings_change_only_those_policies(ts: Any) -> None:
     cagg = ("policy_refresh_continuous_aggregate", "inference_results_hourly")
     assert second[cagg]["job_id"] == first[cagg]["job_id"]  # altered in place, history kept
     assert second[cagg]["schedule_interval"] == timedelta(minutes=5)
-    await setup_database(ts, timescale=TimescaleSettings(compress_after=None))
+    await setup_database(ts, timescale=TimescaleSettings(compress_after=None, chunk_interval="12 hours"))
     assert not [k for k in await jobs(ts) if k[0] == "policy_compression"]
+    intervals = await ts.fetch(
+        "SELECT time_interval FROM timescaledb_information.dimensions"
+        " WHERE hypertable_name IN ('training_data', 'inference_results')"
+    )
+    assert [r[0] for r in intervals] == [timedelta(hours=12)] * 2  # for new chunks
 
 
 async def test_bad_interval_names_the_variable(ts: Any) -> None:
@@ -361,6 +400,26 @@ async def test_redelivery_across_chunks_and_into_compressed_chunks_stores_nothin
     assert (
         await ts.fetchval("SELECT request_id FROM inference_results WHERE idempotency_key = 'late'") == "late"
     )
+
+
+async def test_failed_batch_leaves_no_keys_behind(ts: Any) -> None:
+    """A batch that fails after its keys were copied rolls back the keys too: the entries,
+    retried, are stored (a leaked key would make them silently lost)."""
+    await setup_database(ts)
+    now = await db_now(ts)
+    good = parse_inference(inference_msg("ok", at=now, mid="ok"))
+    bad = parse_inference(inference_msg("bad", at=now, mid="bad"))
+    await ts.execute("ALTER TABLE inference_results ADD CONSTRAINT no_bad CHECK (request_id <> 'bad')")
+    with pytest.raises(asyncpg.CheckViolationError):
+        await store_inference(ts, [good, bad])
+    assert (await count(ts, "inference_results"), await count(ts, "inference_results_keys")) == (0, 0)
+    with pytest.raises(asyncpg.CheckViolationError):  # the slow path too (one key stored already)
+        await store_inference(ts, [good])
+        await store_inference(ts, [good, bad])
+    assert (await count(ts, "inference_results"), await count(ts, "inference_results_keys")) == (1, 1)
+    await ts.execute("ALTER TABLE inference_results DROP CONSTRAINT no_bad")
+    assert await store_inference(ts, [good, bad]) == 1
+    assert (await count(ts, "inference_results"), await count(ts, "inference_results_keys")) == (2, 2)
 
 
 async def test_redelivery_while_compression_runs_stores_nothing_twice(
@@ -580,7 +639,8 @@ async def test_db_status_shows_hypertables_chunks_compression_and_job_runs(
     kinds = sorted((j["kind"], j["target"]) for j in status["jobs"])
     assert kinds == sorted(
         [(k, t) for t in ("training_data", "inference_results")
-         for k in ("policy_compression", "policy_retention", "streamtasks_prune_keys")]
+         for k in ("policy_compression", "policy_retention")]
+        + [("streamtasks_prune_keys", f"public.{t}") for t in ("training_data", "inference_results")]
         + [("policy_refresh_continuous_aggregate", f"{t}_hourly")
            for t in ("training_data", "inference_results")]
     )  # fmt: skip
