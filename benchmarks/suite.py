@@ -55,7 +55,7 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.progress import TaskID
 
-from streamtasks.adserving.db import setup_database
+from streamtasks.adserving.schema import setup_database
 from streamtasks.builtins import DEFAULT_GROUP
 from streamtasks.producer import Producer
 

@@ -52,8 +52,10 @@ from redis.asyncio import Redis
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from streamtasks.adserving.modelstats import model_performance_stats  # noqa: E402
+from streamtasks.adserving.schema import setup_database  # noqa: E402
+from streamtasks.adserving.timescale import timescale_status  # noqa: E402
 from streamtasks.builtins import DEFAULT_GROUP  # noqa: E402
-from streamtasks.db import model_performance_stats, setup_database, timescale_status  # noqa: E402
 from streamtasks.producer import Producer  # noqa: E402
 
 TRAIN, INFER = "bench_training", "bench_inference"

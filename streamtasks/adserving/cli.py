@@ -12,7 +12,7 @@ import click
 
 from ..errors import StreamtasksError
 from ..logs import redact
-from . import db
+from . import db, modelstats, schema, timescale
 from .config import DatabaseConfig
 
 database_url_option = click.option(
@@ -57,7 +57,7 @@ def db_init(database_url: str | None, schema_path: Path | None) -> None:
     async def go() -> dict[str, Any]:
         pool = await db.create_pool(_dsn(database_url), min_size=1, max_size=1)
         try:
-            return await db.setup_database(pool, schema_path)
+            return await schema.setup_database(pool, schema_path)
         finally:
             await pool.close()
 
@@ -74,7 +74,7 @@ def db_status(database_url: str | None, as_json: bool) -> None:
     async def go() -> dict[str, Any]:
         pool = await db.create_pool(_dsn(database_url), min_size=1, max_size=1)
         try:
-            return await db.timescale_status(pool)
+            return await timescale.timescale_status(pool)
         finally:
             await pool.close()
 
@@ -108,7 +108,7 @@ def _when(value: Any) -> str:
 
 
 def print_timescale_status(status: dict[str, Any]) -> None:
-    """Print :func:`streamtasks.db.timescale_status` as tables."""
+    """Print :func:`.timescale.timescale_status` as tables."""
     from rich.console import Console
     from rich.table import Table
 
@@ -159,7 +159,7 @@ def stats_command(model: str, hours: float, database_url: str | None, as_json: b
     async def go() -> dict[str, Any]:
         pool = await db.create_pool(_dsn(database_url), min_size=1, max_size=1)
         try:
-            return await db.model_performance_stats(pool, model, hours)
+            return await modelstats.model_performance_stats(pool, model, hours)
         finally:
             await pool.close()
 
@@ -187,7 +187,7 @@ def _throughput_line(stats: dict[str, Any]) -> str:
 
 
 def print_stats(model: str, stats: dict[str, Any], hours: float) -> None:
-    """Print the stats of :func:`streamtasks.db.model_performance_stats` as tables."""
+    """Print the stats of :func:`.modelstats.model_performance_stats` as tables."""
     from rich.console import Console
     from rich.table import Table
 

@@ -2,7 +2,7 @@
 
 :func:`system_status` joins the Redis picture (:func:`streamtasks.observe.inspect.gather_status`)
 with PostgreSQL's and Ray's health; :func:`model_stats` adds a model's dead letters to the
-database's numbers (:func:`.db.model_performance_stats`).
+database's numbers (:func:`.modelstats.model_performance_stats`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .. import keys
 from ..logs import redact
 from ..observe.inspect import gather_status
 from ..registry import Registry
-from . import db
+from . import db, modelstats
 
 #: Dead letters scanned (newest first) to count a model's dead letters in the stats.
 DEAD_LETTER_SCAN_LIMIT = 100_000
@@ -63,7 +63,7 @@ async def model_stats(
     pool: Any, redis: Redis, registry: Registry, model_name: str, hours: float
 ) -> dict[str, Any]:
     """The database's numbers for ``model_name`` over ``hours``, plus its dead letters."""
-    stats = await db.model_performance_stats(pool, model_name, hours)
+    stats = await modelstats.model_performance_stats(pool, model_name, hours)
     stats["dead_letters"] = await dead_letters_of(redis, registry, model_name, hours)
     return stats
 

@@ -25,7 +25,7 @@ from ..logs import redact
 from ..producer import Producer, new_message_id
 from ..registry import Registry
 from ..worker import RayExecutor, WorkerSettings
-from . import db, stats
+from . import db, schema, stats
 from .config import AsyncProcessingConfig
 from .handlers import make_registry
 from .local import LocalWorkers
@@ -103,7 +103,7 @@ class AsyncProcessingSystem:
 
     async def setup_database(self, schema_path: str | Path | None = None) -> dict[str, Any]:
         """Create the tables (idempotent); TimescaleDB hypertables when the extension exists."""
-        return await db.setup_database(await self.database_pool(), schema_path)
+        return await schema.setup_database(await self.database_pool(), schema_path)
 
     # -- sending ---------------------------------------------------------------------------
 

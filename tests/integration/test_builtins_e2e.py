@@ -202,11 +202,11 @@ def _worker_argv(redis_url: str, ray_address: str, app: str = "streamtasks.built
 
 
 async def _setup(database_url: str) -> None:
-    from streamtasks.adserving import db
+    from streamtasks.adserving import schema
 
     conn = await asyncpg.connect(database_url)
     try:
-        await db.setup_database(conn)
+        await schema.setup_database(conn)
     finally:
         await conn.close()
 

@@ -67,10 +67,10 @@ async def test_postgresql_down_under_load_loses_nothing_and_dead_letters_nothing
 ) -> None:
     """PostgreSQL stopped for ~8 s while entries keep arriving: batches are retried with
     backoff, nothing is dead-lettered, every entry lands exactly once after it is back."""
-    from streamtasks.adserving import db
+    from streamtasks.adserving import schema
 
     conn = await asyncpg.connect(database_url)
-    await db.setup_database(conn)
+    await schema.setup_database(conn)
     await conn.close()
     spawn(
         [sys.executable, "-m", "streamtasks", "worker", "streamtasks.builtins:registry",

@@ -13,14 +13,10 @@ import asyncpg
 import pytest
 
 import streamtasks.builtins as builtins
-from streamtasks.adserving.db import (
-    create_pool,
-    database_health,
-    model_performance_stats,
-    schema_dir,
-    setup_database,
-)
+from streamtasks.adserving.db import create_pool, database_health
+from streamtasks.adserving.modelstats import model_performance_stats
 from streamtasks.adserving.records import parse_inference, parse_training
+from streamtasks.adserving.schema import schema_dir, setup_database
 from streamtasks.adserving.store import store_inference, store_training
 from streamtasks.errors import DecodeError
 from streamtasks.message import Message

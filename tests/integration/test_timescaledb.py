@@ -25,17 +25,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_store import inference_msg, schema_snapshot, training_msg
 
-from streamtasks.adserving.db import (
+from streamtasks.adserving.modelstats import (
     LATENCY_HISTOGRAM,
     LATENCY_PRECISION_FACTOR,
-    TimescaleSettings,
     histogram_percentile,
     model_performance_stats,
-    setup_database,
-    timescale_status,
 )
 from streamtasks.adserving.records import parse_inference, parse_training
+from streamtasks.adserving.schema import setup_database
 from streamtasks.adserving.store import store_inference, store_training
+from streamtasks.adserving.timescale import TimescaleSettings, timescale_status
 from streamtasks.errors import ConfigError
 
 pytestmark = pytest.mark.integration

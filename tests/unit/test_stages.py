@@ -8,6 +8,7 @@ shutdown grouping and the snapshot a heartbeat is made of.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import pytest
@@ -245,10 +246,8 @@ async def test_close_stops_a_loop_even_when_its_cancellation_is_lost() -> None:
         nonlocal turns
         while not supervisor.closing:
             turns += 1
-            try:
+            with contextlib.suppress(asyncio.CancelledError):  # a swallowed cancellation
                 await asyncio.sleep(0.01)
-            except asyncio.CancelledError:
-                pass  # what a swallowed cancellation looks like to the loop
 
     supervisor.spawn("heartbeat", swallows_cancellation)
     await asyncio.sleep(0.05)
