@@ -7,7 +7,8 @@ table through asyncpg ``COPY``, the consumer written the obvious way for each fr
 * ``faststream``: FastStream ``StreamSub(batch=True, max_records=500)``, 2 processes, COPY
   (``job_faststream.py``);
 * ``streamtasks``: ``@registry.stream_handler(..., batch=True, batch_size=500)`` with a pool
-  ``@registry.resource``, COPY (``job_streamtasks.py``), served by ``streamtasks worker``.
+  ``@registry.resource``, COPY (``job_streamtasks.py``), served by ``streamtasks worker``
+  (``--mode tasks``); ``streamtasks-actors``: the same app with ``--mode actors``.
 
 Each drains the same backlog in a fresh stream, as a subprocess started after the fill, and is
 watched like the built-ins' drain (:mod:`harness`): drain and steady rate, spawn -> first row,
@@ -24,7 +25,7 @@ from harness import BENCH_DIR, LEAN_GROUP, LEAN_LOOP_PATH, Consumer, Target, Ui,
 from harness import watch_drain as _watch_drain
 from redis.asyncio import Redis
 
-KINDS = ("lean", "ray-driver", "faststream", "streamtasks")
+KINDS = ("lean", "ray-driver", "faststream", "streamtasks", "streamtasks-actors")
 TABLE = "job_rows"
 #: A plain logged table: no key, no index.
 JOB_TABLE_DDL = f"""
@@ -37,7 +38,7 @@ CREATE TABLE {TABLE} (
 )"""
 #: The consumer group of each kind (as named in its script).
 GROUPS = {"lean": LEAN_GROUP, "ray-driver": "ray-driver", "faststream": "faststream"}
-GROUPS["streamtasks"] = "job-streamtasks"
+GROUPS["streamtasks"] = GROUPS["streamtasks-actors"] = "job-streamtasks"
 FASTSTREAM_WORKERS = 2
 
 
@@ -52,7 +53,9 @@ def _argv(kind: str, tgt: Target, stream: str, n: int, num_cpus: int | None) -> 
     if kind == "faststream":
         return [py, "-m", "faststream", "run", "job_faststream:app", "--workers", str(FASTSTREAM_WORKERS)]
     if kind == "streamtasks":
-        return [py, "-m", "streamtasks", "worker", "job_streamtasks:registry", *cpus]
+        return [py, "-m", "streamtasks", "worker", "job_streamtasks:registry", "--mode", "tasks", *cpus]
+    if kind == "streamtasks-actors":
+        return [py, "-m", "streamtasks", "worker", "job_streamtasks:registry", "--mode", "actors", *cpus]
     raise ValueError(f"unknown peer {kind!r}; one of {', '.join(KINDS)}")
 
 

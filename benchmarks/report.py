@@ -145,9 +145,10 @@ def _job_table(job: dict[str, Any], console: Console) -> None:
         if "lean" in runs:
             cells = [_ratio([r[key] for r in runs[k]], [r[key] for r in runs["lean"]]) for k in kinds]
             table.add_row(f"{label}: this / lean loop", *cells)
-        if "streamtasks" in runs:
-            cells = [_ratio([r[key] for r in runs["streamtasks"]], [r[key] for r in runs[k]]) for k in kinds]
-            table.add_row(f"{label}: streamtasks / this", *cells)
+        for ours in ("streamtasks", "streamtasks-actors"):
+            if ours in runs:
+                cells = [_ratio([r[key] for r in runs[ours]], [r[key] for r in runs[k]]) for k in kinds]
+                table.add_row(f"{label}: {ours} / this", *cells)
     cats = [c for c in JOB_CPU if any(c in r["cpu_s"] for k in kinds for r in runs[k])]
     for cat in cats:
         label = f"CPU µs/entry, steady: {JOB_CPU_LABELS.get(cat, cat)}"

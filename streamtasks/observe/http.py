@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from .metrics import WorkerMetrics
 
 if TYPE_CHECKING:
-    from ..worker import Worker
+    from ..worker.events import Serving
 
 log = logging.getLogger("streamtasks.metrics")
 
@@ -96,6 +96,6 @@ def _request_line(head: bytes) -> tuple[str, str]:
     return parts[0].upper(), parts[1].split("?", 1)[0]
 
 
-async def start_metrics_server(worker: Worker, port: int, host: str = DEFAULT_HOST) -> MetricsServer:
+async def start_metrics_server(worker: Serving, port: int, host: str = DEFAULT_HOST) -> MetricsServer:
     """Attach metrics to ``worker`` and serve them on ``host:port`` (``0`` = any free port)."""
     return await MetricsServer(WorkerMetrics(worker), port, host).start()

@@ -34,11 +34,11 @@ from redis import exceptions as rx
 from .. import keys
 from ..logs import redact
 from ..redisutil import REDIS_DOWN
-from ..worker.events import BatchSettled, Event
+from ..worker.events import BatchSettled, Event, Totals
 from .inspect import entry_time, group_info, sample_stream
 
 if TYPE_CHECKING:
-    from ..worker import Worker
+    from ..worker.events import Serving
 
 log = logging.getLogger("streamtasks.metrics")
 
@@ -111,6 +111,12 @@ class SettledObserver:
     def __call__(self, event: Event) -> None:
         if isinstance(event, BatchSettled):
             self.settled(event)
+        elif isinstance(event, Totals):  # actor mode: counts only, no per-batch histograms
+            lbl = (event.stream, event.handler)
+            self.handled.labels(*lbl).inc(event.handled)
+            self.retried.labels(*lbl).inc(event.retried)
+            self.dead.labels(*lbl).inc(event.dead)
+            self.failed.labels(*lbl).inc(event.retried + event.dead)
 
     def settled(self, event: BatchSettled) -> None:
         """Record one settled batch, right after its XACK pipeline ran."""
@@ -138,7 +144,7 @@ def _gauge(name: str, doc: str, labels: Sequence[str]) -> GaugeMetricFamily:
 class RedisCollector:
     """Gauges sampled from Redis, the Worker and Ray; :meth:`refresh` before each scrape."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Serving) -> None:
         self.worker = worker
         self._metrics: list[Metric] = []
 
@@ -280,7 +286,7 @@ def _ray_metrics() -> list[Metric]:
 class WorkerMetrics:
     """The registry, observer and collector of one worker; attaches the observer to it."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Serving) -> None:
         self.worker = worker
         self.registry = CollectorRegistry(auto_describe=False)
         self.observer = SettledObserver(self.registry)

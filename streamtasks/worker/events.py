@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from attrs import field, frozen
 
 if TYPE_CHECKING:
-    from ..registry import HandlerSpec
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from ..registry import HandlerSpec, Registry
     from .run import BatchResult, RawEntry
     from .settle import Settlement
 
@@ -35,6 +39,17 @@ class BatchSettled:
     entries: Sequence[RawEntry]
     plan: Settlement
     result: BatchResult
+
+
+@frozen
+class Totals:
+    """Entries settled elsewhere (by this worker's actors) since the last report."""
+
+    stream: str
+    handler: str
+    handled: int
+    retried: int
+    dead: int
 
 
 @frozen
@@ -91,6 +106,7 @@ class StateChanged:
 Event = (
     BatchStarted
     | BatchSettled
+    | Totals
     | Reclaimed
     | Lost
     | HandedBack
@@ -117,6 +133,24 @@ class Events:
                 listener(event)
             except Exception:
                 log.exception("an event listener failed on %s", type(event).__name__)
+
+
+class Serving(Protocol):
+    """What serves a registry, as metrics, health endpoints and the CLI see it: a
+    :class:`~streamtasks.worker.Worker`, or an :class:`~streamtasks.worker.actors.ActorPool`."""
+
+    registry: Registry
+    redis: Redis
+    group: str
+    consumer: str
+    events: Events
+    reading: asyncio.Event
+
+    @property
+    def stopping(self) -> bool: ...
+    def snapshot(self) -> Snapshot: ...
+    def stop(self) -> None: ...
+    async def run(self) -> None: ...
 
 
 @frozen

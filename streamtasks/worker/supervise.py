@@ -38,6 +38,11 @@ class Supervisor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for every loop to return by itself."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
     def healthy(self, name: str) -> None:
         """``name`` did its work again: it is no longer failing."""
         if self.failing.pop(name, None) is not None:
