@@ -151,6 +151,8 @@ def run_batch(spec: HandlerSpec, entries: Sequence[RawEntry]) -> BatchResult:
             positions.append(index)
         except DecodeError as exc:
             failed[index] = Dead(ErrorInfo.from_exception(exc))
+        except Exception as exc:  # a decoder bug: deterministic, so dead at once, and alone
+            failed[index] = Dead(ErrorInfo.from_exception(exc, reason="invalid"))
     if messages:
         if spec.batch:
             errors = _call_batch(spec, messages)
