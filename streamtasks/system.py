@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from redis.asyncio import Redis
 from . import db, keys
 from .builtins import make_registry
 from .config import AsyncProcessingConfig
+from .deadletter import PACKED_FIELDS, DeadLetter
 from .errors import ConfigError, StreamtasksError
 from .executors import RayExecutor
 from .keys import FIELD_MESSAGE_ID
@@ -292,22 +294,29 @@ class AsyncProcessingSystem:
         """Requests, throughput, latency percentiles, confidence, anomaly rate, hourly
         buckets, and the model's dead letters, over the last ``hours``."""
         stats = await db.model_performance_stats(await self._pool(), model_name, hours)
-        stats["dead_letters"] = await self._dead_letters_of(model_name, hours)
+        stats["dead_letters"] = await self._dead_letters_of(model_name, stats["since"])
         return stats
 
-    async def _dead_letters_of(self, model_name: str, hours: float) -> int:
+    async def _dead_letters_of(self, model_name: str, since: datetime) -> int:
         redis = self._redis()
-        since_ms = int((time.time() - hours * 3600) * 1000)
+        since_ms = max(0, int(since.timestamp() * 1000))  # the window never starts before 1970
         wanted = model_name.encode()
         count = 0
         for spec in self.registry.handlers.values():
             entries: Any = await redis.xrevrange(
                 spec.dead_letter_stream, max="+", min=str(since_ms), count=DEAD_LETTER_SCAN_LIMIT
             )
-            count += sum(
-                1 for _, f in entries if f.get(keys.DEAD_FIELD_PREFIX.encode() + b"model_name") == wanted
-            )
+            count += sum(1 for i, f in entries if _dead_model(i, f) == wanted)
         return count
+
+
+def _dead_model(dead_id: bytes, fields: dict[bytes, bytes]) -> bytes | None:
+    """The ``model_name`` of a dead letter's entry (parsing only a letter with packed fields)."""
+    if keys.DEAD_FIELD_PREFIX.encode() + b"model_name" in fields:
+        return fields[keys.DEAD_FIELD_PREFIX.encode() + b"model_name"]
+    if PACKED_FIELDS.encode() in fields:
+        return DeadLetter.from_entry(dead_id, fields).fields.get("model_name")
+    return None
 
 
 def _ray_status() -> dict[str, Any]:
