@@ -1,0 +1,110 @@
+"""Property, against a real redis-server and the worker: whatever shape the entries have
+(thousands of fields, names that are not UTF-8, values past the size limit, random reserved
+``_st_*`` values, an explicit entry id far in the future), each one ends handled once or
+dead-lettered once — with its fields byte for byte — and nothing stays pending.
+
+Each example runs an in-process worker (inline executor: ``run_batch`` in a thread, the real
+read / settle / Lua path) on a stream of its own; ``max_examples`` keeps it under a minute."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+import pytest
+import redis as syncredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis.asyncio import Redis
+from support.hostile import MAX_ENTRY_BYTES, Pairs, entries, first_ids, parse_all
+
+from streamtasks import Message, Registry
+from streamtasks.deadletter import list_dead
+from streamtasks.executors import InlineExecutor
+from streamtasks.router import Worker, WorkerSettings
+
+pytestmark = pytest.mark.integration
+GROUP = "hostile-prop"
+SETTLE_S = 20.0
+_streams = itertools.count()
+
+
+def _registry(stream: str, ledger: syncredis.Redis) -> Registry:
+    registry = Registry(group=GROUP)
+
+    @registry.stream_handler(stream, batch=True, max_retries=20, max_entry_bytes=MAX_ENTRY_BYTES)
+    def store(msgs: list[Message]) -> dict[str, Exception] | None:
+        ok, failures = parse_all(msgs)
+        if ok:
+            pipe = ledger.pipeline(transaction=False)
+            for entry_id in ok:
+                pipe.hincrby(f"handled:{stream}", entry_id, 1)
+            pipe.execute()
+        return failures or None
+
+    return registry
+
+
+async def _settled(redis: Redis, stream: str, sent: int) -> bool:
+    groups: Any = await redis.xinfo_groups(stream)
+    if not groups or int(groups[0]["pending"]) or groups[0]["lag"]:
+        return False
+    handled = int(await redis.hlen(f"handled:{stream}"))
+    dead = int(await redis.exists(f"{stream}:dead") and await redis.xlen(f"{stream}:dead"))
+    return handled + dead >= sent
+
+
+async def _scenario(
+    redis_url: str, ledger: syncredis.Redis, batch: list[Pairs], first_id: str | None
+) -> None:
+    stream = f"hostile{next(_streams)}"
+    redis = Redis.from_url(redis_url)
+    settings_ = WorkerSettings(consumer="w", visibility_timeout=2, reclaim_interval=0.1, block=0.05)
+    worker = Worker(_registry(stream, ledger), redis, InlineExecutor(), settings_)
+    task = asyncio.create_task(worker.run())
+    try:
+        sent: dict[str, Pairs] = {}
+        for n, pairs in enumerate(batch):
+            entry_id = first_id if n == 0 and first_id else "*"
+            new: Any = await redis.execute_command("XADD", stream, entry_id, *[b for kv in pairs for b in kv])
+            sent[new.decode()] = pairs
+        deadline = time.monotonic() + SETTLE_S
+        while not await _settled(redis, stream, len(sent)):
+            assert time.monotonic() < deadline, f"stuck: not settled within {SETTLE_S}s"
+            await asyncio.sleep(0.02)
+        handled = {k.decode(): int(v) for k, v in (await redis.hgetall(f"handled:{stream}")).items()}
+        dead: dict[str, list[Any]] = {}
+        for letter in await list_dead(redis, f"{stream}:dead", count=10_000):
+            dead.setdefault(letter.id, []).append(letter)
+        assert set(handled) | set(dead) == set(sent) and not set(handled) & set(dead)
+        assert all(n == 1 for n in handled.values()), handled
+        for entry_id, letters in dead.items():
+            assert len(letters) == 1, f"{entry_id} dead-lettered {len(letters)} times"
+            assert letters[0].attempts == 1, (letters[0].reason, letters[0].error)
+            assert list(letters[0].pairs) == sent[entry_id]
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+        await redis.aclose()
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
+@given(st.lists(entries(), min_size=1, max_size=5), first_ids)
+def test_each_hostile_entry_is_handled_once_or_dead_lettered_once_never_stuck(
+    redis_url: str, batch: list[Pairs], first_id: str | None
+) -> None:
+    ledger = syncredis.Redis.from_url(redis_url)
+    try:
+        asyncio.run(_scenario(redis_url, ledger, batch, first_id))
+    finally:
+        ledger.close()
