@@ -26,7 +26,7 @@ from typing import Any
 
 from attrs import field, frozen
 
-from .errors import DecodeError
+from .errors import DecodeError, MissingFieldError
 from .keys import FIELD_MESSAGE_ID, FIELD_ORIGIN_ID, FIELD_ORIGIN_STREAM, FIELD_PRODUCED_AT
 
 log = logging.getLogger("streamtasks.message")
@@ -77,7 +77,12 @@ class Message:
     attempt: int = 1
 
     def __getitem__(self, name: str) -> str:
-        return self.fields[name]
+        """The field ``name``; :class:`~streamtasks.errors.MissingFieldError` (a
+        :class:`DecodeError` and a :class:`KeyError`) if the entry has none."""
+        try:
+            return self.fields[name]
+        except KeyError:
+            raise MissingFieldError(name) from None
 
     def get(self, name: str, default: str | None = None) -> str | None:
         return self.fields.get(name, default)

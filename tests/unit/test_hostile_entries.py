@@ -169,3 +169,23 @@ def test_message_ids_are_keys_as_sent_unless_they_look_reserved() -> None:
     assert Message("s", "1-0", {"_st_mid": "e:x"}).idempotency_key == "m:e:x"
     assert Message("s", "1-0", {"_st_mid": "m:x"}).idempotency_key == "m:m:x"
     assert Message("s", "5-1", {"a": "b"}).idempotency_key == "e:s/5-1"
+
+
+def test_a_missing_field_read_with_brackets_is_bad_input_not_a_retry() -> None:
+    """``msg["x"]`` of a field the entry lacks: dead at once (missing_field), and still a
+    KeyError for code that catches one."""
+    registry = Registry(group="unit")
+    registry.stream_handler("s", max_retries=5)(lambda msg: msg["absent"])
+    result = run_batch(registry.handlers["s"], [("1-0", raw(GOOD), 1)])
+    outcome = result.failed[0]
+    assert isinstance(outcome, Dead) and outcome.error.reason == "missing_field"
+    assert outcome.error.message == "missing_field: field 'absent' is missing"
+    with pytest.raises(KeyError):
+        Message("s", "1-0", {})["absent"]
+
+
+def test_far_future_ids_are_logged_once_per_stream(caplog: pytest.LogCaptureFixture) -> None:
+    for stream in ("future_a", "future_a", "future_b", "future_a"):
+        assert decode_entry(stream, "253402300800000-5", raw(GOOD)).enqueued_at.year < 9999
+    lines = [r.getMessage() for r in caplog.records if "far past the clock" in r.getMessage()]
+    assert len(lines) == 2 and "future_a" in lines[0] and "future_b" in lines[1]
