@@ -13,6 +13,7 @@ import itertools
 import time
 from typing import Any
 
+import asyncpg
 import pytest
 import redis as syncredis
 from hypothesis import HealthCheck, given, settings
@@ -20,9 +21,12 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 from support.hostile import MAX_ENTRY_BYTES, Pairs, entries, first_ids, parse_all
 
-from streamtasks import Message, Registry
+from streamtasks import DecodeError, Message, Registry, db
+from streamtasks.builtins.records import parse_inference
+from streamtasks.builtins.store import store_inference
 from streamtasks.deadletter import list_dead
 from streamtasks.executors import InlineExecutor
+from streamtasks.message import decode_entry
 from streamtasks.router import Worker, WorkerSettings
 
 pytestmark = pytest.mark.integration
@@ -108,3 +112,60 @@ def test_each_hostile_entry_is_handled_once_or_dead_lettered_once_never_stuck(
         asyncio.run(_scenario(redis_url, ledger, batch, first_id))
     finally:
         ledger.close()
+
+
+async def _store_all(dsn: str, batch: list[Pairs]) -> None:
+    msgs = [decode_or_none(f"1700000000000-{i}", pairs) for i, pairs in enumerate(batch)]
+    records = []
+    for msg in msgs:
+        if msg is None:
+            continue
+        try:
+            records.append(parse_inference(msg))
+        except DecodeError:
+            continue
+    conn = await asyncpg.connect(dsn)
+    try:
+        await store_inference(conn, records)  # must not raise: PostgreSQL takes what parsing took
+        keys = [r.idempotency_key for r in records]
+        found = await conn.fetchval(
+            "SELECT count(*) FROM inference_results WHERE idempotency_key = ANY($1::text[])", keys
+        )
+        assert found == len(set(keys))
+    finally:
+        await conn.close()
+
+
+def decode_or_none(entry_id: str, pairs: Pairs) -> Message | None:
+    try:
+        return decode_entry(
+            "inference_results_stream", entry_id, [b for kv in pairs for b in kv], 1, MAX_ENTRY_BYTES
+        )
+    except DecodeError:
+        return None
+
+
+@pytest.fixture
+async def schema(database_url: str) -> str:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await db.setup_database(conn, timescaledb=False)
+    finally:
+        await conn.close()
+    return database_url
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
+@given(st.lists(entries(), min_size=1, max_size=8))
+def test_whatever_the_parser_accepts_postgresql_stores(schema: str, batch: list[Pairs]) -> None:
+    """No hostile entry that passes parsing makes the batch's COPY fail (which would fail,
+    and retry, all its batch-mates)."""
+    asyncio.run(_store_all(schema, batch))
