@@ -157,7 +157,10 @@ class DeadLetter:
             if key.startswith(_PREFIX):
                 pairs.append((key[len(_PREFIX) :], value))
             elif key == PACKED_FIELDS.encode():
-                pairs += unpack_fields(value)
+                try:
+                    pairs += unpack_fields(value)
+                except ValueError:  # not written by us: keep it as it is, listing goes on
+                    pairs.append((key, value))
             else:
                 meta[key.decode("utf-8", "backslashreplace")] = value.decode("utf-8", "backslashreplace")
         fields = {name.decode("utf-8", "surrogateescape"): value for name, value in pairs}

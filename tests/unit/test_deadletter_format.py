@@ -75,3 +75,16 @@ def test_any_fields_survive_dead_letter_and_replay_byte_for_byte(
     replayed = letter.replay_fields()  # (generated names are too short to be _st_origin_*)
     assert list(zip(replayed[0:-4:2], replayed[1:-4:2], strict=True)) == pairs
     assert replayed[-4:] == ["_st_origin_stream", b"s", "_st_origin_id", b"1-0"]
+
+
+@given(st.lists(st.binary(max_size=24), max_size=40).map(lambda xs: xs if len(xs) % 2 == 0 else xs[:-1]))
+def test_any_entry_in_a_dead_letter_stream_parses(flat: list[bytes]) -> None:
+    """A dead-letter stream may hold entries nobody wrote through streamtasks (a hand-made
+    XADD, a corrupt ``packed_fields``): parsing never raises, so listing goes on."""
+    letter = DeadLetter.from_entry("1-0", flat)
+    assert isinstance(letter.replay_fields(), list)
+
+
+def test_a_corrupt_packed_value_is_kept_as_it_is() -> None:
+    letter = DeadLetter.from_entry("1-0", [b"packed_fields", b"3:abc,2:x", b"reason", b"r"])
+    assert list(letter.pairs) == [(b"packed_fields", b"3:abc,2:x")] and letter.reason == "r"
