@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -48,8 +47,6 @@ MESSAGE_KEY_PREFIX = "m:"
 
 _MISSING: Any = object()
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_ENTRY_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
-_MS = re.compile(r"[0-9]{1,15}")
 #: Streams whose far-future ids were already logged (once per stream and process).
 _future_logged: set[str] = set()
 
@@ -156,7 +153,7 @@ class Message:
         """
         raw = self.fields.get(FIELD_PRODUCED_AT)
         if raw is not None:
-            return _EPOCH + timedelta(milliseconds=_produced_ms(raw))
+            return ms_time(_produced_ms(raw))
         return self.enqueued_at
 
 
@@ -165,8 +162,19 @@ def _bad(name: str, raw: str, expected: str) -> DecodeError:
     return DecodeError("bad_reserved_field", f"{name} {shown!r} is not {expected}")
 
 
+def ms_time(ms: int) -> datetime:
+    """Milliseconds since the epoch (0 to :data:`MAX_TIME_MS`) as an exact UTC datetime (a
+    float division loses microseconds near year 9999)."""
+    return _EPOCH + timedelta(0, ms // 1000, (ms % 1000) * 1000)
+
+
+def _digits(text: str, most: int) -> bool:
+    """``text`` is 1 to ``most`` ASCII digits (``str.isdigit`` alone takes other scripts')."""
+    return 0 < len(text) <= most and text.isascii() and text.isdigit()
+
+
 def _produced_ms(raw: str) -> int:
-    if not _MS.fullmatch(raw) or int(raw) > MAX_TIME_MS:
+    if not _digits(raw, 15) or int(raw) > MAX_TIME_MS:
         raise _bad(FIELD_PRODUCED_AT, raw, "milliseconds since the epoch up to year 9999")
     return int(raw)
 
@@ -174,10 +182,10 @@ def _produced_ms(raw: str) -> int:
 def parse_entry_id(entry_id: str, what: str = "entry id") -> tuple[int, int]:
     """``<ms>-<seq>`` as two ints; :class:`DecodeError` (``bad_reserved_field``) if it is not
     an id Redis could have made (ASCII digits, each part below 2**64)."""
-    match = _ENTRY_ID.fullmatch(entry_id)
-    if match is None or int(match[1]) > MAX_ID_PART or int(match[2]) > MAX_ID_PART:
+    ms, _, seq = entry_id.partition("-")
+    if not (_digits(ms, 20) and _digits(seq, 20)) or int(ms) > MAX_ID_PART or int(seq) > MAX_ID_PART:
         raise _bad(what, entry_id, "a stream entry id")
-    return int(match[1]), int(match[2])
+    return int(ms), int(seq)
 
 
 def entry_time(entry_id: str, now_ms: int | None = None, *, what: str = "entry id") -> datetime | None:
@@ -188,7 +196,7 @@ def entry_time(entry_id: str, now_ms: int | None = None, *, what: str = "entry i
         now_ms = int(time.time() * 1000)
     if ms > min(now_ms + FUTURE_SKEW_MS, MAX_TIME_MS):
         return None
-    return _EPOCH + timedelta(milliseconds=ms)
+    return ms_time(ms)
 
 
 def check_reserved(fields: Mapping[str, str]) -> None:
