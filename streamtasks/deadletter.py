@@ -82,12 +82,12 @@ def unpack_fields(packed: bytes) -> list[tuple[bytes, bytes]]:
     return list(zip(parts[0::2], parts[1::2], strict=True))
 
 
-def _name_bytes(name: bytes | str) -> bytes:
+def _as_bytes(name: bytes | str) -> bytes:
     return name if isinstance(name, bytes) else name.encode("utf-8", "surrogateescape")
 
 
 def _pairs_of(fields: Mapping[str, bytes]) -> tuple[tuple[bytes, bytes], ...]:
-    return tuple((_name_bytes(name), value) for name, value in fields.items())
+    return tuple((_as_bytes(name), value) for name, value in fields.items())
 
 
 def dead_letter_fields(
@@ -116,7 +116,7 @@ def dead_letter_fields(
         "last_failure_ms", now,
     ]  # fmt: skip
     pairs = raw.items() if isinstance(raw, Mapping) else field_pairs(raw)
-    originals = [(_name_bytes(name), _name_bytes(value)) for name, value in pairs]
+    originals = [(_as_bytes(name), _as_bytes(value)) for name, value in pairs]
     if len(originals) > MAX_INLINE_FIELDS:
         return [*out, PACKED_FIELDS, pack_fields(originals)]
     for name, value in originals:
