@@ -2,9 +2,10 @@
 PostgreSQL and Ray.
 
 * One entry of each bad kind (a reserved field that is not what streamtasks writes, 20,000
-  fields, a field name that is not UTF-8, over the size limit) among 1,000 good ones: the
-  good ones are stored with no retry, each bad one is dead-lettered at once; a message id
-  spelled like another entry's key stores both entries.
+  fields, a field name that is not UTF-8, over the size limit, an explicit id past year 9999
+  that every later id follows) among 1,000 good ones: the good ones are stored with no
+  retry, each bad one is dead-lettered at once; a message id spelled like another entry's
+  key stores both entries.
 * An explicit entry id far in the future (past year 9999; 2^64-1): the entries after it are
   stored, with the time of processing as ``created_at``.
 """
@@ -31,6 +32,7 @@ from streamtasks.router import Worker, WorkerSettings
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 TRAINING, INFERENCE = "training_data_stream", "inference_results_stream"
 MIB = 1024 * 1024
+FUTURE_ID = "253402300800000-0"
 
 
 def inference(request_id: str, **extra: str | bytes) -> dict[str | bytes, str | bytes]:
@@ -109,13 +111,15 @@ async def test_a_hostile_batch_stores_its_good_entries_at_once_and_dead_letters_
     items: list[tuple[str, dict[str | bytes, str | bytes]]] = [
         ("good", inference(f"g{i}")) for i in range(1000)
     ]
-    for reason, entries in [*bad.items(), ("stored", list(lookalikes.values()))]:
+    future = [inference("future")]  # an explicit id past year 9999: every later id is past it too
+    for reason, entries in [*bad.items(), ("stored", list(lookalikes.values())), ("future", future)]:
         for entry in entries:
             items.insert(random.randrange(len(items)), (reason, entry))
     started = time.monotonic()
     pipe = redis.pipeline(transaction=False)
-    for _, fields in items:
-        pipe.execute_command("XADD", INFERENCE, "*", *[b for kv in fields.items() for b in kv])
+    for kind, fields in items:
+        entry_id = FUTURE_ID if kind == "future" else "*"
+        pipe.execute_command("XADD", INFERENCE, entry_id, *[b for kv in fields.items() for b in kv])
     ids = [i.decode() for i in await pipe.execute()]
     expected_dead = sum(len(v) for v in bad.values())
 
@@ -135,10 +139,10 @@ async def test_a_hostile_batch_stores_its_good_entries_at_once_and_dead_letters_
             ].error
     stored = await pg.fetch(
         "SELECT request_id, idempotency_key FROM inference_results WHERE request_id = ANY($1::text[])",
-        ["foreign", *lookalikes],
+        ["foreign", "future", *lookalikes],
     )
-    assert sorted(r["request_id"] for r in stored) == ["foreign", "lookalike-new", "lookalike-old"]
-    assert len({r["idempotency_key"] for r in stored}) == 3
+    assert sorted(r["request_id"] for r in stored) == ["foreign", "future", "lookalike-new", "lookalike-old"]
+    assert len({r["idempotency_key"] for r in stored}) == 4
     assert counters.retried == 0, f"{counters.retried} retries"
     pending: Any = await redis.xpending(INFERENCE, worker.group)
     assert pending["pending"] == 0
