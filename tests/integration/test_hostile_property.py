@@ -1,7 +1,8 @@
 """Property, against a real redis-server and the worker: whatever shape the entries have
 (thousands of fields, names that are not UTF-8, values past the size limit, random reserved
 ``_st_*`` values, an explicit entry id far in the future), each one ends handled once or
-dead-lettered once — with its fields byte for byte — and nothing stays pending.
+dead-lettered once — with its fields byte for byte, and replayed byte for byte — and
+nothing stays pending.
 
 Each example runs an in-process worker (inline executor: ``run_batch`` in a thread, the real
 read / settle / Lua path) on a stream of its own; ``max_examples`` keeps it under a minute."""
@@ -24,7 +25,7 @@ from support.hostile import MAX_ENTRY_BYTES, Pairs, entries, first_ids, parse_al
 from streamtasks import DecodeError, Message, Registry, db
 from streamtasks.builtins.records import parse_inference
 from streamtasks.builtins.store import store_inference
-from streamtasks.deadletter import list_dead
+from streamtasks.deadletter import list_dead, replay
 from streamtasks.executors import InlineExecutor
 from streamtasks.message import decode_entry
 from streamtasks.router import Worker, WorkerSettings
@@ -88,10 +89,35 @@ async def _scenario(
             assert len(letters) == 1, f"{entry_id} dead-lettered {len(letters)} times"
             assert letters[0].attempts == 1, (letters[0].reason, letters[0].error)
             assert list(letters[0].pairs) == sent[entry_id]
+        await _replay_all(redis, stream, dead, sent)
     finally:
         worker.stop()
         await asyncio.wait_for(task, 30)
         await redis.aclose()
+
+
+ORIGIN = (b"_st_origin_stream", b"_st_origin_id")
+
+
+async def _replay_all(redis: Redis, stream: str, dead: dict[str, list[Any]], sent: dict[str, Pairs]) -> None:
+    """Replay every dead letter onto another stream: each arrives with its very bytes, plus
+    the origin markers (the entry's own, if it carried them)."""
+    letters = [found[0] for found in dead.values()]
+    target = f"{stream}:replayed"
+    moved = await replay(redis, f"{stream}:dead", letters, target=target)
+    assert len(moved) == len(letters) and int(await redis.xlen(f"{stream}:dead")) == 0
+    raw = Redis(connection_pool=redis.connection_pool)
+    raw.response_callbacks.pop("XRANGE", None)
+    entries: Any = await raw.xrange(target) if letters else []
+    for letter, (_, flat) in zip(letters, entries, strict=True):
+        pairs = sent[letter.id]
+        own = dict(pairs)
+        expected = [kv for kv in pairs if kv[0] not in ORIGIN]
+        expected += [
+            (ORIGIN[0], own.get(ORIGIN[0], stream.encode())),
+            (ORIGIN[1], own.get(ORIGIN[1], letter.id.encode())),
+        ]
+        assert list(zip(flat[0::2], flat[1::2], strict=True)) == expected
 
 
 @settings(
