@@ -12,8 +12,18 @@ A dead-letter entry is a flat stream entry:
 ``attempts``            deliveries it had, the failing one included
 ``first_failure_ms``    first and last failure, milliseconds since the epoch
 ``last_failure_ms``
-``f:<name>``            every original field, byte for byte
+``f:<name>``            every original field, name and value byte for byte (a name that is
+                        not UTF-8 too), in the entry's order
+``packed_fields``       instead of ``f:<name>``, for an entry of more than
+                        :data:`MAX_INLINE_FIELDS` fields: all of them in one value, as
+                        netstrings ``<len>:<name>,<len>:<value>,...`` (bytes as they were)
 ======================  ===========================================================
+
+Why ``packed_fields``: the dead letter is written by a Lua script (added and acked in one
+step), and Lua passes at most ~8,000 values to one command, while an entry may have any
+number of fields. Replay sends the fields back as separate fields again: by the Lua script
+when they fit, else by a ``WATCH``/``MULTI`` transaction on the dead-letter stream, which is
+as atomic (the dead letter is added to its stream and deleted together, or not at all).
 """
 
 from __future__ import annotations
@@ -22,14 +32,62 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from attrs import frozen
+from attrs import Factory, field, frozen
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from . import lua
+from .errors import StreamtasksError
 from .keys import DEAD_FIELD_PREFIX, FIELD_ORIGIN_ID, FIELD_ORIGIN_STREAM
 from .logs import redact
 from .message import RawFields, field_pairs
 from .retry import ErrorInfo
+
+#: Entries with more fields than this are dead-lettered with their fields packed into one
+#: value (``packed_fields``): a Lua script can hand at most ~8,000 values to one command.
+MAX_INLINE_FIELDS = 1000
+PACKED_FIELDS = "packed_fields"
+#: Replays whose ``XADD`` needs more values than this go through WATCH/MULTI, not Lua.
+MAX_SCRIPT_VALUES = 2 * MAX_INLINE_FIELDS + 8
+#: Attempts of a WATCH/MULTI replay before giving up (each conflict is a concurrent write
+#: to the dead-letter stream).
+WATCH_ATTEMPTS = 100
+_PREFIX = DEAD_FIELD_PREFIX.encode()
+_ORIGIN_NAMES = (FIELD_ORIGIN_STREAM.encode(), FIELD_ORIGIN_ID.encode())
+
+
+def pack_fields(pairs: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """``<len>:<bytes>,`` for every name and value, in order (netstrings)."""
+    out = bytearray()
+    for name, value in pairs:
+        for part in (name, value):
+            out += b"%d:%b," % (len(part), part)
+    return bytes(out)
+
+
+def unpack_fields(packed: bytes) -> list[tuple[bytes, bytes]]:
+    """The inverse of :func:`pack_fields`; ``ValueError`` if ``packed`` is not its output."""
+    parts: list[bytes] = []
+    pos = 0
+    while pos < len(packed):
+        colon = packed.index(b":", pos)
+        length = int(packed[pos:colon])
+        end = colon + 1 + length
+        if length < 0 or packed[end : end + 1] != b",":
+            raise ValueError(f"bad netstring at byte {pos}")
+        parts.append(packed[colon + 1 : end])
+        pos = end + 1
+    if len(parts) % 2:
+        raise ValueError("an odd number of netstrings")
+    return list(zip(parts[0::2], parts[1::2], strict=True))
+
+
+def _as_bytes(name: bytes | str) -> bytes:
+    return name if isinstance(name, bytes) else name.encode("utf-8", "surrogateescape")
+
+
+def _pairs_of(fields: Mapping[str, bytes]) -> tuple[tuple[bytes, bytes], ...]:
+    return tuple((_as_bytes(name), value) for name, value in fields.items())
 
 
 def dead_letter_fields(
@@ -58,9 +116,11 @@ def dead_letter_fields(
         "last_failure_ms", now,
     ]  # fmt: skip
     pairs = raw.items() if isinstance(raw, Mapping) else field_pairs(raw)
-    for name, value in pairs:
-        key = name.decode("utf-8", "backslashreplace") if isinstance(name, bytes) else name
-        out += [DEAD_FIELD_PREFIX + key, value]
+    originals = [(_as_bytes(name), _as_bytes(value)) for name, value in pairs]
+    if len(originals) > MAX_INLINE_FIELDS:
+        return [*out, PACKED_FIELDS, pack_fields(originals)]
+    for name, value in originals:
+        out += [_PREFIX + name, value]
     return out
 
 
@@ -80,18 +140,30 @@ class DeadLetter:
     attempts: int
     first_failure_ms: int
     last_failure_ms: int
+    #: The original fields by name; a name that is not UTF-8 is decoded with
+    #: ``surrogateescape`` (``name.encode("utf-8", "surrogateescape")`` gives its bytes back).
     fields: Mapping[str, bytes]
+    #: The original fields as they were: bytes, in order, repeated names included.
+    pairs: tuple[tuple[bytes, bytes], ...] = field(
+        default=Factory(lambda self: _pairs_of(self.fields), takes_self=True)
+    )
 
     @classmethod
-    def from_entry(cls, dead_id: bytes | str, raw: Mapping[bytes, bytes]) -> DeadLetter:
+    def from_entry(cls, dead_id: bytes | str, raw: RawFields) -> DeadLetter:
+        """Parse a dead-letter entry (a mapping, or the flat list of a raw read)."""
         meta: dict[str, str] = {}
-        fields: dict[str, bytes] = {}
-        for key, value in raw.items():
-            name = key.decode("utf-8", "backslashreplace")
-            if name.startswith(DEAD_FIELD_PREFIX):
-                fields[name[len(DEAD_FIELD_PREFIX) :]] = value
+        pairs: list[tuple[bytes, bytes]] = []
+        for key, value in field_pairs(raw):
+            if key.startswith(_PREFIX):
+                pairs.append((key[len(_PREFIX) :], value))
+            elif key == PACKED_FIELDS.encode():
+                try:
+                    pairs += unpack_fields(value)
+                except ValueError:  # not written by us: keep it as it is, listing goes on
+                    pairs.append((key, value))
             else:
-                meta[name] = value.decode("utf-8", "backslashreplace")
+                meta[key.decode("utf-8", "backslashreplace")] = value.decode("utf-8", "backslashreplace")
+        fields = {name.decode("utf-8", "surrogateescape"): value for name, value in pairs}
         return cls(
             dead_id=dead_id.decode() if isinstance(dead_id, bytes) else dead_id,
             stream=meta.get("stream", ""),
@@ -106,15 +178,16 @@ class DeadLetter:
             first_failure_ms=_int(meta.get("first_failure_ms")),
             last_failure_ms=_int(meta.get("last_failure_ms")),
             fields=fields,
+            pairs=tuple(pairs),
         )
 
     def replay_fields(self) -> list[bytes | str]:
-        """Original fields plus the origin markers, so idempotency keys survive a replay."""
+        """Original fields, byte for byte, plus the origin markers (so idempotency keys
+        survive a replay)."""
         out: list[bytes | str] = []
-        for name, value in self.fields.items():
-            if name in (FIELD_ORIGIN_STREAM, FIELD_ORIGIN_ID):
-                continue
-            out += [name, value]
+        for name, value in self.pairs:
+            if name not in _ORIGIN_NAMES:
+                out += [name, value]
         origin_stream = self.fields.get(FIELD_ORIGIN_STREAM, self.stream.encode())
         origin_id = self.fields.get(FIELD_ORIGIN_ID, self.id.encode())
         return [*out, FIELD_ORIGIN_STREAM, origin_stream, FIELD_ORIGIN_ID, origin_id]
@@ -127,14 +200,30 @@ def _int(value: str | None) -> int:
         return 0
 
 
+def _raw_client(redis: Redis) -> Redis:
+    """A client on the same pool whose XRANGE replies stay flat ``[name, value, ...]`` lists:
+    redis-py's parser makes a dict of them, which loses a repeated field name."""
+    raw = Redis(connection_pool=redis.connection_pool)
+    raw.response_callbacks.pop("XRANGE", None)
+    return raw
+
+
+def _flat(fields: Any) -> Any:
+    return [b for kv in fields.items() for b in kv] if isinstance(fields, dict) else fields or []
+
+
+async def _xrange(redis: Redis, dead_stream: str, start: str, end: str, count: int) -> list[DeadLetter]:
+    entries: Any = await _raw_client(redis).xrange(dead_stream, min=start, max=end, count=count)
+    return [DeadLetter.from_entry(i, _flat(f)) for i, f in entries]
+
+
 async def list_dead(redis: Redis, dead_stream: str, count: int = 100, start: str = "-") -> list[DeadLetter]:
-    entries: Any = await redis.xrange(dead_stream, min=start, max="+", count=count)
-    return [DeadLetter.from_entry(i, f) for i, f in entries]
+    return await _xrange(redis, dead_stream, start, "+", count)
 
 
 async def get_dead(redis: Redis, dead_stream: str, dead_id: str) -> DeadLetter | None:
-    entries: Any = await redis.xrange(dead_stream, min=dead_id, max=dead_id, count=1)
-    return DeadLetter.from_entry(*entries[0]) if entries else None
+    found = await _xrange(redis, dead_stream, dead_id, dead_id, 1)
+    return found[0] if found else None
 
 
 async def select_dead(
@@ -173,10 +262,36 @@ async def replay(
     moved: list[tuple[str, str]] = []
     for letter in letters:
         stream = target or letter.stream
-        new_id: Any = await script(keys=[dead_stream, stream], args=[letter.dead_id, *letter.replay_fields()])
+        fields = letter.replay_fields()
+        new_id: Any
+        if len(fields) <= MAX_SCRIPT_VALUES:
+            new_id = await script(keys=[dead_stream, stream], args=[letter.dead_id, *fields])
+        else:
+            new_id = await _replay_watched(redis, dead_stream, letter.dead_id, stream, fields)
         if new_id:
             moved.append((letter.dead_id, new_id.decode() if isinstance(new_id, bytes) else new_id))
     return moved
+
+
+async def _replay_watched(
+    redis: Redis, dead_stream: str, dead_id: str, stream: str, fields: Sequence[bytes | str]
+) -> Any:
+    """:data:`lua.REPLAY` for a letter too big for Lua: add and delete in one MULTI/EXEC,
+    under WATCH of the dead-letter stream (a concurrent replay or write makes us look again)."""
+    async with redis.pipeline(transaction=True) as pipe:
+        for _ in range(WATCH_ATTEMPTS):
+            try:
+                await pipe.watch(dead_stream)
+                if not await pipe.xrange(dead_stream, min=dead_id, max=dead_id, count=1):
+                    return None  # replayed (or purged) meanwhile
+                pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                pipe.execute_command("XADD", stream, "*", *fields)
+                pipe.xdel(dead_stream, dead_id)
+                new_id, _ = await pipe.execute()
+                return new_id
+            except WatchError:
+                continue
+    raise StreamtasksError(f"replay of {dead_id}: {dead_stream} kept changing ({WATCH_ATTEMPTS} tries)")
 
 
 async def purge(redis: Redis, dead_stream: str, ids: Sequence[str] = (), everything: bool = False) -> int:
@@ -191,11 +306,15 @@ async def purge(redis: Redis, dead_stream: str, ids: Sequence[str] = (), everyth
 
 
 __all__ = [
+    "MAX_INLINE_FIELDS",
+    "PACKED_FIELDS",
     "DeadLetter",
     "dead_letter_fields",
     "get_dead",
     "list_dead",
+    "pack_fields",
     "purge",
     "replay",
     "select_dead",
+    "unpack_fields",
 ]

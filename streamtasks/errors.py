@@ -35,6 +35,17 @@ class DecodeError(StreamtasksError):
         self.detail = detail
 
 
+class MissingFieldError(DecodeError, KeyError):
+    """``msg[name]`` of a field the entry does not have: bad input (reason ``missing_field``),
+    so the entry is dead-lettered at once; still a :class:`KeyError` for code that expects one."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__("missing_field", f"field {name!r} is missing")
+
+    def __str__(self) -> str:  # KeyError's would print the repr of the message
+        return f"{self.reason}: {self.detail}"
+
+
 class Retry(StreamtasksError):
     """Raised by a handler to ask for another attempt, ``after`` seconds from now.
 

@@ -2,6 +2,12 @@
 
 Every script that moves an entry checks first that it is still pending on *this* consumer,
 so a worker whose lease was lost can never steal an entry back or settle it twice.
+
+Lua hands at most ~8,000 values to one command (``unpack`` and the C stack), while Redis
+accepts entries of any number of fields. No script here ``unpack``s a list whose length
+the entry decides: the dead-letter fields of a big entry arrive packed into one value
+(:mod:`streamtasks.deadletter`), and a replay too big for :data:`REPLAY` is done with
+``WATCH``/``MULTI`` instead. Loops over ARGV (``RESET``) have no such limit.
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ return n
 """
 
 # KEYS: stream, dead-letter stream, failures hash.
-# ARGV: group, consumer, id, maxlen (0: none), now_ms, field, value, ...
+# ARGV: group, consumer, id, maxlen (0: none), now_ms, field, value, ... (at most
+# deadletter.MAX_SCRIPT_VALUES field/value items: dead_letter_fields packs bigger entries)
 # Adds the dead letter (with first_failure_ms from the failures hash) and acks the source
 # entry in one step, only if it is still pending on us.
 # -> dead-letter entry id, or false when the entry was no longer ours.
@@ -61,7 +68,8 @@ redis.call('HDEL', KEYS[3], ARGV[3])
 return id
 """
 
-# KEYS: dead-letter stream, target stream. ARGV: dead-letter id, then field, value, ... to add.
+# KEYS: dead-letter stream, target stream. ARGV: dead-letter id, then field, value, ... to add
+# (at most deadletter.MAX_SCRIPT_VALUES of them; deadletter.replay does bigger ones by MULTI).
 # Moves a dead letter back onto its stream; a second replay of the same id finds nothing.
 REPLAY = """
 local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])

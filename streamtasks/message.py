@@ -4,25 +4,51 @@ Wire format: a stream entry is a flat map of string fields. ``str`` values are s
 are, ``bytes`` as raw bytes, everything else (numbers, booleans, ``None``, lists, dicts) as
 compact JSON. Fields starting with ``_st_`` are reserved for streamtasks. Nothing is ever
 pickled.
+
+Reserved fields are checked when an entry is decoded (:func:`decode_entry`): a value that is
+not what streamtasks writes there is a :class:`DecodeError` with reason
+``bad_reserved_field``, so a handler never gets a :class:`Message` whose accessors fail, and
+the entry is dead-lettered at once, alone. Times come from the entry id (or ``_st_ts``); an
+id far past the clock (``XADD s 253402300800000-0 ...`` makes every later automatic id so)
+gives no usable time, and the time of decoding is used instead.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
 
 from attrs import field, frozen
 
-from .errors import DecodeError
+from .errors import DecodeError, MissingFieldError
 from .keys import FIELD_MESSAGE_ID, FIELD_ORIGIN_ID, FIELD_ORIGIN_STREAM, FIELD_PRODUCED_AT
+
+log = logging.getLogger("streamtasks.message")
 
 #: Entries larger than this (sum of field names and values, in bytes) are dead-lettered.
 DEFAULT_MAX_ENTRY_BYTES = 1024 * 1024
 
+#: The last millisecond a :class:`datetime` can hold (9999-12-31T23:59:59.999Z).
+MAX_TIME_MS = 253_402_300_799_999
+#: An entry id this far past the clock (Redis' and ours may differ a little) is not a time:
+#: the time of decoding is used instead.
+FUTURE_SKEW_MS = 3600 * 1000
+#: Both parts of an entry id are unsigned 64-bit integers.
+MAX_ID_PART = 2**64 - 1
+#: Message ids starting with one of these get an ``m:`` in front in the idempotency key, so
+#: that no message id can spell the key of an entry without one (``e:<stream>/<id>``).
+ENTRY_KEY_PREFIX = "e:"
+MESSAGE_KEY_PREFIX = "m:"
+
 _MISSING: Any = object()
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: Streams whose far-future ids were already logged (once per stream and process).
+_future_logged: set[str] = set()
 
 #: An entry's fields as read from Redis: a mapping, or the flat ``[name, value, ...]`` list
 #: Redis itself returns (the worker keeps that form: no per-entry dict on the hot path).
@@ -48,7 +74,12 @@ class Message:
     attempt: int = 1
 
     def __getitem__(self, name: str) -> str:
-        return self.fields[name]
+        """The field ``name``; :class:`~streamtasks.errors.MissingFieldError` (a
+        :class:`DecodeError` and a :class:`KeyError`) if the entry has none."""
+        try:
+            return self.fields[name]
+        except KeyError:
+            raise MissingFieldError(name) from None
 
     def get(self, name: str, default: str | None = None) -> str | None:
         return self.fields.get(name, default)
@@ -82,34 +113,107 @@ class Message:
 
     @property
     def idempotency_key(self) -> str:
-        """The producer's message id, else ``stream/entry-id`` of the entry's origin."""
+        """The producer's message id, else ``e:<stream>/<entry id>`` of the entry's origin.
+
+        The two kinds never collide: a message id that starts with ``e:`` or ``m:`` gets an
+        ``m:`` in front (any other message id is its own key, as producers sent it).
+        """
         mid = self.message_id
         if mid:
-            return mid
+            return MESSAGE_KEY_PREFIX + mid if mid.startswith((ENTRY_KEY_PREFIX, MESSAGE_KEY_PREFIX)) else mid
         stream, entry_id = self.origin
-        return f"{stream}/{entry_id}"
+        return f"{ENTRY_KEY_PREFIX}{stream}/{entry_id}"
 
     @property
     def enqueued_at(self) -> datetime:
-        """When Redis accepted the entry (the millisecond part of its id)."""
-        return entry_time(self.origin[1])
+        """When Redis accepted the entry (the millisecond part of its origin's id).
+
+        An id more than :data:`FUTURE_SKEW_MS` past the clock gives the time of this call
+        instead (logged once per stream). Raises :class:`DecodeError` for a bad origin id.
+        """
+        _, origin_id = self.origin
+        when = entry_time(origin_id, what=FIELD_ORIGIN_ID if FIELD_ORIGIN_ID in self.fields else "entry id")
+        if when is None:
+            if self.stream not in _future_logged:
+                _future_logged.add(self.stream)
+                log.warning(
+                    "entry ids of %s are far past the clock (%s): the time of processing is used "
+                    "as their time (an explicit XADD id in the future moves every later id too)",
+                    self.stream, origin_id,
+                )  # fmt: skip
+            return datetime.now(timezone.utc)
+        return when
 
     @property
     def produced_at(self) -> datetime:
-        """The producer's timestamp field if present and valid, else :attr:`enqueued_at`."""
+        """The producer's timestamp field if present, else :attr:`enqueued_at`.
+
+        Raises :class:`DecodeError` (``bad_reserved_field``) if it is not milliseconds since
+        the epoch (ASCII digits, at most year 9999).
+        """
         raw = self.fields.get(FIELD_PRODUCED_AT)
         if raw is not None:
-            try:
-                return datetime.fromtimestamp(int(raw) / 1000, tz=timezone.utc)
-            except (ValueError, OverflowError, OSError):
-                raise DecodeError("wrong_type", f"{FIELD_PRODUCED_AT} is not an integer") from None
+            return ms_time(_produced_ms(raw))
         return self.enqueued_at
 
 
-def entry_time(entry_id: str) -> datetime:
-    """The time encoded in a stream entry id (``<ms>-<seq>``)."""
-    ms = int(entry_id.partition("-")[0])
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+def _bad(name: str, raw: str, expected: str) -> DecodeError:
+    shown = raw if len(raw) <= 40 else raw[:40] + "..."
+    return DecodeError("bad_reserved_field", f"{name} {shown!r} is not {expected}")
+
+
+def ms_time(ms: int) -> datetime:
+    """Milliseconds since the epoch (0 to :data:`MAX_TIME_MS`) as an exact UTC datetime (a
+    float division loses microseconds near year 9999)."""
+    return _EPOCH + timedelta(0, ms // 1000, (ms % 1000) * 1000)
+
+
+def _digits(text: str, most: int) -> bool:
+    """``text`` is 1 to ``most`` ASCII digits (``str.isdigit`` alone takes other scripts')."""
+    return 0 < len(text) <= most and text.isascii() and text.isdigit()
+
+
+def _produced_ms(raw: str) -> int:
+    if not _digits(raw, 15) or int(raw) > MAX_TIME_MS:
+        raise _bad(FIELD_PRODUCED_AT, raw, "milliseconds since the epoch up to year 9999")
+    return int(raw)
+
+
+def parse_entry_id(entry_id: str, what: str = "entry id") -> tuple[int, int]:
+    """``<ms>-<seq>`` as two ints; :class:`DecodeError` (``bad_reserved_field``) if it is not
+    an id Redis could have made (ASCII digits, each part below 2**64)."""
+    ms, _, seq = entry_id.partition("-")
+    if not (_digits(ms, 20) and _digits(seq, 20)) or int(ms) > MAX_ID_PART or int(seq) > MAX_ID_PART:
+        raise _bad(what, entry_id, "a stream entry id")
+    return int(ms), int(seq)
+
+
+def entry_time(entry_id: str, now_ms: int | None = None, *, what: str = "entry id") -> datetime | None:
+    """The time encoded in a stream entry id (``<ms>-<seq>``), or ``None`` when it is more
+    than :data:`FUTURE_SKEW_MS` past ``now_ms`` (default: the clock) and so not a time."""
+    ms, _ = parse_entry_id(entry_id, what)
+    if now_ms is None:
+        now_ms = int(time.time() * 1000)
+    if ms > min(now_ms + FUTURE_SKEW_MS, MAX_TIME_MS):
+        return None
+    return ms_time(ms)
+
+
+def check_reserved(fields: Mapping[str, str]) -> None:
+    """Raise :class:`DecodeError` (``bad_reserved_field``) unless every reserved field that
+    is present holds what streamtasks writes there."""
+    produced = fields.get(FIELD_PRODUCED_AT)
+    if produced is not None:
+        _produced_ms(produced)
+    origin_stream = fields.get(FIELD_ORIGIN_STREAM)
+    origin_id = fields.get(FIELD_ORIGIN_ID)
+    if origin_stream is None and origin_id is None:
+        return
+    if origin_id is None or not origin_stream:
+        raise DecodeError(
+            "bad_reserved_field", f"{FIELD_ORIGIN_STREAM} and {FIELD_ORIGIN_ID} go together, both non-empty"
+        )
+    parse_entry_id(origin_id, FIELD_ORIGIN_ID)
 
 
 def loads_json(raw: str, name: str = "value") -> Any:
@@ -152,9 +256,12 @@ def decode_entry(
 ) -> Message:
     """Decode a raw entry from Redis (bytes) into a :class:`Message`.
 
-    Raises :class:`DecodeError` with reason ``too_large`` or ``invalid_utf8``.
+    Raises :class:`DecodeError` with reason ``too_large``, ``invalid_utf8``, ``invalid`` (not
+    a flat name/value list) or ``bad_reserved_field`` (see :func:`check_reserved`).
     """
     flat: Sequence[bytes] = raw if not isinstance(raw, Mapping) else [b for kv in raw.items() for b in kv]
+    if len(flat) % 2:
+        raise DecodeError("invalid", f"{len(flat)} values: not a list of name/value pairs")
     size = sum(map(len, flat))
     if size > max_bytes:
         raise DecodeError("too_large", f"entry is {size} bytes, over the {max_bytes}-byte limit")
@@ -162,4 +269,5 @@ def decode_entry(
         fields = dict(zip(map(bytes.decode, flat[0::2]), map(bytes.decode, flat[1::2]), strict=True))
     except UnicodeDecodeError as exc:
         raise DecodeError("invalid_utf8", f"a field is not valid UTF-8 ({exc.reason})") from None
+    check_reserved(fields)
     return Message(stream=stream, id=entry_id, fields=fields, attempt=attempt)

@@ -150,7 +150,10 @@ def print_timescale_status(status: dict[str, Any]) -> None:
 
 @click.command("stats")
 @click.argument("model")
-@click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=24.0, show_default=True)
+@click.option(
+    "--hours", type=click.FloatRange(min=0, min_open=True), default=24.0, show_default=True,
+    help="Window length; 'inf' or more than since 1970 means since 1970.",
+)  # fmt: skip
 @database_url_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def stats_command(model: str, hours: float, database_url: str | None, as_json: bool) -> None:
@@ -167,7 +170,7 @@ def stats_command(model: str, hours: float, database_url: str | None, as_json: b
     if as_json:
         click.echo(json.dumps(stats, indent=2, default=str))
     else:
-        print_stats(model, stats, hours)
+        print_stats(model, stats, stats["hours"])
 
 
 def _fmt(value: Any, unit: str = "") -> str:

@@ -12,7 +12,8 @@ Environment, read once when this module is imported:
   ``.env``): read in the worker process when its connection pool is first needed.
 
 Each batch is parsed entry by entry (:mod:`.records`): a bad entry is dead-lettered with
-its reason, its batch-mates are stored with one idempotent ``COPY`` + ``INSERT`` (:mod:`.store`).
+its reason at once (any error parsing it counts as bad input: parsing is pure), its
+batch-mates are stored with one idempotent ``COPY`` + ``INSERT`` (:mod:`.store`).
 A database error fails the whole batch, which the worker retries with backoff.
 :func:`make_registry` builds a registry with other names.
 """
@@ -90,6 +91,8 @@ async def _parse_and_store(
             records.append(parse(msg))
         except DecodeError as exc:
             failures[msg.id] = exc
+        except Exception as exc:  # a parser bug: this entry alone fails, at once (parsing is pure)
+            failures[msg.id] = DecodeError("invalid", f"{type(exc).__name__}: {exc}")
     if records:
         pool = await database_pool.get()
         async with pool.acquire() as conn:

@@ -43,6 +43,23 @@ _BUCKET_TSDB = "time_bucket(INTERVAL '1 hour', created_at)"
 _BUCKET_PLAIN = "date_trunc('hour', created_at, 'UTC')"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def stats_window(hours: float, now: datetime) -> float:
+    """``hours`` as a stats window ending at ``now``: a number > 0 (``ValueError`` for
+    anything else: 0, negative, NaN, not a number), clamped so that the window does not
+    begin before 1970 (``inf`` means "since 1970": stream ids, and so dead-letter ids, start
+    there, and ``XREVRANGE`` refuses a negative one)."""
+    try:
+        value = float(hours)
+    except (TypeError, ValueError):
+        raise ValueError(f"hours must be a number > 0, not {hours!r}") from None
+    if math.isnan(value) or value <= 0:
+        raise ValueError(f"hours must be a number > 0, not {hours!r}")
+    return min(value, max((now - _EPOCH).total_seconds(), 1.0) / 3600.0)
+
+
 async def model_performance_stats(
     pool: Any, model_name: str, hours: float, *, now: datetime | None = None
 ) -> dict[str, Any]:
@@ -58,9 +75,8 @@ async def model_performance_stats(
     first, with ``bucket``, ``requests``, ``mean_confidence``, ``anomaly_rate``, ``p95_ms``.
     Aggregates of an empty window are ``None``.
     """
-    if hours <= 0:
-        raise ValueError("hours must be > 0")
     until = now or datetime.now(timezone.utc)
+    hours = stats_window(hours, until)
     since = until - timedelta(hours=hours)
     async with connection(pool) as conn:
         if await conn.fetchval(_HAS_AGGREGATES):  # TimescaleDB's hourly aggregates (schema/003)

@@ -8,15 +8,16 @@ Wire format (flat string fields; structured values JSON-encoded):
   ``confidence`` and ``anomaly_score`` (finite numbers), optional ``is_anomaly``
   (``true``/``false``/``1``/``0``, default false), ``processing_time_ms`` (a number >= 0),
   optional ``metadata`` (a JSON object).
-* Both: optional reserved fields ``_st_mid`` (message id: the idempotency key) and ``_st_ts``
-  (producer time in ms: ``created_at``).
+* Both: optional reserved fields ``_st_mid`` (message id: the idempotency key; see
+  :attr:`~streamtasks.Message.idempotency_key`) and ``_st_ts`` (producer time in ms:
+  ``created_at``; else the entry id's time).
 
 :func:`parse_training` and :func:`parse_inference` accept exactly what PostgreSQL can store
 and raise :class:`~streamtasks.errors.DecodeError` for anything else, with one of these
 reasons: ``missing_field``, ``invalid_json``, ``wrong_type``, ``invalid_value``,
-``nul_byte``, ``lone_surrogate``, ``too_deep``, ``too_large``. They are pure and on the hot
-path: each JSON field is decoded once, and the original text is kept so the store can pass
-it to ``jsonb`` as it is.
+``nul_byte``, ``lone_surrogate``, ``too_deep``, ``too_large``, ``bad_reserved_field``. They
+are pure and on the hot path: each JSON field is decoded once, and the original text is
+kept so the store can pass it to ``jsonb`` as it is.
 """
 
 from __future__ import annotations
@@ -238,7 +239,7 @@ def _name(fields: Mapping[str, str], name: str) -> str:
 def _key(msg: Message) -> str:
     key = msg.idempotency_key
     if len(key) > MAX_KEY_LENGTH:
-        raise DecodeError("too_large", f"message id is longer than {MAX_KEY_LENGTH}")
+        raise DecodeError("too_large", f"idempotency key (message id) is longer than {MAX_KEY_LENGTH}")
     _check_text(key, "message id")
     return key
 

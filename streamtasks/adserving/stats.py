@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
 
 from .. import keys
+from ..deadletter import PACKED_FIELDS, DeadLetter
 from ..logs import redact
 from ..observe.inspect import gather_status
 from ..registry import Registry
@@ -64,23 +66,32 @@ async def model_stats(
 ) -> dict[str, Any]:
     """The database's numbers for ``model_name`` over ``hours``, plus its dead letters."""
     stats = await modelstats.model_performance_stats(pool, model_name, hours)
-    stats["dead_letters"] = await dead_letters_of(redis, registry, model_name, hours)
+    stats["dead_letters"] = await dead_letters_of(redis, registry, model_name, stats["since"])
     return stats
 
 
-async def dead_letters_of(redis: Redis, registry: Registry, model_name: str, hours: float) -> int:
-    """Dead letters of ``model_name`` dead-lettered in the last ``hours`` (newest first,
-    at most :data:`DEAD_LETTER_SCAN_LIMIT` per stream)."""
-    since_ms = int((time.time() - hours * 3600) * 1000)
+async def dead_letters_of(redis: Redis, registry: Registry, model_name: str, since: datetime) -> int:
+    """Dead letters of ``model_name`` dead-lettered since ``since`` (newest first, at most
+    :data:`DEAD_LETTER_SCAN_LIMIT` per stream)."""
+    since_ms = max(0, int(since.timestamp() * 1000))  # the window never starts before 1970
     wanted = model_name.encode()
-    field = keys.DEAD_FIELD_PREFIX.encode() + b"model_name"
     count = 0
     for spec in registry.handlers.values():
         entries: Any = await redis.xrevrange(
             spec.dead_letter_stream, max="+", min=str(since_ms), count=DEAD_LETTER_SCAN_LIMIT
         )
-        count += sum(1 for _, fields in entries if fields.get(field) == wanted)
+        count += sum(1 for dead_id, fields in entries if _dead_model(dead_id, fields) == wanted)
     return count
+
+
+def _dead_model(dead_id: bytes, fields: dict[bytes, bytes]) -> bytes | None:
+    """The ``model_name`` of a dead letter's entry (parsing only a letter with packed fields)."""
+    name = keys.DEAD_FIELD_PREFIX.encode() + b"model_name"
+    if name in fields:
+        return fields[name]
+    if PACKED_FIELDS.encode() in fields:
+        return DeadLetter.from_entry(dead_id, fields).fields.get("model_name")
+    return None
 
 
 def ray_status() -> dict[str, Any]:

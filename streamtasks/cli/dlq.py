@@ -156,8 +156,13 @@ def _letter_dict(d: Any, full: bool = False) -> dict[str, Any]:
     }  # fmt: skip
     if full:
         out["traceback"] = d.traceback
-        out["fields"] = {k: v.decode("utf-8", "backslashreplace") for k, v in d.fields.items()}
+        out["fields"] = {_shown(k): _shown(v) for k, v in d.pairs}
     return out
+
+
+def _shown(raw: bytes) -> str:
+    """Bytes as text to print: UTF-8, anything else backslash-escaped."""
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _ms_text(ms: int) -> str:

@@ -50,6 +50,8 @@ def run_batch(spec: HandlerSpec, entries: Sequence[RawEntry]) -> BatchResult:
             positions.append(index)
         except DecodeError as exc:
             failed[index] = Dead(ErrorInfo.from_exception(exc))
+        except Exception as exc:  # a decoder bug: deterministic, so dead at once, and alone
+            failed[index] = Dead(ErrorInfo.from_exception(exc, reason="invalid"))
     if messages:
         for pos, error in _call(spec, messages).items():
             failed[positions[pos]] = spec.retry.decide(error, messages[pos].attempt)

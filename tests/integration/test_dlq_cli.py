@@ -79,6 +79,23 @@ def test_replay_is_idempotent_per_dead_letter_and_marks_the_origin(
     assert sync_redis.xlen("jobs:dead") == 1
 
 
+def test_show_and_replay_a_dead_letter_of_a_non_utf8_field_name(
+    sync_redis: syncredis.Redis, redis_url: str
+) -> None:
+    """``dlq show`` prints a name that is not UTF-8 escaped; ``dlq replay`` sends its bytes."""
+    error = ErrorInfo("DecodeError", "invalid_utf8: ...", "invalid_utf8", "")
+    fields = dead_letter_fields(
+        stream="jobs", entry_id="1-1", group="fault", handler="h", error=error, attempts=1,
+        raw=[b"\xff\xfe", b"\xfe", b"k", b"x"], now_ms=1000,
+    )  # fmt: skip
+    dead_id = sync_redis.execute_command("XADD", "jobs:dead", "*", *fields, "first_failure_ms", "1").decode()
+    shown = json.loads(cli(redis_url, "dlq", "show", "jobs", dead_id).output)
+    assert shown["fields"] == {"\\xff\\xfe": "\\xfe", "k": "x"}
+    cli(redis_url, "dlq", "replay", "jobs", "--id", dead_id)
+    entries: Any = sync_redis.xrange("jobs")
+    assert entries[0][1][b"\xff\xfe"] == b"\xfe"
+
+
 def test_replay_by_error_type_and_purge_all(sync_redis: syncredis.Redis, redis_url: str) -> None:
     """``--error-type`` replays only that type; ``purge --all`` empties the stream."""
     add_dead(sync_redis, "a", "ValueError")

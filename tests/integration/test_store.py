@@ -159,7 +159,7 @@ async def test_values_round_trip(pool: Any) -> None:
     assert str(row["source_ip"]) == "2001:db8::1"
     assert row["created_at"] == NOW
     assert (row["stream"], row["entry_id"]) == (rec.stream, rec.entry_id)
-    assert row["idempotency_key"] == f"training_data_stream/{rec.entry_id}"
+    assert row["idempotency_key"] == f"e:training_data_stream/{rec.entry_id}"
 
 
 async def test_rolled_back_batch_leaves_store_usable(pool: Any) -> None:

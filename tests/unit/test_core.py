@@ -95,9 +95,9 @@ def test_message_is_immutable() -> None:
 
 
 def test_idempotency_key_of_a_foreign_entry_is_its_origin() -> None:
-    assert Message("s", "5-1", {"a": "b"}).idempotency_key == "s/5-1"
+    assert Message("s", "5-1", {"a": "b"}).idempotency_key == "e:s/5-1"
     replayed = Message("s", "9-0", {"a": "b", "_st_origin_stream": "s", "_st_origin_id": "5-1"})
-    assert replayed.idempotency_key == "s/5-1"
+    assert replayed.idempotency_key == "e:s/5-1"
 
 
 def test_encode_fields_json_encodes_structured_values_and_keeps_strings() -> None:

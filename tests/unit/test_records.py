@@ -76,7 +76,7 @@ def test_training_defaults_without_optional_fields() -> None:
     rec = parse_training(training(metadata=None, source_ip=None))
     assert rec.metadata == {} and rec.metadata_json == "{}"
     assert rec.source_ip is None
-    assert rec.idempotency_key == f"training_data_stream/{ENTRY_ID}"
+    assert rec.idempotency_key == f"e:training_data_stream/{ENTRY_ID}"
     assert rec.created_at == datetime.fromtimestamp(1700000000.123, tz=timezone.utc)
 
 
@@ -153,7 +153,7 @@ BAD_TRAINING = [
     ("too deep", {"input_data": "[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1)}, "too_deep"),
     ("very deep", {"input_data": "[" * 100_000 + "]" * 100_000}, "too_deep"),
     ("deep objects", {"input_data": '{"a":' * 70 + "1" + "}" * 70}, "too_deep"),
-    ("bad producer ts", {"_st_ts": "yesterday"}, "wrong_type"),
+    ("bad producer ts", {"_st_ts": "yesterday"}, "bad_reserved_field"),
     ("NUL in message id", {"_st_mid": "m\x00"}, "nul_byte"),
 ]
 
