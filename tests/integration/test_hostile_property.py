@@ -23,8 +23,8 @@ from redis.asyncio import Redis
 from support.hostile import MAX_ENTRY_BYTES, Pairs, entries, first_ids, parse_all
 
 from streamtasks import DecodeError, Message, Registry
-from streamtasks.adserving.schema import setup_database
 from streamtasks.adserving.records import parse_inference
+from streamtasks.adserving.schema import setup_database
 from streamtasks.adserving.store import store_inference
 from streamtasks.deadletter import list_dead, replay
 from streamtasks.message import decode_entry

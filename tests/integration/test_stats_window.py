@@ -16,8 +16,8 @@ import pytest
 from redis.asyncio import Redis
 
 from streamtasks import AsyncProcessingSystem
-from streamtasks.adserving.schema import setup_database
 from streamtasks.adserving.config import AsyncProcessingConfig
+from streamtasks.adserving.schema import setup_database
 
 pytestmark = pytest.mark.integration
 SINCE_1970_HOURS = 400_000  # fewer hours than have passed since 1970 (~497,000 in 2026)
