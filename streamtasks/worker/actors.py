@@ -110,26 +110,24 @@ class ActorPool:
             self._handles = self._start_actors(self.actors or _cluster_cpus())
             for index, handle in enumerate(self._handles):
                 self.supervisor.spawn(f"actor-{index}", self._serve(index, handle))
-            log.info(
-                "worker %s reading %s as group %s on %d actors",
-                self.consumer, ", ".join(self.registry.streams), self.group, len(self._handles),
-            )  # fmt: skip
             await self._poll_until_stopped()
         finally:
             await self._drain()
 
     def _start_actors(self, count: int) -> list[Any]:
+        """``count`` actors for each group of handlers that share their Ray options (an actor
+        runs in one process: its handlers share its resources and runtime environment)."""
         import ray
 
-        threads = max(spec.max_in_flight for spec in self.registry.handlers.values())
-        options: dict[str, Any] = {"num_cpus": 1, "max_restarts": -1, "max_concurrency": 16}
-        if self.executor.env:
-            options["runtime_env"] = {"env_vars": self.executor.env}
-        remote = ray.remote(WorkerActor).options(**options)
-        return [
-            remote.remote(self.registry, self.redis_url, self._actor_settings(i), threads)
-            for i in range(count)
-        ]
+        handles: list[Any] = []
+        for registry, ray_options in partition(self.registry):
+            threads = max(spec.max_in_flight for spec in registry.handlers.values())
+            options = {"num_cpus": 1, **actor_options(ray_options, self.executor.env)}
+            remote = ray.remote(WorkerActor).options(max_restarts=-1, max_concurrency=16, **options)
+            for _ in range(count):
+                settings = self._actor_settings(len(handles))
+                handles.append(remote.remote(registry, self.redis_url, settings, threads))
+        return handles
 
     def _actor_settings(self, index: int) -> WorkerSettings:
         return evolve(self.settings, consumer=f"{self.consumer}-a{index}")
@@ -167,6 +165,10 @@ class ActorPool:
         ):
             self._set_state("reading")
             self.reading.set()
+            log.info(
+                "worker %s reading %s as group %s on %d actors",
+                self.consumer, ", ".join(self.registry.streams), self.group, len(self._handles),
+            )  # fmt: skip
 
     def _report_totals(self) -> None:
         """Turn the growth of the actors' counters into :class:`Totals` events (metrics)."""
