@@ -56,6 +56,9 @@ RawFields = Mapping[bytes, bytes] | Sequence[bytes]
 FieldValue = str | bytes | int | float | bool | None | list[Any] | dict[str, Any]
 
 
+_set = object.__setattr__
+
+
 def _freeze(fields: Mapping[str, str]) -> Mapping[str, str]:
     return MappingProxyType(dict(fields))
 
@@ -72,6 +75,17 @@ class Message:
     id: str
     fields: Mapping[str, str] = field(converter=_freeze)
     attempt: int = 1
+
+    @classmethod
+    def owning(cls, stream: str, entry_id: str, fields: dict[str, str], attempt: int) -> Message:
+        """A message that takes ``fields`` (a dict nobody else holds) without copying it: the
+        decoder's path, ~2x cheaper than the validating constructor on the hot path."""
+        msg = object.__new__(cls)
+        _set(msg, "stream", stream)
+        _set(msg, "id", entry_id)
+        _set(msg, "fields", MappingProxyType(fields))
+        _set(msg, "attempt", attempt)
+        return msg
 
     def __getitem__(self, name: str) -> str:
         """The field ``name``; :class:`~streamtasks.errors.MissingFieldError` (a
@@ -266,8 +280,9 @@ def decode_entry(
     if size > max_bytes:
         raise DecodeError("too_large", f"entry is {size} bytes, over the {max_bytes}-byte limit")
     try:
-        fields = dict(zip(map(bytes.decode, flat[0::2]), map(bytes.decode, flat[1::2]), strict=True))
+        decoded = map(bytes.decode, flat)
+        fields = dict(zip(decoded, decoded, strict=False))  # pairs: the length is even (above)
     except UnicodeDecodeError as exc:
         raise DecodeError("invalid_utf8", f"a field is not valid UTF-8 ({exc.reason})") from None
     check_reserved(fields)
-    return Message(stream=stream, id=entry_id, fields=fields, attempt=attempt)
+    return Message.owning(stream, entry_id, fields, attempt)
