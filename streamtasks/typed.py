@@ -27,27 +27,29 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import inspect
+import sys
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import msgspec
-from msgspec import inspect as mi
 
 from .errors import DecodeError, RegistryError
 from .message import FieldValue, Message
 
+if TYPE_CHECKING:
+    from msgspec import inspect as mi
+
 #: Reason code of an entry whose fields do not fit the handler's declared type.
 INVALID = "invalid"
-_TEXT_TYPES = (mi.StrType, mi.DateTimeType, mi.DateType, mi.TimeType, mi.UUIDType, mi.DecimalType)
 _LIST_ORIGINS = (list, collections.abc.Sequence, collections.abc.Iterable, collections.abc.Collection)
-_json_decode = msgspec.json.Decoder().decode
 
 
 def _is_text(t: mi.Type) -> bool:
     """True when the field's wire form is its text as it is (not JSON)."""
-    if isinstance(t, _TEXT_TYPES):
+    from msgspec import inspect as mi
+
+    if isinstance(t, (mi.StrType, mi.DateTimeType, mi.DateType, mi.TimeType, mi.UUIDType, mi.DecimalType)):
         return True
     if isinstance(t, mi.LiteralType):
         return all(isinstance(v, str) for v in t.values)
@@ -60,13 +62,23 @@ def _is_text(t: mi.Type) -> bool:
 
 
 def _is_nullable(t: mi.Type) -> bool:
+    from msgspec import inspect as mi
+
     return isinstance(t, mi.UnionType) and any(isinstance(u, mi.NoneType) for u in t.types)
 
 
 class Codec:
-    """Decodes an entry's string fields into ``type`` and encodes an instance back."""
+    """Decodes an entry's string fields into ``type`` and encodes an instance back.
+
+    msgspec is imported here, not at import time: an app without typed handlers (and the
+    ``--executor inline`` start-up) does not pay for it."""
 
     def __init__(self, type_: type[Any]) -> None:
+        import msgspec
+        from msgspec import inspect as mi
+
+        self._msgspec = msgspec
+        self._json_decode = msgspec.json.Decoder().decode
         self.type = type_
         info = mi.type_info(type_)
         fields: tuple[mi.Field, ...] = info.fields  # type: ignore[attr-defined]
@@ -77,7 +89,7 @@ class Codec:
 
     def decode(self, fields: Mapping[str, str]) -> Any:
         """An instance of the type from the entry's fields; :class:`DecodeError` if they do not fit."""
-        plan = self.plan
+        plan, msgspec, json_decode = self.plan, self._msgspec, self._json_decode
         data: dict[str, Any] = {}
         for name, text in fields.items():
             kind = plan.get(name)
@@ -85,7 +97,7 @@ class Codec:
                 continue  # reserved fields (_st_mid ...) and fields the type does not declare
             if kind == 0:
                 try:
-                    data[name] = _json_decode(text)
+                    data[name] = json_decode(text)
                 except msgspec.DecodeError:
                     data[name] = text  # the validator says what it expected, at this field
             elif kind == 2 and text == "null":
@@ -101,12 +113,12 @@ class Codec:
         """The entry fields of ``value`` (text fields as they are, the others as JSON)."""
         if not isinstance(value, self.type):
             raise TypeError(f"expected a {self.type.__name__}, got {type(value).__name__}")
-        out: dict[str, FieldValue] = msgspec.to_builtins(value)
+        out: dict[str, FieldValue] = self._msgspec.to_builtins(value)
         return out
 
     def schema(self) -> dict[str, Any]:
         """JSON Schema of the decoded entry."""
-        out: dict[str, Any] = msgspec.json.schema(self.type)
+        out: dict[str, Any] = self._msgspec.json.schema(self.type)
         return out
 
 
@@ -125,7 +137,10 @@ def is_message_type(obj: Any) -> bool:
     """A class msgspec can validate into: a Struct, an attrs class or a dataclass."""
     if not isinstance(obj, type) or issubclass(obj, Message):
         return False
-    return issubclass(obj, msgspec.Struct) or attrs.has(obj) or dataclasses.is_dataclass(obj)
+    if attrs.has(obj) or dataclasses.is_dataclass(obj):
+        return True
+    msgspec = sys.modules.get("msgspec")  # a Struct exists only once msgspec was imported
+    return msgspec is not None and issubclass(obj, msgspec.Struct)
 
 
 def message_type_of(fn: Callable[..., Any], batch: bool) -> type[Any] | None:
