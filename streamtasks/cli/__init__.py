@@ -14,6 +14,7 @@ import click
 
 from ..errors import ConfigError
 from .dlq import dlq
+from .schema import schema_command
 from .send import parse_field_args, send
 from .status import status_command
 from .worker import worker
@@ -54,7 +55,7 @@ def main() -> None:
     """
 
 
-for command in (worker, send, dlq, status_command):
+for command in (worker, send, dlq, status_command, schema_command):
     main.add_command(command)
 
 
