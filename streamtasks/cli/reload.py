@@ -3,7 +3,8 @@
 The watcher runs as one of the worker's supervised loops. On a change it stops the worker the
 way SIGTERM does (unstarted entries handed back at once, in-flight batches finished and
 settled), and when the drain is over the command re-executes itself: a fresh process imports
-the changed code. Nothing runs twice and nothing waits for the visibility timeout.
+the changed code. Nothing runs twice and nothing waits for the visibility timeout. When the
+edited code does not load, the command waits for the next change instead of exiting.
 """
 
 from __future__ import annotations
@@ -49,6 +50,16 @@ class Reloader:
             log.info("%s changed: restarting (graceful stop, then re-exec)", ", ".join(self.changed))
             self.stop()
             return
+
+    def wait_then_reexec(self, error: str) -> None:
+        """APP does not load (a syntax error mid-edit): say so, wait for the next change, and
+        try again, instead of ending the dev loop."""
+        from watchfiles import PythonFilter, watch
+
+        log.error("%s; waiting for a change to restart", error)
+        for _ in watch(*self.dirs, watch_filter=PythonFilter()):
+            break
+        self.reexec()
 
     def reexec(self) -> None:
         """Replace this process with a fresh run of the same command line."""

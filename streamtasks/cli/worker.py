@@ -137,21 +137,15 @@ def worker(
     logs.configure(log_level, log_format)
     _check_executor(executor, ray_address, num_cpus)
     try:
-        registry = load_registry(app)
-        given = click.get_current_context().get_parameter_source("log_level")
-        if registry.log_level and given is click.core.ParameterSource.DEFAULT:
-            logs.configure(registry.log_level, log_format)
-        names = split_streams(streams)
-        if names:
-            registry = registry.only(names)
-        if batch_size:
-            registry = registry.with_options(batch_size=batch_size)
+        registry = _load(app, streams, batch_size, log_format)
         settings_kw: dict[str, Any] = {"visibility_timeout": visibility_timeout, "grace_period": grace_period}
         if consumer:
             settings_kw["consumer"] = consumer
         settings = WorkerSettings(**settings_kw)
         url = redis_url_of(redis_url)
     except StreamtasksError as exc:
+        if reload:
+            Reloader(watched_dirs(app), lambda: None).wait_then_reexec(str(exc))
         raise click.ClickException(str(exc)) from None
 
     reloader: Reloader | None = None
@@ -186,6 +180,20 @@ def worker(
     # Ray's native destructors can abort (SIGABRT) a driver that shared a cluster with other
     # drivers, which would turn a clean stop into a crash for the process supervisor.
     exit_now(0)
+
+
+def _load(app: str, streams: str | None, batch_size: int | None, log_format: str) -> Registry:
+    """APP's registry with the command line's --streams and --batch-size applied."""
+    registry = load_registry(app)
+    given = click.get_current_context().get_parameter_source("log_level")
+    if registry.log_level and given is click.core.ParameterSource.DEFAULT:
+        logs.configure(registry.log_level, log_format)
+    names = split_streams(streams)
+    if names:
+        registry = registry.only(names)
+    if batch_size:
+        registry = registry.with_options(batch_size=batch_size)
+    return registry
 
 
 async def _metrics_server(w: Worker, port: int) -> Any:

@@ -103,3 +103,23 @@ async def _count(redis: Redis, key: str, n: int) -> bool:
 
 async def _has_version(redis: Redis, version: str) -> bool:
     return version.encode() in await redis.hvals("dev:version")
+
+
+async def test_reload_waits_out_an_edit_that_does_not_import(
+    redis: Redis, redis_url: str, spawn: Any, tmp_path: Path
+) -> None:
+    """A syntax error mid-edit: one error line, the loop waits, and the fix brings it back."""
+    app = tmp_path / "broken_app.py"
+    good = (APPS / "dev_app.py").read_text()
+    app.write_text(good + "\ndef oops(:\n")
+    worker = spawn(
+        [*worker_argv("broken_app:registry"), "--reload"], env={"REDIS_URL": redis_url}, cwd=tmp_path
+    )
+    await worker.await_log("waiting for a change to restart", timeout=30)
+    assert worker.running
+    await redis.xadd("dev", {"n": "1"})
+    app.write_text(good)
+    await wait_for(lambda: redis.exists("dev:first"), timeout=30)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert worker.stderr().count("importing 'broken_app' failed: SyntaxError") == 1
