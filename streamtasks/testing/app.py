@@ -40,8 +40,8 @@ CONSUMER = "in-memory"
 class InMemoryApp:
     """Serves ``registry`` from in-memory streams; ``await app.send(...)`` then
     ``await app.run_until_idle()``, and look at :meth:`dead_letters`, :meth:`acked`,
-    :meth:`pending`. While :meth:`activate`\\ d (the pytest fixture does it), ``await
-    handler.send(...)`` adds to this app instead of Redis."""
+    :meth:`pending`. While it is active (:meth:`activate`, ``async with``, or the pytest
+    fixture), ``await handler.send(...)`` adds to this app instead of Redis."""
 
     def __init__(
         self,
