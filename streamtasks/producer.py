@@ -12,10 +12,11 @@ built-in handlers.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
@@ -162,6 +163,24 @@ class Producer:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Sender(Protocol):
+    """What ``Handler.send`` needs: a :class:`Producer`, or a stand-in such as the in-memory
+    app of :mod:`streamtasks.testing`."""
+
+    async def send(self, stream: str, fields: Mapping[str, FieldValue]) -> str: ...
+
+
+#: A stand-in for the default producer in this context (``streamtasks.testing`` sets it).
+sender_override: contextvars.ContextVar[Sender | None] = contextvars.ContextVar(
+    "streamtasks_sender_override", default=None
+)
+
+
+def current_sender() -> Sender:
+    """The override of this context if one is set, else :func:`default_producer`."""
+    return sender_override.get() or default_producer()
 
 
 _default: Producer | None = None

@@ -9,17 +9,18 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from attrs import evolve, field, fields, frozen
 
 from . import keys
 from .errors import RegistryError
 from .keys import DEFAULT_GROUP, validate_name
-from .message import DEFAULT_MAX_ENTRY_BYTES, FieldValue
+from .message import DEFAULT_MAX_ENTRY_BYTES, FieldValue, Message
 from .resources import Resource as Resource
 from .resources import import_attr
 from .retry import DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_RETRIES, RetryPolicy
+from .typed import codec_for, message_type_of
 
 if TYPE_CHECKING:
     from .producer import Producer
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+M = TypeVar("M")
 
 #: Environment variables every worker forwards to Ray tasks it runs on a cluster.
 CORE_ENV_PREFIXES = ("STREAMTASKS_", "REDIS_")
@@ -69,6 +71,8 @@ class HandlerSpec:
     dead_letter_stream: str = ""
     max_entry_bytes: int = field(default=DEFAULT_MAX_ENTRY_BYTES, validator=_positive)
     ray_options: Mapping[str, Any] = field(factory=dict)
+    #: The declared entry type (:mod:`streamtasks.typed`); ``None``: the handler takes Message.
+    message_type: type[Any] | None = None
 
     @property
     def is_async(self) -> bool:
@@ -91,12 +95,12 @@ def _fn_reference(fn: Callable[..., Any]) -> Any:
 def _rebuild_spec(fn_ref: Any, state: dict[str, Any]) -> HandlerSpec:
     if isinstance(fn_ref, tuple):
         obj = import_attr(*fn_ref)
-        fn_ref = obj.spec.fn if isinstance(obj, Handler) else obj
+        fn_ref = obj.spec.fn if isinstance(obj, _Registered) else obj
     return HandlerSpec(fn=fn_ref, **state)
 
 
-class Handler(Generic[P, R]):
-    """A registered handler: call it like the function, or ``await handler.send(...)``."""
+class _Registered(Generic[P, R]):
+    """What every registered handler is: callable like its function, pickled by reference."""
 
     def __init__(self, spec: HandlerSpec) -> None:
         self.spec = spec
@@ -105,6 +109,20 @@ class Handler(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         result: R = self.spec.fn(*args, **kwargs)
         return result
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec.name} on {self.spec.stream!r}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled by reference when importable, so Ray workers import the user's module.
+        module, qualname = self.spec.fn.__module__, self.spec.fn.__qualname__
+        if module != "__main__" and "<locals>" not in qualname:
+            return (import_attr, (module, qualname))
+        return (type(self), (self.spec,))
+
+
+class Handler(_Registered[P, R]):
+    """A registered handler: call it like the function, or ``await handler.send(...)``."""
 
     async def send(
         self,
@@ -119,20 +137,39 @@ class Handler(Generic[P, R]):
         Uses ``producer`` or a shared :class:`~streamtasks.Producer` configured from the
         environment (``REDIS_URL`` ...). Returns the new entry id.
         """
-        from .producer import default_producer
+        from .producer import current_sender
 
         payload = {**(fields or {}), **kwargs}
-        return await (producer or default_producer()).send(self.spec.stream, payload)
+        return await (producer or current_sender()).send(self.spec.stream, payload)
 
-    def __repr__(self) -> str:
-        return f"<Handler {self.spec.name} on {self.spec.stream!r}>"
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Pickled by reference when importable, so Ray workers import the user's module.
-        module, qualname = self.spec.fn.__module__, self.spec.fn.__qualname__
-        if module != "__main__" and "<locals>" not in qualname:
-            return (import_attr, (module, qualname))
-        return (Handler, (self.spec,))
+class TypedHandler(_Registered[P, R], Generic[P, R, M]):
+    """A handler that declared its entry type ``M``: ``await handler.send(M(...))``."""
+
+    async def send(self, payload: M, /, *, producer: Producer | None = None) -> str:
+        """Add ``payload`` (an instance of the declared type) to this handler's stream."""
+        from .producer import current_sender
+
+        fields = codec_for(self.spec.message_type or type(payload)).encode(payload)
+        return await (producer or current_sender()).send(self.spec.stream, fields)
+
+
+class HandlerDecorator(Protocol):
+    """What ``@registry.stream_handler(...)`` returns: a :class:`TypedHandler` for a function
+    that declares its entry type, else a :class:`Handler`."""
+
+    # A function taking Message also matches the typed overloads (M = Message): the first
+    # match wins, so these overlaps are intended.
+    @overload
+    def __call__(self, fn: Callable[[Message], R], /) -> Handler[[Message], R]: ...
+    @overload
+    def __call__(self, fn: Callable[[list[Message]], R], /) -> Handler[[list[Message]], R]: ...
+    @overload
+    def __call__(self, fn: Callable[[list[M]], R], /) -> TypedHandler[[list[M]], R, M]: ...
+    @overload
+    def __call__(self, fn: Callable[[M], R], /) -> TypedHandler[[M], R, M]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Handler[P, R]: ...
 
 
 class Registry:
@@ -179,11 +216,15 @@ class Registry:
         dead_letter_stream: str | None = None,
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
         **ray_options: Any,
-    ) -> Callable[[Callable[P, R]], Handler[P, R]]:
+    ) -> HandlerDecorator:
         """Register the decorated function as the handler of ``stream``.
 
         * ``batch``: the function takes ``list[Message]`` instead of one ``Message``; it may
-          return a mapping ``{entry_id: exception}`` to fail some entries and not the others.
+          return a mapping ``{entry_id: exception}`` to fail some entries and not the others
+          (or ``{position: exception}``, by position in the list it was given).
+        * A function that declares its entry type (``def f(order: Order)``, ``list[Order]``
+          for a batch; a msgspec Struct, attrs class or dataclass) gets its entries decoded
+          and validated into it (:mod:`streamtasks.typed`).
         * ``batch_size``: entries per Ray task; ``max_in_flight``: Ray tasks running at once.
         * ``concurrency``: async per-entry handlers run this many entries of a batch at once.
         * ``timeout``: seconds one call may take (per entry, or per batch for batch handlers).
@@ -197,7 +238,8 @@ class Registry:
             raise TypeError(f"unknown handler option(s): {', '.join(sorted(unknown))}")
         policy = RetryPolicy(max_retries, backoff_base, backoff_max, retry_on, dont_retry_on)
 
-        def decorate(fn: Callable[P, R]) -> Handler[P, R]:
+        def decorate(fn: Callable[P, R]) -> Handler[P, R] | TypedHandler[P, R, Any]:
+            message_type = message_type_of(fn, batch)
             spec = HandlerSpec(
                 stream=stream,
                 fn=fn,
@@ -213,11 +255,13 @@ class Registry:
                 ),
                 max_entry_bytes=max_entry_bytes,
                 ray_options=ray_options,
+                message_type=message_type,
             )
             self._add(spec)
-            return Handler(spec)
+            return Handler(spec) if message_type is None else TypedHandler(spec)
 
-        return decorate
+        decorator: HandlerDecorator = decorate  # type: ignore[assignment]  # overloads by signature
+        return decorator
 
     def resource(self, factory: Callable[[], AsyncIterator[T]]) -> Resource[T]:
         """Declare a per-process resource; see :class:`Resource`."""
@@ -275,6 +319,6 @@ class Registry:
 default_registry = Registry()
 
 
-def stream_handler(stream: str, **options: Any) -> Callable[[Callable[P, R]], Handler[P, R]]:
+def stream_handler(stream: str, **options: Any) -> HandlerDecorator:
     """Register on :data:`default_registry` (like Celery's ``shared_task``)."""
     return default_registry.stream_handler(stream, **options)

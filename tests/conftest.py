@@ -63,6 +63,10 @@ SESSION_DIR_PREFIX = "streamtasks-test-"
 
 services = load_services()
 
+#: ``streamtasks_app`` (the in-memory app). An installed streamtasks also registers it as the
+#: ``pytest11`` entry point of this same name, so pytest loads it once either way.
+pytest_plugins = ["streamtasks.testing.plugin"]
+
 
 class RedisServerLike(Protocol):
     """What tests may use of ``redis_server``."""

@@ -8,17 +8,44 @@ and turns errors into one line and an exit status. Packages add commands through
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
 from ..errors import ConfigError
 from .dlq import dlq
+from .schema import schema_command
 from .send import parse_field_args, send
 from .status import status_command
 from .worker import worker
 
+#: Entry-point group of commands other packages add to ``streamtasks``.
+COMMANDS_GROUP = "streamtasks.commands"
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class _Commands(click.Group):
+    """Commands of other packages (entry points) are imported only when they are run or
+    listed: ``streamtasks worker`` does not pay for the product's imports (asyncpg ...)."""
+
+    def _plugins(self) -> dict[str, Any]:
+        from importlib.metadata import entry_points
+
+        return {e.name: e for e in entry_points(group=COMMANDS_GROUP) if e.name not in self.commands}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._plugins()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and (entry := self._plugins().get(cmd_name)) is not None:
+            command = entry.load()
+            self.add_command(command, cmd_name)
+        return command
+
+
+@click.group(
+    cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(package_name="streamtasks")
 def main() -> None:
     """streamtasks: decorator task framework on Redis Streams, run by Ray.
@@ -28,23 +55,8 @@ def main() -> None:
     """
 
 
-for command in (worker, send, dlq, status_command):
+for command in (worker, send, dlq, status_command, schema_command):
     main.add_command(command)
-
-
-#: Entry-point group of commands other packages add to ``streamtasks``.
-COMMANDS_GROUP = "streamtasks.commands"
-
-
-def _add_plugin_commands() -> None:
-    from importlib.metadata import entry_points
-
-    for entry in entry_points(group=COMMANDS_GROUP):
-        if entry.name not in main.commands:
-            main.add_command(entry.load(), entry.name)
-
-
-_add_plugin_commands()
 
 
 def run() -> None:  # pragma: no cover - console entry point

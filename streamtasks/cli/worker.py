@@ -7,15 +7,19 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .. import logs
 from ..app import load_registry
 from ..errors import StreamtasksError
-from ..worker.events import StateChanged
+from ..worker.events import Serving, StateChanged
 from .common import connect, exit_now, redis_url_of, redis_url_option, run, split_streams, streams_option
+
+if TYPE_CHECKING:
+    from ..registry import Registry
+    from ..worker import Executor
 
 log = logging.getLogger("streamtasks.cli")
 
@@ -106,6 +110,24 @@ log = logging.getLogger("streamtasks.cli")
     show_envvar=True,
     help="Serve /metrics (Prometheus), /healthz and /readyz on this port (off by default).",
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["ray", "inline"]),
+    default="ray",
+    envvar="STREAMTASKS_EXECUTOR",
+    show_envvar=True,
+    show_default=True,
+    help="Where handlers run: 'ray' (one Ray task per batch) or 'inline' (threads of this "
+    "process, no Ray: starts in a fraction of a second; for development and tests).",
+)
+@click.option(
+    "--reload",
+    is_flag=True,
+    envvar="STREAMTASKS_RELOAD",
+    show_envvar=True,
+    help="Restart on changes to Python files under the current directory or APP's "
+    "directory (graceful stop, then re-exec). For development.",
+)
 def worker(
     app: str,
     redis_url: str | None,
@@ -121,45 +143,50 @@ def worker(
     log_level: str,
     log_format: str,
     metrics_port: int | None,
+    executor: str,
+    reload: bool,
 ) -> None:
     """Serve the handlers of the Registry at APP (MODULE:ATTR) until SIGTERM/SIGINT.
 
     Exit status: 0 after a graceful stop, 1 on a configuration or connection error.
     """
-    from ..observe.http import start_metrics_server
-    from ..worker import RayExecutor, Worker, WorkerSettings
-    from ..worker.actors import ActorPool
-    from ..worker.events import Serving
+    from ..worker import Worker, WorkerSettings
+    from .reload import Reloader, watched_dirs
 
     logs.configure(log_level, log_format)
+    _check_executor(executor, ray_address, num_cpus)
+    if executor == "inline" and mode == "actors":
+        raise click.UsageError("--mode actors runs on Ray: not with --executor inline")
     try:
-        registry = load_registry(app)
-        given = click.get_current_context().get_parameter_source("log_level")
-        if registry.log_level and given is click.core.ParameterSource.DEFAULT:
-            logs.configure(registry.log_level, log_format)
-        names = split_streams(streams)
-        if names:
-            registry = registry.only(names)
-        if batch_size:
-            registry = registry.with_options(batch_size=batch_size)
+        registry = _load(app, streams, batch_size, log_format)
         settings_kw: dict[str, Any] = {"visibility_timeout": visibility_timeout, "grace_period": grace_period}
         if consumer:
             settings_kw["consumer"] = consumer
         settings = WorkerSettings(**settings_kw)
         url = redis_url_of(redis_url)
     except StreamtasksError as exc:
+        if reload:
+            Reloader(watched_dirs(app), lambda: None).wait_then_reexec(str(exc))
         raise click.ClickException(str(exc)) from None
 
+    reloader: Reloader | None = None
+
     async def serve() -> None:
+        nonlocal reloader
         redis = await connect(url)
-        # A Ray we join has its own environment: send the handlers' configuration along.
-        env = registry.forwarded_env(os.environ) if ray_address else None
-        executor = RayExecutor(address=ray_address, num_cpus=num_cpus, env=env)
         w: Serving
         if mode == "actors":
-            w = ActorPool(registry, redis, url, executor, settings, actors=actors)
+            from ..worker import RayExecutor
+            from ..worker.actors import ActorPool
+
+            env = registry.forwarded_env(os.environ) if ray_address else None
+            ray = RayExecutor(address=ray_address, num_cpus=num_cpus, env=env)
+            w = ActorPool(registry, redis, url, ray, settings, actors=actors)
         else:
-            w = Worker(registry, redis, executor, settings)
+            w = Worker(registry, redis, _make_executor(executor, registry, ray_address, num_cpus), settings)
+        if reload:
+            reloader = Reloader(watched_dirs(app), w.stop)
+            w.supervisor.spawn("reload", reloader.watch)
         install = _signal_handlers(w.stop)
         install()
         # ray.init installs Ray's native failure-signal handler over ours; on SIGTERM it arms
@@ -167,7 +194,7 @@ def worker(
         w.events.subscribe(
             lambda e: install() if isinstance(e, StateChanged) and e.state == "reading" else None
         )
-        server = None if metrics_port is None else await start_metrics_server(w, metrics_port)
+        server = None if metrics_port is None else await _metrics_server(w, metrics_port)
         try:
             await w.run()
         finally:
@@ -177,10 +204,50 @@ def worker(
         log.info("worker %s stopped", w.consumer)
 
     run(serve())
+    if reloader is not None and reloader.changed:
+        reloader.reexec()
     # Every entry is settled and the Ray driver is shut down. Skip the interpreter's teardown:
     # Ray's native destructors can abort (SIGABRT) a driver that shared a cluster with other
     # drivers, which would turn a clean stop into a crash for the process supervisor.
     exit_now(0)
+
+
+def _load(app: str, streams: str | None, batch_size: int | None, log_format: str) -> Registry:
+    """APP's registry with the command line's --streams and --batch-size applied."""
+    registry = load_registry(app)
+    given = click.get_current_context().get_parameter_source("log_level")
+    if registry.log_level and given is click.core.ParameterSource.DEFAULT:
+        logs.configure(registry.log_level, log_format)
+    names = split_streams(streams)
+    if names:
+        registry = registry.only(names)
+    if batch_size:
+        registry = registry.with_options(batch_size=batch_size)
+    return registry
+
+
+async def _metrics_server(w: Serving, port: int) -> Any:
+    from ..observe.http import start_metrics_server  # prometheus_client: only when asked for
+
+    return await start_metrics_server(w, port)
+
+
+def _check_executor(executor: str, ray_address: str | None, num_cpus: int | None) -> None:
+    if executor == "inline" and (ray_address or num_cpus):
+        raise click.UsageError("--ray-address and --num-cpus are Ray options: not with --executor inline")
+
+
+def _make_executor(
+    executor: str, registry: Registry, ray_address: str | None, num_cpus: int | None
+) -> Executor:
+    """The inline executor (no Ray is imported), or Ray: local, or joined at ``ray_address``."""
+    from ..worker import InlineExecutor, RayExecutor
+
+    if executor == "inline":
+        return InlineExecutor()
+    # A Ray we join has its own environment: send the handlers' configuration along.
+    env = registry.forwarded_env(os.environ) if ray_address else None
+    return RayExecutor(address=ray_address, num_cpus=num_cpus, env=env)
 
 
 def _signal_handlers(stop: Callable[[], None]) -> Callable[[], None]:

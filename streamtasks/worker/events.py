@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ..registry import HandlerSpec, Registry
     from .run import BatchResult, RawEntry
     from .settle import Settlement
+    from .supervise import Supervisor
 
 log = logging.getLogger("streamtasks.worker")
 
@@ -145,6 +146,7 @@ class Serving(Protocol):
     consumer: str
     events: Events
     reading: asyncio.Event
+    supervisor: Supervisor
 
     @property
     def stopping(self) -> bool: ...

@@ -11,7 +11,9 @@ import redis.asyncio as aioredis
 from streamtasks import Message, Registry
 from streamtasks.builtins import store_training_batch
 
-registry = Registry(group="streamtasks-adserving")
+# The built-in store reads DATABASE_URL in the Ray worker: a registry serving it on a Ray
+# cluster says so, and a worker that joins one forwards it (the core forwards only its own).
+registry = Registry(group="streamtasks-adserving", env_forward=("DATABASE_",))
 
 
 @registry.stream_handler("training_data_stream", batch=True, batch_size=1000, max_retries=3)

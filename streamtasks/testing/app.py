@@ -1,0 +1,229 @@
+"""The in-memory app: a registry's handlers run on the worker's own decision code, no services.
+
+What is shared with the real worker, not re-implemented: decoding, the handler call and the
+retry decision (:func:`~streamtasks.worker.run.run_batch`, :meth:`RetryPolicy.decide`), a
+batch that fails or times out as a whole (:meth:`RetryPolicy.decide_all`,
+:func:`~streamtasks.worker.dispatch.batch_deadline`), the delivery limit
+(:meth:`RetryPolicy.over_delivery_limit`), the settlement plan
+(:meth:`~streamtasks.worker.settle.Settlement.of`: done, retry after a delay capped by the
+visibility timeout, dead) and the dead-letter format (:func:`dead_letter_fields`,
+:class:`DeadLetter`). What is in memory: the streams and the group's pending entries
+(:mod:`.broker`), and the clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..deadletter import DeadLetter, dead_letter_fields
+from ..keys import FIELD_MESSAGE_ID
+from ..message import FieldValue, encode_fields
+from ..producer import Sender, new_message_id, sender_override
+from ..registry import HandlerSpec, Registry
+from ..resources import _resources, process_loop
+from ..retry import Dead
+from ..worker.dispatch import batch_deadline
+from ..worker.run import BatchResult, RawEntry, run_batch
+from ..worker.settle import Settlement
+from .broker import Delivery, FakeClock, MemoryStream
+
+#: Batches one ``run_until_idle`` may run before it decides the handlers never go idle.
+MAX_BATCHES = 10_000
+DEFAULT_VISIBILITY_TIMEOUT = 30.0
+CONSUMER = "in-memory"
+
+
+class InMemoryApp:
+    """Serves ``registry`` from in-memory streams; ``await app.send(...)`` then
+    ``await app.run_until_idle()``, and look at :meth:`dead_letters`, :meth:`acked`,
+    :meth:`pending`. While it is active (:meth:`activate`, ``async with``, or the pytest
+    fixture), ``await handler.send(...)`` adds to this app instead of Redis."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        clock: FakeClock | None = None,
+        visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
+    ) -> None:
+        self.registry = registry
+        self.group = registry.group
+        self.clock = clock or FakeClock()
+        self.visibility_ms = int(visibility_timeout * 1000)
+        self.streams: dict[str, MemoryStream] = {}
+        self._token: contextvars.Token[Sender | None] | None = None
+
+    # -- producing -----------------------------------------------------------------------------
+
+    async def send(
+        self, stream: str, fields: Mapping[str, FieldValue], *, message_id: str | None = None
+    ) -> str:
+        """Add an entry the way :meth:`Producer.send <streamtasks.Producer.send>` does."""
+        encoded = encode_fields(fields)
+        encoded[FIELD_MESSAGE_ID] = message_id or str(encoded.get(FIELD_MESSAGE_ID) or new_message_id())
+        return self.add_raw(stream, encoded)
+
+    def add_raw(self, stream: str, fields: Mapping[str, str | bytes]) -> str:
+        """Add an entry as a foreign producer would (``XADD``): no message id, any bytes."""
+        raw = [b for kv in fields.items() for b in (_bytes(kv[0]), _bytes(kv[1]))]
+        return self._stream(stream).add(raw, self.clock.ms)
+
+    def activate(self) -> InMemoryApp:
+        """Make ``handler.send(...)`` (the default producer) add to this app, in this context."""
+        self._token = sender_override.set(self)
+        return self
+
+    def deactivate(self) -> None:
+        if self._token is not None:
+            try:
+                sender_override.reset(self._token)
+            except ValueError:  # reset from another context (a fixture's teardown)
+                if sender_override.get() is self:
+                    sender_override.set(None)
+            self._token = None
+
+    async def __aenter__(self) -> InMemoryApp:
+        return self.activate()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.deactivate()
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the per-process resources the handlers created (``registry.resource``)."""
+        if _resources.closers:
+            await asyncio.to_thread(process_loop().run, _resources.close())
+
+    # -- the clock and the loop ----------------------------------------------------------------
+
+    def advance(self, seconds: float) -> None:
+        """Move the fake clock: retries whose delay is over become runnable."""
+        self.clock.advance(seconds)
+
+    async def run_until_idle(self, *, max_batches: int = MAX_BATCHES) -> int:
+        """Run batches until no entry is runnable now (retries not yet due wait for
+        :meth:`advance`); returns how many batches ran."""
+        ran = 0
+        while work := self._take_work():
+            for spec, entries in work:
+                if ran >= max_batches:
+                    raise RuntimeError(f"still busy after {max_batches} batches (a handler feeding itself?)")
+                await self._run(spec, entries)
+                ran += 1
+        return ran
+
+    async def drain(self, *, max_batches: int = MAX_BATCHES) -> int:
+        """:meth:`run_until_idle`, moving the clock to each pending retry until none is left."""
+        ran = await self.run_until_idle(max_batches=max_batches)
+        while (due := self._next_due()) is not None:
+            self.clock.advance(max(0.0, due - self.clock.now))
+            ran += await self.run_until_idle(max_batches=max_batches)
+        return ran
+
+    # -- what happened -------------------------------------------------------------------------
+
+    def dead_letters(self, stream: str) -> list[DeadLetter]:
+        """Dead letters of ``stream``'s handler (its dead-letter stream), parsed as the CLI does."""
+        spec = self.registry.handlers.get(stream)
+        dead = self._stream(spec.dead_letter_stream if spec else f"{stream}:dead")
+        return [
+            DeadLetter.from_entry(i, dict(zip(r[0::2], r[1::2], strict=True)))
+            for i, r in dead.entries.items()
+        ]
+
+    def acked(self, stream: str) -> list[str]:
+        """Entry ids handled successfully (acknowledged), in order."""
+        return list(self._stream(stream).acked)
+
+    def pending(self, stream: str) -> dict[str, int]:
+        """Entries waiting for a retry: entry id -> deliveries so far."""
+        return {i: p.deliveries for i, p in self._stream(stream).pending.items()}
+
+    def entries(self, stream: str) -> list[tuple[str, dict[str, bytes]]]:
+        """Every entry of ``stream`` (a stream with no handler just collects them)."""
+        entries = self._stream(stream).entries.items()
+        return [(i, {k.decode(): v for k, v in _as_dict(raw).items()}) for i, raw in entries]
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _stream(self, name: str) -> MemoryStream:
+        if name not in self.streams:
+            self.streams[name] = MemoryStream(name)
+        return self.streams[name]
+
+    def _next_due(self) -> float | None:
+        dues = [d for s in self.streams.values() if (d := s.next_due()) is not None]
+        return min(dues) if dues else None
+
+    def _take_work(self) -> list[tuple[HandlerSpec, list[Delivery]]]:
+        """Reclaim due retries and read new entries, in batches of each handler's size."""
+        work: list[tuple[HandlerSpec, list[Delivery]]] = []
+        for name, spec in self.registry.handlers.items():
+            stream = self._stream(name)
+            entries = stream.claim_due(self.clock.now, math.inf) + stream.read(len(stream.unread))
+            work += [
+                (spec, entries[i : i + spec.batch_size]) for i in range(0, len(entries), spec.batch_size)
+            ]
+        return work
+
+    async def _run(self, spec: HandlerSpec, entries: Sequence[Delivery]) -> None:
+        exhausted = [i for i, e in enumerate(entries) if spec.retry.over_delivery_limit(e[2])]
+        if exhausted:  # the recovery step's check, before running anything
+            dead = Dead(spec.retry.delivery_limit_error())
+            self._settle(
+                spec,
+                [entries[i] for i in exhausted],
+                BatchResult(len(exhausted), dict.fromkeys(range(len(exhausted)), dead)),
+            )
+            entries = [e for i, e in enumerate(entries) if i not in set(exhausted)]
+        if entries:
+            self._settle(spec, entries, await self._execute(spec, entries))
+
+    async def _execute(self, spec: HandlerSpec, entries: Sequence[RawEntry]) -> BatchResult:
+        """The batch on a thread (async handlers on the process loop, as in a Ray worker),
+        bounded by the worker's deadline; a batch that fails as a whole gets the policy's outcome."""
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(run_batch, spec, list(entries)), batch_deadline(spec, len(entries))
+            )
+        except asyncio.TimeoutError:
+            error: BaseException = TimeoutError(f"batch of {len(entries)} exceeded its deadline")
+        except Exception as exc:
+            error = exc
+        return BatchResult(len(entries), spec.retry.decide_all(error, [e[2] for e in entries]))
+
+    def _settle(self, spec: HandlerSpec, entries: Sequence[RawEntry], result: BatchResult) -> None:
+        """Apply the worker's settlement plan to the in-memory group, as the Lua scripts do."""
+        plan = Settlement.of(entries, result, self.visibility_ms)
+        stream, now_ms = self._stream(spec.stream), self.clock.ms
+        for entry_id in plan.done:
+            stream.ack(entry_id)
+            stream.first_failure_ms.pop(entry_id, None)
+        for idle, ids in plan.delays.items():
+            for entry_id in ids:
+                stream.first_failure_ms.setdefault(entry_id, now_ms)
+                stream.pending[entry_id].due = self.clock.now + (self.visibility_ms - idle) / 1000
+        for (entry_id, raw, attempt), error in plan.dead:
+            fields = dead_letter_fields(
+                stream=spec.stream, entry_id=entry_id, group=self.group, handler=spec.name,
+                error=error, attempts=attempt, raw=raw, now_ms=now_ms,
+            )  # fmt: skip
+            first = stream.first_failure_ms.pop(entry_id, now_ms)
+            self.add_raw(spec.dead_letter_stream, _pairs(["first_failure_ms", str(first), *fields]))
+            stream.pending.pop(entry_id, None)
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def _pairs(flat: list[Any]) -> dict[str, str | bytes]:
+    return dict(zip(flat[0::2], flat[1::2], strict=True))
+
+
+def _as_dict(raw: list[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(raw[0::2], raw[1::2], strict=True))

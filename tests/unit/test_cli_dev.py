@@ -1,0 +1,40 @@
+"""The command line for development: --version, shell completion, the worker's dev options."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from streamtasks import __version__
+from streamtasks.cli import main
+
+
+def test_version_flag() -> None:
+    result = CliRunner().invoke(main, ["--version"], prog_name="streamtasks")
+    assert result.exit_code == 0 and result.output == f"streamtasks, version {__version__}\n"
+
+
+def complete(words: str) -> list[str]:
+    env = {
+        "_STREAMTASKS_COMPLETE": "bash_complete",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(len(words.split(" ")) - 1),
+    }
+    result = CliRunner().invoke(main, [], prog_name="streamtasks", env=env)
+    assert result.exit_code == 0, result.output
+    return [line.split(",", 1)[1] for line in result.output.splitlines()]
+
+
+def test_shell_completion_completes_commands_and_options() -> None:
+    """click's completion, as documented in the README (`_STREAMTASKS_COMPLETE=bash_source`)."""
+    assert complete("streamtasks wor") == ["worker"]
+    assert complete("streamtasks sch") == ["schema"]
+    assert set(complete("streamtasks worker app --re")) == {"--redis-url", "--reload"}
+    assert complete("streamtasks worker app --executor ") == ["ray", "inline"]
+
+
+def test_inline_executor_refuses_ray_options_as_a_usage_error() -> None:
+    result = CliRunner().invoke(
+        main, ["worker", "orders_app", "--executor", "inline", "--ray-address", "auto"]
+    )
+    assert result.exit_code == 2
+    assert "--ray-address and --num-cpus are Ray options: not with --executor inline" in result.output
