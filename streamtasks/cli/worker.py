@@ -105,7 +105,7 @@ def worker(
 ) -> None:
     """Serve the handlers of the Registry at APP (MODULE:ATTR) until SIGTERM/SIGINT.
 
-    Exit status: 0 after a graceful stop, 1 on a configuration or connection error.
+    A graceful stop exits 0; a second signal exits at once (128 + the signal's number).
     """
     from ..observe.http import start_metrics_server
     from ..worker import RayExecutor, Worker, WorkerSettings
