@@ -15,9 +15,21 @@ from .. import logs
 from ..app import load_registry
 from ..errors import StreamtasksError
 from ..worker.events import StateChanged
-from .common import connect, exit_now, redis_url_of, redis_url_option, run, split_streams, streams_option
+from .common import (
+    connect,
+    exit_now,
+    one_line,
+    redis_url_of,
+    redis_url_option,
+    run,
+    split_streams,
+    streams_option,
+)
 
 log = logging.getLogger("streamtasks.cli")
+#: ``--metrics-host`` default: :data:`streamtasks.observe.http.DEFAULT_HOST` (not imported
+#: here: prometheus_client would slow every command's start).
+METRICS_HOST = "0.0.0.0"
 
 
 @click.command()
@@ -89,6 +101,14 @@ log = logging.getLogger("streamtasks.cli")
     show_envvar=True,
     help="Serve /metrics (Prometheus), /healthz and /readyz on this port (off by default).",
 )
+@click.option(
+    "--metrics-host",
+    default=METRICS_HOST,
+    envvar="STREAMTASKS_METRICS_HOST",
+    show_envvar=True,
+    show_default=True,
+    help="Address the --metrics-port endpoints bind to (127.0.0.1: this machine only).",
+)
 def worker(
     app: str,
     redis_url: str | None,
@@ -102,12 +122,12 @@ def worker(
     log_level: str,
     log_format: str,
     metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Serve the handlers of the Registry at APP (MODULE:ATTR) until SIGTERM/SIGINT.
 
     A graceful stop exits 0; a second signal exits at once (128 + the signal's number).
     """
-    from ..observe.http import start_metrics_server
     from ..worker import RayExecutor, Worker, WorkerSettings
 
     logs.configure(log_level, log_format)
@@ -142,7 +162,7 @@ def worker(
         w.events.subscribe(
             lambda e: install() if isinstance(e, StateChanged) and e.state == "reading" else None
         )
-        server = None if metrics_port is None else await start_metrics_server(w, metrics_port)
+        server = None if metrics_port is None else await _serve_metrics(w, metrics_host, metrics_port)
         try:
             await w.run()
         finally:
@@ -156,6 +176,15 @@ def worker(
     # Ray's native destructors can abort (SIGABRT) a driver that shared a cluster with other
     # drivers, which would turn a clean stop into a crash for the process supervisor.
     exit_now(0)
+
+
+async def _serve_metrics(w: Any, host: str, port: int) -> Any:
+    from ..observe.http import start_metrics_server
+
+    try:
+        return await start_metrics_server(w, port, host)
+    except OSError as exc:  # address in use, not an address of this machine, unknown name
+        raise click.ClickException(f"cannot serve metrics on {host}:{port}: {one_line(exc)}") from None
 
 
 def _signal_handlers(stop: Callable[[], None]) -> Callable[[], None]:
