@@ -126,7 +126,10 @@ class Worker:
             await self._start_up()
             self.supervisor.spawn("reclaim", self._reclaim_loop)
             self.supervisor.spawn("lease", self._lease_loop)
-            log.info("worker %s reading %s as group %s", self.consumer, ", ".join(self.lanes), self.group)
+            log.info(
+                "worker %s reading %s as group %s", self.consumer, ", ".join(self.lanes), self.group,
+                extra={"consumer": self.consumer, "group": self.group, "streams": list(self.lanes)},
+            )  # fmt: skip
             self._set_state("reading")
             await self._read_loop()
         finally:
