@@ -15,6 +15,7 @@ from .. import logs
 from ..app import load_registry
 from ..errors import StreamtasksError
 from ..worker.events import StateChanged
+from ..worker.executors import RAY_START_TIMEOUT_S
 from .common import (
     connect,
     exit_now,
@@ -109,6 +110,15 @@ METRICS_HOST = "0.0.0.0"
     show_default=True,
     help="Address the --metrics-port endpoints bind to (127.0.0.1: this machine only).",
 )
+@click.option(
+    "--ray-start-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=RAY_START_TIMEOUT_S,
+    envvar="STREAMTASKS_RAY_START_TIMEOUT",
+    show_envvar=True,
+    show_default=True,
+    help="Seconds to start the local Ray or join --ray-address before giving up (exit 1).",
+)
 def worker(
     app: str,
     redis_url: str | None,
@@ -123,8 +133,13 @@ def worker(
     log_format: str,
     metrics_port: int | None,
     metrics_host: str,
+    ray_start_timeout: float,
 ) -> None:
     """Serve the handlers of the Registry at APP (MODULE:ATTR) until SIGTERM/SIGINT.
+
+    Without --ray-address it starts a new local Ray (never one recorded by an earlier `ray
+    start`, nor RAY_ADDRESS); joining a cluster uses its token (RAY_AUTH_TOKEN or
+    ~/.ray/auth_token). A signal during start-up stops the worker at once.
 
     A graceful stop exits 0; a second signal exits at once (128 + the signal's number).
     """
@@ -153,7 +168,9 @@ def worker(
         redis = await connect(url)
         # A Ray we join has its own environment: send the handlers' configuration along.
         env = registry.forwarded_env(os.environ) if ray_address else None
-        executor = RayExecutor(address=ray_address, num_cpus=num_cpus, env=env)
+        executor = RayExecutor(
+            address=ray_address, num_cpus=num_cpus, env=env, start_timeout=ray_start_timeout
+        )
         w = Worker(registry, redis, executor, settings)
         install = _signal_handlers(w.stop)
         install()
@@ -169,9 +186,13 @@ def worker(
             if server is not None:
                 await server.close()
             await redis.aclose()
-        log.info("worker %s stopped", w.consumer)
+        log.info("worker %s stopped", w.consumer, extra={"consumer": w.consumer})
 
-    run(serve())
+    try:
+        run(serve())
+    except click.ClickException as exc:
+        exc.show()  # e.g. Ray did not start: its start-up thread may still hang, so no teardown
+        exit_now(exc.exit_code)
     # Every entry is settled and the Ray driver is shut down. Skip the interpreter's teardown:
     # Ray's native destructors can abort (SIGABRT) a driver that shared a cluster with other
     # drivers, which would turn a clean stop into a crash for the process supervisor.

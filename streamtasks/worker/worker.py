@@ -124,6 +124,8 @@ class Worker:
         self.supervisor.spawn("heartbeat", self._heartbeat_loop)  # announce "starting" at once
         try:
             await self._start_up()
+            if not self._executor_started:  # stop() during start-up: nothing was read
+                return
             self.supervisor.spawn("reclaim", self._reclaim_loop)
             self.supervisor.spawn("lease", self._lease_loop)
             log.info(
@@ -136,15 +138,24 @@ class Worker:
             await self._drain()
 
     async def _start_up(self) -> None:
-        """Groups and the executor (Ray) start side by side: Ray takes seconds."""
+        """Groups and the executor (Ray) start side by side: Ray takes seconds. A :meth:`stop`
+        meanwhile (SIGTERM) ends the start-up at once, without the executor."""
         executor = asyncio.create_task(self.executor.start())
+        stopped = asyncio.create_task(self._stopping.wait())
         try:
             await self.reader.ensure_groups()
+            await asyncio.wait({executor, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not executor.done():
+                raise asyncio.CancelledError  # stopped: the executor's start is abandoned
         except BaseException:
             executor.cancel()
             with contextlib.suppress(BaseException):
                 await executor
+            if self.stopping:
+                return
             raise
+        finally:
+            stopped.cancel()
         await executor
         self._executor_started = True
 
