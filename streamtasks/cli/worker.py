@@ -164,6 +164,8 @@ def worker(
     except StreamtasksError as exc:
         raise click.ClickException(str(exc)) from None
 
+    ray_started: list[bool] = []  # from then on, exit without the interpreter's teardown
+
     async def serve() -> None:
         redis = await connect(url)
         # A Ray we join has its own environment: send the handlers' configuration along.
@@ -180,6 +182,7 @@ def worker(
             lambda e: install() if isinstance(e, StateChanged) and e.state == "reading" else None
         )
         server = None if metrics_port is None else await _serve_metrics(w, metrics_host, metrics_port)
+        ray_started.append(True)
         try:
             await w.run()
         finally:
@@ -191,6 +194,8 @@ def worker(
     try:
         run(serve())
     except click.ClickException as exc:
+        if not ray_started:
+            raise
         exc.show()  # e.g. Ray did not start: its start-up thread may still hang, so no teardown
         exit_now(exc.exit_code)
     # Every entry is settled and the Ray driver is shut down. Skip the interpreter's teardown:

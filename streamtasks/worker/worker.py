@@ -145,19 +145,15 @@ class Worker:
         try:
             await self.reader.ensure_groups()
             await asyncio.wait({executor, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            if not executor.done():
-                raise asyncio.CancelledError  # stopped: the executor's start is abandoned
-        except BaseException:
-            executor.cancel()
-            with contextlib.suppress(BaseException):
-                await executor
-            if self.stopping:
-                return
-            raise
-        finally:
+            if executor.done():
+                await executor  # raises its error, if it failed
+                self._executor_started = True
+        finally:  # a stop() before the executor started abandons its start
             stopped.cancel()
-        await executor
-        self._executor_started = True
+            if not self._executor_started:
+                executor.cancel()
+                with contextlib.suppress(BaseException):
+                    await executor
 
     def snapshot(self) -> Snapshot:
         return Snapshot(
