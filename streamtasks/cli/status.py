@@ -42,6 +42,8 @@ def render(status: Mapping[str, Any]) -> Any:
     from rich.table import Table
     from rich.text import Text
 
+    if not status["redis"]["ok"]:  # nothing else to show: one line
+        return Text(f"UNHEALTHY: {status['problems'][0]}", style="bold red")
     parts: list[Any] = []
     every_group = status["group"] is None
     title = f"streams (group {status['group']})" if not every_group else "streams (every consumer group)"
