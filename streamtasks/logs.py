@@ -12,11 +12,14 @@ import json
 import logging
 import re
 import sys
+from datetime import datetime, timezone
 from typing import Any
 
 _URL_AUTH = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
 _KV_SECRET = re.compile(r"(?i)\b(password|passwd|pwd|secret|token)(\s*[=:]\s*)(['\"]?)[^\s'\",;&]+")
 _known_secrets: set[str] = set()
+#: A log line's ``entry_ids`` field lists at most this many ids.
+LOGGED_IDS = 100
 
 
 def register_secret(value: str | None) -> None:
@@ -46,14 +49,45 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+#: Attributes every LogRecord has; anything else on a record came in ``extra=``.
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+def rfc3339_utc(created: float) -> str:
+    """``created`` (seconds since the epoch) as RFC 3339 UTC with milliseconds:
+    ``2026-11-29T07:00:00.123Z``."""
+    stamp = datetime.fromtimestamp(created, tz=timezone.utc)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+def _field(value: Any) -> Any:
+    """An ``extra=`` value for JSON: strings redacted, containers walked, the rest as is or str."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, (list, tuple)):
+        return [_field(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _field(v) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return redact(str(value))
+
+
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts`` (RFC 3339 UTC, milliseconds), ``level``, ``logger``,
+    ``msg``, every ``extra=`` field of the call (``stream``, ``handler``, ``entry_id``,
+    ``consumer``, ...), and ``exc`` for an exception."""
+
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "ts": rfc3339_utc(record.created),
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        for key, value in vars(record).items():
+            if key not in _RECORD_ATTRS and not key.startswith("_") and key not in payload:
+                payload[key] = _field(value)
         if record.exc_text:
             payload["exc"] = record.exc_text
         return json.dumps(payload, ensure_ascii=False)

@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
+from ..cli.common import one_line
 from ..errors import StreamtasksError
-from ..logs import redact
 from . import db, modelstats, schema, timescale
 from .config import DatabaseConfig
 
@@ -26,16 +26,23 @@ def _dsn(value: str | None) -> str:
 
 
 def _run_db(coro: Any) -> Any:
+    """Run ``coro``; any error is one line and exit 1 (``streamtasks.cli.common``'s codes)."""
+    import asyncpg
+
     try:
         return asyncio.run(coro)
-    except (StreamtasksError, ValueError) as exc:
-        raise click.ClickException(redact(str(exc))) from None
+    except click.ClickException:
+        raise
+    except StreamtasksError as exc:
+        raise click.ClickException(one_line(exc)) from None
+    except ValueError as exc:  # asyncpg's DSN parsing (ClientConfigurationError is one too)
+        raise click.ClickException(f"bad PostgreSQL URL: {one_line(exc)}") from None
+    except asyncpg.InvalidAuthorizationSpecificationError as exc:
+        raise click.ClickException(f"PostgreSQL refused the credentials: {one_line(exc)}") from None
     except (OSError, asyncio.TimeoutError) as exc:
-        raise click.ClickException(
-            f"cannot reach PostgreSQL: {redact(str(exc)) or type(exc).__name__}"
-        ) from None
+        raise click.ClickException(f"cannot reach PostgreSQL: {one_line(exc)}") from None
     except Exception as exc:  # asyncpg.PostgresError and friends: one line, no traceback
-        raise click.ClickException(f"PostgreSQL error: {type(exc).__name__}: {redact(str(exc))}") from None
+        raise click.ClickException(f"PostgreSQL error: {type(exc).__name__}: {one_line(exc)}") from None
 
 
 @click.group("db")

@@ -1,8 +1,9 @@
 """The ``streamtasks`` command line (click): one module per command group.
 
-Every option also reads an environment variable; :mod:`.common` declares the shared ones
-and turns errors into one line and an exit status. Packages add commands through the
-``streamtasks.commands`` entry-point group (the adserving product adds ``db`` and ``stats``).
+Every option also reads an environment variable; :mod:`.common` declares the shared ones,
+turns errors into one line and an exit status, and states the exit codes in every command's
+``--help``. Packages add commands through the ``streamtasks.commands`` entry-point group (the
+adserving product adds ``db`` and ``stats``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import click
 
 from ..errors import ConfigError
+from .common import EXIT_STATUS_HELP, Cli, with_exit_status
 from .dlq import dlq
 from .schema import schema_command
 from .send import parse_field_args, send
@@ -23,7 +25,7 @@ from .worker import worker
 COMMANDS_GROUP = "streamtasks.commands"
 
 
-class _Commands(click.Group):
+class _Commands(Cli):
     """Commands of other packages (entry points) are imported only when they are run or
     listed: ``streamtasks worker`` does not pay for the product's imports (asyncpg ...)."""
 
@@ -38,25 +40,33 @@ class _Commands(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
         if command is None and (entry := self._plugins().get(cmd_name)) is not None:
-            command = entry.load()
+            command = _with_exit_status_everywhere(entry.load())
             self.add_command(command, cmd_name)
         return command
 
 
 @click.group(
-    cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+    cls=_Commands,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EXIT_STATUS_HELP,
 )
 @click.version_option(package_name="streamtasks")
 def main() -> None:
-    """streamtasks: decorator task framework on Redis Streams, run by Ray.
+    """streamtasks: decorator task framework on Redis Streams, run by Ray."""
 
-    Exit status: 0 success; 1 an error (configuration, connection, Redis); 2 a usage error;
-    3 (status) unhealthy.
-    """
+
+def _with_exit_status_everywhere(command: click.Command) -> click.Command:
+    """``command`` and, for a group, each of its subcommands, with the exit codes in its help."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _with_exit_status_everywhere(sub)
+    if EXIT_STATUS_HELP not in (command.help or ""):
+        with_exit_status(command)
+    return command
 
 
 for command in (worker, send, dlq, status_command, schema_command):
-    main.add_command(command)
+    main.add_command(_with_exit_status_everywhere(command))
 
 
 def run() -> None:  # pragma: no cover - console entry point

@@ -1,8 +1,11 @@
 """What every command shares: the options declared once, the Redis connection, and the one
-place that turns an exception a user can fix into one line and an exit status.
+place that turns an exception into one line and an exit status (:func:`run` for the
+coroutine of a command, :class:`Cli` for everything else a command raises).
 
-Exit status, the same for every command: 0 success; 1 an error (configuration, connection,
-Redis); 2 a usage error (click); 3 ``status`` found the deployment unhealthy.
+Exit status, the same for every command (:data:`EXIT_STATUS_HELP`, shown in each ``--help``):
+0 success; 1 an error (a bad or unreachable URL, refused credentials, a configuration or
+Redis/PostgreSQL error); 2 a usage error (an unknown option, a missing argument, a value of
+the wrong type: click's own code); 3 ``status`` found the deployment unhealthy.
 """
 
 from __future__ import annotations
@@ -30,35 +33,92 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2  # click's own code for usage errors
 EXIT_UNHEALTHY = 3
 
+#: The exit codes as every command's ``--help`` states them (``\b``: click keeps the lines).
+EXIT_STATUS_HELP = """\b
+Exit status: 0 success; 1 an error (bad or unreachable URL, refused credentials,
+configuration); 2 a usage error (unknown option, missing argument, wrong type);
+3 unhealthy (status)."""
+
+
+def with_exit_status(command: click.Command) -> click.Command:
+    """Append :data:`EXIT_STATUS_HELP` to ``command``'s help text."""
+    command.help = f"{(command.help or '').rstrip()}\n\n{EXIT_STATUS_HELP}"
+    return command
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc`` as one redacted line (its type when it has no message)."""
+    message = " ".join(logs.redact(str(exc)).split())
+    return message or type(exc).__name__
+
+
+class Cli(click.Group):
+    """The ``streamtasks`` group: whatever a command raises becomes one line and exit 1.
+
+    Click's own exceptions (usage errors: 2) and ``SystemExit`` pass through; errors a user
+    can fix read as they are; anything else is named by its type, never a traceback.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except (StreamtasksError, ValueError) as exc:
+            raise click.ClickException(one_line(exc)) from None
+        except Exception as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {one_line(exc)}") from None
+
 
 def redis_url_of(value: str | None) -> str:
     return value or RedisConfig.from_env().url
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro``; turn the errors a user can fix into one line and exit code 1."""
+    """Run ``coro``; turn its errors into one line and exit code 1."""
     try:
         return asyncio.run(coro)
+    except click.exceptions.ClickException:
+        raise
     except (StreamtasksError, ValueError) as exc:
-        raise click.ClickException(logs.redact(str(exc))) from None
+        raise click.ClickException(one_line(exc)) from None
+    except rx.AuthenticationError as exc:
+        raise click.ClickException(f"Redis refused the credentials: {one_line(exc)}") from None
     except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
-        raise click.ClickException(f"cannot reach Redis: {logs.redact(str(exc))}") from None
-    except rx.ResponseError as exc:
-        raise click.ClickException(f"Redis error: {logs.redact(str(exc))}") from None
+        raise click.ClickException(f"cannot reach Redis: {one_line(exc)}") from None
+    except rx.RedisError as exc:
+        raise click.ClickException(f"Redis error: {one_line(exc)}") from None
+
+
+#: Seconds to wait for a TCP connection to Redis from the command line.
+CONNECT_TIMEOUT_S = 10.0
+
+
+def redis_client(url: str, **kwargs: Any) -> Redis:
+    """A client for ``url`` (not connected yet); a URL that cannot be parsed is one line."""
+    kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_S)
+    try:
+        return Redis.from_url(url, **kwargs)
+    except Exception as exc:  # ValueError, TypeError, IndexError ... from URL parsing
+        raise click.ClickException(f"bad Redis URL {logs.redact(url)!r}: {one_line(exc)}") from None
 
 
 async def connect(url: str) -> Redis:
-    redis = Redis.from_url(url)
+    """A client for ``url`` that answered a PING (one line and exit 1 when it does not)."""
+    redis = redis_client(url)
     try:
         await redis.ping()
-    except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
+    except rx.AuthenticationError as exc:  # a subclass of ConnectionError: first
         await redis.aclose()
         raise click.ClickException(
-            f"cannot reach Redis at {logs.redact(url)}: {logs.redact(str(exc))}"
+            f"Redis at {logs.redact(url)} refused the credentials: {one_line(exc)}"
         ) from None
-    except rx.AuthenticationError as exc:
+    except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
         await redis.aclose()
-        raise click.ClickException(f"Redis at {logs.redact(url)} refused the credentials: {exc}") from None
+        raise click.ClickException(f"cannot reach Redis at {logs.redact(url)}: {one_line(exc)}") from None
+    except Exception:
+        await redis.aclose()
+        raise
     return redis
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 from typing import Any
 
 import click
@@ -11,13 +13,30 @@ from ..keys import dead_letter_stream
 from .common import connected, redis_url_option, run
 
 
-def _dead_name(stream: str, dead_stream: str | None) -> str:
+def _dead_name(stream: str, dead_stream: str | None, app: str | None = None) -> str:
+    """``--dead-stream``, else STREAM's ``dead_letter_stream`` in APP, else ``STREAM:dead``."""
     if dead_stream:
         return dead_stream
+    if app:
+        from ..app import load_registry
+        from ..errors import ConfigError
+
+        spec = load_registry(app).handlers.get(stream)
+        if spec is None:
+            raise ConfigError(f"{app} has no handler for stream {stream!r}")
+        return spec.dead_letter_stream
     return stream if stream.endswith(":dead") else dead_letter_stream(stream)
 
 
-dead_option = click.option("--dead-stream", help="Dead-letter stream name (default: STREAM:dead).")
+def dead_option(command: Any) -> Any:
+    """``--app`` and ``--dead-stream``: where STREAM's dead letters are."""
+    command = click.option(
+        "--dead-stream", help="Dead-letter stream name (default: from --app, else STREAM:dead)."
+    )(command)
+    return click.option(
+        "--app", envvar="STREAMTASKS_APP", show_envvar=True, metavar="MODULE:ATTR",
+        help="The Registry serving STREAM: its dead_letter_stream= is used.",
+    )(command)  # fmt: skip
 
 
 @click.group()
@@ -31,11 +50,13 @@ def dlq() -> None:
 @dead_option
 @click.option("--count", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def dlq_list(stream: str, redis_url: str | None, dead_stream: str | None, count: int, as_json: bool) -> None:
+def dlq_list(
+    stream: str, redis_url: str | None, app: str | None, dead_stream: str | None, count: int, as_json: bool
+) -> None:
     """List the dead letters of STREAM (oldest first)."""
     from ..deadletter import list_dead
 
-    name = _dead_name(stream, dead_stream)
+    name = _dead_name(stream, dead_stream, app)
 
     async def go() -> tuple[int, list[Any]]:
         async with connected(redis_url) as redis:
@@ -72,11 +93,13 @@ def dlq_list(stream: str, redis_url: str | None, dead_stream: str | None, count:
 @click.argument("dead_id")
 @redis_url_option
 @dead_option
-def dlq_show(stream: str, dead_id: str, redis_url: str | None, dead_stream: str | None) -> None:
+def dlq_show(
+    stream: str, dead_id: str, redis_url: str | None, app: str | None, dead_stream: str | None
+) -> None:
     """Print one dead letter in full (JSON)."""
     from ..deadletter import get_dead
 
-    name = _dead_name(stream, dead_stream)
+    name = _dead_name(stream, dead_stream, app)
 
     async def go() -> Any:
         async with connected(redis_url) as redis:
@@ -98,6 +121,7 @@ def dlq_show(stream: str, dead_id: str, redis_url: str | None, dead_stream: str 
 def dlq_replay(
     stream: str,
     redis_url: str | None,
+    app: str | None,
     dead_stream: str | None,
     ids: tuple[str, ...],
     error_type: str | None,
@@ -112,7 +136,7 @@ def dlq_replay(
 
     if sum(map(bool, (ids, error_type, everything))) != 1:
         raise click.UsageError("give exactly one of --id, --error-type, --all")
-    name = _dead_name(stream, dead_stream)
+    name = _dead_name(stream, dead_stream, app)
 
     async def go() -> list[tuple[str, str]]:
         async with connected(redis_url) as redis:
@@ -131,21 +155,65 @@ def dlq_replay(
 @dead_option
 @click.option("--id", "ids", multiple=True, help="Dead-letter id to delete (repeatable).")
 @click.option("--all", "everything", is_flag=True, help="Delete the whole dead-letter stream.")
+@click.option("--yes", is_flag=True, help="Do not ask (needed for --all when not on a terminal).")
+@click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
 def dlq_purge(
-    stream: str, redis_url: str | None, dead_stream: str | None, ids: tuple[str, ...], everything: bool
-) -> None:
-    """Delete dead letters for good."""
+    stream: str, redis_url: str | None, app: str | None, dead_stream: str | None, ids: tuple[str, ...],
+    everything: bool, yes: bool, dry_run: bool,
+) -> None:  # fmt: skip
+    """Delete dead letters for good.
+
+    --all asks first on a terminal; elsewhere (a script, cron) it needs --yes. --dry-run
+    prints what would go.
+    """
     from ..deadletter import purge
 
     if bool(ids) == everything:
         raise click.UsageError("give --id ... or --all")
-    name = _dead_name(stream, dead_stream)
+    name = _dead_name(stream, dead_stream, app)
+    if not dry_run and everything and not yes and not _interactive():
+        raise click.UsageError(f"--all deletes every dead letter in {name}: add --yes (or --dry-run)")
 
     async def go() -> int:
         async with connected(redis_url) as redis:
+            total, shown = await _doomed(redis, name, ids, everything)
+            if dry_run:
+                _print_doomed(name, total, shown)
+                return 0
+            if everything and not yes and total:
+                prompt = f"Delete all {total} dead letter(s) in {name} for good?"
+                await asyncio.to_thread(click.confirm, prompt, abort=True)
             return await purge(redis, name, ids, everything)
 
-    click.echo(f"purged {run(go())} dead letter(s) from {name}")
+    purged = run(go())
+    if not dry_run:
+        click.echo(f"purged {purged} dead letter(s) from {name}")
+
+
+#: ``purge --all --dry-run`` lists this many of the dead letters it would delete.
+DRY_RUN_SHOWN = 20
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+async def _doomed(redis: Any, name: str, ids: tuple[str, ...], everything: bool) -> tuple[int, list[Any]]:
+    """How many dead letters a purge would delete, and (some of) them."""
+    from ..deadletter import list_dead, select_dead
+
+    if everything:
+        return int(await redis.xlen(name)), await list_dead(redis, name, DRY_RUN_SHOWN)
+    found = await select_dead(redis, name, ids=ids)
+    return len(found), found
+
+
+def _print_doomed(name: str, total: int, shown: list[Any]) -> None:
+    for d in shown:
+        click.echo(f"{d.dead_id}  {d.stream} {d.id}  {d.reason}: {d.error_type}")
+    if total > len(shown):
+        click.echo(f"... and {total - len(shown)} more")
+    click.echo(f"would purge {total} dead letter(s) from {name} (dry run: nothing deleted)")
 
 
 def _letter_dict(d: Any, full: bool = False) -> dict[str, Any]:

@@ -9,10 +9,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from redis.asyncio import Redis
-
-from .. import keys
-from ..observe.inspect import DEFAULT_STUCK_AFTER, gather_status
+from ..observe.inspect import DEFAULT_STUCK_AFTER, NO_GROUP, gather_status
+from .common import EXIT_ERROR, EXIT_UNHEALTHY, redis_client, split_streams
 
 # -- rendering ---------------------------------------------------------------------------------
 
@@ -44,35 +42,40 @@ def render(status: Mapping[str, Any]) -> Any:
     from rich.table import Table
     from rich.text import Text
 
+    if not status["redis"]["ok"]:  # nothing else to show: one line
+        return Text(f"UNHEALTHY: {status['problems'][0]}", style="bold red")
     parts: list[Any] = []
-    streams = Table(title=f"streams (group {status['group']})", title_justify="left")
-    for col in (
-        "stream",
-        "length",
-        "lag",
-        "pending",
-        "oldest pending",
-        "dead letters",
-        "added/1m",
-        "consumers",
-    ):
-        streams.add_column(col, justify="left" if col in ("stream", "consumers") else "right")
+    every_group = status["group"] is None
+    title = f"streams (group {status['group']})" if not every_group else "streams (every consumer group)"
+    streams = Table(title=title, title_justify="left")
+    columns = ["stream", "length", "lag", "pending", "oldest pending", "dead letters", "added/1m"]
+    columns.append("consumers")
+    if every_group:
+        columns.insert(1, "group")
+    for col in columns:
+        streams.add_column(col, justify="left" if col in ("stream", "group", "consumers") else "right")
     for s in status["streams"]:
         consumers = ", ".join(_consumer_text(c) for c in s["consumers"])
         added = _num(s.get("added_1m")) + ("+" if s.get("added_1m_capped") else "")
         group = "" if s["group_exists"] else " (no group)"
-        streams.add_row(
+        row = [
             s["stream"] + group, _num(s["length"]), _num(s["lag"]), _num(s["pending"]),
             _secs(s["oldest_pending_age"]), _num(s["dead_letters"]), added, consumers or "-",
-        )  # fmt: skip
+        ]  # fmt: skip
+        if every_group:
+            row.insert(1, s["group"] if s["group"] != NO_GROUP else "-")
+        streams.add_row(*row)
     parts.append(streams)
+    if every_group and not status["streams"]:
+        parts.append(Text("no consumer groups in this Redis (no worker has started on it)"))
     workers = Table(title="live workers", title_justify="left")
-    for col in ("consumer", "host", "pid", "last heartbeat", "in flight", "streams"):
+    for col in ("consumer", "group", "state", "host", "pid", "last heartbeat", "in flight", "streams"):
         workers.add_column(col)
     for w in status["workers"]:
         workers.add_row(
-            str(w["consumer"]), str(w["host"] or "-"), str(w["pid"] or "-"),
-            _secs(w["heartbeat_age"]) + " ago", _num(w["in_flight"]), ", ".join(w["streams"]),
+            str(w["consumer"]), str(w.get("group") or "-"), str(w.get("state") or "-"),
+            str(w["host"] or "-"), str(w["pid"] or "-"), _secs(w["heartbeat_age"]) + " ago",
+            _num(w["in_flight"]), ", ".join(w["streams"]),
         )  # fmt: skip
     parts.append(workers if status["workers"] else Text("no live workers", style="yellow"))
     if status["ok"]:
@@ -85,19 +88,16 @@ def render(status: Mapping[str, Any]) -> Any:
 
 # -- the command -----------------------------------------------------------------------------
 
-#: Exit status of ``streamtasks status`` when something is unhealthy.
-EXIT_UNHEALTHY = 2
-
 
 def _targets(
     app: str | None, streams: str | None, group: str | None
-) -> tuple[list[str] | None, str, dict[str, str]]:
+) -> tuple[list[str] | None, str | None, dict[str, str]]:
     """Streams, group and dead-letter stream names from ``APP`` and/or ``--streams``."""
     from ..app import load_registry
 
-    names = [s.strip() for s in streams.split(",") if s.strip()] if streams else None
+    names = split_streams(streams)
     if app is None:
-        return names, group or keys.DEFAULT_GROUP, {}
+        return names, group, {}  # no group: every group (of the named streams, or of all)
     registry = load_registry(app)
     if names:
         registry = registry.only(names)
@@ -106,7 +106,7 @@ def _targets(
 
 
 async def _status_once(url: str, **kw: Any) -> dict[str, Any]:
-    redis = Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+    redis = redis_client(url, socket_connect_timeout=5, socket_timeout=10)
     try:
         return await gather_status(redis, **kw)
     finally:
@@ -142,13 +142,13 @@ def _make_command() -> Any:
         "--streams",
         envvar="STREAMTASKS_STREAMS",
         show_envvar=True,
-        help="Comma-separated streams (default: APP's streams, else every stream with GROUP).",
+        help="Comma-separated streams (default: APP's streams, else every stream with a group).",
     )
     @click.option(
         "--group",
         envvar="STREAMTASKS_GROUP",
         show_envvar=True,
-        help=f"Consumer group (default: APP's group, else {keys.DEFAULT_GROUP!r}).",
+        help="Consumer group (default: APP's group, else every group of the streams).",
     )
     @click.option(
         "--redis-url",
@@ -182,9 +182,10 @@ def _make_command() -> Any:
     ) -> None:  # fmt: skip
         """Lag, pending, stuck entries, dead letters and live workers of APP (MODULE:ATTR).
 
-        Exit status: 0 healthy; 2 unhealthy (a pending entry older than --stuck-after, a dead
-        consumer holding entries, no live worker while entries wait, Redis unreachable) --
-        the output says why; 1 on a usage or configuration error.
+        Without APP or --streams: every consumer group in this Redis. Unhealthy (exit 3; the
+        output says why): a named stream no worker reads (no group), entries waiting with no
+        live worker, a dead consumer holding entries, a pending entry older than
+        --stuck-after, Redis unreachable. A worker still starting (Ray) counts as live.
         """
         from ..config import RedisConfig
         from ..errors import StreamtasksError
@@ -197,17 +198,23 @@ def _make_command() -> Any:
             raise click.ClickException(redact(str(exc))) from None
         kw: dict[str, Any] = {
             "streams": names, "group": grp, "dead_letter_streams": dead, "stuck_after": stuck_after,
+            "named": split_streams(streams) or (),
         }  # fmt: skip
+        redis_client(url)  # a URL that cannot be parsed: one line, exit 1
         if watch:
             result = _watch(url, interval, as_json, kw)
         else:
             result = asyncio.run(_status_once(url, **kw))
             if as_json:
                 click.echo(json.dumps(result, indent=2))
+            elif not result["redis"]["ok"]:
+                click.echo(f"UNHEALTHY: {result['problems'][0]}")  # one line, not a table
             else:
                 from rich.console import Console
 
                 Console().print(render(result))
+        if result["redis"]["refused"]:
+            raise SystemExit(EXIT_ERROR)  # a configuration error, not an outage
         if not result["ok"]:
             raise SystemExit(EXIT_UNHEALTHY)
 

@@ -10,18 +10,32 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
+from attrs import evolve
 
 from .. import logs
 from ..app import load_registry
 from ..errors import StreamtasksError
 from ..worker.events import Serving, StateChanged
-from .common import connect, exit_now, redis_url_of, redis_url_option, run, split_streams, streams_option
+from ..worker.executors import RAY_START_TIMEOUT_S
+from .common import (
+    connect,
+    exit_now,
+    one_line,
+    redis_url_of,
+    redis_url_option,
+    run,
+    split_streams,
+    streams_option,
+)
 
 if TYPE_CHECKING:
     from ..registry import Registry
-    from ..worker import Executor
+    from ..worker import RayExecutor
 
 log = logging.getLogger("streamtasks.cli")
+#: ``--metrics-host`` default: :data:`streamtasks.observe.http.DEFAULT_HOST` (not imported
+#: here: prometheus_client would slow every command's start).
+METRICS_HOST = "0.0.0.0"
 
 
 @click.command()
@@ -128,6 +142,23 @@ log = logging.getLogger("streamtasks.cli")
     help="Restart on changes to Python files under the current directory or APP's "
     "directory (graceful stop, then re-exec). For development.",
 )
+@click.option(
+    "--metrics-host",
+    default=METRICS_HOST,
+    envvar="STREAMTASKS_METRICS_HOST",
+    show_envvar=True,
+    show_default=True,
+    help="Address the --metrics-port endpoints bind to (127.0.0.1: this machine only).",
+)
+@click.option(
+    "--ray-start-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=RAY_START_TIMEOUT_S,
+    envvar="STREAMTASKS_RAY_START_TIMEOUT",
+    show_envvar=True,
+    show_default=True,
+    help="Seconds to start the local Ray or join --ray-address before giving up (exit 1).",
+)
 def worker(
     app: str,
     redis_url: str | None,
@@ -145,24 +176,26 @@ def worker(
     metrics_port: int | None,
     executor: str,
     reload: bool,
+    metrics_host: str,
+    ray_start_timeout: float,
 ) -> None:
     """Serve the handlers of the Registry at APP (MODULE:ATTR) until SIGTERM/SIGINT.
 
-    Exit status: 0 after a graceful stop, 1 on a configuration or connection error.
+    Without --ray-address it starts a new local Ray (never one recorded by an earlier `ray
+    start`, nor RAY_ADDRESS); joining a cluster uses its token (RAY_AUTH_TOKEN or
+    ~/.ray/auth_token). A signal during start-up stops the worker at once.
+
+    A graceful stop exits 0; a second signal exits at once (128 + the signal's number).
     """
-    from ..worker import Worker, WorkerSettings
+    from ..worker import WorkerSettings
     from .reload import Reloader, watched_dirs
 
     logs.configure(log_level, log_format)
-    _check_executor(executor, ray_address, num_cpus)
-    if executor == "inline" and mode == "actors":
-        raise click.UsageError("--mode actors runs on Ray: not with --executor inline")
+    _check_executor(executor, mode, ray_address, num_cpus)
     try:
         registry = _load(app, streams, batch_size, log_format)
-        settings_kw: dict[str, Any] = {"visibility_timeout": visibility_timeout, "grace_period": grace_period}
-        if consumer:
-            settings_kw["consumer"] = consumer
-        settings = WorkerSettings(**settings_kw)
+        settings = WorkerSettings(visibility_timeout=visibility_timeout, grace_period=grace_period)
+        settings = evolve(settings, consumer=consumer) if consumer else settings
         url = redis_url_of(redis_url)
     except StreamtasksError as exc:
         if reload:
@@ -170,20 +203,13 @@ def worker(
         raise click.ClickException(str(exc)) from None
 
     reloader: Reloader | None = None
+    ray_started: list[bool] = []  # from then on, exit without the interpreter's teardown
 
     async def serve() -> None:
         nonlocal reloader
         redis = await connect(url)
-        w: Serving
-        if mode == "actors":
-            from ..worker import RayExecutor
-            from ..worker.actors import ActorPool
-
-            env = registry.forwarded_env(os.environ) if ray_address else None
-            ray = RayExecutor(address=ray_address, num_cpus=num_cpus, env=env)
-            w = ActorPool(registry, redis, url, ray, settings, actors=actors)
-        else:
-            w = Worker(registry, redis, _make_executor(executor, registry, ray_address, num_cpus), settings)
+        ray_options = {"address": ray_address, "num_cpus": num_cpus, "start_timeout": ray_start_timeout}
+        w = _serving(mode, executor, actors, registry, redis, url, settings, ray_options)
         if reload:
             reloader = Reloader(watched_dirs(app), w.stop)
             w.supervisor.spawn("reload", reloader.watch)
@@ -194,16 +220,23 @@ def worker(
         w.events.subscribe(
             lambda e: install() if isinstance(e, StateChanged) and e.state == "reading" else None
         )
-        server = None if metrics_port is None else await _metrics_server(w, metrics_port)
+        server = None if metrics_port is None else await _serve_metrics(w, metrics_host, metrics_port)
+        ray_started.append(True)
         try:
             await w.run()
         finally:
             if server is not None:
                 await server.close()
             await redis.aclose()
-        log.info("worker %s stopped", w.consumer)
+        log.info("worker %s stopped", w.consumer, extra={"consumer": w.consumer})
 
-    run(serve())
+    try:
+        run(serve())
+    except click.ClickException as exc:
+        if not ray_started:
+            raise
+        exc.show()  # e.g. Ray did not start: its start-up thread may still hang, so no teardown
+        exit_now(exc.exit_code)
     if reloader is not None and reloader.changed:
         reloader.reexec()
     # Every entry is settled and the Ray driver is shut down. Skip the interpreter's teardown:
@@ -226,28 +259,47 @@ def _load(app: str, streams: str | None, batch_size: int | None, log_format: str
     return registry
 
 
-async def _metrics_server(w: Serving, port: int) -> Any:
+async def _serve_metrics(w: Serving, host: str, port: int) -> Any:
     from ..observe.http import start_metrics_server  # prometheus_client: only when asked for
 
-    return await start_metrics_server(w, port)
+    try:
+        return await start_metrics_server(w, port, host)
+    except OSError as exc:  # address in use, not an address of this machine, unknown name
+        raise click.ClickException(f"cannot serve metrics on {host}:{port}: {one_line(exc)}") from None
 
 
-def _check_executor(executor: str, ray_address: str | None, num_cpus: int | None) -> None:
+def _check_executor(executor: str, mode: str, ray_address: str | None, num_cpus: int | None) -> None:
     if executor == "inline" and (ray_address or num_cpus):
         raise click.UsageError("--ray-address and --num-cpus are Ray options: not with --executor inline")
+    if executor == "inline" and mode == "actors":
+        raise click.UsageError("--mode actors runs on Ray: not with --executor inline")
 
 
-def _make_executor(
-    executor: str, registry: Registry, ray_address: str | None, num_cpus: int | None
-) -> Executor:
-    """The inline executor (no Ray is imported), or Ray: local, or joined at ``ray_address``."""
-    from ..worker import InlineExecutor, RayExecutor
+def _serving(
+    mode: str, executor: str, actors: int | None, registry: Registry, redis: Any, url: str,
+    settings: Any, ray_options: dict[str, Any],
+) -> Serving:  # fmt: skip
+    """The worker (task mode, on Ray or inline) or the pool of actors (actor mode)."""
+    from ..worker import InlineExecutor, Worker
 
-    if executor == "inline":
-        return InlineExecutor()
-    # A Ray we join has its own environment: send the handlers' configuration along.
-    env = registry.forwarded_env(os.environ) if ray_address else None
-    return RayExecutor(address=ray_address, num_cpus=num_cpus, env=env)
+    if mode == "actors":
+        from ..worker.actors import ActorPool
+
+        return ActorPool(
+            registry, redis, url, _ray_executor(registry, **ray_options), settings, actors=actors
+        )
+    inline = executor == "inline"
+    return Worker(
+        registry, redis, InlineExecutor() if inline else _ray_executor(registry, **ray_options), settings
+    )
+
+
+def _ray_executor(registry: Registry, **options: Any) -> RayExecutor:
+    """Ray: a new local one, or the cluster at ``address``, which gets the handlers' env."""
+    from ..worker import RayExecutor
+
+    env = registry.forwarded_env(os.environ) if options.get("address") else None
+    return RayExecutor(env=env, **options)
 
 
 def _signal_handlers(stop: Callable[[], None]) -> Callable[[], None]:

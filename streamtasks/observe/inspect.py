@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from redis import exceptions as rx
@@ -157,8 +157,16 @@ async def sample_stream(
 # -- workers -------------------------------------------------------------------------------
 
 
+#: The group of a named stream that has no consumer group at all (``group=None``).
+NO_GROUP = ""
+
+
 async def live_workers(redis: Redis, group: str, *, now: float | None = None) -> list[dict[str, Any]]:
-    """The heartbeats of ``group``'s workers (each key expires ~10 s after its worker died)."""
+    """The heartbeats of ``group``'s workers (each key expires ~10 s after its worker died).
+
+    ``state`` is what the worker announced: ``starting`` (creating its groups, starting Ray),
+    ``reading``, ``draining`` or ``stopped``; a starting worker is alive and will read.
+    """
     now = time.time() if now is None else now
     found = [k async for k in redis.scan_iter(match=keys.heartbeat_pattern(group), count=500)]
     values = await redis.mget(found) if found else []
@@ -175,6 +183,8 @@ async def live_workers(redis: Redis, group: str, *, now: float | None = None) ->
         workers.append(
             {
                 "consumer": consumer,
+                "group": group,
+                "state": beat.get("state"),
                 "host": beat.get("host"),
                 "pid": beat.get("pid"),
                 "streams": beat.get("streams", []),
@@ -187,13 +197,21 @@ async def live_workers(redis: Redis, group: str, *, now: float | None = None) ->
 
 async def discover_streams(redis: Redis, group: str) -> list[str]:
     """Streams that have consumer group ``group`` (dead-letter streams excluded)."""
-    found = []
+    return [stream for stream, g in await discover_groups(redis) if g == group]
+
+
+async def discover_groups(redis: Redis) -> list[tuple[str, str]]:
+    """Every ``(stream, group)`` pair in this Redis (dead-letter streams excluded), sorted."""
+    found: list[tuple[str, str]] = []
     async for raw in redis.scan_iter(count=1000, _type="stream"):
         name = text(raw)
         if name.endswith(":dead"):
             continue
-        if await group_info(redis, name, group) is not None:
-            found.append(name)
+        try:
+            groups = await redis.xinfo_groups(name)
+        except rx.ResponseError:  # deleted since the scan
+            continue
+        found.extend((name, str(_norm(g).get("name"))) for g in groups)
     return sorted(found)
 
 
@@ -201,17 +219,29 @@ async def discover_streams(redis: Redis, group: str) -> list[str]:
 
 
 def _judge(
-    streams: list[dict[str, Any]], workers: list[dict[str, Any]], stuck_after: float
+    streams: list[dict[str, Any]],
+    workers: list[dict[str, Any]],
+    stuck_after: float,
+    named: Collection[str] = (),
 ) -> tuple[list[str], list[dict[str, Any]]]:
-    """Problems (one line each) and dead consumers (pending entries, no live heartbeat)."""
+    """Problems (one line each) and dead consumers (pending entries, no live heartbeat).
+
+    A stream without its group is a problem when it has entries, or when it is ``named``
+    (asked for by name: nothing reads it, perhaps a typo), unless a live worker of the group
+    serves it (a starting worker creates its group).
+    """
     problems: list[str] = []
     dead: list[dict[str, Any]] = []
-    live = {w["consumer"] for w in workers}
     for s in streams:
         name = s["stream"]
+        of_group = [w for w in workers if w.get("group", s["group"]) == s["group"]]
+        live = {w["consumer"] for w in of_group}
+        serving = [w for w in of_group if not w["streams"] or name in w["streams"]]
         if not s["group_exists"]:
-            if s["length"]:
-                problems.append(f"{name}: {s['length']} entries but no consumer group {s['group']!r}")
+            if not serving and (s["length"] or name in named):
+                what = f"{s['length']} entries" if s["length"] else "no entries"
+                grp = f" {s['group']!r}" if s["group"] != NO_GROUP else ""
+                problems.append(f"{name}: {what} and no consumer group{grp}: no worker reads it")
             continue
         for c in s["consumers"]:
             c["live"] = c["name"] in live
@@ -229,7 +259,6 @@ def _judge(
                 f"{name}: oldest pending entry {s['oldest_pending_id']} is {age:.0f}s old "
                 f"(> --stuck-after {stuck_after:.0f}s)"
             )
-        serving = [w for w in workers if not w["streams"] or name in w["streams"]]
         if not serving and (s["pending"] or s["lag"]):
             problems.append(
                 f"{name}: no live worker, but {s['pending']} pending and {s['lag'] or 0} undelivered entries"
@@ -240,45 +269,67 @@ def _judge(
 async def gather_status(
     redis: Redis,
     streams: Sequence[str] | None,
-    group: str = keys.DEFAULT_GROUP,
+    group: str | None = keys.DEFAULT_GROUP,
     *,
     dead_letter_streams: Mapping[str, str] | None = None,
     stuck_after: float = DEFAULT_STUCK_AFTER,
     throughput: bool = True,
+    named: Collection[str] = (),
 ) -> dict[str, Any]:
     """The status of ``streams`` (all streams with ``group`` when ``None``) as a JSON-able dict.
 
+    ``group=None``: every consumer group of ``streams`` (of every stream when ``None``).
+    ``named``: streams the user asked for by name; one without its group is a problem.
     Keys: ``ok`` (bool), ``problems`` (list of one-line strings), ``checked_at``, ``group``,
-    ``redis`` (``{"ok", "error", "version"}``), ``streams`` (one :func:`sample_stream` dict
-    each), ``workers`` (live heartbeats), ``dead_consumers``. Never raises for Redis being
-    down: that is reported as a problem.
+    ``groups`` (the groups looked at), ``redis`` (``{"ok", "error", "version", "refused"}``:
+    ``refused`` when Redis rejected the credentials), ``streams`` (one :func:`sample_stream`
+    dict each, with its ``group``), ``workers`` (live heartbeats, each with its ``group`` and
+    ``state``), ``dead_consumers``. Never raises for Redis being down: that is a problem.
     """
     now = time.time()
     out: dict[str, Any] = {
-        "ok": False, "problems": [], "checked_at": now, "group": group, "stuck_after": stuck_after,
-        "redis": {"ok": False, "error": None, "version": None},
+        "ok": False, "problems": [], "checked_at": now, "group": group, "groups": [],
+        "stuck_after": stuck_after, "redis": {"ok": False, "error": None, "version": None, "refused": False},
         "streams": [], "workers": [], "dead_consumers": [],
     }  # fmt: skip
     try:
         server = await redis.info("server")
         out["redis"].update(ok=True, version=_norm(server).get("redis_version"))
-        names = list(streams) if streams is not None else await discover_streams(redis, group)
+        pairs = await _targets(redis, streams, group)
+        out["groups"] = sorted({g for _, g in pairs} | ({group} if group else set()))
         dead_names = dict(dead_letter_streams or {})
         out["streams"] = list(
             await asyncio.gather(
                 *(
-                    sample_stream(redis, s, group, dead_names.get(s), now=now, throughput=throughput)
-                    for s in names
+                    sample_stream(redis, s, g, dead_names.get(s), now=now, throughput=throughput)
+                    for s, g in pairs
                 )
             )
         )
-        out["workers"] = await live_workers(redis, group, now=now)
+        for g in out["groups"]:
+            out["workers"] += await live_workers(redis, g, now=now)
     except REDIS_DOWN as exc:
         from ..logs import redact
 
         out["redis"]["error"] = redact(f"{type(exc).__name__}: {exc}")
-        out["problems"] = [f"Redis is unreachable: {out['redis']['error']}"]
+        if isinstance(exc, rx.AuthenticationError):
+            out["redis"]["refused"] = True
+            out["problems"] = [f"Redis refused the credentials: {out['redis']['error']}"]
+        else:
+            out["problems"] = [f"Redis is unreachable: {out['redis']['error']}"]
         return out
-    out["problems"], out["dead_consumers"] = _judge(out["streams"], out["workers"], stuck_after)
+    out["problems"], out["dead_consumers"] = _judge(out["streams"], out["workers"], stuck_after, named)
     out["ok"] = not out["problems"]
     return out
+
+
+async def _targets(redis: Redis, streams: Sequence[str] | None, group: str | None) -> list[tuple[str, str]]:
+    """The ``(stream, group)`` pairs to sample."""
+    if group is None:
+        pairs = await discover_groups(redis)
+        if streams is None:
+            return pairs
+        # A named stream without any group is still sampled (as group NO_GROUP): a problem.
+        return [p for s in streams for p in ([q for q in pairs if q[0] == s] or [(s, NO_GROUP)])]
+    names = list(streams) if streams is not None else await discover_streams(redis, group)
+    return [(s, group) for s in names]

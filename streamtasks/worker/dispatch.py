@@ -64,7 +64,10 @@ class Dispatcher:
     def _finished(self, lane: Lane, task: asyncio.Task[None]) -> None:
         lane.in_flight.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
-            log.error("settling a batch of %s failed", lane.stream, exc_info=task.exception())
+            log.error(
+                "settling a batch of %s failed", lane.stream, exc_info=task.exception(),
+                extra={"stream": lane.stream, "handler": lane.spec.name},
+            )  # fmt: skip
         self.on_finished()
 
     async def _run(self, lane: Lane, batch: Batch) -> None:
@@ -89,7 +92,9 @@ class Dispatcher:
             error = exc
         log.warning(
             "batch of %d on %s failed as a whole: %s", len(entries), spec.stream, error,
-            extra={"stream": spec.stream, "handler": spec.name},
+            extra={"stream": spec.stream, "handler": spec.name, "batch_entries": len(entries),
+                   "batch_first_id": entries[0][0] if entries else None,
+                   "batch_last_id": entries[-1][0] if entries else None},
         )  # fmt: skip
         return BatchResult(len(entries), spec.retry.decide_all(error, [e[2] for e in entries]))
 

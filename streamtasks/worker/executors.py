@@ -12,7 +12,9 @@ import concurrent.futures
 import logging
 import os
 import pickle
-from collections.abc import Awaitable, Mapping, Sequence
+import queue
+import threading
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..errors import StreamtasksError
@@ -23,6 +25,8 @@ from .run import BatchResult, RawEntry, run_batch, run_packed_batch
 INLINE_THREADS = 4
 #: Ray's retries of a task whose worker *process* died (not of handler errors).
 RAY_PROCESS_RETRIES = 3
+#: Seconds Ray may take to start (or to join a cluster) before the worker gives up.
+RAY_START_TIMEOUT_S = 60.0
 
 
 class Executor(Protocol):
@@ -61,6 +65,12 @@ class InlineExecutor:
 class RayExecutor:
     """ONE Ray task per batch. Starts a local Ray unless ``address`` names a cluster.
 
+    Without ``address`` the local Ray is always a new one (``ray.init(address="local")``):
+    never a cluster recorded by an earlier ``ray start`` (whose processes may be long dead)
+    and never ``RAY_ADDRESS``. Joining a cluster picks up its token (``RAY_AUTH_TOKEN``, or
+    the token file ``~/.ray/auth_token``) and turns on token authentication by itself.
+    Starting or joining takes at most ``start_timeout`` seconds, else one-line error.
+
     ``env`` is set in the tasks' processes (Ray ``runtime_env``): on a cluster, the nodes do
     not share the worker's environment, so the handlers' configuration travels this way
     (:meth:`~streamtasks.Registry.forwarded_env` says which variables).
@@ -73,15 +83,18 @@ class RayExecutor:
         *,
         env: Mapping[str, str] | None = None,
         process_retries: int = RAY_PROCESS_RETRIES,
+        start_timeout: float = RAY_START_TIMEOUT_S,
     ) -> None:
         self.address = address
         self.num_cpus = num_cpus
         self.env = dict(env or {})
         self.process_retries = process_retries
+        self.start_timeout = start_timeout
         self._remote: dict[str, Any] = {}
         self._owns_ray = False  # True when start() called ray.init (a Ray already up is left alone)
         self._users = 0
         self._lock = asyncio.Lock()
+        self._thread = _RayThread()
 
     async def start(self) -> None:
         import ray
@@ -92,23 +105,28 @@ class RayExecutor:
                 await self._start_ray()
 
     async def _start_ray(self) -> None:
+        where = f"join Ray at {self.address}" if self.address else "start a local Ray"
         try:
-            await asyncio.to_thread(self._init_ray)
+            await asyncio.wait_for(self._thread.call(self._init_ray), self.start_timeout)
+        except asyncio.TimeoutError:
+            raise StreamtasksError(
+                f"cannot {where}: no answer within {self.start_timeout:.0f}s (--ray-start-timeout)"
+            ) from None
         except Exception as exc:  # ConnectionError, RuntimeError, ValueError from ray.init
-            where = f"join Ray at {self.address}" if self.address else "start a local Ray"
-            hint = ""
-            if self.address and "RAY_AUTH_MODE" not in os.environ:
-                hint = " (a cluster with token auth needs RAY_AUTH_MODE=token and its token)"
-            raise StreamtasksError(f"cannot {where}: {type(exc).__name__}: {exc}{hint}") from None
+            message = " ".join(f"{type(exc).__name__}: {exc}".split())
+            raise StreamtasksError(f"cannot {where}: {message}") from None
 
     def _init_ray(self) -> None:
         import ray
 
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if self.address:
+            _token_auth_if_token_available()
+            _refused_by(self.address)
             ray.init(address=self.address, log_to_driver=True, logging_level=logging.WARNING)
         else:
             ray.init(
+                address="local",  # a new Ray: not one recorded by `ray start`, not RAY_ADDRESS
                 num_cpus=self.num_cpus,
                 include_dashboard=False,
                 log_to_driver=True,
@@ -148,7 +166,89 @@ class RayExecutor:
 
         self._users -= 1
         if self._users <= 0 and self._owns_ray and ray.is_initialized():
-            await asyncio.to_thread(ray.shutdown)
+            await self._thread.call(ray.shutdown)
+
+
+class _RayThread:
+    """One daemon thread for the blocking Ray calls of an executor (``ray.init``, then
+    ``ray.shutdown``): a daemon, so a ``ray.init`` that never returns cannot keep the process
+    from exiting; one thread, because ``ray.shutdown`` from another thread than ``ray.init``'s
+    can hang joining Ray's own threads."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable[[], None], Callable[[BaseException | None], None]]]
+        self._calls = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def call(self, fn: Callable[[], None]) -> asyncio.Future[None]:
+        """Run ``fn`` on the thread; a future of its outcome on the running loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def settle(exc: BaseException | None) -> None:
+            if not future.done():
+                future.set_result(None) if exc is None else future.set_exception(exc)
+
+        def done(exc: BaseException | None) -> None:  # on the Ray thread
+            loop.call_soon_threadsafe(settle, exc)
+
+        self._calls.put((fn, done))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="streamtasks-ray", daemon=True)
+            self._thread.start()
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            fn, done = self._calls.get()
+            try:
+                fn()
+            except BaseException as exc:
+                done(exc)
+            else:
+                done(None)
+
+
+def _token_auth_if_token_available() -> None:
+    """Joining a cluster: turn on token authentication when a token is at hand and
+    ``RAY_AUTH_MODE`` is not set (Ray does this itself only for a cluster it found by itself,
+    not for an explicit address), as Ray's own ``maybe_enable_token_auth_if_token_available``."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # another Ray version: look for the token ourselves
+        path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+        if os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(path):
+            os.environ["RAY_AUTH_MODE"] = "token"
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+#: Milliseconds the token probe of :func:`_refused_by` waits for the cluster.
+PROBE_TIMEOUT_MS = 5000
+
+
+def _refused_by(address: str) -> None:
+    """Ask the cluster at ``address`` (``host:port``) whether it accepts our token, and raise
+    at once if it does not: ``ray.init`` would retry a refusal for ~20 s before failing. Any
+    other outcome (no answer, a Ray without this client) is left to ``ray.init``."""
+    if address in ("auto", "local") or "://" in address:
+        return
+    from ray import _raylet
+    from ray.exceptions import AuthenticationError
+
+    client = getattr(_raylet, "InnerGcsClient", None)  # Ray 2.60's GCS client, not public API
+    if client is None:
+        return
+    try:
+        client.standalone(address, None, PROBE_TIMEOUT_MS)
+    except AuthenticationError as exc:
+        raise ConnectionError(f"the cluster refused to authenticate us: {exc}") from None
+    except Exception:  # unreachable, timed out: ray.init reports it
+        return
 
 
 class _RayPending:

@@ -118,7 +118,7 @@ class Reader:
                 "worker held are no longer tracked (their acks are no-ops), and entries pending "
                 "on other consumers of the old group cannot be recovered",
                 self.group, lane.stream, cause, start, len(lane.held),
-                extra={"stream": lane.stream, "consumer": self.consumer},
+                extra={"stream": lane.stream, "consumer": self.consumer, "group": self.group},
             )  # fmt: skip
         await asyncio.sleep(RECREATE_PAUSE_S)
 

@@ -17,6 +17,7 @@ from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from .. import lua
+from ..logs import LOGGED_IDS
 from ..redisutil import REDIS_DOWN, text
 from ..retry import Dead
 from .dispatch import Dispatcher
@@ -71,7 +72,9 @@ class Reclaimer:
         if deleted:
             log.error(
                 "%d pending entries of %s were trimmed or deleted before being handled",
-                len(deleted), lane.stream, extra={"stream": lane.stream},
+                len(deleted), lane.stream,
+                extra={"stream": lane.stream, "consumer": self.consumer, "group": self.group,
+                       "entry_ids": [text(i) for i in deleted[:LOGGED_IDS]]},
             )  # fmt: skip
             self.emit(Lost(lane.stream, len(deleted), "pending entries trimmed or deleted"))
         claimed = [

@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 
 from .. import keys, lua
 from ..deadletter import dead_letter_fields
+from ..logs import LOGGED_IDS
 from ..registry import HandlerSpec
 from ..retry import ErrorInfo, RetryLater
 from .pending import PendingEntries
@@ -99,7 +100,7 @@ class Settler:
         if len(pipe):
             await pipe.execute()
         if plan.dead:
-            _log_dead(stream, plan.dead)
+            _log_dead(spec, self.consumer, plan.dead)
         return plan
 
     async def _add_dead(
@@ -117,12 +118,13 @@ class Settler:
         )
 
 
-def _log_dead(stream: str, dead: list[tuple[RawEntry, ErrorInfo]]) -> None:
+def _log_dead(spec: HandlerSpec, consumer: str, dead: list[tuple[RawEntry, ErrorInfo]]) -> None:
     """One line per settled batch, not per entry: a flood of bad input stays readable."""
     (entry_id, _, attempt), error = dead[0]
     more = f" and {len(dead) - 1} more" if len(dead) > 1 else ""
     log.warning(
         "dead-lettered %s/%s%s after %d attempt(s): %s: %s",
-        stream, entry_id, more, attempt, error.type, error.message[:200],
-        extra={"stream": stream, "entry_id": entry_id},
+        spec.stream, entry_id, more, attempt, error.type, error.message[:200],
+        extra={"stream": spec.stream, "handler": spec.name, "consumer": consumer, "entry_id": entry_id,
+               "entry_ids": [e[0] for e, _ in dead[:LOGGED_IDS]]},
     )  # fmt: skip

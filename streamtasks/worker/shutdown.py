@@ -15,6 +15,7 @@ from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from .. import keys
+from ..logs import LOGGED_IDS
 from ..redisutil import REDIS_DOWN
 from .events import Event, HandedBack
 from .lanes import Lane
@@ -47,7 +48,10 @@ class Shutdown:
                 with contextlib.suppress(*REDIS_DOWN):
                     # RETRYCOUNT attempt-1: an entry that never started does not use an attempt
                     await self.pending.reset(lane.stream, ids, HANDBACK_IDLE_MS, retrycount=attempt - 1)
-                    log.info("handed back %d unstarted entries of %s", len(ids), lane.stream)
+                    log.info(
+                        "handed back %d unstarted entries of %s", len(ids), lane.stream,
+                        extra={"stream": lane.stream, "consumer": self.pending.consumer},
+                    )  # fmt: skip
                     self.emit(HandedBack(lane.stream, len(ids), running=False))
 
     async def finish_in_flight(self, lanes: Mapping[str, Lane]) -> None:
@@ -55,7 +59,10 @@ class Shutdown:
         tasks = {task: lane for lane in lanes.values() for task in lane.in_flight}
         if not tasks:
             return
-        log.info("finishing %d in-flight batch(es) (grace %.0fs)", len(tasks), self.grace_period)
+        log.info(
+            "finishing %d in-flight batch(es) (grace %.0fs)", len(tasks), self.grace_period,
+            extra={"consumer": self.pending.consumer},
+        )  # fmt: skip
         _, late = await asyncio.wait(tasks, timeout=self.grace_period)
         for task in late:
             lane = tasks[task]
@@ -66,8 +73,10 @@ class Shutdown:
             with contextlib.suppress(*REDIS_DOWN):
                 await self.pending.reset(lane.stream, batch.ids, HANDBACK_IDLE_MS)
             log.warning(
-                "grace period over: handed back %d running entries of %s", len(batch.ids), lane.stream
-            )
+                "grace period over: handed back %d running entries of %s", len(batch.ids), lane.stream,
+                extra={"stream": lane.stream, "handler": lane.spec.name, "consumer": self.pending.consumer,
+                       "entry_ids": list(batch.ids[:LOGGED_IDS])},
+            )  # fmt: skip
             self.emit(HandedBack(lane.stream, len(batch.ids), running=True))
 
     async def sign_off(self, lanes: Mapping[str, Lane]) -> None:

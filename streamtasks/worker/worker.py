@@ -124,26 +124,36 @@ class Worker:
         self.supervisor.spawn("heartbeat", self._heartbeat_loop)  # announce "starting" at once
         try:
             await self._start_up()
+            if not self._executor_started:  # stop() during start-up: nothing was read
+                return
             self.supervisor.spawn("reclaim", self._reclaim_loop)
             self.supervisor.spawn("lease", self._lease_loop)
-            log.info("worker %s reading %s as group %s", self.consumer, ", ".join(self.lanes), self.group)
+            log.info(
+                "worker %s reading %s as group %s", self.consumer, ", ".join(self.lanes), self.group,
+                extra={"consumer": self.consumer, "group": self.group, "streams": list(self.lanes)},
+            )  # fmt: skip
             self._set_state("reading")
             await self._read_loop()
         finally:
             await self._drain()
 
     async def _start_up(self) -> None:
-        """Groups and the executor (Ray) start side by side: Ray takes seconds."""
+        """Groups and the executor (Ray) start side by side: Ray takes seconds. A :meth:`stop`
+        meanwhile (SIGTERM) ends the start-up at once, without the executor."""
         executor = asyncio.create_task(self.executor.start())
+        stopped = asyncio.create_task(self._stopping.wait())
         try:
             await self.reader.ensure_groups()
-        except BaseException:
-            executor.cancel()
-            with contextlib.suppress(BaseException):
-                await executor
-            raise
-        await executor
-        self._executor_started = True
+            await asyncio.wait({executor, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if executor.done():
+                await executor  # raises its error, if it failed
+                self._executor_started = True
+        finally:  # a stop() before the executor started abandons its start
+            stopped.cancel()
+            if not self._executor_started:
+                executor.cancel()
+                with contextlib.suppress(BaseException):
+                    await executor
 
     def snapshot(self) -> Snapshot:
         return Snapshot(

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -245,3 +248,68 @@ async def _committed(redis: Redis) -> bool:
 
 async def _pending_zero(redis: Redis) -> bool:
     return int((await redis.xpending("training_data_stream", GROUP))["pending"]) == 0
+
+
+FACADE_SCRIPT = """
+import asyncio, json
+from streamtasks import AsyncProcessingSystem
+
+async def main():
+    async with AsyncProcessingSystem() as system:          # config from the seed's variables
+        await system.setup_database()
+        await system.send_training_data(model_name="fraud_detection", request_id="req_123",
+            input_data={"user_id": 1234, "transaction_amount": 100.50}, metadata={"api_version": "v1"},
+            source_ip="192.168.1.100")
+        await system.send_inference_result(model_name="fraud_detection", request_id="req_123",
+            prediction={"prediction": 0, "probability": 0.85}, confidence=0.85, anomaly_score=0.15,
+            is_anomaly=False, processing_time_ms=120)
+        await system.send_api_request_data(model_name="fraud_detection", request_id="req_124",
+            input_data={"user_id": 1}, prediction={"prediction": 1}, confidence=0.5,
+            anomaly_score=0.5, processing_time_ms=80)
+        await system.start_workers()
+        for _ in range(600):
+            stats = await system.get_model_performance_stats("fraud_detection", hours=24)
+            if stats["requests"] == 2 and stats["training_rows"] == 2:
+                break
+            await asyncio.sleep(0.1)
+        status = await system.get_system_status()
+        print(json.dumps({"stats": stats, "local": status["workers"]["local"]}, default=str))
+        await system.stop_workers()
+
+asyncio.run(main())
+"""
+
+
+def test_the_readme_facade_with_the_seeds_three_workers_runs_to_completion(
+    redis_url: str, database_url: str, tmp_path: Path
+) -> None:
+    """A new user's run: the README's facade snippet in a fresh process (its own local Ray),
+    configured by the seed's variables with ASYNC_PROCESSING_NUM_WORKERS=3. It used to hang in
+    start_workers (the workers raced to start Ray); now it stores every row and prints stats."""
+    from urllib.parse import urlsplit
+
+    redis_parts, db_parts = urlsplit(redis_url), urlsplit(database_url)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="st-ray-", dir="/tmp"))  # short: Ray's socket paths
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DATABASE_", "RAY_ADDRESS"))}
+    env.update(
+        ASYNC_PROCESSING_NUM_WORKERS="3", RAY_TMPDIR=str(ray_tmp),
+        REDIS_HOST=redis_parts.hostname or "", REDIS_PORT=str(redis_parts.port),
+        REDIS_DB=redis_parts.path.lstrip("/") or "0",
+        DATABASE_HOST=db_parts.hostname or "", DATABASE_PORT=str(db_parts.port),
+        DATABASE_NAME=db_parts.path.lstrip("/"), DATABASE_USER=db_parts.username or "",
+        DATABASE_PASSWORD=db_parts.password or "",
+    )  # fmt: skip
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", FACADE_SCRIPT], capture_output=True, text=True, timeout=180,
+            cwd=tmp_path, env=env,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    printed = json.loads(out.stdout.strip().splitlines()[-1])
+    print("stats printed by the facade:", printed["stats"])
+    assert printed["local"] == 3
+    assert printed["stats"]["requests"] == 2 and printed["stats"]["training_rows"] == 2
+    assert 80 <= printed["stats"]["p50_ms"] <= printed["stats"]["p99_ms"] <= 120
+    assert printed["stats"]["mean_confidence"] == pytest.approx(0.675)

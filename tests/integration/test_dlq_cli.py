@@ -105,7 +105,7 @@ def test_replay_by_error_type_and_purge_all(sync_redis: syncredis.Redis, redis_u
     assert "replayed 2" in out
     replayed: Any = sync_redis.xrange("jobs")
     assert sorted(f[b"k"] for _, f in replayed) == [b"a", b"c"]
-    assert "purged 1" in cli(redis_url, "dlq", "purge", "jobs", "--all").output
+    assert "purged 1" in cli(redis_url, "dlq", "purge", "jobs", "--all", "--yes").output
     assert sync_redis.xlen("jobs:dead") == 0
 
 
@@ -133,5 +133,5 @@ async def test_poison_entries_replayed_after_the_fix_are_all_handled(
     await poll(settled, 30, "pending 0 and lag 0", workers.logs)
     handled = inv.handled()
     assert all(handled[k] == 1 for k in poison), handled
-    await asyncio.to_thread(cli, redis_url, "dlq", "purge", "jobs", "--all")
+    await asyncio.to_thread(cli, redis_url, "dlq", "purge", "jobs", "--all", "--yes")
     assert await redis.xlen("jobs:dead") == 0

@@ -38,7 +38,7 @@ async def test_status_is_healthy_with_a_live_worker_and_names_the_dead_consumer_
     redis: Redis, redis_url: str, ray_address: str, spawn: Any
 ) -> None:
     """While a worker holds entries (a gated batch) ``status`` exits 0; after ``kill -9`` of the
-    worker it exits 2 within the heartbeat TTL (10 s) plus a margin, and names the dead
+    worker it exits 3 within the heartbeat TTL (10 s) plus a margin, and names the dead
     consumer and its pending entries, in the table and in ``--json``."""
     await redis.xgroup_create("obs_work", GROUP, id="0", mkstream=True)
     pipe = redis.pipeline(transaction=True)
@@ -71,7 +71,7 @@ async def test_status_is_healthy_with_a_live_worker_and_names_the_dead_consumer_
         await asyncio.sleep(0.2)
     elapsed = time.monotonic() - killed
     print(f"status exit {result.returncode} {elapsed:.1f}s after kill -9")
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == 3, result.stderr
     assert elapsed <= HEARTBEAT_TTL_S + 3
     report = json.loads(result.stdout)
     assert report["ok"] is False
@@ -82,7 +82,7 @@ async def test_status_is_healthy_with_a_live_worker_and_names_the_dead_consumer_
     assert any("no live worker" in p for p in report["problems"])
 
     table = await asyncio.to_thread(status_cli, "obs_app:registry", "--redis-url", redis_url)
-    assert table.returncode == 2
+    assert table.returncode == 3
     assert "UNHEALTHY" in table.stdout and "dead consumer obs-victim" in table.stdout
 
 
@@ -119,11 +119,11 @@ async def test_gather_status_reports_lag_pending_dead_letters_and_throughput(red
     assert [w["consumer"] for w in calm["workers"]] == ["c1"]
 
 
-def test_status_exits_2_and_says_why_when_redis_is_down() -> None:
-    """Nothing listens on the port: exit status 2, "Redis is unreachable", no traceback."""
+def test_status_exits_3_and_says_why_in_one_line_when_redis_is_down() -> None:
+    """Nothing listens on the port: exit status 3 (unhealthy), "Redis is unreachable", no traceback."""
     url = f"redis://:hunter2secret@127.0.0.1:{free_port()}/0"
     result = status_cli("--streams", "a,b", "--redis-url", url)
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "Redis is unreachable" in result.stdout
     assert "Traceback" not in result.stderr
     assert "hunter2secret" not in result.stdout + result.stderr

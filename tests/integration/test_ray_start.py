@@ -1,0 +1,191 @@
+"""Starting and joining Ray from ``streamtasks worker``: a stale cluster recorded by an earlier
+``ray start`` is ignored, start-up obeys SIGTERM and is bounded by ``--ray-start-timeout``, and
+a ``ray start --head`` cluster with token authentication is joined with its token (or refused
+at once without it). Each test starts its own Ray in its own temp dir, on free ports."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from support.procs import free_port
+from test_worker import wait_until
+
+from streamtasks.keys import heartbeat_key
+
+HERE = Path(__file__).resolve().parent
+CLI = [sys.executable, "-m", "streamtasks"]
+GROUP = "core-tests"
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def ray_tmpdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A Ray temp dir of the test's own (short: Ray's socket paths have a length limit); no
+    RAY_ADDRESS or RAY_AUTH_MODE inherited from the test process (its own Ray sets the latter)."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    path = Path(tempfile.mkdtemp(prefix="st-ray-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def worker_argv(redis_url: str, consumer: str, *extra: str) -> list[str]:
+    return [*CLI, "worker", "core_app:registry", "--redis-url", redis_url, "--streams", "sync_each",
+            "--consumer", consumer, *extra]  # fmt: skip
+
+
+async def state_of(redis: Redis, consumer: str) -> str | None:
+    value = await redis.get(heartbeat_key(GROUP, consumer))
+    return None if value is None else str(json.loads(value).get("state"))
+
+
+def stale_cluster(ray_tmpdir: Path) -> None:
+    """What a crashed ``ray start --head`` leaves: Ray's address file naming a dead GCS."""
+    (ray_tmpdir / "ray").mkdir(exist_ok=True)
+    (ray_tmpdir / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
+
+
+async def test_a_stale_cluster_is_ignored_the_worker_starts_its_own_ray(
+    redis: Redis, redis_url: str, spawn: Any, ray_tmpdir: Path
+) -> None:
+    """No --ray-address: a new local Ray, not the dead cluster Ray's address file names (the
+    worker used to try to join it for minutes and never read)."""
+    stale_cluster(ray_tmpdir)
+    worker = spawn(worker_argv(redis_url, "fresh"), env={"RAY_TMPDIR": str(ray_tmpdir)}, cwd=HERE)
+
+    async def reading() -> bool:
+        return await state_of(redis, "fresh") == "reading"
+
+    await wait_until(reading, timeout=90, interval=0.2)
+    worker.terminate()
+    assert worker.wait(timeout=60) == 0, worker.output_tail()
+
+
+async def test_sigterm_during_ray_start_up_exits_at_once(
+    redis: Redis, redis_url: str, spawn: Any, ray_tmpdir: Path
+) -> None:
+    """SIGTERM while Ray starts (a stale cluster recorded, as in the report): exit 0 within
+    15 s, heartbeat gone, nothing read. It used to be ignored until Ray gave up (minutes)."""
+    stale_cluster(ray_tmpdir)
+    worker = spawn(worker_argv(redis_url, "early"), env={"RAY_TMPDIR": str(ray_tmpdir)}, cwd=HERE)
+
+    async def starting() -> bool:
+        return await state_of(redis, "early") == "starting"
+
+    await wait_until(starting, timeout=60, interval=0.02)
+    started = time.monotonic()
+    worker.terminate()
+    assert worker.wait(timeout=30) == 0, worker.output_tail()
+    took = time.monotonic() - started
+    print(f"SIGTERM during Ray start-up: exited after {took:.1f}s")
+    assert took < 15
+    assert await state_of(redis, "early") is None
+
+
+def test_ray_start_is_bounded_by_ray_start_timeout(redis_url: str, ray_tmpdir: Path) -> None:
+    """Joining an address nobody answers on: one line, exit 1, after --ray-start-timeout."""
+    dead = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    out = subprocess.run(
+        [*worker_argv(redis_url, "bounded", "--ray-address", dead, "--ray-start-timeout", "3")],
+        capture_output=True, text=True, timeout=90, cwd=HERE, env=_env(ray_tmpdir),
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert out.returncode == 1, out.stderr[-2000:]
+    ours = [line for line in out.stderr.splitlines() if line.startswith("Error:")]
+    assert ours == [f"Error: cannot join Ray at {dead}: no answer within 3s (--ray-start-timeout)"]
+    assert "Traceback" not in out.stderr
+    assert took < 30
+
+
+def _env(ray_tmpdir: Path, **extra: str) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    return {**env, "RAY_TMPDIR": str(ray_tmpdir), **extra}
+
+
+# -- a `ray start --head` cluster with token authentication ------------------------------------
+
+
+@pytest.fixture
+def token_head(spawn: Any, ray_tmpdir: Path) -> Iterator[tuple[str, str]]:
+    """``ray start --head`` with token authentication (its own token, temp dir and ports);
+    yields (GCS address, token). Stopped by killing its process tree, never ``ray stop``
+    (which would stop every Ray on the machine)."""
+    token = secrets.token_hex(32)
+    port = free_port()
+    ports = {f"--{name}": str(free_port()) for name in (
+        "node-manager-port", "object-manager-port", "metrics-export-port",
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+    )}  # fmt: skip
+    low = 20_000 + secrets.randbelow(20_000)
+    head = spawn(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port", str(port),
+         "--num-cpus", "1", "--include-dashboard", "false", "--disable-usage-stats",
+         "--temp-dir", str(ray_tmpdir), "--min-worker-port", str(low), "--max-worker-port", str(low + 50),
+         *[x for kv in ports.items() for x in kv]],
+        env={"RAY_TMPDIR": str(ray_tmpdir), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token},
+        name="ray-head",
+    )  # fmt: skip
+    head.wait_for_log("block forever", timeout=90)
+    yield f"127.0.0.1:{port}", token
+    head.kill9()
+
+
+async def test_joining_a_token_cluster_picks_up_its_token(
+    redis: Redis, redis_url: str, spawn: Any, token_head: tuple[str, str], ray_tmpdir: Path
+) -> None:
+    """The cluster's token in RAY_AUTH_TOKEN, no RAY_AUTH_MODE: the worker turns token auth
+    on by itself and reads (it used to retry for ~20 s, then fail)."""
+    address, token = token_head
+    worker = spawn(
+        worker_argv(redis_url, "joiner", "--ray-address", address),
+        env={"RAY_TMPDIR": str(ray_tmpdir), "RAY_AUTH_TOKEN": token}, cwd=HERE,
+    )  # fmt: skip
+
+    async def reading() -> bool:
+        return await state_of(redis, "joiner") == "reading"
+
+    await wait_until(reading, timeout=60, interval=0.2)
+    worker.terminate()
+    assert worker.wait(timeout=60) == 0, worker.output_tail()
+
+
+@pytest.mark.parametrize("credentials", ["wrong token", "no token"])
+def test_a_cluster_that_refuses_fails_fast_in_one_line(
+    credentials: str, redis_url: str, token_head: tuple[str, str], ray_tmpdir: Path
+) -> None:
+    """A wrong token, or none at all (an empty HOME, no RAY_AUTH_TOKEN): exit 1 within 15 s
+    with one line saying the cluster refused (Ray alone retries ~20 s, then says less)."""
+    address, _ = token_head
+    if credentials == "wrong token":
+        env = _env(ray_tmpdir, RAY_AUTH_TOKEN=secrets.token_hex(32))
+    else:
+        env = {k: v for k, v in _env(ray_tmpdir).items() if not k.startswith("RAY_AUTH_TOKEN")}
+        env["HOME"] = str(ray_tmpdir)
+    started = time.monotonic()
+    out = subprocess.run(
+        worker_argv(redis_url, "refused", "--ray-address", address),
+        capture_output=True, text=True, timeout=90, cwd=HERE, env=env,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert out.returncode == 1, out.stderr[-2000:]
+    ours = [line for line in out.stderr.splitlines() if line.startswith("Error:")]
+    assert len(ours) == 1 and "refused to authenticate us" in ours[0], out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    print(f"{credentials}: refused after {took:.1f}s")
+    assert took < 15
