@@ -179,6 +179,7 @@ async def live_workers(redis: Redis, group: str, *, now: float | None = None) ->
                 "pid": beat.get("pid"),
                 "streams": beat.get("streams", []),
                 "in_flight": beat.get("in_flight"),
+                "failing_loops": beat.get("failing_loops") or [],
                 "heartbeat_age": max(0.0, now - float(ts)) if ts is not None else None,
             }
         )
@@ -207,6 +208,10 @@ def _judge(
     problems: list[str] = []
     dead: list[dict[str, Any]] = []
     live = {w["consumer"] for w in workers}
+    for w in workers:
+        if w.get("failing_loops"):
+            names = ", ".join(map(repr, w["failing_loops"]))
+            problems.append(f"worker {w['consumer']}: background loop {names} failing (see its log)")
     for s in streams:
         name = s["stream"]
         if not s["group_exists"]:

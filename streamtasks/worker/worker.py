@@ -31,6 +31,7 @@ from .executors import Executor
 from .health import RedisHealth
 from .lanes import Lane
 from .pending import PendingEntries
+from .preflight import check_permissions
 from .read import Reader
 from .recovery import Leases, Reclaimer
 from .settle import Settler
@@ -121,6 +122,8 @@ class Worker:
 
     async def run(self) -> None:
         """Serve until :meth:`stop`; then hand back unstarted entries and drain."""
+        streams = [(lane.stream, lane.spec.dead_letter_stream) for lane in self.lanes.values()]
+        await check_permissions(self.redis, streams, self.group, self.consumer)  # before anything runs
         self.supervisor.spawn("heartbeat", self._heartbeat_loop)  # announce "starting" at once
         try:
             await self._start_up()
