@@ -28,6 +28,7 @@ from ..registry import Registry
 from .dispatch import Dispatcher
 from .events import BatchSettled, Event, Events, Listener, Lost, Reclaimed, Snapshot, StateChanged
 from .executors import Executor
+from .gaps import GapWatch
 from .health import RedisHealth
 from .lanes import Lane
 from .pending import PendingEntries
@@ -60,6 +61,7 @@ class WorkerSettings:
     heartbeat_ttl: float = 10.0
     dead_letter_maxlen: int = 0  # approximate MAXLEN of dead-letter streams; 0 = unbounded
     max_batch_bytes: int = 4 * 1024 * 1024  # big entries make smaller batches; 0 = count only
+    gap_check_interval: float = 5.0  # seconds between looks for entries trimmed before delivery
 
     @property
     def visibility_ms(self) -> int:
@@ -96,6 +98,8 @@ class Worker:
         settler = Settler(redis, self.pending, s.visibility_ms, s.dead_letter_maxlen)
         self.dispatcher = Dispatcher(executor, settler, self.health, emit, self._batch_done)
         self.reader = Reader(redis, self.group, self.consumer, self.lanes)
+        self.gaps = GapWatch(redis, self.group, self.lanes, self.health, emit, s.gap_check_interval)
+        self.events.subscribe(self.gaps.on_event)
         self.reclaimer = Reclaimer(
             redis, self.group, self.consumer, s.visibility_ms, self.dispatcher, emit, self._start
         )
@@ -129,6 +133,7 @@ class Worker:
             await self._start_up()
             self.supervisor.spawn("reclaim", self._reclaim_loop)
             self.supervisor.spawn("lease", self._lease_loop)
+            self.supervisor.spawn("gaps", self._gap_loop)
             log.info("worker %s reading %s as group %s", self.consumer, ", ".join(self.lanes), self.group)
             self._set_state("reading")
             await self._read_loop()
@@ -177,7 +182,7 @@ class Worker:
                 continue
             self.health.ok()
             for lane, entries in got.items():
-                lane.last_id = entries[-1][0]
+                self.gaps.saw(lane, entries)
                 lane.sample_size(entries)
                 lane.accept(entries)
             self._start()
@@ -226,6 +231,9 @@ class Worker:
             await asyncio.sleep(self.leases.period)
             await self.leases.renew(self.lanes)
             self.supervisor.healthy("lease")
+
+    async def _gap_loop(self) -> None:
+        await self.gaps.run(lambda: self.stopping, lambda: self.supervisor.healthy("gaps"))
 
     async def _heartbeat_loop(self) -> None:
         key = keys.heartbeat_key(self.group, self.consumer)
