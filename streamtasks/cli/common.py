@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from .. import logs
 from ..config import RedisConfig
 from ..errors import StreamtasksError
+from ..redisutil import tls_hint
 
 T = TypeVar("T")
 
@@ -54,7 +55,7 @@ async def connect(url: str) -> Redis:
     except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
         await redis.aclose()
         raise click.ClickException(
-            f"cannot reach Redis at {logs.redact(url)}: {logs.redact(str(exc))}"
+            f"cannot reach Redis at {logs.redact(url)}: {logs.redact(str(exc))}{tls_hint(url, exc)}"
         ) from None
     except rx.AuthenticationError as exc:
         await redis.aclose()
