@@ -96,7 +96,7 @@ class Worker:
         self.supervisor = Supervisor(emit)
         self.pending = PendingEntries(redis, self.group, self.consumer)
         settler = Settler(redis, self.pending, s.visibility_ms, s.dead_letter_maxlen)
-        self.dispatcher = Dispatcher(executor, settler, self.health, emit, self._batch_done)
+        self.dispatcher = Dispatcher(executor, settler, self.health, emit, self._batch_done, self.supervisor)
         self.reader = Reader(redis, self.group, self.consumer, self.lanes)
         self.gaps = GapWatch(redis, self.group, self.lanes, self.health, emit, s.gap_check_interval)
         self.events.subscribe(self.gaps.on_event)

@@ -180,3 +180,28 @@ def _heartbeat_failing(redis_url: str) -> bool:
         return False
     finally:
         client.close()
+
+
+async def test_a_settle_step_that_loses_its_permission_shows_and_lets_go_of_the_entries(
+    acl: Any, inv: Invariants, workers: Workers, redis_url: str
+) -> None:
+    """XACK revoked while entries arrive: they are handled but cannot be acked. ``/readyz``
+    says 503 naming ``settle`` once their batch tries to settle, and the entries are not
+    leased forever: once XACK is back they are reclaimed, run again and acked; pending and lag
+    end at 0. (Before, they stayed held, leases renewed forever, and ``/readyz`` said 200.)"""
+    await acl("~*", "&*", "+@all", "-@admin")
+    port = free_port()
+    workers.start(name="w", redis_url=user_url(redis_url), args=["--metrics-port", str(port)])
+    await poll(lambda: _get(port, "/readyz")[0] == 200, 30, "ready", workers.logs)
+    await acl("~*", "&*", "+@all", "-@admin", "-xack")
+    sent_at = time.monotonic()
+    keys = await inv.send(20)
+    # as soon as the batch, run on Ray, tries to settle (a few seconds on a busy machine)
+    await poll(lambda: _get(port, "/readyz")[0] == 503, 20, "/readyz 503", workers.logs)
+    took = time.monotonic() - sent_at
+    assert "'settle' is failing" in _get(port, "/readyz")[1]
+    await acl("~*", "&*", "+@all", "-@admin")
+    out, settled = await inv.check(30, may_repeat=keys, logs=workers.logs)
+    assert set(keys) <= set(out.handled)
+    await poll(lambda: _get(port, "/readyz")[0] == 200, 10, "ready again", workers.logs)
+    print(f"revoked XACK: /readyz 503 {took:.2f}s after the entries arrived; settled {settled:.1f}s after")

@@ -38,3 +38,16 @@ def test_the_worker_spawns_its_loops_through_the_supervisor() -> None:
     spawned = set(re.findall(r"self\.supervisor\.spawn\(\"\w+\", self\.(\w+)\)", source))
     # run() awaits the read loop itself: its failure ends run() (and the process, non-zero)
     assert loops - {"_read_loop"} <= spawned, loops - spawned
+
+
+def test_a_failed_step_outside_a_loop_is_visible_until_it_works_again() -> None:
+    from streamtasks.worker.events import Event, LoopFailed
+    from streamtasks.worker.supervise import Supervisor
+
+    events: list[Event] = []
+    supervisor = Supervisor(events.append)
+    supervisor.failed("settle", PermissionError("NOPERM xack"))
+    assert supervisor.failing == {"settle": "PermissionError: NOPERM xack"}
+    assert events == [LoopFailed("settle", "PermissionError: NOPERM xack", 0.0)]
+    supervisor.healthy("settle")
+    assert supervisor.failing == {}
