@@ -51,7 +51,8 @@ async def test_without_the_client_certificate_or_the_ca_the_connection_is_refuse
     certs = tls_redis_server.certs
     base = f"rediss://127.0.0.1:{tls_redis_server.port}/0"
     for url, error in (
-        (f"{base}?{certs.query(with_cert=False)}", "certificate required"),
+        # TLS 1.3: the server's alert may race its reset of the connection
+        (f"{base}?{certs.query(with_cert=False)}", "certificate required|reset by peer|closed by server"),
         (
             f"{base}?ssl_certfile={certs.client_cert}&ssl_keyfile={certs.client_key}",
             "certificate verify failed",
