@@ -28,6 +28,7 @@ line per problem); :func:`streamtasks.cli.status.render` draws it as a rich tabl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -151,8 +152,9 @@ async def sample_stream(
         read = info.get("entries-read")
         sample["entries_read"] = int(read) if read is not None else None
         sample["last_delivered_id"] = info.get("last-delivered-id")
-        stream_state = StreamState.of(await redis.xinfo_stream(stream))
-        sample["undeliverable"] = lost_before_delivery(stream_state, GroupState.of(info))
+        with contextlib.suppress(rx.ResponseError):  # deleted since: nothing to say
+            stream_state = StreamState.of(await redis.xinfo_stream(stream))
+            sample["undeliverable"] = lost_before_delivery(stream_state, GroupState.of(info))
         sample.update(await _pending(redis, stream, group, now))
         if consumers:
             sample["consumers"] = await _consumers(redis, stream, group)

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 
 from .. import keys
 from ..errors import ConfigError
+from ..redisutil import REDIS_DOWN
 
 log = logging.getLogger("streamtasks.worker")
 
@@ -88,10 +89,17 @@ async def check_permissions(
 ) -> None:
     """Raise :class:`MissingPermissions` naming every command the user may not run."""
     checks = probes(streams, group, consumer)
-    user = await _whoami(redis)
-    denied = await _dry_run(redis, user, checks) if user is not None else None
-    if denied is None:  # ACL DRYRUN is not ours to run (or this Redis has no ACL): ask each command
-        denied = await _probe(redis, checks)
+    try:
+        user = await _whoami(redis)
+        denied = await _dry_run(redis, user, checks) if user is not None else None
+        if denied is None:  # ACL DRYRUN is not ours to run (or this Redis has no ACL): ask each
+            denied = await _probe(redis, checks)
+    except REDIS_DOWN:
+        raise
+    except Exception as exc:  # a client or server that cannot answer: start, supervised anyway
+        log.warning("could not check the Redis user's permissions at start (%s: %s); a missing "
+                    "one will show as a failing loop", type(exc).__name__, exc)  # fmt: skip
+        return
     if denied:
         who = f"Redis user {user!r}" if user else "the Redis user"
         raise MissingPermissions(f"{who} lacks permissions the worker needs: {', '.join(denied)}")
