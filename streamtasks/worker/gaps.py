@@ -176,6 +176,9 @@ class GapWatch:
 
     async def check(self, lane: Lane) -> None:
         """One look at ``lane``'s stream and group."""
+        # Taken before asking: every id read by then was delivered before Redis answers
+        # XINFO, so a newest id below it means Redis lost it (the read loop may read on meanwhile).
+        last_read = lane.last_id
         try:
             groups: Any = await self.redis.xinfo_groups(lane.stream)
             info: Any = await self.redis.xinfo_stream(lane.stream)
@@ -185,8 +188,8 @@ class GapWatch:
         if not mine:
             return  # NOGROUP: the read loop recreates it
         stream, group = StreamState.of(info), GroupState.of(mine[0])
-        if rewind(lane.last_id, stream.last_generated_id):
-            self._report_rewind(lane, stream.last_generated_id)
+        if last_read is not None and rewind(last_read, stream.last_generated_id):
+            self._report_rewind(lane, last_read, stream.last_generated_id)
             return
         lost = lost_before_delivery(stream, group)
         if lost and await self._correct(lane.stream, group, lost):
@@ -204,8 +207,7 @@ class GapWatch:
         args: list[str | int] = [self.group, group.last_delivered_id, read, read + lost]
         return bool(await self._repair(keys=[stream], args=args))
 
-    def _report_rewind(self, lane: Lane, newest: str) -> None:
-        last_read = lane.last_id or "0-0"
+    def _report_rewind(self, lane: Lane, last_read: str, newest: str) -> None:
         log.error(
             "Redis came back older: the newest entry of %s is %s, but this worker had read up to %s "
             "(restarted from an AOF/RDB that lacked acknowledged writes?); entries added after %s "
@@ -214,7 +216,8 @@ class GapWatch:
             lane.stream, newest, last_read, newest, _span(newest, last_read),
             sum(1 for i in lane.held if id_key(i) > id_key(newest)), extra={"stream": lane.stream},
         )  # fmt: skip
-        lane.last_id = newest  # reported: once per incident
+        if lane.last_id == last_read:  # reported: once per incident (unless it read on meanwhile)
+            lane.last_id = newest
 
 
 def _entry_id(entry: Any) -> Any:

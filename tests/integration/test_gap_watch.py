@@ -190,3 +190,33 @@ async def test_an_id_delivered_again_is_reported_as_redis_coming_back_older(
     assert "group g delivered gapped/1500-0 again, though this worker had already read up to 3000-0" in (
         caplog.records[0].getMessage()
     )
+
+
+async def test_looks_racing_busy_reads_never_cry_rewind(
+    redis: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A producer and a reader at full speed while the watch looks 200 times: no false
+    "came back older", no loss reported."""
+    lane = _lane()
+    await Reader(redis, GROUP, "c", {STREAM: lane}).ensure_groups()
+    watch, events = _watch(redis, lane)
+    stop = asyncio.Event()
+
+    async def produce() -> None:
+        while not stop.is_set():
+            await redis.xadd(STREAM, {"k": "v"})
+
+    async def consume() -> None:
+        while not stop.is_set():
+            got: Any = await redis.xreadgroup(GROUP, "c", {STREAM: ">"}, count=5)
+            for _, entries in got or ():
+                watch.saw(lane, [(i.decode(), [], 1) for i, _ in entries])
+
+    tasks = [asyncio.create_task(produce()), asyncio.create_task(consume())]
+    with caplog.at_level(logging.ERROR, "streamtasks.worker"):
+        for _ in range(200):
+            await watch.check(lane)
+    stop.set()
+    await asyncio.gather(*tasks)
+    assert lane.last_id is not None
+    assert caplog.records == [] and events == []
