@@ -18,6 +18,7 @@ runs with ``fsync=off``: these servers are for data you can lose.
 As a module (the test-suite imports it)::
 
     redis = RedisServer(tmp / "redis"); redis.start(); redis.url
+    tls = RedisServer(tmp / "tls", tls=True); tls.start(); tls.url   # TLS only, client certs
     pg = PostgresServer(tmp / "pg"); pg.start(); pg.create_database("t1"); pg.url("t1")
     tsdb = PostgresServer(tmp / "tsdb", preload=("timescaledb",))  # if timescaledb_installed()
 """
@@ -32,6 +33,7 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -249,14 +251,72 @@ def ensure_timescaledb(installer: Path = TIMESCALEDB_INSTALL) -> str:
 # --------------------------------------------------------------------------- redis
 
 
-def redis_ping(port: int, timeout: float = 1.0) -> bool:
-    """True if a Redis server on 127.0.0.1:``port`` answers PING with PONG."""
+def redis_ping(port: int, timeout: float = 1.0, tls: ssl.SSLContext | None = None) -> bool:
+    """True if a Redis server on 127.0.0.1:``port`` answers PING with PONG (over ``tls`` if given)."""
     try:
-        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        with socket.create_connection((HOST, port), timeout=timeout) as raw:
+            sock = tls.wrap_socket(raw, server_hostname=HOST) if tls else raw
             sock.sendall(b"*1\r\n$4\r\nPING\r\n")
             return sock.recv(64).startswith(b"+PONG")
-    except OSError:
+    except OSError:  # ssl.SSLError included
         return False
+
+
+class Certificates:
+    """A throwaway CA, a server certificate for 127.0.0.1/localhost and a client certificate,
+    made with the ``openssl`` command in ``dir`` (kept: a restart reuses them)."""
+
+    def __init__(self, dir: Path) -> None:
+        self.dir = dir
+        self.ca = dir / "ca.crt"
+        self.server_cert, self.server_key = dir / "server.crt", dir / "server.key"
+        self.client_cert, self.client_key = dir / "client.crt", dir / "client.key"
+
+    def make(self) -> Certificates:
+        if self.client_cert.exists():
+            return self
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise ServiceError("openssl not found: it makes the test certificates (apt-get install openssl)")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        self._run(openssl, "req", "-x509", *key, "-days", "30", "-subj", "/CN=streamtasks test CA",
+                  "-addext", "basicConstraints=critical,CA:TRUE",
+                  "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                  "-keyout", "ca.key", "-out", "ca.crt")  # fmt: skip
+        for name, usage, san in (
+            ("server", "serverAuth", f"subjectAltName=IP:{HOST},DNS:localhost\n"),
+            ("client", "clientAuth", ""),
+        ):
+            (self.dir / f"{name}.ext").write_text(
+                f"{san}basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                f"extendedKeyUsage={usage}\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
+            )
+            self._run(openssl, "req", *key, "-subj", f"/CN=streamtasks test {name}",
+                      "-keyout", f"{name}.key", "-out", f"{name}.csr")  # fmt: skip
+            self._run(openssl, "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                      "-CAcreateserial", "-days", "30", "-extfile", f"{name}.ext",
+                      "-out", f"{name}.crt")  # fmt: skip
+        return self
+
+    def _run(self, *argv: str) -> None:
+        result = subprocess.run(argv, cwd=self.dir, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise ServiceError(f"{' '.join(argv[:3])} failed: {result.stderr.strip()[-500:]}")
+
+    def client_context(self, *, with_cert: bool = True) -> ssl.SSLContext:
+        """An SSL context trusting the CA (and presenting the client certificate)."""
+        context = ssl.create_default_context(cafile=str(self.ca))
+        if with_cert:
+            context.load_cert_chain(str(self.client_cert), str(self.client_key))
+        return context
+
+    def query(self, *, with_cert: bool = True) -> str:
+        """The ``rediss://`` URL query naming the CA (and the client certificate and key)."""
+        query = f"ssl_ca_certs={self.ca}"
+        if with_cert:
+            query += f"&ssl_certfile={self.client_cert}&ssl_keyfile={self.client_key}"
+        return query
 
 
 class _ServiceDir:
@@ -286,7 +346,15 @@ class RedisServer(_ServiceDir):
     port unless given) and kept across ``restart()``, so clients can reconnect to the same
     URL. If a server started from the same ``dir`` is already running, ``start()`` reuses
     it (also across processes).
+
+    ``tls=True``: TLS only (``--port 0 --tls-port PORT``), with certificates made in
+    ``dir/tls`` (:class:`Certificates`, ``.certs``) and client certificates required
+    (``--tls-auth-clients yes``); ``.url`` is ``rediss://…?ssl_ca_certs=…&ssl_certfile=…``.
     """
+
+    def __init__(self, dir: Path | str, port: int | None = None, *, tls: bool = False) -> None:
+        super().__init__(dir, port)
+        self.certs = Certificates(self.dir / "tls") if tls else None
 
     # paths ------------------------------------------------------------------
     @property
@@ -302,7 +370,9 @@ class RedisServer(_ServiceDir):
     # state ------------------------------------------------------------------
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:PORT/0``."""
+        """``redis://127.0.0.1:PORT/0`` (TLS: ``rediss://127.0.0.1:PORT/0?ssl_ca_certs=…``)."""
+        if self.certs is not None:
+            return f"rediss://{HOST}:{self.port}/0?{self.certs.query()}"
         return f"redis://{HOST}:{self.port}/0"
 
     @property
@@ -329,6 +399,8 @@ class RedisServer(_ServiceDir):
         if binary is None:
             raise ServiceError("redis-server not found: run 'scripts/services.py ensure-binaries'")
         self.dir.mkdir(parents=True, exist_ok=True)
+        if self.certs is not None:
+            self.certs.make()
         self.portfile.write_text(f"{self.port}\n")
         self.pidfile.unlink(missing_ok=True)
         result = subprocess.run(self._argv(binary), capture_output=True, text=True, check=False)
@@ -340,10 +412,15 @@ class RedisServer(_ServiceDir):
         return self
 
     def _argv(self, binary: Path) -> list[str]:
+        c = self.certs
+        ports = ["--port", str(self.port)] if c is None else [
+            "--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(c.server_cert),
+            "--tls-key-file", str(c.server_key), "--tls-ca-cert-file", str(c.ca), "--tls-auth-clients", "yes",
+        ]  # fmt: skip
         return [
             str(binary),
             "--bind", HOST,
-            "--port", str(self.port),
+            *ports,
             "--save", "",
             "--appendonly", "no",
             "--daemonize", "yes",
@@ -354,7 +431,8 @@ class RedisServer(_ServiceDir):
         ]  # fmt: skip
 
     def _wait_ready(self, timeout: float) -> None:
-        if not wait_until(lambda: redis_ping(self.port), timeout):
+        tls = self.certs.client_context() if self.certs is not None else None
+        if not wait_until(lambda: redis_ping(self.port, tls=tls), timeout):
             raise ServiceError(
                 f"redis-server on port {self.port} did not answer PING within {timeout:.0f}s; "
                 f"log tail ({self.logfile}):\n{log_tail(self.logfile)}"

@@ -80,3 +80,21 @@ local id = redis.call('XADD', unpack(args))
 redis.call('XDEL', KEYS[1], ARGV[1])
 return id
 """
+
+# KEYS: stream. ARGV: group, last-delivered-id seen, entries-read seen, entries-read to set.
+# Counts entries removed before the group read them as read (so its lag can drain), only if
+# the group has not moved since it was sampled. -> 1 done, 0 the group moved (or is gone)
+REPAIR_READ_COUNTER = """
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  if info['name'] == ARGV[1] then
+    if info['last-delivered-id'] ~= ARGV[2] or info['entries-read'] ~= tonumber(ARGV[3]) then
+      return 0
+    end
+    redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2], 'ENTRIESREAD', ARGV[4])
+    return 1
+  end
+end
+return 0
+"""

@@ -4,6 +4,9 @@ Fixtures (all fail the test, never skip it, when a service cannot be started):
 
 - ``redis_server`` (session): a throwaway ``RedisServer`` (see ``scripts/services.py``) with
   ``.url``, ``.port``, ``.running``, ``.restart()``, ``.stop()``, ``.start()``, ``.kill()``.
+- ``tls_redis_server`` (session): a second throwaway Redis serving TLS only, with a CA, a
+  server and a client certificate made by ``openssl`` (``.certs``: ``.ca``,
+  ``.client_cert``, ``.client_key``, ``.query()``); its ``.url`` is ``rediss://…`` with them.
 - ``redis_url`` (session): its URL. ``redis`` (function): an async client
   (``decode_responses=False``) on a freshly FLUSHALLed server.
 - ``pg_server`` (session): a throwaway ``PostgresServer`` with ``.url(dbname)``,
@@ -171,8 +174,9 @@ def _run_in_thread(coro: Any) -> None:
 
 def _stop_leftovers(root: Path) -> None:
     """Stop the servers of a dead test session kept under ``root`` and delete it."""
-    with contextlib.suppress(services.ServiceError, OSError):
-        services.RedisServer(root / "redis").kill()
+    for name in ("redis", "redis-tls"):
+        with contextlib.suppress(services.ServiceError, OSError):
+            services.RedisServer(root / name).kill()
     for name in ("pg", "tsdb"):
         if (root / name).is_dir():
             with contextlib.suppress(services.ServiceError, OSError):
@@ -220,6 +224,18 @@ def redis_server(services_root: Path) -> Iterator[RedisServerLike]:
         server.start()
     except (services.ServiceError, OSError) as exc:
         pytest.fail(f"could not start a throwaway redis-server: {exc}", pytrace=False)
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="session")
+def tls_redis_server(services_root: Path) -> Iterator[Any]:
+    """A throwaway Redis serving TLS only (client certificates required)."""
+    server = services.RedisServer(services_root / "redis-tls", tls=True)
+    try:
+        server.start()
+    except (services.ServiceError, OSError) as exc:
+        pytest.fail(f"could not start a throwaway TLS redis-server: {exc}", pytrace=False)
     yield server
     server.kill()
 

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from .. import logs
 from ..config import RedisConfig
 from ..errors import StreamtasksError
+from ..redisutil import tls_hint
 
 T = TypeVar("T")
 
@@ -115,7 +116,9 @@ async def connect(url: str) -> Redis:
         ) from None
     except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
         await redis.aclose()
-        raise click.ClickException(f"cannot reach Redis at {logs.redact(url)}: {one_line(exc)}") from None
+        raise click.ClickException(
+            f"cannot reach Redis at {logs.redact(url)}: {one_line(exc)}{tls_hint(url, exc)}"
+        ) from None
     except Exception:
         await redis.aclose()
         raise

@@ -11,6 +11,9 @@ worker running, and agrees with what ``XINFO`` / ``XPENDING`` say:
 * ``oldest_pending_age`` -- seconds since the *XADD* of the oldest pending entry (its id's
   time), and ``oldest_pending_idle`` -- seconds since that entry was last delivered or had
   its lease renewed (``XPENDING`` range ``idle``);
+* ``undeliverable`` -- entries trimmed or deleted before the group read them, which its
+  ``lag`` still counts, so the lag cannot drain (see :mod:`streamtasks.worker.gaps`; a running
+  worker reports them as lost and corrects the count);
 * ``dead_letters`` -- ``XLEN`` of the dead-letter stream;
 * ``consumers`` -- ``XINFO CONSUMERS`` (name, pending, idle) joined with the worker
   heartbeat keys: a consumer with pending entries and no live heartbeat is *dead*;
@@ -25,6 +28,7 @@ line per problem); :func:`streamtasks.cli.status.render` draws it as a rich tabl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Collection, Mapping, Sequence
@@ -35,6 +39,7 @@ from redis.asyncio import Redis
 
 from .. import keys
 from ..redisutil import REDIS_DOWN, text
+from ..worker.gaps import GroupState, StreamState, lost_before_delivery
 
 #: Default for ``--stuck-after``: a pending entry older than this (since XADD) is "stuck".
 DEFAULT_STUCK_AFTER = 300.0
@@ -136,6 +141,7 @@ async def sample_stream(
         "oldest_pending_age": None,
         "oldest_pending_idle": None,
         "oldest_pending_deliveries": None,
+        "undeliverable": 0,
         "dead_letter_stream": dead,
         "dead_letters": int(await redis.xlen(dead)),
         "consumers": [],
@@ -146,6 +152,9 @@ async def sample_stream(
         read = info.get("entries-read")
         sample["entries_read"] = int(read) if read is not None else None
         sample["last_delivered_id"] = info.get("last-delivered-id")
+        with contextlib.suppress(rx.ResponseError):  # deleted since: nothing to say
+            stream_state = StreamState.of(await redis.xinfo_stream(stream))
+            sample["undeliverable"] = lost_before_delivery(stream_state, GroupState.of(info))
         sample.update(await _pending(redis, stream, group, now))
         if consumers:
             sample["consumers"] = await _consumers(redis, stream, group)
@@ -189,6 +198,7 @@ async def live_workers(redis: Redis, group: str, *, now: float | None = None) ->
                 "pid": beat.get("pid"),
                 "streams": beat.get("streams", []),
                 "in_flight": beat.get("in_flight"),
+                "failing_loops": beat.get("failing_loops") or [],
                 "heartbeat_age": max(0.0, now - float(ts)) if ts is not None else None,
             }
         )
@@ -218,6 +228,23 @@ async def discover_groups(redis: Redis) -> list[tuple[str, str]]:
 # -- the whole picture ---------------------------------------------------------------------
 
 
+def _failing_or_lost(streams: list[dict[str, Any]], workers: list[dict[str, Any]]) -> list[str]:
+    """Workers whose background loops fail; lags that cannot drain (entries trimmed unread)."""
+    problems = [
+        f"worker {w['consumer']}: background loop {', '.join(map(repr, w['failing_loops']))} failing "
+        "(see its log)"
+        for w in workers
+        if w.get("failing_loops")
+    ]
+    problems += [
+        f"{s['stream']}: lag {s['lag']} cannot drain: {s['undeliverable']} entries were trimmed or "
+        f"deleted before group {s['group']!r} read them (lost)"
+        for s in streams
+        if s.get("undeliverable")
+    ]
+    return problems
+
+
 def _judge(
     streams: list[dict[str, Any]],
     workers: list[dict[str, Any]],
@@ -230,7 +257,7 @@ def _judge(
     (asked for by name: nothing reads it, perhaps a typo), unless a live worker of the group
     serves it (a starting worker creates its group).
     """
-    problems: list[str] = []
+    problems: list[str] = _failing_or_lost(streams, workers)
     dead: list[dict[str, Any]] = []
     for s in streams:
         name = s["stream"]

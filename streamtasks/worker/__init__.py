@@ -10,6 +10,8 @@
 :mod:`.pending`           this consumer's pending entries: lease, retry delay, hand-back
 :mod:`.recovery`          reclaim (XAUTOCLAIM, delivery limit, lost ids) and leases
 :mod:`.health`            Redis outages: backoff, one report per incident
+:mod:`.gaps`              entries trimmed before delivery; a Redis that came back older
+:mod:`.preflight`         start-up check of the Redis user's permissions
 :mod:`.shutdown`          hand back, grace period, sign off
 :mod:`.supervise`         background loops: logged, visible and restarted when they fail
 :mod:`.events`            events the worker emits and its read-only snapshot

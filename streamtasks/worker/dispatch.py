@@ -2,7 +2,11 @@
 
 A batch's settlement is shielded from cancellation and retried through Redis outages: once a
 handler ran, its outcome is applied exactly once (the scripts make a late or repeated
-settlement of an entry no longer ours a no-op).
+settlement of an entry no longer ours a no-op). A settlement that fails otherwise (a Redis
+permission taken away) is logged, shows as the failing ``settle`` step (``/readyz``, the
+heartbeat) until one succeeds again, and lets go of the batch's entries: their leases are no
+longer renewed, so they are reclaimed and run again after the visibility timeout instead of
+staying pending forever.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from .health import RedisHealth
 from .lanes import Batch, Lane
 from .run import BatchResult, RawEntry
 from .settle import Settler
+from .supervise import Supervisor
 
 log = logging.getLogger("streamtasks.worker")
 
@@ -45,12 +50,14 @@ class Dispatcher:
         health: RedisHealth,
         emit: Callable[[Event], None],
         on_finished: Callable[[], None],
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.executor = executor
         self.settler = settler
         self.health = health
         self.emit = emit
         self.on_finished = on_finished  # a batch finished: its lane has room again
+        self.supervisor = supervisor or Supervisor(emit)
 
     def start(self, lanes: Iterable[Lane]) -> None:
         """Start every queued batch that fits under its lane's ``max_in_flight``."""
@@ -62,12 +69,16 @@ class Dispatcher:
                 task.add_done_callback(functools.partial(self._finished, lane))
 
     def _finished(self, lane: Lane, task: asyncio.Task[None]) -> None:
-        lane.in_flight.pop(task, None)
-        if not task.cancelled() and task.exception() is not None:
+        batch = lane.in_flight.pop(task, None)
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
             log.error(
-                "settling a batch of %s failed", lane.stream, exc_info=task.exception(),
+                "settling a batch of %s failed", lane.stream, exc_info=error,
                 extra={"stream": lane.stream, "handler": lane.spec.name},
             )  # fmt: skip
+            self.supervisor.failed("settle", error)
+            if batch is not None:  # reclaimed after the visibility timeout, not leased forever
+                lane.release([e[0] for e in batch.entries])
         self.on_finished()
 
     async def _run(self, lane: Lane, batch: Batch) -> None:
@@ -108,6 +119,7 @@ class Dispatcher:
             except REDIS_DOWN as exc:
                 await self.health.failed(exc, "settling")
         lane.release([e[0] for e in entries])
+        self.supervisor.healthy("settle")
         self.emit(BatchSettled(lane.spec, entries, plan, result))
 
 

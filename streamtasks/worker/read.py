@@ -19,6 +19,7 @@ from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from ..redisutil import id_key, text
+from .gaps import read_counter_at_start
 from .lanes import Lane
 from .run import RawEntry
 
@@ -68,7 +69,8 @@ class Reader:
     async def ensure_groups(self) -> None:
         for lane in self.lanes.values():
             with contextlib.suppress(rx.ResponseError):  # BUSYGROUP: it exists
-                await self.redis.xgroup_create(lane.stream, self.group, id="0", mkstream=True)
+                read = await read_counter_at_start(self.redis, lane.stream)  # trims stay visible
+                await self.redis.xgroup_create(lane.stream, self.group, "0", True, entries_read=read)
             # Size the first read from the newest entry, so a backlog of big entries is not
             # read a full count at a time before the lane has measured them.
             newest: Any = await self.redis.xrevrange(lane.stream, count=1)
@@ -104,12 +106,21 @@ class Reader:
     async def recreate_groups(self) -> None:
         """After NOGROUP: recreate every missing group from its :func:`restart_point`."""
         for lane in self.lanes.values():
-            start, stream_lost = restart_point(await self._last_generated(lane.stream), lane.last_id)
+            newest = await self._last_generated(lane.stream)
+            start, stream_lost = restart_point(newest, lane.last_id)
             try:
-                await self.redis.xgroup_create(lane.stream, self.group, id=start, mkstream=True)
+                read = await read_counter_at_start(self.redis, lane.stream) if start == "0" else None
+                await self.redis.xgroup_create(lane.stream, self.group, start, True, entries_read=read)
             except rx.ResponseError:
                 continue  # BUSYGROUP: this one still exists (or another worker beat us)
-            if stream_lost:
+            read_before, lane.last_id = lane.last_id, None if start == "0" else start
+            if stream_lost and newest not in (None, "0-0"):
+                cause = (
+                    f"Redis came back older: the stream's newest entry is {newest}, below {read_before} "
+                    "this worker had read (restarted from an AOF/RDB that lacked acknowledged writes?); "
+                    f"entries added after {newest} up to then are gone"
+                )
+            elif stream_lost:
                 cause = "the stream is new: Redis lost it (restart without persistence?)"
             else:
                 cause = "the group was deleted (or Redis restarted and the stream was written again since)"

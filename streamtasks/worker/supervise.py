@@ -43,6 +43,13 @@ class Supervisor:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
 
+    def failed(self, name: str, exc: BaseException) -> None:
+        """Work outside a loop (settling a batch) failed: visible like a failed loop until
+        :meth:`healthy` (the caller logs it, with its context)."""
+        error = f"{type(exc).__name__}: {exc}"
+        self.failing[name] = error
+        self.emit(LoopFailed(name, error, 0.0))
+
     def healthy(self, name: str) -> None:
         """``name`` did its work again: it is no longer failing."""
         if self.failing.pop(name, None) is not None:

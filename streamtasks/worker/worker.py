@@ -28,13 +28,16 @@ from ..registry import Registry
 from .dispatch import Dispatcher
 from .events import BatchSettled, Event, Events, Listener, Lost, Reclaimed, Snapshot, StateChanged
 from .executors import Executor
+from .gaps import GapWatch
 from .health import RedisHealth
 from .lanes import Lane
 from .pending import PendingEntries
+from .preflight import check_permissions
 from .read import Reader
 from .recovery import Leases, Reclaimer
 from .settle import Settler
 from .shutdown import Shutdown
+from .startup import start_unless_stopped
 from .supervise import Supervisor
 
 log = logging.getLogger("streamtasks.worker")
@@ -59,6 +62,7 @@ class WorkerSettings:
     heartbeat_ttl: float = 10.0
     dead_letter_maxlen: int = 0  # approximate MAXLEN of dead-letter streams; 0 = unbounded
     max_batch_bytes: int = 4 * 1024 * 1024  # big entries make smaller batches; 0 = count only
+    gap_check_interval: float = 5.0  # seconds between looks for entries trimmed before delivery
 
     @property
     def visibility_ms(self) -> int:
@@ -93,8 +97,10 @@ class Worker:
         self.supervisor = Supervisor(emit)
         self.pending = PendingEntries(redis, self.group, self.consumer)
         settler = Settler(redis, self.pending, s.visibility_ms, s.dead_letter_maxlen)
-        self.dispatcher = Dispatcher(executor, settler, self.health, emit, self._batch_done)
+        self.dispatcher = Dispatcher(executor, settler, self.health, emit, self._batch_done, self.supervisor)
         self.reader = Reader(redis, self.group, self.consumer, self.lanes)
+        self.gaps = GapWatch(redis, self.group, self.lanes, self.health, emit, s.gap_check_interval)
+        self.events.subscribe(self.gaps.on_event)
         self.reclaimer = Reclaimer(
             redis, self.group, self.consumer, s.visibility_ms, self.dispatcher, emit, self._start
         )
@@ -121,6 +127,8 @@ class Worker:
 
     async def run(self) -> None:
         """Serve until :meth:`stop`; then hand back unstarted entries and drain."""
+        streams = [(lane.stream, lane.spec.dead_letter_stream) for lane in self.lanes.values()]
+        await check_permissions(self.redis, streams, self.group, self.consumer)  # before anything runs
         self.supervisor.spawn("heartbeat", self._heartbeat_loop)  # announce "starting" at once
         try:
             await self._start_up()
@@ -128,6 +136,7 @@ class Worker:
                 return
             self.supervisor.spawn("reclaim", self._reclaim_loop)
             self.supervisor.spawn("lease", self._lease_loop)
+            self.supervisor.spawn("gaps", self._gap_loop)
             log.info(
                 "worker %s reading %s as group %s", self.consumer, ", ".join(self.lanes), self.group,
                 extra={"consumer": self.consumer, "group": self.group, "streams": list(self.lanes)},
@@ -138,22 +147,8 @@ class Worker:
             await self._drain()
 
     async def _start_up(self) -> None:
-        """Groups and the executor (Ray) start side by side: Ray takes seconds. A :meth:`stop`
-        meanwhile (SIGTERM) ends the start-up at once, without the executor."""
-        executor = asyncio.create_task(self.executor.start())
-        stopped = asyncio.create_task(self._stopping.wait())
-        try:
-            await self.reader.ensure_groups()
-            await asyncio.wait({executor, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            if executor.done():
-                await executor  # raises its error, if it failed
-                self._executor_started = True
-        finally:  # a stop() before the executor started abandons its start
-            stopped.cancel()
-            if not self._executor_started:
-                executor.cancel()
-                with contextlib.suppress(BaseException):
-                    await executor
+        groups = self.reader.ensure_groups()
+        self._executor_started = await start_unless_stopped(self.executor.start(), groups, self._stopping)
 
     def snapshot(self) -> Snapshot:
         return Snapshot(
@@ -184,7 +179,7 @@ class Worker:
                 continue
             self.health.ok()
             for lane, entries in got.items():
-                lane.last_id = entries[-1][0]
+                self.gaps.saw(lane, entries)
                 lane.sample_size(entries)
                 lane.accept(entries)
             self._start()
@@ -233,6 +228,9 @@ class Worker:
             await asyncio.sleep(self.leases.period)
             await self.leases.renew(self.lanes)
             self.supervisor.healthy("lease")
+
+    async def _gap_loop(self) -> None:
+        await self.gaps.run(lambda: self.stopping, lambda: self.supervisor.healthy("gaps"))
 
     async def _heartbeat_loop(self) -> None:
         key = keys.heartbeat_key(self.group, self.consumer)

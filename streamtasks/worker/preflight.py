@@ -1,0 +1,158 @@
+"""Start-up check: may this Redis user run every command the worker needs, on its keys?
+
+A user whose ACL lacks one command (``XAUTOCLAIM``, ``EVALSHA``, ...) would otherwise give a
+worker that reads and stores, but never reclaims or dead-letters. :func:`check_permissions`
+names every missing command in one line (:class:`MissingPermissions`), before anything runs.
+
+Two ways to ask, both with the worker's real keys (an ACL may allow a command on some keys
+only): ``ACL DRYRUN`` (Redis 7; nothing runs) when this user may run it, else each command
+once in a form that cannot change anything (an invalid id, an expiry of 0, a consumer that
+does not exist) and a ``NOPERM`` answer is what counts. Commands run by our Lua scripts are
+checked themselves: Redis applies the caller's ACL inside scripts too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from attrs import frozen
+from redis import exceptions as rx
+from redis.asyncio import Redis
+
+from .. import keys
+from ..errors import ConfigError
+from ..redisutil import REDIS_DOWN
+
+log = logging.getLogger("streamtasks.worker")
+
+#: An id no command accepts: each probe fails on it after Redis checked the ACL.
+BAD_ID = "not-an-id"
+NO_SUCH_SHA = "0" * 40
+#: A field of the failures hash that no entry id can be.
+PROBE_FIELD = "streamtasks:preflight"
+
+
+class MissingPermissions(ConfigError):
+    """The Redis user lacks commands (or key access) the worker needs."""
+
+
+@frozen
+class Probe:
+    """One command the worker runs, as the user would grant it (``XGROUP CREATE``), and a
+    harmless invocation of it on the worker's real keys."""
+
+    command: str
+    argv: tuple[str, ...]
+
+
+def probes(streams: Sequence[tuple[str, str]], group: str, consumer: str) -> list[Probe]:
+    """Every command of the worker (``worker/*.py``, ``lua.py``, redis-py's script loading) for
+    ``streams`` (``(stream, dead-letter stream)`` pairs)."""
+    nobody = f"streamtasks-preflight-{uuid.uuid4().hex[:8]}"  # a consumer that does not exist
+    beat, other_beat = keys.heartbeat_key(group, consumer), keys.heartbeat_key(group, nobody)
+    out = [
+        Probe("SET", ("SET", beat, "{}", "EX", "0")),  # heartbeat; "invalid expire time"
+        Probe("DEL", ("DEL", other_beat)),  # sign-off
+        Probe("EVALSHA", ("EVALSHA", NO_SUCH_SHA, "0")),  # NOSCRIPT
+        Probe("SCRIPT LOAD", ("SCRIPT", "LOAD", "return 1")),
+        Probe("SCRIPT EXISTS", ("SCRIPT", "EXISTS", NO_SUCH_SHA)),  # scripts in a pipeline
+    ]
+    for stream, dead in streams:
+        failures = keys.failures_key(stream, group)
+        out += [
+            Probe("XGROUP CREATE", ("XGROUP", "CREATE", stream, group, BAD_ID, "MKSTREAM")),
+            Probe("XGROUP SETID", ("XGROUP", "SETID", stream, group, BAD_ID)),
+            Probe("XGROUP DELCONSUMER", ("XGROUP", "DELCONSUMER", stream, group, nobody)),
+            Probe("XREADGROUP", ("XREADGROUP", "GROUP", group, consumer, "STREAMS", stream, BAD_ID)),
+            Probe("XREVRANGE", ("XREVRANGE", stream, BAD_ID, BAD_ID)),
+            Probe("XINFO STREAM", ("XINFO", "STREAM", stream)),
+            Probe("XINFO GROUPS", ("XINFO", "GROUPS", stream)),
+            Probe("XPENDING", ("XPENDING", stream, group, BAD_ID, BAD_ID, "1")),
+            Probe("XACK", ("XACK", stream, group, BAD_ID)),
+            Probe("XCLAIM", ("XCLAIM", stream, group, consumer, "0", BAD_ID)),
+            Probe("XAUTOCLAIM", ("XAUTOCLAIM", stream, group, consumer, "0", BAD_ID)),
+            Probe("XADD", ("XADD", dead, BAD_ID, "f", "v")),
+            Probe("HGET", ("HGET", failures, PROBE_FIELD)),
+            Probe("HDEL", ("HDEL", failures, PROBE_FIELD)),
+            # HSETNX has no harmless form: set a field no entry id can be, then delete it.
+            Probe("HSETNX", ("HSETNX", failures, PROBE_FIELD, "0")),
+        ]
+    return out
+
+
+async def check_permissions(
+    redis: Redis, streams: Sequence[tuple[str, str]], group: str, consumer: str
+) -> None:
+    """Raise :class:`MissingPermissions` naming every command the user may not run."""
+    checks = probes(streams, group, consumer)
+    try:
+        user = await _whoami(redis)
+        denied = await _dry_run(redis, user, checks) if user is not None else None
+        if denied is None:  # ACL DRYRUN is not ours to run (or this Redis has no ACL): ask each
+            denied = await _probe(redis, checks)
+    except REDIS_DOWN:
+        raise
+    except Exception as exc:  # a client or server that cannot answer: start, supervised anyway
+        log.warning("could not check the Redis user's permissions at start (%s: %s); a missing "
+                    "one will show as a failing loop", type(exc).__name__, exc)  # fmt: skip
+        return
+    if denied:
+        who = f"Redis user {user!r}" if user else "the Redis user"
+        raise MissingPermissions(f"{who} lacks permissions the worker needs: {', '.join(denied)}")
+
+
+async def _whoami(redis: Redis) -> str | None:
+    try:
+        name = await _command(redis, "ACL", "WHOAMI")
+    except rx.ResponseError:  # NOPERM, or a server without ACL
+        return None
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+async def _dry_run(redis: Redis, user: str, checks: Sequence[Probe]) -> list[str] | None:
+    """What ``ACL DRYRUN`` denies; None when we may not ask (or the server cannot answer)."""
+    denied: dict[str, None] = {}
+    for probe in checks:
+        try:
+            answer = await _command(redis, "ACL", "DRYRUN", user, *probe.argv)
+        except rx.ResponseError:  # NOPERM for ACL DRYRUN itself, or Redis < 7
+            return None
+        text = answer.decode(errors="replace") if isinstance(answer, bytes) else str(answer)
+        if text != "OK":
+            denied[_denied(probe, text)] = None
+    return list(denied)
+
+
+async def _probe(redis: Redis, checks: Sequence[Probe]) -> list[str]:
+    denied: dict[str, None] = {}
+    for probe in checks:
+        try:
+            await _command(redis, *probe.argv)
+        except rx.NoPermissionError as exc:
+            denied[_denied(probe, str(exc))] = None
+            continue
+        except rx.ResponseError:
+            continue  # the error we provoked: the command itself is allowed
+        if probe.command == "HSETNX":  # it set the probe field: take it away again
+            with contextlib.suppress(rx.ResponseError):
+                await _command(redis, "HDEL", probe.argv[1], PROBE_FIELD)
+    log.debug("permissions checked by running each command (ACL DRYRUN is not permitted)")
+    return list(denied)
+
+
+async def _command(redis: Redis, *argv: str) -> Any:
+    return await redis.execute_command(*argv)  # type: ignore[no-untyped-call]
+
+
+def _denied(probe: Probe, why: str) -> str:
+    if "key" in why.lower():  # the command is allowed, a key is not
+        return f"{probe.command} on key {probe.argv[_key_index(probe)]}"
+    return probe.command
+
+
+def _key_index(probe: Probe) -> int:
+    return {"XREADGROUP": 5, "EVALSHA": 0}.get(probe.command, 2 if " " in probe.command else 1)

@@ -1,0 +1,52 @@
+"""The start-up permission check's list of commands, and its way out when it cannot ask."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import streamtasks
+from streamtasks import lua
+from streamtasks.worker.preflight import Probe, check_permissions, probes
+
+PACKAGE = Path(streamtasks.__file__).parent
+
+
+def test_every_redis_command_the_worker_and_its_scripts_use_is_checked() -> None:
+    """Commands named in worker/*.py (``redis.<cmd>(`` / ``pipe.<cmd>(``) and in the scripts
+    the worker runs (``redis.call('<CMD>'``) all have a probe. (REPLAY is the CLI's.)"""
+    checked = {p.command.split()[0].lower() for p in probes([("s", "s:dead")], "g", "c")}
+    scripts = lua.RECLAIM + lua.RESET + lua.DEAD_LETTER + lua.REPAIR_READ_COUNTER
+    called = set(re.findall(r"redis\.call\('(\w+)'", scripts))
+    methods: set[str] = set()
+    for path in (PACKAGE / "worker").glob("*.py"):
+        methods |= set(re.findall(r"(?:redis|pipe|_client)\.(x\w+|h\w+|set|delete)\(", path.read_text()))
+    names = {m.split("_")[0] for m in methods} | {c.lower() for c in called}
+    names = {"del" if n == "delete" else n for n in names}
+    assert names <= checked, names - checked
+
+
+def test_every_probe_is_on_the_workers_own_keys() -> None:
+    found = probes([("orders", "orders:dead")], "g", "c")
+    assert Probe("XADD", ("XADD", "orders:dead", "not-an-id", "f", "v")) in found
+    assert all("orders" in " ".join(p.argv) or p.command.startswith(("SCRIPT", "EVAL", "SET", "DEL"))
+               for p in found)  # fmt: skip
+
+
+class NoAclClient:
+    """A client (a test double, a proxy) that answers no raw command."""
+
+    async def execute_command(self, *args: Any) -> Any:
+        raise NotImplementedError(args[0])
+
+
+async def test_a_client_that_cannot_be_asked_lets_the_worker_start_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, "streamtasks.worker"):
+        await check_permissions(NoAclClient(), [("s", "s:dead")], "g", "c")  # type: ignore[arg-type]
+    assert "could not check the Redis user's permissions at start (NotImplementedError" in caplog.text
