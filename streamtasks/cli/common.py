@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from .. import logs
 from ..config import RedisConfig
+from ..connect import connect as connect_redis
 from ..errors import StreamtasksError
 
 T = TypeVar("T")
@@ -48,16 +49,20 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def connect(url: str) -> Redis:
-    redis = Redis.from_url(url)
+    """A checked connection: one node, or a Redis Cluster (:func:`streamtasks.connect.connect`)."""
+    redis: Redis | None = None
     try:
+        redis = await connect_redis(url)
         await redis.ping()
     except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
-        await redis.aclose()
+        if redis is not None:
+            await redis.aclose()
         raise click.ClickException(
             f"cannot reach Redis at {logs.redact(url)}: {logs.redact(str(exc))}"
         ) from None
     except rx.AuthenticationError as exc:
-        await redis.aclose()
+        if redis is not None:
+            await redis.aclose()
         raise click.ClickException(f"Redis at {logs.redact(url)} refused the credentials: {exc}") from None
     return redis
 

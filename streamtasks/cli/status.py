@@ -12,7 +12,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from .. import keys
+from ..connect import connect
 from ..observe.inspect import DEFAULT_STUCK_AFTER, gather_status
+from ..redisutil import REDIS_DOWN
 
 # -- rendering ---------------------------------------------------------------------------------
 
@@ -106,7 +108,11 @@ def _targets(
 
 
 async def _status_once(url: str, **kw: Any) -> dict[str, Any]:
-    redis = Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+    opts: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 10}
+    try:
+        redis = await connect(url, **opts)
+    except REDIS_DOWN:  # unreachable: gather_status reports it as a problem
+        redis = Redis.from_url(url, **opts)
     try:
         return await gather_status(redis, **kw)
     finally:
