@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from .dlq import dlq
 from .send import parse_field_args, send
 from .status import status_command
+from .trim import trim
 from .worker import worker
 
 
@@ -28,7 +29,7 @@ def main() -> None:
     """
 
 
-for command in (worker, send, dlq, status_command):
+for command in (worker, send, dlq, status_command, trim):
     main.add_command(command)
 
 

@@ -34,6 +34,7 @@ from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from .. import keys
+from ..connect import is_cluster
 from ..redisutil import REDIS_DOWN, text
 
 #: Default for ``--stuck-after``: a pending entry older than this (since XADD) is "stuck".
@@ -161,7 +162,7 @@ async def live_workers(redis: Redis, group: str, *, now: float | None = None) ->
     """The heartbeats of ``group``'s workers (each key expires ~10 s after its worker died)."""
     now = time.time() if now is None else now
     found = [k async for k in redis.scan_iter(match=keys.heartbeat_pattern(group), count=500)]
-    values = await redis.mget(found) if found else []
+    values = await _mget(redis, found) if found else []
     workers = []
     for key, value in zip(found, values, strict=True):
         if value is None:  # expired between SCAN and MGET
@@ -183,6 +184,30 @@ async def live_workers(redis: Redis, group: str, *, now: float | None = None) ->
             }
         )
     return sorted(workers, key=lambda w: str(w["consumer"]))
+
+
+async def _mget(redis: Redis, found: list[Any]) -> list[Any]:
+    if is_cluster(redis):  # heartbeat keys live in many slots
+        return list(await redis.mget_nonatomic(found))  # type: ignore[attr-defined]
+    return list(await redis.mget(found))
+
+
+#: ``shards_of`` looks at most this many shards.
+MAX_SHARDS = 4096
+
+
+async def shards_of(redis: Redis, stream: str) -> list[str]:
+    """``[stream]`` if that key exists or it has no shards, else its shards
+    ``stream:{0}`` ... that exist (a sharded stream's name stands for all of them)."""
+    if await redis.exists(stream):
+        return [stream]
+    found = []
+    for i in range(MAX_SHARDS):
+        name = keys.shard_stream(stream, i)
+        if not await redis.exists(name):
+            break
+        found.append(name)
+    return found or [stream]
 
 
 async def discover_streams(redis: Redis, group: str) -> list[str]:

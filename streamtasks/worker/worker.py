@@ -36,6 +36,7 @@ from .recovery import Leases, Reclaimer
 from .settle import Settler
 from .shutdown import Shutdown
 from .supervise import Supervisor
+from .trim import Trimmer
 
 log = logging.getLogger("streamtasks.worker")
 
@@ -100,6 +101,7 @@ class Worker:
         )
         self.leases = Leases(self.pending, s.visibility_timeout, self.health)
         self.shutdown = Shutdown(redis, self.pending, s.grace_period, emit)
+        self.trimmer = Trimmer(redis, self.health, emit)
         self.started_at = time.time()
         self.state = "starting"
         self.reading = asyncio.Event()  # set once the first XREADGROUP was sent
@@ -126,6 +128,8 @@ class Worker:
             await self._start_up()
             self.supervisor.spawn("reclaim", self._reclaim_loop)
             self.supervisor.spawn("lease", self._lease_loop)
+            if self.trimmer.wanted(self.lanes):
+                self.supervisor.spawn("trim", self._trim_loop)
             log.info("worker %s reading %s as group %s", self.consumer, ", ".join(self.lanes), self.group)
             self._set_state("reading")
             await self._read_loop()
@@ -223,6 +227,9 @@ class Worker:
             await asyncio.sleep(self.leases.period)
             await self.leases.renew(self.lanes)
             self.supervisor.healthy("lease")
+
+    async def _trim_loop(self) -> None:
+        await self.trimmer.run(self.lanes, self._stopping, lambda: self.supervisor.healthy("trim"))
 
     async def _heartbeat_loop(self) -> None:
         key = keys.heartbeat_key(self.group, self.consumer)

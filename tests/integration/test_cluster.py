@@ -123,7 +123,9 @@ async def test_dead_letters_and_acks_share_a_pipeline_on_a_cluster(
     workers("c1")
 
     async def settled() -> bool:
-        return int(await cluster_redis.xlen("{events}:dead")) == 6 and len(cluster_app.handled["{events}"]) == 54
+        return (
+            int(await cluster_redis.xlen("{events}:dead")) == 6 and len(cluster_app.handled["{events}"]) == 54
+        )
 
     await wait_until(settled)
     assert (await cluster_redis.xpending("{events}", GROUP))["pending"] == 0
@@ -131,7 +133,9 @@ async def test_dead_letters_and_acks_share_a_pipeline_on_a_cluster(
 
 async def test_a_stream_without_a_hash_tag_is_refused_on_a_cluster(cluster_redis: Redis) -> None:
     """Its dead-letter stream would live in another slot: the worker says so and how to fix it."""
-    worker = Worker(cluster_app.plain, cluster_redis, InlineExecutor(), WorkerSettings(heartbeat_interval=0.1))
+    worker = Worker(
+        cluster_app.plain, cluster_redis, InlineExecutor(), WorkerSettings(heartbeat_interval=0.1)
+    )
     with pytest.raises(ConfigError, match=r"hash tag.*\{untagged_stream\}.*shards=N"):
         await asyncio.wait_for(worker.run(), 30)
 
@@ -144,7 +148,16 @@ async def test_status_and_dlq_work_on_a_cluster(redis_cluster: Any, cluster_redi
     for stream in ORDER_SHARDS:
         await cluster_redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
     env_url = redis_cluster.nodes[1].url
-    argv = [sys.executable, "-m", "streamtasks", "status", "cluster_app:registry", "--redis-url", env_url, "--json"]
+    argv = [
+        sys.executable,
+        "-m",
+        "streamtasks",
+        "status",
+        "cluster_app:registry",
+        "--redis-url",
+        env_url,
+        "--json",
+    ]
     result = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
     status = json.loads(result.stdout)
     assert status["redis"]["ok"], result.stderr

@@ -1,0 +1,168 @@
+"""Ack-aware trimming against a real redis-server: the CLI, the script and the worker's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+import trim_app
+from redis.asyncio import Redis
+
+from streamtasks.redisutil import id_key
+from streamtasks.worker import InlineExecutor, Worker, WorkerSettings
+from streamtasks.worker.trim import NO_GROUP, RETENTION, GroupPosition, trim_once, trim_point
+
+pytestmark = pytest.mark.integration
+
+
+async def fill(redis: Redis, stream: str, n: int, prefix: str = "", **extra: str) -> list[str]:
+    pipe = redis.pipeline(transaction=False)
+    for i in range(n):
+        pipe.xadd(stream, {"n": f"{prefix}{i}", **extra})
+    return [i.decode() for i in await pipe.execute()]
+
+
+async def read_ack(redis: Redis, stream: str, group: str, count: int, ack: int) -> list[str]:
+    """Read ``count`` entries as ``group``; ack the first ``ack`` of them."""
+    reply: Any = await redis.xreadgroup(group, "c", {stream: ">"}, count=count)
+    ids = [i.decode() for i, _ in (reply[0][1] if isinstance(reply, list) else reply[stream.encode()][0])]
+    if ack:
+        await redis.xack(stream, group, *ids[:ack])
+    return ids
+
+
+async def positions(redis: Redis, stream: str) -> list[GroupPosition]:
+    out = []
+    for g in await redis.xinfo_groups(stream):
+        name = g["name"].decode()
+        summary = await redis.xpending(stream, name)
+        oldest = summary["min"].decode() if summary["pending"] else None
+        out.append(GroupPosition(name, g["last-delivered-id"].decode(), oldest))
+    return out
+
+
+async def test_a_stopped_group_keeps_what_it_has_not_read_until_it_acks(redis: Redis) -> None:
+    """Two groups, one consuming and one stopped: nothing the stopped one has not acked is
+    trimmed; once both acked, the stream shrinks to the retention (here: nothing kept)."""
+    ids = await fill(redis, "s", 2000)
+    await redis.xgroup_create("s", "consuming", id="0")
+    await redis.xgroup_create("s", "stopped", id="0")
+    await read_ack(redis, "s", "consuming", 2000, ack=2000)
+    result = await trim_once(redis, "s", keep_seconds=0)
+    assert (result.removed, result.held_by) == (0, "stopped")
+    assert await redis.xlen("s") == 2000
+    await read_ack(redis, "s", "stopped", 1500, ack=700)  # 800 pending from ids[700]
+    expected = trim_point(await positions(redis, "s"), cap=None)
+    result = await trim_once(redis, "s", keep_seconds=0)
+    assert (result.removed, result.minid, result.held_by) == (700, ids[700], "stopped")
+    assert result.minid == expected.minid
+    rest: Any = await redis.xrange("s", count=1)
+    assert rest[0][0].decode() == ids[700]  # everything the stopped group still needs is there
+    await redis.xack("s", "stopped", *ids[700:1500])
+    await read_ack(redis, "s", "stopped", 1000, ack=1000)
+    result = await trim_once(redis, "s", keep_seconds=3600)
+    assert (result.removed, result.held_by) == (0, RETENTION)  # all acked, but recent
+    result = await trim_once(redis, "s", keep_seconds=0)
+    assert result.removed == 1300 and await redis.xlen("s") == 0
+
+
+async def test_streams_without_groups_are_never_trimmed(redis: Redis) -> None:
+    await fill(redis, "nogroup", 10)
+    assert (await trim_once(redis, "nogroup", 0)).held_by == NO_GROUP
+    assert (await trim_once(redis, "missing", 0)).removed == 0
+    assert await redis.xlen("nogroup") == 10
+
+
+async def test_trim_command_prints_what_it_removed_and_who_holds_back(redis: Redis, redis_url: str) -> None:
+    ids = await fill(redis, "orders:{0}", 10) + await fill(redis, "orders:{1}", 10)
+    for shard in ("orders:{0}", "orders:{1}"):
+        await redis.xgroup_create(shard, "billing", id="0")
+    await read_ack(redis, "orders:{0}", "billing", 10, ack=4)
+    argv = [sys.executable, "-m", "streamtasks", "trim", "orders", "--redis-url", redis_url]
+    result = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"orders:{{0}}: removed 4, 6 left; held back by group 'billing' at {ids[4]}"
+    assert lines[1].startswith("orders:{1}: removed 0, 10 left; held back by group 'billing'")
+    result = await asyncio.to_thread(subprocess.run, [*argv, "--json"], capture_output=True, text=True)
+    assert [r["removed"] for r in json.loads(result.stdout)] == [0, 0]
+
+
+async def test_trimming_never_overtakes_any_group_under_slow_consumers_reclaim_and_dead_letters(
+    redis: Redis,
+) -> None:
+    """A worker trimming with retention 0 (and a second trimmer racing it) beside a slow
+    second group, a dead consumer's entries being reclaimed and entries being dead-lettered:
+    after every trim no group has a pending entry below the stream's first id, and no group
+    has an undelivered one there; in the end every entry is handled or dead-lettered."""
+    trim_app.handled.clear()
+    stream, n = "trimmed", 3000
+    sent = await fill(redis, stream, n // 2, "a") + await fill(redis, stream, 50, "f", fail="1")
+    await redis.xgroup_create(stream, "trim-a", id="0")
+    await redis.xgroup_create(stream, "trim-b", id="0")
+    ghost = await read_ack(redis, stream, "trim-a", 100, ack=0)  # a dead consumer's entries
+    settings = WorkerSettings(consumer="w1", block=0.1, visibility_timeout=1, reclaim_interval=0.2)
+    worker = Worker(trim_app.registry, redis, InlineExecutor(), settings)
+    task = asyncio.create_task(worker.run())
+    violations: list[str] = []
+    trims = 0
+
+    async def check() -> None:
+        first: Any = await redis.xrange(stream, count=1)
+        if not first:
+            return
+        first_id = first[0][0].decode()
+        for g in await positions(redis, stream):
+            below: Any = await redis.xpending_range(stream, g.name, "-", f"({first_id}", 1)
+            if below:
+                violations.append(f"{g.name} has pending {below[0]['message_id']!r} below {first_id}")
+            trimmed = [i for i in sent if id_key(i) < id_key(first_id)]
+            if trimmed and id_key(trimmed[-1]) > id_key(g.last_delivered):
+                violations.append(f"{g.name} delivered only up to {g.last_delivered}, {trimmed[-1]} trimmed")
+
+    async def race_trim() -> None:
+        nonlocal trims
+        while True:
+            await trim_once(redis, stream, 0)
+            trims += 1
+            await check()
+            await asyncio.sleep(0.01)
+
+    async def slow_group_b() -> None:
+        while True:
+            got = await read_ack(redis, stream, "trim-b", 37, ack=0)
+            await asyncio.sleep(0.02)
+            if got:
+                await redis.xack(stream, "trim-b", *got)
+
+    racers = [asyncio.create_task(race_trim()), asyncio.create_task(slow_group_b())]
+    sent += await fill(redis, stream, n // 2, "b")
+    try:
+        for _ in range(600):
+            dead = await redis.xlen("trimmed:dead")
+            b_pending = (await redis.xpending(stream, "trim-b"))["pending"]
+            if len(trim_app.handled) + dead >= len(sent) and b_pending == 0:
+                break
+            await asyncio.sleep(0.1)
+        for _ in range(100):
+            await trim_once(redis, stream, 0)
+            if await redis.xlen(stream) == 0:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        for racer in racers:
+            racer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await racer
+        worker.stop()
+        await task
+    assert not violations, violations[:5]
+    assert trims > 10
+    assert len(trim_app.handled) == n and await redis.xlen("trimmed:dead") == 50
+    assert worker.snapshot().lanes[stream].lost == 0
+    assert set(ghost) <= set(sent) and await redis.xlen(stream) == 0
