@@ -93,6 +93,56 @@ async def test_trim_command_prints_what_it_removed_and_who_holds_back(redis: Red
     assert [r["removed"] for r in json.loads(result.stdout)] == [0, 0]
 
 
+class TrimRace:
+    """A trimmer racing the consumers, checking the invariant after every trim."""
+
+    def __init__(self, redis: Redis, stream: str) -> None:
+        self.redis, self.stream = redis, stream
+        self.sent: list[str] = []
+        self.violations: list[str] = []
+        self.trims = 0
+
+    async def check(self) -> None:
+        """No group has a pending entry below the stream's first id, nor an undelivered one."""
+        first: Any = await self.redis.xrange(self.stream, count=1)
+        if not first:
+            return
+        first_id = first[0][0].decode()
+        trimmed = [i for i in self.sent if id_key(i) < id_key(first_id)]
+        for g in await positions(self.redis, self.stream):
+            below: Any = await self.redis.xpending_range(self.stream, g.name, "-", f"({first_id}", 1)
+            if below:
+                self.violations.append(f"{g.name} has pending {below[0]['message_id']!r} below {first_id}")
+            if trimmed and id_key(trimmed[-1]) > id_key(g.last_delivered):
+                self.violations.append(f"{g.name} delivered up to {g.last_delivered}, {trimmed[-1]} trimmed")
+
+    async def trim_forever(self) -> None:
+        while True:
+            await trim_once(self.redis, self.stream, 0)
+            self.trims += 1
+            await self.check()
+            await asyncio.sleep(0.01)
+
+    async def slow_group(self, group: str) -> None:
+        while True:
+            got = await read_ack(self.redis, self.stream, group, 37, ack=0)
+            await asyncio.sleep(0.02)
+            if got:
+                await self.redis.xack(self.stream, group, *got)
+
+    async def settled(self, handled: int) -> bool:
+        dead = int(await self.redis.xlen(f"{self.stream}:dead"))
+        b_pending = (await self.redis.xpending(self.stream, "trim-b"))["pending"]
+        return handled + dead >= len(self.sent) and b_pending == 0
+
+
+async def until(predicate: Any, timeout: float) -> None:
+    for _ in range(int(timeout * 10)):
+        if await predicate():
+            return
+        await asyncio.sleep(0.1)
+
+
 async def test_trimming_never_overtakes_any_group_under_slow_consumers_reclaim_and_dead_letters(
     redis: Redis,
 ) -> None:
@@ -102,58 +152,24 @@ async def test_trimming_never_overtakes_any_group_under_slow_consumers_reclaim_a
     has an undelivered one there; in the end every entry is handled or dead-lettered."""
     trim_app.handled.clear()
     stream, n = "trimmed", 3000
-    sent = await fill(redis, stream, n // 2, "a") + await fill(redis, stream, 50, "f", fail="1")
+    race = TrimRace(redis, stream)
+    race.sent = await fill(redis, stream, n // 2, "a") + await fill(redis, stream, 50, "f", fail="1")
     await redis.xgroup_create(stream, "trim-a", id="0")
     await redis.xgroup_create(stream, "trim-b", id="0")
     ghost = await read_ack(redis, stream, "trim-a", 100, ack=0)  # a dead consumer's entries
     settings = WorkerSettings(consumer="w1", block=0.1, visibility_timeout=1, reclaim_interval=0.2)
     worker = Worker(trim_app.registry, redis, InlineExecutor(), settings)
     task = asyncio.create_task(worker.run())
-    violations: list[str] = []
-    trims = 0
-
-    async def check() -> None:
-        first: Any = await redis.xrange(stream, count=1)
-        if not first:
-            return
-        first_id = first[0][0].decode()
-        for g in await positions(redis, stream):
-            below: Any = await redis.xpending_range(stream, g.name, "-", f"({first_id}", 1)
-            if below:
-                violations.append(f"{g.name} has pending {below[0]['message_id']!r} below {first_id}")
-            trimmed = [i for i in sent if id_key(i) < id_key(first_id)]
-            if trimmed and id_key(trimmed[-1]) > id_key(g.last_delivered):
-                violations.append(f"{g.name} delivered only up to {g.last_delivered}, {trimmed[-1]} trimmed")
-
-    async def race_trim() -> None:
-        nonlocal trims
-        while True:
-            await trim_once(redis, stream, 0)
-            trims += 1
-            await check()
-            await asyncio.sleep(0.01)
-
-    async def slow_group_b() -> None:
-        while True:
-            got = await read_ack(redis, stream, "trim-b", 37, ack=0)
-            await asyncio.sleep(0.02)
-            if got:
-                await redis.xack(stream, "trim-b", *got)
-
-    racers = [asyncio.create_task(race_trim()), asyncio.create_task(slow_group_b())]
-    sent += await fill(redis, stream, n // 2, "b")
+    racers = [asyncio.create_task(race.trim_forever()), asyncio.create_task(race.slow_group("trim-b"))]
+    race.sent += await fill(redis, stream, n // 2, "b")
     try:
-        for _ in range(600):
-            dead = await redis.xlen("trimmed:dead")
-            b_pending = (await redis.xpending(stream, "trim-b"))["pending"]
-            if len(trim_app.handled) + dead >= len(sent) and b_pending == 0:
-                break
-            await asyncio.sleep(0.1)
-        for _ in range(100):
+        await until(lambda: race.settled(len(trim_app.handled)), timeout=60)
+
+        async def emptied() -> bool:
             await trim_once(redis, stream, 0)
-            if await redis.xlen(stream) == 0:
-                break
-            await asyncio.sleep(0.1)
+            return int(await redis.xlen(stream)) == 0
+
+        await until(emptied, timeout=10)
     finally:
         for racer in racers:
             racer.cancel()
@@ -161,8 +177,8 @@ async def test_trimming_never_overtakes_any_group_under_slow_consumers_reclaim_a
                 await racer
         worker.stop()
         await task
-    assert not violations, violations[:5]
-    assert trims > 10
+    assert not race.violations, race.violations[:5]
+    assert race.trims > 10
     assert len(trim_app.handled) == n and await redis.xlen("trimmed:dead") == 50
     assert worker.snapshot().lanes[stream].lost == 0
-    assert set(ghost) <= set(sent) and await redis.xlen(stream) == 0
+    assert set(ghost) <= set(race.sent) and await redis.xlen(stream) == 0
