@@ -56,6 +56,7 @@ def render(status: Mapping[str, Any]) -> Any:
         "oldest pending",
         "dead letters",
         "added/1m",
+        "trimmed (held by)",
         "consumers",
     ):
         streams.add_column(col, justify="left" if col in ("stream", "consumers") else "right")
@@ -63,9 +64,16 @@ def render(status: Mapping[str, Any]) -> Any:
         consumers = ", ".join(_consumer_text(c) for c in s["consumers"])
         added = _num(s.get("added_1m")) + ("+" if s.get("added_1m_capped") else "")
         group = "" if s["group_exists"] else " (no group)"
+        trim = s.get("trim") or {}
+        trimmed = f"{_num(trim.get('removed'))} ({trim.get('held_by') or '-'})"
         streams.add_row(
             s["stream"] + group, _num(s["length"]), _num(s["lag"]), _num(s["pending"]),
-            _secs(s["oldest_pending_age"]), _num(s["dead_letters"]), added, consumers or "-",
+            _secs(s["oldest_pending_age"]), _num(s["dead_letters"]), added, trimmed, consumers or "-",
+        )  # fmt: skip
+    for base, t in (status.get("shards") or {}).items():
+        streams.add_row(
+            f"{base} (all {t['shards']} shards)", _num(t["length"]), _num(t["lag"]), _num(t["pending"]),
+            "", _num(t["dead_letters"]), "", "", "",
         )  # fmt: skip
     parts.append(streams)
     workers = Table(title="live workers", title_justify="left")

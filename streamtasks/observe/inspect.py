@@ -14,6 +14,11 @@ worker running, and agrees with what ``XINFO`` / ``XPENDING`` say:
 * ``dead_letters`` -- ``XLEN`` of the dead-letter stream;
 * ``consumers`` -- ``XINFO CONSUMERS`` (name, pending, idle) joined with the worker
   heartbeat keys: a consumer with pending entries and no live heartbeat is *dead*;
+* ``trim`` -- ``removed``: entries deleted from the stream so far (``entries-added`` minus
+  the length: ack-aware trimming, ``MAXLEN``, ``XDEL``), and what ack-aware trimming waits on
+  right now: ``held_by`` (the group furthest behind, ``no consumer group``) at ``minid``;
+* ``shards`` (in :func:`gather_status`) -- per sharded stream (``orders`` for ``orders:{0}``
+  ...), the shards' length, lag, pending and dead letters added up;
 * ``added_1m`` -- entries added in the last 60 s, counted with ``XRANGE`` from the id
   ``now-60s`` (capped at :data:`THROUGHPUT_SCAN_CAP`; ``added_1m_capped`` says so).
   This is the arrival rate; whether the group keeps up shows in ``lag``.
@@ -152,7 +157,44 @@ async def sample_stream(
             sample["consumers"] = await _consumers(redis, stream, group)
     if throughput:
         sample["added_1m"], sample["added_1m_capped"] = await _added_since(redis, stream, now)
+    if sample["exists"]:
+        sample["trim"] = await trim_state(redis, stream, length)
     return sample
+
+
+async def trim_state(redis: Redis, stream: str, length: int) -> dict[str, Any]:
+    """What was removed from ``stream`` and what ack-aware trimming waits on (see above)."""
+    from ..worker.trim import GroupPosition, trim_point
+
+    try:
+        info = _norm(await redis.xinfo_stream(stream))
+        groups = [_norm(g) for g in await redis.xinfo_groups(stream)]
+    except rx.ResponseError:
+        return {"removed": None, "held_by": None, "minid": None}
+    positions = []
+    for g in groups:
+        summary = _norm(await redis.xpending(stream, g["name"]))
+        oldest = summary.get("min") if summary.get("pending") else None
+        positions.append(GroupPosition(g["name"], g["last-delivered-id"], oldest))
+    point = trim_point(positions, None)
+    added = info.get("entries-added")
+    removed = int(added) - length if added is not None else None
+    return {"removed": removed, "held_by": point.held_by, "minid": point.minid}
+
+
+def shard_totals(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per sharded stream: its shards' numbers added up (``lag`` None if any shard's is)."""
+    out: dict[str, dict[str, Any]] = {}
+    for s in samples:
+        base = keys.shard_base(s["stream"])
+        if base is None:
+            continue
+        total = out.setdefault(base, {"shards": 0, "length": 0, "lag": 0, "pending": 0, "dead_letters": 0})
+        total["shards"] += 1
+        for name in ("length", "pending", "dead_letters"):
+            total[name] += int(s[name] or 0)
+        total["lag"] = None if total["lag"] is None or s["lag"] is None else total["lag"] + s["lag"]
+    return out
 
 
 # -- workers -------------------------------------------------------------------------------
@@ -282,7 +324,7 @@ async def gather_status(
     out: dict[str, Any] = {
         "ok": False, "problems": [], "checked_at": now, "group": group, "stuck_after": stuck_after,
         "redis": {"ok": False, "error": None, "version": None},
-        "streams": [], "workers": [], "dead_consumers": [],
+        "streams": [], "shards": {}, "workers": [], "dead_consumers": [],
     }  # fmt: skip
     try:
         server = await redis.info("server")
@@ -297,6 +339,7 @@ async def gather_status(
                 )
             )
         )
+        out["shards"] = shard_totals(out["streams"])
         out["workers"] = await live_workers(redis, group, now=now)
     except REDIS_DOWN as exc:
         from ..logs import redact

@@ -163,6 +163,15 @@ async def test_status_and_dlq_work_on_a_cluster(redis_cluster: Any, cluster_redi
     assert status["redis"]["ok"], result.stderr
     lags = {s["stream"]: s["lag"] for s in status["streams"]}
     assert sum(lags[s] for s in ORDER_SHARDS) == 32
+    assert status["shards"]["orders"] == {
+        "shards": 16,
+        "length": 32,
+        "lag": 32,
+        "pending": 0,
+        "dead_letters": 0,
+    }
+    trims = {s["stream"]: s["trim"] for s in status["streams"] if s["exists"]}
+    assert {t["held_by"] for t in trims.values()} == {GROUP}  # nothing read: the group holds all
     argv = [sys.executable, "-m", "streamtasks", "dlq", "list", "{events}:dead", "--redis-url", env_url]
     result = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
