@@ -9,8 +9,8 @@ BLOCK`` over all lanes with the smallest lane's ``COUNT`` where their streams sh
 and slot (always on one node), else a short sleep (:data:`CLUSTER_POLL_S`). A single lane
 is read with one blocking ``XREADGROUP``, which returns at once when entries wait.
 
-Entries stay the flat ``[name, value, ...]`` lists hiredis returns (the command is sent by a
-name redis-py has no reply parser for), with no per-entry dict on the hot path. A missing
+Entries stay the flat ``[name, value, ...]`` lists hiredis returns (no redis-py reply parser
+runs on them), with no per-entry dict on the hot path. A missing
 group (Redis restarted without persistence, a failover lost it, or it was deleted) is
 recreated just after the last entry this worker read (:func:`restart_point`), so nothing
 added since is skipped.
@@ -45,8 +45,8 @@ RECREATE_PAUSE_S = 0.05
 #: On Redis Cluster with lanes in several slots (no blocking read can name them all): pause
 #: this long after a round of reads that found nothing.
 CLUSTER_POLL_S = 0.05
-#: The command name the reads are sent as: redis-py has no reply parser registered for the
-#: lower-case name, so replies stay hiredis' flat lists.
+#: The command name the reads are sent as: a cluster client has no reply parser registered
+#: for the lower-case name, so replies stay hiredis' flat lists.
 _XREADGROUP = "xreadgroup"
 
 
@@ -89,6 +89,11 @@ class Reader:
         self.consumer = consumer
         self.lanes = lanes
         self.cluster = is_cluster(redis)
+        # One node: a client of our own without redis-py's XREADGROUP reply parser (its
+        # callback table ignores case). A cluster's table does not: the lower-case name does it.
+        self._client = redis if self.cluster else Redis(connection_pool=redis.connection_pool)
+        if not self.cluster:
+            self._client.response_callbacks.pop("XREADGROUP", None)
 
     def check_slots(self) -> None:
         """On Redis Cluster: every lane's scripts name keys of one slot, else ConfigError."""
@@ -128,7 +133,7 @@ class Reader:
 
     async def _read_each(self, counts: Mapping[Lane, int]) -> dict[Lane, list[RawEntry]]:
         """One non-blocking XREADGROUP per lane, all in one pipeline."""
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self._client.pipeline(transaction=False)
         for lane, count in counts.items():
             pipe.execute_command(
                 _XREADGROUP, "GROUP", self.group, self.consumer, "COUNT", count, "STREAMS", lane.stream, ">"
@@ -153,7 +158,7 @@ class Reader:
         if self.cluster and len({key_slot(s.encode()) for s in streams}) > 1:
             await asyncio.sleep(min(block, CLUSTER_POLL_S))
             return {}
-        command: Any = self.redis.execute_command
+        command: Any = self._client.execute_command
         reply = await command(
             _XREADGROUP, "GROUP", self.group, self.consumer, "COUNT", blocking_count(counts),
             "BLOCK", max(1, int(block * 1000)), "STREAMS", *streams, *[">"] * len(streams),

@@ -175,3 +175,23 @@ async def test_status_and_dlq_work_on_a_cluster(redis_cluster: Any, cluster_redi
     argv = [sys.executable, "-m", "streamtasks", "dlq", "list", "{events}:dead", "--redis-url", env_url]
     result = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+async def test_reads_on_a_cluster_keep_fields_flat_and_per_lane(cluster_redis: Redis) -> None:
+    """Lanes in several slots are read in one cluster pipeline, each at its own COUNT, and
+    entries stay flat byte lists (a field name given twice keeps both values)."""
+    from streamtasks.worker.lanes import Lane
+    from streamtasks.worker.read import Reader
+
+    handlers = cluster_app.registry.handlers.items()
+    lanes = {s: Lane(spec, prefetch=1, max_batch_bytes=1 << 22) for s, spec in handlers}
+    reader = Reader(cluster_redis, GROUP, "c1", lanes)
+    await reader.ensure_groups()
+    for stream in ORDER_SHARDS[:3]:
+        for _ in range(80):
+            await cluster_redis.execute_command("XADD", stream, "*", "a", "1", "a", "2")
+    got = await reader.read(list(lanes.values()), block=0.1)
+    assert sorted(len(v) for v in got.values()) == [50, 50, 50]  # FIRST_READ_COUNT each
+    assert all(v[0][1] == [b"a", b"1", b"a", b"2"] for v in got.values())
+    empty = [lanes[s] for s in ORDER_SHARDS[5:]]
+    assert await reader.read(empty, block=0.1) == {}  # several slots: a short pause, nothing
