@@ -22,3 +22,12 @@ def slow(msg: Message) -> None:
         raise ValueError("asked to fail")
     with lock:
         handled.add(str(msg["n"]))
+
+
+short_lived = Registry(group="trim-c")
+
+
+@short_lived.stream_handler("expiring", trim_acked_after=0, dead_letter_retention=0, max_retries=0)
+def rejects_odd(msg: Message) -> None:
+    if int(msg["n"]) % 2:
+        raise ValueError("odd")

@@ -182,3 +182,34 @@ async def test_trimming_never_overtakes_any_group_under_slow_consumers_reclaim_a
     assert len(trim_app.handled) == n and await redis.xlen("trimmed:dead") == 50
     assert worker.snapshot().lanes[stream].lost == 0
     assert set(ghost) <= set(race.sent) and await redis.xlen(stream) == 0
+
+
+async def test_the_worker_trims_acked_entries_and_expired_dead_letters_by_itself(redis: Redis) -> None:
+    """With trim_acked_after=0 and dead_letter_retention=0 the worker's own loop empties the
+    stream once everything is acked, and its dead-letter stream too; it says so in events."""
+    from streamtasks.worker.events import Event, Trimmed
+
+    seen: list[Trimmed] = []
+
+    def listen(event: Event) -> None:
+        if isinstance(event, Trimmed):
+            seen.append(event)
+
+    await fill(redis, "expiring", 200)
+    settings = WorkerSettings(consumer="w1", block=0.1)
+    worker = Worker(trim_app.short_lived, redis, InlineExecutor(), settings, listeners=[listen])
+    task = asyncio.create_task(worker.run())
+    try:
+
+        async def emptied() -> bool:
+            return int(await redis.xlen("expiring")) == 0 and int(await redis.xlen("expiring:dead")) == 0
+
+        await until(emptied, timeout=20)
+        assert "trim" not in worker.snapshot().failing_loops
+    finally:
+        worker.stop()
+        await task
+    lane = worker.snapshot().lanes["expiring"]
+    assert (lane.handled, lane.dead) == (100, 100)
+    assert sum(e.removed for e in seen if e.stream == "expiring") == 200
+    assert sum(e.removed for e in seen if e.stream == "expiring:dead") == 100

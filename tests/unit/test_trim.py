@@ -83,3 +83,17 @@ def test_nothing_below_the_trim_point_is_unacked_by_any_group(
         first_kept = bound[0] if bound[1] == 0 else bound[0] + 1
         if 1 <= first_kept <= n:
             assert not acked_by_all(first_kept)
+
+
+def test_trimmed_events_feed_the_trimmed_entries_metric() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from streamtasks.observe.metrics import SettledObserver
+    from streamtasks.worker.events import Trimmed
+
+    registry = CollectorRegistry()
+    observer = SettledObserver(registry)
+    observer(Trimmed("orders", 5, "billing"))
+    observer(Trimmed("orders", 2, "billing"))
+    text = generate_latest(registry).decode()
+    assert 'streamtasks_entries_trimmed_total{held_by="billing",stream="orders"} 7.0' in text
