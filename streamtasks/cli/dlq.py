@@ -17,6 +17,15 @@ def _dead_name(stream: str, dead_stream: str | None) -> str:
     return stream if stream.endswith(":dead") else dead_letter_stream(stream)
 
 
+async def _dead_names(redis: Any, stream: str, dead_stream: str | None) -> list[str]:
+    """The dead-letter streams of STREAM: one, or one per shard of a sharded stream."""
+    from ..observe.inspect import shards_of
+
+    if dead_stream or stream.endswith(":dead"):
+        return [_dead_name(stream, dead_stream)]
+    return [dead_letter_stream(s) for s in await shards_of(redis, stream)]
+
+
 dead_option = click.option("--dead-stream", help="Dead-letter stream name (default: STREAM:dead).")
 
 
@@ -32,22 +41,26 @@ def dlq() -> None:
 @click.option("--count", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def dlq_list(stream: str, redis_url: str | None, dead_stream: str | None, count: int, as_json: bool) -> None:
-    """List the dead letters of STREAM (oldest first)."""
+    """List the dead letters of STREAM (oldest first; a sharded stream: every shard's)."""
     from ..deadletter import list_dead
 
-    name = _dead_name(stream, dead_stream)
-
-    async def go() -> tuple[int, list[Any]]:
+    async def go() -> tuple[dict[str, int], list[Any]]:
         async with connected(redis_url) as redis:
-            return int(await redis.xlen(name)), await list_dead(redis, name, count)
+            by_stream: dict[str, int] = {}
+            letters: list[Any] = []
+            for dead in await _dead_names(redis, stream, dead_stream):
+                by_stream[dead] = int(await redis.xlen(dead))
+                letters += await list_dead(redis, dead, count - len(letters)) if len(letters) < count else []
+            return by_stream, letters
 
-    total, letters = run(go())
+    by_stream, letters = run(go())
+    total = sum(by_stream.values())
+    name = next(iter(by_stream)) if len(by_stream) == 1 else f"{stream} ({len(by_stream)} shards)"
     if as_json:
-        click.echo(
-            json.dumps(
-                {"dead_stream": name, "total": total, "entries": [_letter_dict(d) for d in letters]}, indent=2
-            )
-        )
+        doc = {"dead_stream": name, "total": total, "entries": [_letter_dict(d) for d in letters]}
+        if len(by_stream) > 1:
+            doc["shards"] = by_stream
+        click.echo(json.dumps(doc, indent=2))
         return
     from rich.console import Console
     from rich.table import Table

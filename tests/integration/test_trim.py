@@ -213,3 +213,25 @@ async def test_the_worker_trims_acked_entries_and_expired_dead_letters_by_itself
     assert (lane.handled, lane.dead) == (100, 100)
     assert sum(e.removed for e in seen if e.stream == "expiring") == 200
     assert sum(e.removed for e in seen if e.stream == "expiring:dead") == 100
+
+
+async def test_dlq_list_of_a_sharded_stream_shows_every_shards_dead_letters(
+    redis: Redis, redis_url: str
+) -> None:
+    from streamtasks.deadletter import dead_letter_fields
+    from streamtasks.retry import ErrorInfo
+
+    for shard, n in (("orders:{0}", 2), ("orders:{1}", 3)):
+        await redis.xadd(shard, {"n": "x"})
+        for i in range(n):
+            fields = dead_letter_fields(
+                stream=shard, entry_id=f"1-{i}", group="g", handler="h", error=ErrorInfo("E", "bad"),
+                attempts=1, raw={"n": str(i)},
+            )  # fmt: skip
+            await redis.execute_command("XADD", f"{shard}:dead", "*", "first_failure_ms", "1", *fields)
+    argv = [sys.executable, "-m", "streamtasks", "dlq", "list", "orders", "--json", "--redis-url", redis_url]
+    result = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["total"] == 5 and doc["shards"] == {"orders:{0}:dead": 2, "orders:{1}:dead": 3}
+    assert len(doc["entries"]) == 5
