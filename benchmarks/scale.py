@@ -7,6 +7,7 @@
     python benchmarks/scale.py acceptance [--n 200000]         # cluster: 2 workers, once, order, spread
     python benchmarks/scale.py failover   [--n 60000]          # kill -9 a master mid-run
     python benchmarks/scale.py soak       [--n 1000000 --rate 20000]  # trim_acked_after=0 on one node
+    python benchmarks/scale.py two-groups [--n 100000]         # one group stopped: trimming waits
 
 Throwaway servers (``scripts/services.py``) in a temp directory, removed after. Except ``big``
 (the real ``streamtasks worker`` with Ray, whose driver RSS is the point), workers run in this
@@ -262,6 +263,40 @@ async def soak(n: int, rate: int) -> None:
         await redis.aclose()
 
 
+async def two_groups(n: int) -> None:
+    """A stream with two groups, one consuming and one stopped; trimming in between."""
+    from streamtasks.worker.trim import trim_once
+
+    async def consume(redis: Redis, group: str) -> int:
+        got = 0
+        while True:
+            reply: Any = await redis.xreadgroup(group, "c", {"s": ">"}, count=5000)
+            entries = reply[0][1] if isinstance(reply, list) and reply else (reply or {}).get(b"s", [[]])[0]
+            if not entries:
+                return got
+            await redis.xack("s", group, *[i for i, _ in entries])
+            got += len(entries)
+
+    with servers("node") as server:
+        redis = await connect(server.url)
+        await Producer(redis).send_many("s", [{"i": i} for i in range(n)])
+        for g in ("consuming", "stopped"):
+            await redis.xgroup_create("s", g, id="0")
+        consumed = await consume(redis, "consuming")
+        first = await trim_once(redis, "s", 0)
+        kept = int(await redis.xlen("s"))
+        read_late = await consume(redis, "stopped")
+        retained = await trim_once(redis, "s", 3600)
+        final = await trim_once(redis, "s", 0)
+        emit(
+            phase="two-groups", n=n, consumed_by_a=consumed, trimmed_while_b_stopped=first.removed,
+            held_by=first.held_by, length_while_b_stopped=kept, b_read_when_started=read_late,
+            trimmed_with_1h_retention=retained.removed, trimmed_with_0s_retention=final.removed,
+            final_length=int(await redis.xlen("s")),
+        )  # fmt: skip
+        await redis.aclose()
+
+
 def _hwm(pid: int) -> int:
     """The process' peak RSS (``VmHWM``), which sampling would miss between two polls."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -306,8 +341,13 @@ def big(n: int, kb: int) -> None:
         )
 
 
+PHASES = ["big", "throughput", "acceptance", "failover", "soak", "two-groups"]
+
+
 @click.command()
-@click.argument("phase", type=click.Choice(["big", "throughput", "acceptance", "failover", "soak"]))
+@click.argument(
+    "phase", type=click.Choice(["big", "throughput", "acceptance", "failover", "soak", "two-groups"])
+)
 @click.option("--n", type=int, default=None, help="Entries (default per phase, see the module docstring).")
 @click.option("--kb", type=int, default=5120, show_default=True, help="big: entry size.")
 @click.option("--rate", type=int, default=20000, show_default=True, help="soak: entries/s offered.")
@@ -320,12 +360,15 @@ def main(phase: str, n: int | None, kb: int, rate: int) -> None:
         "acceptance": 200_000,
         "failover": 60_000,
         "soak": 1_000_000,
+        "two-groups": 100_000,
     }
     count = n or defaults[phase]
     if phase == "big":
         big(count, kb)
     elif phase == "soak":
         asyncio.run(soak(count, rate))
+    elif phase == "two-groups":
+        asyncio.run(two_groups(count))
     else:
         asyncio.run({"throughput": throughput, "acceptance": acceptance, "failover": failover}[phase](count))
 
