@@ -126,22 +126,22 @@ class Handler(Generic[P, R]):
         /,
         *,
         producer: Producer | None = None,
-        key: str | bytes | None = None,
+        shard_key: str | bytes | None = None,
         **kwargs: FieldValue,
     ) -> str:
         """Add an entry to this handler's stream (the analogue of Celery's ``.delay``).
 
         Uses ``producer`` or a shared :class:`~streamtasks.Producer` configured from the
         environment (``REDIS_URL`` ...). Returns the new entry id. On a sharded stream,
-        ``key`` picks the shard (same key, same shard, order kept); without one, shards
-        take turns.
+        ``shard_key`` picks the shard (same key, same shard, order kept); without one, shards
+        take turns. (Not ``key=``: keyword arguments are fields.)
         """
         from .producer import default_producer
 
         payload = {**(fields or {}), **kwargs}
         spec = self.spec
         return await (producer or default_producer()).send(
-            spec.stream, payload, key=key, shards=spec.shards or None
+            spec.stream, payload, key=shard_key, shards=spec.shards or None
         )
 
     def __repr__(self) -> str:
@@ -214,7 +214,7 @@ class Registry:
           the retry policy; ``dead_letter_stream`` defaults to ``<stream>:dead``.
         * ``shards``: serve ``<stream>:{0}`` ... ``<stream>:{shards-1}`` (one lane each; on Redis
           Cluster they spread over the slots); ``Producer.send(stream, fields, key=...)`` and
-          ``handler.send(..., key=...)`` pick the shard by key.
+          ``handler.send(..., shard_key=...)`` pick the shard by key.
         * ``trim_acked_after``: delete entries every consumer group has acked, this many
           seconds after their XADD (``0``: as soon as acked); ``None``: never trim.
         * ``dead_letter_retention``: delete dead letters older than this many seconds.
