@@ -172,6 +172,10 @@ async def test_status_and_dlq_work_on_a_cluster(redis_cluster: Any, cluster_redi
     }
     trims = {s["stream"]: s["trim"] for s in status["streams"] if s["exists"]}
     assert {t["held_by"] for t in trims.values()} == {GROUP}  # nothing read: the group holds all
+    argv = [sys.executable, "-m", "streamtasks", "status", "--group", GROUP, "--json", "--redis-url", env_url]
+    result = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
+    found = {s["stream"] for s in json.loads(result.stdout)["streams"]}
+    assert found == set(ORDER_SHARDS)  # discovered by scanning every master
     argv = [sys.executable, "-m", "streamtasks", "dlq", "list", "{events}:dead", "--redis-url", env_url]
     result = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -195,3 +199,18 @@ async def test_reads_on_a_cluster_keep_fields_flat_and_per_lane(cluster_redis: R
     assert all(v[0][1] == [b"a", b"1", b"a", b"2"] for v in got.values())
     empty = [lanes[s] for s in ORDER_SHARDS[5:]]
     assert await reader.read(empty, block=0.1) == {}  # several slots: a short pause, nothing
+
+
+async def test_live_workers_are_found_on_a_cluster(
+    cluster_redis: Redis, workers: Callable[..., Worker]
+) -> None:
+    """Heartbeat keys live in many slots: status scans every master and reads them all."""
+    from streamtasks.observe.inspect import live_workers
+
+    workers("hb1")
+    workers("hb2")
+
+    async def both() -> bool:
+        return len(await live_workers(cluster_redis, GROUP)) == 2
+
+    await wait_until(both)
