@@ -321,7 +321,8 @@ def big(n: int, kb: int) -> None:
         env = {**os.environ, "REDIS_URL": server.url, "PYTHONPATH": f"{BENCH_DIR}:{tree}",
                "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
         argv = [sys.executable, "-m", "streamtasks", "worker", "big_app:registry"]
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # cwd: ``python -m`` puts the working directory first on sys.path, before PYTHONPATH
+        proc = subprocess.Popen(argv, env=env, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         peak, started = 0, time.monotonic()
         ps = psutil.Process(proc.pid)
         while time.monotonic() - started < 600:
