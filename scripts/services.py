@@ -19,6 +19,7 @@ As a module (the test-suite imports it)::
 
     redis = RedisServer(tmp / "redis"); redis.start(); redis.url
     tls = RedisServer(tmp / "tls", tls=True); tls.start(); tls.url   # TLS only, client certs
+    cluster = RedisClusterServers(tmp / "cluster"); cluster.start(); cluster.url  # 3 masters + 3 replicas
     pg = PostgresServer(tmp / "pg"); pg.start(); pg.create_database("t1"); pg.url("t1")
     tsdb = PostgresServer(tmp / "tsdb", preload=("timescaledb",))  # if timescaledb_installed()
 """
@@ -460,6 +461,158 @@ class RedisServer(_ServiceDir):
         if not wait_until(lambda: not pid_alive(pid), timeout):
             raise ServiceError(f"redis-server pid {pid} still alive {timeout:.0f}s after {sig.name}")
         self.pidfile.unlink(missing_ok=True)
+
+
+def redis_command(port: int, *argv: str, timeout: float = 5.0) -> str:
+    """Run one command with ``redis-cli`` against 127.0.0.1:``port``; return its output ("" on failure)."""
+    cli = find_redis_cli()
+    if cli is None:
+        raise ServiceError("redis-cli not found beside redis-server")
+    try:
+        result = subprocess.run(
+            [str(cli), "-h", HOST, "-p", str(port), *argv],
+            capture_output=True, text=True, check=False, timeout=timeout,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return ""
+    return result.stdout if result.returncode == 0 else ""
+
+
+def find_redis_cli() -> Path | None:
+    """Path of redis-cli: beside redis-server, else on PATH."""
+    server = find_redis_server()
+    if server is not None and (server.parent / "redis-cli").exists():
+        return server.parent / "redis-cli"
+    found = shutil.which("redis-cli")
+    return Path(found) if found else None
+
+
+#: A cluster node also listens on its port + 10000 (the cluster bus), so its port stays below this.
+CLUSTER_PORT_RANGE = (20000, 55000)
+CLUSTER_BUS_OFFSET = 10000
+
+
+def free_cluster_port() -> int:
+    """A port ``p`` such that ``p`` and ``p + 10000`` (the cluster bus) were free a moment ago."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(*CLUSTER_PORT_RANGE)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind((HOST, port))
+                b.bind((HOST, port + CLUSTER_BUS_OFFSET))
+        except OSError:
+            continue
+        return port
+    raise ServiceError("no free port pair for a cluster node")
+
+
+class ClusterNode(RedisServer):
+    """One redis-server of a :class:`RedisClusterServers` (``cluster-enabled yes``)."""
+
+    def __init__(self, dir: Path | str, port: int | None = None, node_timeout_ms: int = 2000) -> None:
+        super().__init__(dir, port)
+        self.node_timeout_ms = node_timeout_ms
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            self._port = read_int(self.portfile) or free_cluster_port()
+        return self._port
+
+    def _argv(self, binary: Path) -> list[str]:
+        return [
+            *super()._argv(binary),
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", str(self.dir / "nodes.conf"),
+            "--cluster-node-timeout", str(self.node_timeout_ms),
+            "--cluster-replica-validity-factor", "0",  # a replica may always take over
+        ]  # fmt: skip
+
+    def cluster_info(self) -> dict[str, str]:
+        """``CLUSTER INFO`` as a dict (empty when the node does not answer)."""
+        out = redis_command(self.port, "cluster", "info")
+        return dict(line.split(":", 1) for line in out.split() if ":" in line)
+
+    @property
+    def role(self) -> str:
+        """``master``, ``slave`` or ``""`` (not answering)."""
+        out = redis_command(self.port, "role")
+        return out.split()[0] if out else ""
+
+
+class RedisClusterServers:
+    """A throwaway Redis Cluster on 127.0.0.1: ``masters`` masters with ``replicas`` replicas
+    each (``redis-cli --cluster create``), without persistence, kept in ``dir/node-<i>``.
+
+    ``url`` names the first node; any node works for a cluster client. ``kill(i)`` /
+    ``start_node(i)`` crash and restart one node (a killed master's replica is promoted after
+    the node timeout, 2 s here).
+    """
+
+    def __init__(self, dir: Path | str, masters: int = 3, replicas: int = 1) -> None:
+        self.dir = Path(dir).resolve()
+        self.masters, self.replicas = masters, replicas
+        self.nodes = [ClusterNode(self.dir / f"node-{i}") for i in range(masters * (1 + replicas))]
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:PORT/0`` of the first node that answers."""
+        for node in self.nodes:
+            if node.running:
+                return node.url
+        return self.nodes[0].url
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    def start(self, timeout: float = 60.0) -> RedisClusterServers:
+        """Start every node (reusing running ones); create the cluster if it has no slots yet;
+        wait until every node reports ``cluster_state:ok``."""
+        for node in self.nodes:
+            node.start()
+        if self.nodes[0].cluster_info().get("cluster_slots_assigned") != "16384":
+            cli = find_redis_cli()
+            if cli is None:
+                raise ServiceError("redis-cli not found beside redis-server")
+            argv = [str(cli), "--cluster", "create", *(f"{HOST}:{p}" for p in self.ports),
+                    "--cluster-replicas", str(self.replicas), "--cluster-yes"]  # fmt: skip
+            result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+            if result.returncode != 0:
+                output = f"{result.stdout[-800:]}{result.stderr}"
+                raise ServiceError(f"redis-cli --cluster create failed: {output}")
+        self.wait_ok(timeout)
+        return self
+
+    def wait_ok(self, timeout: float = 60.0) -> None:
+        """Wait until every running node says ``cluster_state:ok`` with all slots served."""
+
+        def ok() -> bool:
+            running = [n for n in self.nodes if n.running]
+            return bool(running) and all(n.cluster_info().get("cluster_state") == "ok" for n in running)
+
+        if not wait_until(ok, timeout):
+            raise ServiceError(f"Redis Cluster in {self.dir} not ok within {timeout:.0f}s")
+
+    def masters_now(self) -> list[ClusterNode]:
+        """Nodes that are masters right now."""
+        return [n for n in self.nodes if n.running and n.role == "master"]
+
+    def kill(self, index: int | None = None) -> None:
+        """SIGKILL node ``index`` (every node when None)."""
+        for node in self.nodes if index is None else [self.nodes[index]]:
+            node.kill()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def flush(self) -> None:
+        """FLUSHALL on every master."""
+        for node in self.masters_now():
+            redis_command(node.port, "flushall")
 
 
 # --------------------------------------------------------------------------- postgres

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import zlib
+
+from redis.crc import key_slot
 
 from .errors import ConfigError
 
@@ -45,6 +48,52 @@ def failures_key(stream: str, group: str) -> str:
     tag, ``{orders}``, keeps all three keys in one Redis Cluster slot.
     """
     return f"{stream}:failures:{group}"
+
+
+def shard_stream(stream: str, shard: int) -> str:
+    """Shard ``shard`` of the sharded stream ``stream``: ``<stream>:{<shard>}``.
+
+    The hash tag ``{<shard>}`` puts each shard in its own Redis Cluster slot (spread over the
+    masters), and its dead-letter stream and failures hash (named after it) in the same slot.
+    """
+    return f"{stream}:{{{shard}}}"
+
+
+def shard_streams(stream: str, shards: int) -> list[str]:
+    """Every shard of ``stream``: ``<stream>:{0}`` ... ``<stream>:{shards-1}``."""
+    return [shard_stream(stream, i) for i in range(shards)]
+
+
+_SHARD_RE = re.compile(r"^(?P<base>.+):\{(?P<shard>\d+)\}$")
+
+
+def shard_base(stream: str) -> str | None:
+    """The sharded stream ``stream`` is a shard of (``orders`` for ``orders:{3}``), else None."""
+    m = _SHARD_RE.match(stream)
+    return m.group("base") if m else None
+
+
+def pick_shard(key: str | bytes, shards: int) -> int:
+    """The shard of ``key``: CRC-32 of its bytes modulo ``shards`` (stable across processes
+    and languages, unlike Python's ``hash``). Entries with one key share a shard, so their
+    order is kept."""
+    data = key.encode() if isinstance(key, str) else key
+    return zlib.crc32(data) % shards
+
+
+def same_slot_problem(stream: str, others: list[str]) -> str | None:
+    """Why ``stream`` and ``others`` (its dead-letter stream, failures hash) could not be used
+    together by one script on Redis Cluster, or None when they share a slot."""
+    slot = key_slot(stream.encode())
+    apart = [k for k in others if key_slot(k.encode()) != slot]
+    if not apart:
+        return None
+    return (
+        f"on Redis Cluster the keys of stream {stream!r} must share a hash slot, but "
+        f"{', '.join(map(repr, apart))} would not: name the stream with a hash tag "
+        f"(e.g. '{{{stream}}}', whose ':dead' stream then shares it), or shard it "
+        f"(stream_handler(..., shards=N))"
+    )
 
 
 def heartbeat_key(group: str, consumer: str) -> str:

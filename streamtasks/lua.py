@@ -12,6 +12,52 @@ the entry decides: the dead-letter fields of a big entry arrive packed into one 
 
 from __future__ import annotations
 
+# KEYS: stream. ARGV: cap id ('' for none).
+# Ack-aware trimming (streamtasks.worker.trim.trim_point is the same rule in Python): every
+# group's bound is its oldest pending id, or just past its last-delivered id when nothing is
+# pending; the stream is trimmed (XTRIM MINID, exact) below the lowest bound, and below the
+# cap (now - retention) if that is lower. No group: nothing is trimmed. Atomic, so a group
+# created or moved back between looking and trimming cannot be overtaken.
+# -> {removed, minid or '', holder: group name, '' for the cap, or '*' for "no group"}
+TRIM_ACKED = """
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return ms, seq
+end
+local function num_less(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+local function less(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  if am ~= bm then return num_less(am, bm) end
+  return num_less(as, bs)
+end
+local function after(id)
+  local ms, seq = parse(id)
+  if #seq < 16 then return ms .. '-' .. string.format('%d', tonumber(seq) + 1) end
+  return string.format('%d', tonumber(ms) + 1) .. '-0'
+end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then return {0, '', '*'} end
+local best, holder = nil, ''
+for _, g in ipairs(groups) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  local bound
+  if tonumber(info['pending']) > 0 then
+    bound = redis.call('XPENDING', KEYS[1], info['name'])[2]
+  else
+    bound = after(info['last-delivered-id'])
+  end
+  if best == nil or less(bound, best) then best, holder = bound, info['name'] end
+end
+if ARGV[1] ~= '' and less(ARGV[1], best) then best, holder = ARGV[1], '' end
+local removed = redis.call('XTRIM', KEYS[1], 'MINID', best)
+return {removed, best, holder}
+"""
+
 # KEYS: stream. ARGV: group, consumer, min_idle_ms, cursor, count.
 # -> {next_cursor, entries, delivery_counts, deleted_ids}
 RECLAIM = """

@@ -7,20 +7,26 @@ are queued and go out together in the next one. ``send_many`` pipelines explicit
 Every entry gets a producer-assigned message id in the reserved field ``_st_mid`` (unless
 ``message_id`` is given), so a retried send of the same message is stored once by the
 built-in handlers.
+
+Sharded streams (``stream_handler("orders", shards=16)``): ``send("orders", fields, key=k,
+shards=16)`` -- or ``Producer(shards={"orders": 16})`` once -- writes to ``orders:{i}`` with
+``i`` = CRC-32 of ``k`` modulo 16, so one key's entries keep their order within one shard;
+without a key, the shards take turns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
-from .keys import FIELD_MESSAGE_ID, validate_name
+from .keys import FIELD_MESSAGE_ID, pick_shard, shard_stream, validate_name
 from .message import FieldValue, encode_fields
 
 log = logging.getLogger("streamtasks.producer")
@@ -39,7 +45,10 @@ class Producer:
     """Adds entries to streams. ``Producer(redis)`` or ``Producer(url="redis://...")``.
 
     ``maxlen`` (approximate ``MAXLEN ~``) bounds every stream written; careful: trimming can
-    delete entries no consumer group has read yet.
+    delete entries no consumer group has read yet (ack-aware trimming is the handler option
+    ``trim_acked_after``). ``shards`` maps sharded stream names to their shard counts. Given a
+    ``url`` (or none: the environment's), the producer connects on first use, to one node or
+    a Redis Cluster (:func:`streamtasks.connect.connect`).
     """
 
     def __init__(
@@ -49,20 +58,47 @@ class Producer:
         url: str | None = None,
         maxlen: int | None = None,
         message_ids: bool = True,
+        shards: Mapping[str, int] | None = None,
     ) -> None:
-        if redis is None:
-            from .config import RedisConfig
-
-            redis = Redis.from_url(url or RedisConfig.from_env().url)
-            self._owns_redis = True
-        else:
-            self._owns_redis = False
-        self.redis = redis
+        self._redis = redis
+        self._url = url
+        self._owns_redis = redis is None
+        self._connecting: asyncio.Lock | None = None
         self.maxlen = maxlen
         self.message_ids = message_ids
+        self.shards = dict(shards or {})
+        self._turns: dict[str, Iterator[int]] = {}
         self._queue: list[_Item] = []
         self._flusher: asyncio.Task[None] | None = None
         self.flushes = 0  # coalesced pipelines sent (for tests and benchmarks)
+
+    @property
+    def redis(self) -> Redis:
+        """The client (after the first send when the producer connects by itself)."""
+        if self._redis is None:
+            raise RuntimeError("the producer has not connected yet (send something first)")
+        return self._redis
+
+    async def _client(self) -> Redis:
+        if self._redis is None:
+            self._connecting = self._connecting or asyncio.Lock()
+            async with self._connecting:
+                if self._redis is None:
+                    from .config import RedisConfig
+                    from .connect import connect
+
+                    self._redis = await connect(self._url or RedisConfig.from_env().url)
+        return self._redis
+
+    def target(self, stream: str, key: str | bytes | None = None, shards: int | None = None) -> str:
+        """The stream an entry for ``stream`` goes to: a shard when ``stream`` is sharded."""
+        count = shards or self.shards.get(stream)
+        if not count:
+            return stream
+        if key is None:
+            turn = self._turns.setdefault(stream, itertools.cycle(range(count)))
+            return shard_stream(stream, next(turn) % count)
+        return shard_stream(stream, pick_shard(key, count))
 
     def _prepare(self, fields: Mapping[str, FieldValue], message_id: str | None) -> dict[str, str | bytes]:
         encoded = encode_fields(fields)
@@ -79,11 +115,15 @@ class Producer:
         *,
         message_id: str | None = None,
         maxlen: int | None = None,
+        key: str | bytes | None = None,
+        shards: int | None = None,
     ) -> str:
-        """Add one entry; returns its entry id. Concurrent calls share pipelines."""
+        """Add one entry; returns its entry id. Concurrent calls share pipelines. On a sharded
+        stream (``shards``, or the producer's ``shards`` map), ``key`` picks the shard."""
         validate_name("stream", stream)
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._queue.append((stream, self._prepare(fields, message_id), maxlen or self.maxlen, future))
+        target = self.target(stream, key, shards)
+        self._queue.append((target, self._prepare(fields, message_id), maxlen or self.maxlen, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_all())
         return await future
@@ -95,27 +135,31 @@ class Producer:
         *,
         maxlen: int | None = None,
         chunk: int = MAX_PIPELINE,
+        keys: Sequence[str | bytes] | None = None,
+        shards: int | None = None,
     ) -> list[str]:
-        """Add many entries with explicit pipelines of ``chunk`` XADDs; returns their ids."""
+        """Add many entries with explicit pipelines of ``chunk`` XADDs; returns their ids.
+        On a sharded stream, ``keys`` (one per item) pick the shards."""
         validate_name("stream", stream)
         limit = maxlen or self.maxlen
         ids: list[str] = []
-        batch: list[dict[str, str | bytes]] = []
-        for fields in items:
-            batch.append(self._prepare(fields, None))
+        batch: list[tuple[str, dict[str, str | bytes]]] = []
+        for i, fields in enumerate(items):
+            target = self.target(stream, keys[i] if keys is not None else None, shards)
+            batch.append((target, self._prepare(fields, None)))
             if len(batch) >= chunk:
-                ids += await self._pipeline(stream, batch, limit)
+                ids += await self._pipeline(batch, limit)
                 batch = []
         if batch:
-            ids += await self._pipeline(stream, batch, limit)
+            ids += await self._pipeline(batch, limit)
         return ids
 
     async def _pipeline(
-        self, stream: str, batch: list[dict[str, str | bytes]], maxlen: int | None
+        self, batch: list[tuple[str, dict[str, str | bytes]]], maxlen: int | None
     ) -> list[str]:
-        pipe = self.redis.pipeline(transaction=False)
-        for encoded in batch:
-            pipe.xadd(stream, encoded, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+        pipe = (await self._client()).pipeline(transaction=False)
+        for target, encoded in batch:
+            pipe.xadd(target, encoded, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
         return [_text(i) for i in await pipe.execute()]
 
     async def _flush_all(self) -> None:
@@ -127,10 +171,10 @@ class Producer:
 
     async def _flush(self, items: list[_Item]) -> None:
         self.flushes += 1
-        pipe = self.redis.pipeline(transaction=False)
-        for stream, encoded, maxlen, _ in items:
-            pipe.xadd(stream, encoded, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
         try:
+            pipe = (await self._client()).pipeline(transaction=False)
+            for stream, encoded, maxlen, _ in items:
+                pipe.xadd(stream, encoded, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
             results = await pipe.execute(raise_on_error=False)
         except Exception as exc:  # the whole pipeline failed (connection lost ...)
             for *_, future in items:
@@ -146,13 +190,14 @@ class Producer:
                 future.set_result(_text(result))
 
     async def ping(self) -> bool:
-        return bool(await self.redis.ping())
+        return bool(await (await self._client()).ping())
 
     async def close(self) -> None:
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
-        if self._owns_redis:
-            await self.redis.aclose()
+        if self._owns_redis and self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
 
     async def __aenter__(self) -> Producer:
         return self
@@ -169,7 +214,14 @@ class Sender(Protocol):
     """What ``Handler.send`` needs: a :class:`Producer`, or a stand-in such as the in-memory
     app of :mod:`streamtasks.testing`."""
 
-    async def send(self, stream: str, fields: Mapping[str, FieldValue]) -> str: ...
+    async def send(
+        self,
+        stream: str,
+        fields: Mapping[str, FieldValue],
+        *,
+        key: str | bytes | None = None,
+        shards: int | None = None,
+    ) -> str: ...
 
 
 #: A stand-in for the default producer in this context (``streamtasks.testing`` sets it).

@@ -8,8 +8,11 @@ from typing import Any
 from redis import exceptions as rx
 
 #: Errors meaning Redis cannot be reached right now: wait and retry, never drop an entry.
+#: On Redis Cluster also: the cluster is down or a slot has no master yet (a failover in
+#: progress), or a retry was asked for (TRYAGAIN during a resharding).
 REDIS_DOWN = (
     rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, ConnectionError, OSError,
+    rx.ClusterDownError, rx.TryAgainError, rx.SlotNotCoveredError,
 )  # fmt: skip
 
 

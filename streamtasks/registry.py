@@ -55,6 +55,11 @@ def _positive(_inst: object, attr: Any, value: int | float | None) -> None:
         raise ValueError(f"{attr.name} must be > 0, got {value!r}")
 
 
+def _non_negative(_inst: object, attr: Any, value: float | None) -> None:
+    if value is not None and value < 0:
+        raise ValueError(f"{attr.name} must be >= 0, got {value!r}")
+
+
 @frozen
 class HandlerSpec:
     """Everything the worker needs to know about one handler. Immutable."""
@@ -73,6 +78,15 @@ class HandlerSpec:
     ray_options: Mapping[str, Any] = field(factory=dict)
     #: The declared entry type (:mod:`streamtasks.typed`); ``None``: the handler takes Message.
     message_type: type[Any] | None = None
+    #: On one shard of a sharded stream: the number of shards and the stream they shard
+    #: (``orders`` for ``orders:{3}``); on the spec a sharded ``Handler`` keeps: its shard count.
+    shards: int = 0
+    shard_of: str = ""
+    #: Ack-aware trimming: entries every group acked are deleted this many seconds after
+    #: their XADD (None: never trimmed); see :mod:`streamtasks.worker.trim`.
+    trim_acked_after: float | None = field(default=None, validator=_non_negative)
+    #: Dead letters older than this many seconds are trimmed (None: kept).
+    dead_letter_retention: float | None = field(default=None, validator=_non_negative)
 
     @property
     def is_async(self) -> bool:
@@ -130,28 +144,40 @@ class Handler(_Registered[P, R]):
         /,
         *,
         producer: Producer | None = None,
+        shard_key: str | bytes | None = None,
         **kwargs: FieldValue,
     ) -> str:
         """Add an entry to this handler's stream (the analogue of Celery's ``.delay``).
 
         Uses ``producer`` or a shared :class:`~streamtasks.Producer` configured from the
-        environment (``REDIS_URL`` ...). Returns the new entry id.
+        environment (``REDIS_URL`` ...). Returns the new entry id. On a sharded stream,
+        ``shard_key`` picks the shard (same key, same shard, order kept); without one, shards
+        take turns. (Not ``key=``: keyword arguments are fields.)
         """
         from .producer import current_sender
 
         payload = {**(fields or {}), **kwargs}
-        return await (producer or current_sender()).send(self.spec.stream, payload)
+        spec = self.spec
+        return await (producer or current_sender()).send(
+            spec.stream, payload, key=shard_key, shards=spec.shards or None
+        )
 
 
 class TypedHandler(_Registered[P, R], Generic[P, R, M]):
     """A handler that declared its entry type ``M``: ``await handler.send(M(...))``."""
 
-    async def send(self, payload: M, /, *, producer: Producer | None = None) -> str:
-        """Add ``payload`` (an instance of the declared type) to this handler's stream."""
+    async def send(
+        self, payload: M, /, *, producer: Producer | None = None, shard_key: str | bytes | None = None
+    ) -> str:
+        """Add ``payload`` (an instance of the declared type) to this handler's stream
+        (``shard_key`` picks the shard of a sharded stream, as for :meth:`Handler.send`)."""
         from .producer import current_sender
 
-        fields = codec_for(self.spec.message_type or type(payload)).encode(payload)
-        return await (producer or current_sender()).send(self.spec.stream, fields)
+        spec = self.spec
+        fields = codec_for(spec.message_type or type(payload)).encode(payload)
+        return await (producer or current_sender()).send(
+            spec.stream, fields, key=shard_key, shards=spec.shards or None
+        )
 
 
 class HandlerDecorator(Protocol):
@@ -215,6 +241,9 @@ class Registry:
         dont_retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
         dead_letter_stream: str | None = None,
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+        shards: int | None = None,
+        trim_acked_after: float | None = None,
+        dead_letter_retention: float | None = None,
         **ray_options: Any,
     ) -> HandlerDecorator:
         """Register the decorated function as the handler of ``stream``.
@@ -230,9 +259,17 @@ class Registry:
         * ``timeout``: seconds one call may take (per entry, or per batch for batch handlers).
         * ``max_retries``, ``backoff_base``, ``backoff_max``, ``retry_on``, ``dont_retry_on``:
           the retry policy; ``dead_letter_stream`` defaults to ``<stream>:dead``.
+        * ``shards``: serve ``<stream>:{0}`` ... ``<stream>:{shards-1}`` (one lane each; on Redis
+          Cluster they spread over the slots); ``Producer.send(stream, fields, key=...)`` and
+          ``handler.send(..., shard_key=...)`` pick the shard by key.
+        * ``trim_acked_after``: delete entries every consumer group has acked, this many
+          seconds after their XADD (``0``: as soon as acked); ``None``: never trim.
+        * ``dead_letter_retention``: delete dead letters older than this many seconds.
         * ``num_cpus``, ``num_gpus``, ``memory``, ``resources``, ...: Ray task options.
         """
         validate_name("stream", stream)
+        if shards is not None and shards < 1:
+            raise ValueError(f"shards must be >= 1, got {shards!r}")
         unknown = set(ray_options) - RAY_OPTIONS
         if unknown:
             raise TypeError(f"unknown handler option(s): {', '.join(sorted(unknown))}")
@@ -256,9 +293,19 @@ class Registry:
                 max_entry_bytes=max_entry_bytes,
                 ray_options=ray_options,
                 message_type=message_type,
+                shards=shards or 0,
+                trim_acked_after=trim_acked_after,
+                dead_letter_retention=dead_letter_retention,
             )
-            self._add(spec)
-            return Handler(spec) if message_type is None else TypedHandler(spec)
+            handler: Handler[P, R] | TypedHandler[P, R, Any] = (
+                Handler(spec) if message_type is None else TypedHandler(spec)
+            )
+            if not shards:
+                self._add(spec)
+                return handler
+            for shard in shard_specs(spec, dead_letter_stream):
+                self._add(shard)
+            return handler
 
         decorator: HandlerDecorator = decorate  # type: ignore[assignment]  # overloads by signature
         return decorator
@@ -284,13 +331,15 @@ class Registry:
         return {k: v for k, v in environ.items() if k.startswith(prefixes)}
 
     def only(self, streams: list[str]) -> Registry:
-        """A registry with just the handlers of ``streams`` (for ``--streams``)."""
-        missing = [s for s in streams if s not in self._handlers]
+        """A registry with just the handlers of ``streams`` (for ``--streams``); a sharded
+        stream's name stands for all its shards."""
+        wanted = [s for name in streams for s in self._expand(name)]
+        missing = [s for s in wanted if s not in self._handlers]
         if missing:
             raise RegistryError(f"no handler for stream(s): {', '.join(missing)}")
         sub = Registry(self.group, env_forward=self.env_forward)
         sub.log_level = self.log_level
-        sub._handlers = {s: self._handlers[s] for s in streams}
+        sub._handlers = {s: self._handlers[s] for s in wanted}
         sub.resources = list(self.resources)
         return sub
 
@@ -301,6 +350,10 @@ class Registry:
         sub._handlers = {s: evolve(spec, **changes) for s, spec in self._handlers.items()}
         sub.resources = list(self.resources)
         return sub
+
+    def _expand(self, name: str) -> list[str]:
+        shards = [s for s, spec in self._handlers.items() if spec.shard_of == name]
+        return shards or [name]
 
     def _add(self, spec: HandlerSpec) -> None:
         existing = self._handlers.get(spec.stream)
@@ -313,6 +366,18 @@ class Registry:
 
     def __repr__(self) -> str:
         return f"<Registry group={self.group!r} streams={self.streams}>"
+
+
+def shard_specs(spec: HandlerSpec, dead_letter_stream: str | None) -> list[HandlerSpec]:
+    """One spec per shard of ``spec`` (``spec.shards`` of them), each with its own stream and
+    dead-letter stream (``<dead_letter_stream>:{i}`` when one was given)."""
+    out = []
+    for i, name in enumerate(keys.shard_streams(spec.stream, spec.shards)):
+        dead = keys.dead_letter_stream(name)
+        if dead_letter_stream:
+            dead = keys.shard_stream(dead_letter_stream, i)
+        out.append(evolve(spec, stream=name, shard_of=spec.stream, dead_letter_stream=dead))
+    return out
 
 
 #: The registry the module-level :func:`stream_handler` registers on.

@@ -9,6 +9,10 @@ Fixtures (all fail the test, never skip it, when a service cannot be started):
   ``.client_cert``, ``.client_key``, ``.query()``); its ``.url`` is ``rediss://…`` with them.
 - ``redis_url`` (session): its URL. ``redis`` (function): an async client
   (``decode_responses=False``) on a freshly FLUSHALLed server.
+- ``redis_cluster`` (session): a throwaway Redis Cluster, 3 masters + 1 replica each
+  (``RedisClusterServers``: ``.url``, ``.nodes``, ``.kill(i)``, ``.masters_now()``, ``.flush()``).
+  ``cluster_redis`` (function): a cluster client (:func:`streamtasks.connect.connect`) on it,
+  every master FLUSHALLed first.
 - ``pg_server`` (session): a throwaway ``PostgresServer`` with ``.url(dbname)``,
   ``.create_database(name)``, ``.restart()``, ``.stop(mode)``, ``.start()``, ``.port``.
 - ``database_url`` (function): DSN of a new, empty database for this test.
@@ -177,6 +181,9 @@ def _stop_leftovers(root: Path) -> None:
     for name in ("redis", "redis-tls"):
         with contextlib.suppress(services.ServiceError, OSError):
             services.RedisServer(root / name).kill()
+    for node in sorted((root / "cluster").glob("node-*")):
+        with contextlib.suppress(services.ServiceError, OSError):
+            services.RedisServer(node).kill()
     for name in ("pg", "tsdb"):
         if (root / name).is_dir():
             with contextlib.suppress(services.ServiceError, OSError):
@@ -251,6 +258,33 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     """An async Redis client (bytes responses) on a server emptied with FLUSHALL."""
     client = aioredis.Redis.from_url(redis_url, decode_responses=False)
     await client.flushall()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(services_root: Path) -> Iterator[Any]:
+    """A throwaway Redis Cluster (3 masters, 1 replica each, no persistence) for the session."""
+    cluster = services.RedisClusterServers(services_root / "cluster")
+    try:
+        cluster.start()
+    except (services.ServiceError, OSError) as exc:
+        cluster.kill()
+        pytest.fail(f"could not start a throwaway Redis Cluster: {exc}", pytrace=False)
+    yield cluster
+    cluster.kill()
+
+
+@pytest.fixture
+async def cluster_redis(redis_cluster: Any) -> AsyncIterator[aioredis.Redis]:
+    """A cluster client (bytes responses) on the session's cluster, every master emptied."""
+    from streamtasks.connect import connect
+
+    await asyncio.to_thread(redis_cluster.wait_ok)
+    await asyncio.to_thread(redis_cluster.flush)
+    client = await connect(redis_cluster.url)
     try:
         yield client
     finally:

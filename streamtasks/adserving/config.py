@@ -97,11 +97,15 @@ class ConsumerConfig:
     num_workers: int = 1
     block_ms: int = DEFAULT_BLOCK_MS
     streams: tuple[str, ...] = (DEFAULT_TRAINING_STREAM, DEFAULT_INFERENCE_STREAM)
+    #: Shards of the two streams (0: one unsharded stream each); see ``shards=`` of
+    #: :meth:`~streamtasks.Registry.stream_handler`.
+    shards: tuple[int, int] = (0, 0)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ConsumerConfig:
         """``CONSUMER_BATCH_SIZE`` (>= 1), ``ASYNC_PROCESSING_NUM_WORKERS`` (>= 1),
-        ``CONSUMER_BLOCK_MS`` (>= 1), ``TRAINING_DATA_STREAM``, ``INFERENCE_RESULTS_STREAM``."""
+        ``CONSUMER_BLOCK_MS`` (>= 1), ``TRAINING_DATA_STREAM``, ``INFERENCE_RESULTS_STREAM``,
+        ``TRAINING_DATA_SHARDS``, ``INFERENCE_RESULTS_SHARDS`` (>= 0; 0 = not sharded)."""
         env = os.environ if environ is None else environ
         return cls(
             batch_size=env_int(env, "CONSUMER_BATCH_SIZE", DEFAULT_CONSUMER_BATCH_SIZE, minimum=1),
@@ -111,7 +115,16 @@ class ConsumerConfig:
                 env_stream(env, "TRAINING_DATA_STREAM", DEFAULT_TRAINING_STREAM),
                 env_stream(env, "INFERENCE_RESULTS_STREAM", DEFAULT_INFERENCE_STREAM),
             ),
+            shards=stream_shards(env),
         )
+
+
+def stream_shards(env: Mapping[str, str]) -> tuple[int, int]:
+    """``TRAINING_DATA_SHARDS`` and ``INFERENCE_RESULTS_SHARDS`` (0, the default: not sharded)."""
+    return (
+        env_int(env, "TRAINING_DATA_SHARDS", 0, minimum=0),
+        env_int(env, "INFERENCE_RESULTS_SHARDS", 0, minimum=0),
+    )
 
 
 @frozen

@@ -7,6 +7,8 @@ Environment, read once when this module is imported:
 
 * ``TRAINING_DATA_STREAM`` (default ``training_data_stream``) and
   ``INFERENCE_RESULTS_STREAM`` (default ``inference_results_stream``): the streams served;
+  ``TRAINING_DATA_SHARDS`` / ``INFERENCE_RESULTS_SHARDS`` (default 0, not sharded) shard them
+  (``<stream>:{0}`` ... -- needed on Redis Cluster, where an unsharded name has no hash tag);
 * ``CONSUMER_BATCH_SIZE`` (default 1000): entries per batch (one Ray task, one transaction);
 * ``DATABASE_URL`` or ``DATABASE_HOST``/``PORT``/``NAME``/``USER``/``PASSWORD`` (also from
   ``.env``): read in the worker process when its connection pool is first needed.
@@ -33,6 +35,7 @@ from .config import (
     DEFAULT_INFERENCE_STREAM,
     DEFAULT_TRAINING_STREAM,
     DatabaseConfig,
+    stream_shards,
 )
 from .db import create_pool
 from .records import InferenceRecord, TrainingRecord, parse_inference, parse_training
@@ -41,6 +44,7 @@ from .store import store_inference, store_training
 #: Environment the built-ins read, forwarded to Ray tasks on a cluster (see the README).
 FORWARDED_ENV_PREFIXES = (
     "DATABASE_", "ASYNC_PROCESSING_", "CONSUMER_", "TRAINING_DATA_STREAM", "INFERENCE_RESULTS_STREAM",
+    "TRAINING_DATA_SHARDS", "INFERENCE_RESULTS_SHARDS",
     "DEBUG_ENABLED",
 )  # fmt: skip
 
@@ -118,9 +122,11 @@ def make_registry(
     batch_size: int = DEFAULT_CONSUMER_BATCH_SIZE,
     max_retries: int = DEFAULT_MAX_RETRIES,
     backoff_max: float = DEFAULT_BACKOFF_MAX,
+    shards: tuple[int, int] = (0, 0),
     **options: Any,
 ) -> Registry:
-    """A registry serving the built-in handlers on the given streams.
+    """A registry serving the built-in handlers on the given streams, sharded ``shards``
+    ways (training, inference; 0: not sharded).
 
     ``options`` go to :meth:`Registry.stream_handler` for both handlers.
     """
@@ -133,8 +139,9 @@ def make_registry(
         "backoff_max": backoff_max,
         **options,
     }
-    reg.stream_handler(training_stream, **handler_options)(store_training_batch)
-    reg.stream_handler(inference_stream, **handler_options)(store_inference_batch)
+    training_shards, inference_shards = (n or None for n in shards)
+    reg.stream_handler(training_stream, shards=training_shards, **handler_options)(store_training_batch)
+    reg.stream_handler(inference_stream, shards=inference_shards, **handler_options)(store_inference_batch)
     return reg
 
 
@@ -151,5 +158,6 @@ registry = make_registry(
     training_stream=env_stream(os.environ, "TRAINING_DATA_STREAM", DEFAULT_TRAINING_STREAM),
     inference_stream=env_stream(os.environ, "INFERENCE_RESULTS_STREAM", DEFAULT_INFERENCE_STREAM),
     batch_size=env_int(os.environ, "CONSUMER_BATCH_SIZE", DEFAULT_CONSUMER_BATCH_SIZE, minimum=1),
+    shards=stream_shards(os.environ),
 )
 registry.log_level = seed_log_level(os.environ)

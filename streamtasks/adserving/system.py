@@ -19,6 +19,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from ..connect import connect
 from ..errors import ConfigError, StreamtasksError
 from ..keys import FIELD_MESSAGE_ID
 from ..logs import redact
@@ -51,6 +52,7 @@ class AsyncProcessingSystem:
             training_stream=self.training_stream,
             inference_stream=self.inference_stream,
             batch_size=consumer.batch_size,
+            shards=consumer.shards,
         )
         self.ray_address = ray_address
         self.worker_settings = worker_settings or WorkerSettings(block=consumer.block_ms / 1000)
@@ -69,7 +71,9 @@ class AsyncProcessingSystem:
         """Connect to Redis (and check it answers). PostgreSQL is connected on first use."""
         if self.redis is None:
             self.redis = await _connect(self.config.redis.url, self.config.redis.safe_url)
-            self.producer = Producer(self.redis)
+            own = (self.training_stream, self.inference_stream)
+            shards = {s: n for s, n in zip(own, self.config.consumer.shards, strict=True) if n}
+            self.producer = Producer(self.redis, shards=shards)
 
     async def close(self) -> None:
         """Stop workers started here and close every connection."""
@@ -171,7 +175,8 @@ class AsyncProcessingSystem:
         assert self.producer is not None
         mid = message_id or new_message_id()
         fields[FIELD_MESSAGE_ID] = mid
-        await self.producer.send(stream, fields)
+        # A sharded stream: one request's entries share a shard (the key picks it).
+        await self.producer.send(stream, fields, key=str(fields.get("request_id", mid)))
         return mid
 
     # -- workers ---------------------------------------------------------------------------
@@ -206,11 +211,17 @@ class AsyncProcessingSystem:
         return await stats.system_status(
             self._redis(),
             self.registry,
-            [self.training_stream, self.inference_stream],
+            self._served_streams(),
             database,
             producer={"enabled": self.config.enabled, "redis": self.config.redis.safe_url},
             local_workers=len(self.local.workers),
         )
+
+    def _served_streams(self) -> list[str]:
+        """The two streams, or their shards."""
+        own = (self.training_stream, self.inference_stream)
+        found = [s for s, spec in self.registry.handlers.items() if (spec.shard_of or s) in own]
+        return found or list(own)
 
     async def get_model_performance_stats(self, model_name: str, hours: float = 24) -> dict[str, Any]:
         """Requests, throughput, latency percentiles, confidence, anomaly rate, hourly
@@ -221,11 +232,14 @@ class AsyncProcessingSystem:
 
 
 async def _connect(url: str, safe_url: str) -> Redis:
-    redis = Redis.from_url(url)
+    """One node or a Redis Cluster (:func:`streamtasks.connect.connect`), checked with PING."""
+    redis: Redis | None = None
     try:
+        redis = await connect(url)
         await redis.ping()
     except Exception as exc:
-        await redis.aclose()
+        if redis is not None:
+            await redis.aclose()
         raise StreamtasksError(f"cannot reach Redis at {safe_url}: {redact(str(exc))}") from None
     return redis
 

@@ -19,6 +19,7 @@ from .dlq import dlq
 from .schema import schema_command
 from .send import parse_field_args, send
 from .status import status_command
+from .trim import trim
 from .worker import worker
 
 #: Entry-point group of commands other packages add to ``streamtasks``.
@@ -65,7 +66,7 @@ def _with_exit_status_everywhere(command: click.Command) -> click.Command:
     return command
 
 
-for command in (worker, send, dlq, status_command, schema_command):
+for command in (worker, send, dlq, status_command, schema_command, trim):
     main.add_command(_with_exit_status_everywhere(command))
 
 

@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from .. import logs
 from ..config import RedisConfig
+from ..connect import connect as connect_redis
 from ..errors import StreamtasksError
 from ..redisutil import tls_hint
 
@@ -105,22 +106,26 @@ def redis_client(url: str, **kwargs: Any) -> Redis:
 
 
 async def connect(url: str) -> Redis:
-    """A client for ``url`` that answered a PING (one line and exit 1 when it does not)."""
-    redis = redis_client(url)
+    """A checked connection: one node, or a Redis Cluster (:func:`streamtasks.connect.connect`)."""
+    redis: Redis | None = None
     try:
+        redis = await connect_redis(url)
         await redis.ping()
     except rx.AuthenticationError as exc:  # a subclass of ConnectionError: first
-        await redis.aclose()
+        if redis is not None:
+            await redis.aclose()
         raise click.ClickException(
             f"Redis at {logs.redact(url)} refused the credentials: {one_line(exc)}"
         ) from None
     except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
-        await redis.aclose()
+        if redis is not None:
+            await redis.aclose()
         raise click.ClickException(
             f"cannot reach Redis at {logs.redact(url)}: {one_line(exc)}{tls_hint(url, exc)}"
         ) from None
     except Exception:
-        await redis.aclose()
+        if redis is not None:
+            await redis.aclose()
         raise
     return redis
 

@@ -39,6 +39,15 @@ def dead_option(command: Any) -> Any:
     )(command)  # fmt: skip
 
 
+async def _dead_names(redis: Any, stream: str, dead_stream: str | None, app: str | None = None) -> list[str]:
+    """The dead-letter streams of STREAM: one, or one per shard of a sharded stream."""
+    from ..observe.inspect import shards_of
+
+    if dead_stream or app or stream.endswith(":dead"):
+        return [_dead_name(stream, dead_stream, app)]
+    return [dead_letter_stream(s) for s in await shards_of(redis, stream)]
+
+
 @click.group()
 def dlq() -> None:
     """Inspect, replay and purge dead-letter streams."""
@@ -53,22 +62,26 @@ def dlq() -> None:
 def dlq_list(
     stream: str, redis_url: str | None, app: str | None, dead_stream: str | None, count: int, as_json: bool
 ) -> None:
-    """List the dead letters of STREAM (oldest first)."""
+    """List the dead letters of STREAM (oldest first; a sharded stream: every shard's)."""
     from ..deadletter import list_dead
 
-    name = _dead_name(stream, dead_stream, app)
-
-    async def go() -> tuple[int, list[Any]]:
+    async def go() -> tuple[dict[str, int], list[Any]]:
         async with connected(redis_url) as redis:
-            return int(await redis.xlen(name)), await list_dead(redis, name, count)
+            by_stream: dict[str, int] = {}
+            letters: list[Any] = []
+            for dead in await _dead_names(redis, stream, dead_stream, app):
+                by_stream[dead] = int(await redis.xlen(dead))
+                letters += await list_dead(redis, dead, count - len(letters)) if len(letters) < count else []
+            return by_stream, letters
 
-    total, letters = run(go())
+    by_stream, letters = run(go())
+    total = sum(by_stream.values())
+    name = next(iter(by_stream)) if len(by_stream) == 1 else f"{stream} ({len(by_stream)} shards)"
     if as_json:
-        click.echo(
-            json.dumps(
-                {"dead_stream": name, "total": total, "entries": [_letter_dict(d) for d in letters]}, indent=2
-            )
-        )
+        doc = {"dead_stream": name, "total": total, "entries": [_letter_dict(d) for d in letters]}
+        if len(by_stream) > 1:
+            doc["shards"] = by_stream
+        click.echo(json.dumps(doc, indent=2))
         return
     from rich.console import Console
     from rich.table import Table

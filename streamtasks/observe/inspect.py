@@ -17,6 +17,11 @@ worker running, and agrees with what ``XINFO`` / ``XPENDING`` say:
 * ``dead_letters`` -- ``XLEN`` of the dead-letter stream;
 * ``consumers`` -- ``XINFO CONSUMERS`` (name, pending, idle) joined with the worker
   heartbeat keys: a consumer with pending entries and no live heartbeat is *dead*;
+* ``trim`` -- ``removed``: entries deleted from the stream so far (``entries-added`` minus
+  the length: ack-aware trimming, ``MAXLEN``, ``XDEL``), and what ack-aware trimming waits on
+  right now: ``held_by`` (the group furthest behind, ``no consumer group``) at ``minid``;
+* ``shards`` (in :func:`gather_status`) -- per sharded stream (``orders`` for ``orders:{0}``
+  ...), the shards' length, lag, pending and dead letters added up;
 * ``added_1m`` -- entries added in the last 60 s, counted with ``XRANGE`` from the id
   ``now-60s`` (capped at :data:`THROUGHPUT_SCAN_CAP`; ``added_1m_capped`` says so).
   This is the arrival rate; whether the group keeps up shows in ``lag``.
@@ -29,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -40,6 +44,11 @@ from redis.asyncio import Redis
 from .. import keys
 from ..redisutil import REDIS_DOWN, text
 from ..worker.gaps import GroupState, StreamState, lost_before_delivery
+from .discover import NO_GROUP as NO_GROUP  # re-exported names: status and the dashboard use them
+from .discover import discover_groups as discover_groups
+from .discover import discover_streams as discover_streams
+from .discover import live_workers as live_workers
+from .discover import shards_of as shards_of
 
 #: Default for ``--stuck-after``: a pending entry older than this (since XADD) is "stuck".
 DEFAULT_STUCK_AFTER = 300.0
@@ -160,69 +169,44 @@ async def sample_stream(
             sample["consumers"] = await _consumers(redis, stream, group)
     if throughput:
         sample["added_1m"], sample["added_1m_capped"] = await _added_since(redis, stream, now)
+    if sample["exists"]:
+        sample["trim"] = await trim_state(redis, stream, length)
     return sample
 
 
-# -- workers -------------------------------------------------------------------------------
+async def trim_state(redis: Redis, stream: str, length: int) -> dict[str, Any]:
+    """What was removed from ``stream`` and what ack-aware trimming waits on (see above)."""
+    from ..worker.trim import GroupPosition, trim_point
+
+    try:
+        info = _norm(await redis.xinfo_stream(stream))
+        groups = [_norm(g) for g in await redis.xinfo_groups(stream)]
+    except rx.ResponseError:
+        return {"removed": None, "held_by": None, "minid": None}
+    positions = []
+    for g in groups:
+        summary = _norm(await redis.xpending(stream, g["name"]))
+        oldest = summary.get("min") if summary.get("pending") else None
+        positions.append(GroupPosition(g["name"], g["last-delivered-id"], oldest))
+    point = trim_point(positions, None)
+    added = info.get("entries-added")
+    removed = int(added) - length if added is not None else None
+    return {"removed": removed, "held_by": point.held_by, "minid": point.minid}
 
 
-#: The group of a named stream that has no consumer group at all (``group=None``).
-NO_GROUP = ""
-
-
-async def live_workers(redis: Redis, group: str, *, now: float | None = None) -> list[dict[str, Any]]:
-    """The heartbeats of ``group``'s workers (each key expires ~10 s after its worker died).
-
-    ``state`` is what the worker announced: ``starting`` (creating its groups, starting Ray),
-    ``reading``, ``draining`` or ``stopped``; a starting worker is alive and will read.
-    """
-    now = time.time() if now is None else now
-    found = [k async for k in redis.scan_iter(match=keys.heartbeat_pattern(group), count=500)]
-    values = await redis.mget(found) if found else []
-    workers = []
-    for key, value in zip(found, values, strict=True):
-        if value is None:  # expired between SCAN and MGET
+def shard_totals(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per sharded stream: its shards' numbers added up (``lag`` None if any shard's is)."""
+    out: dict[str, dict[str, Any]] = {}
+    for s in samples:
+        base = keys.shard_base(s["stream"])
+        if base is None:
             continue
-        try:
-            beat = json.loads(value)
-        except ValueError:
-            beat = {}
-        consumer = beat.get("consumer") or text(key).rsplit(":", 1)[-1]
-        ts = beat.get("ts")
-        workers.append(
-            {
-                "consumer": consumer,
-                "group": group,
-                "state": beat.get("state"),
-                "host": beat.get("host"),
-                "pid": beat.get("pid"),
-                "streams": beat.get("streams", []),
-                "in_flight": beat.get("in_flight"),
-                "failing_loops": beat.get("failing_loops") or [],
-                "heartbeat_age": max(0.0, now - float(ts)) if ts is not None else None,
-            }
-        )
-    return sorted(workers, key=lambda w: str(w["consumer"]))
-
-
-async def discover_streams(redis: Redis, group: str) -> list[str]:
-    """Streams that have consumer group ``group`` (dead-letter streams excluded)."""
-    return [stream for stream, g in await discover_groups(redis) if g == group]
-
-
-async def discover_groups(redis: Redis) -> list[tuple[str, str]]:
-    """Every ``(stream, group)`` pair in this Redis (dead-letter streams excluded), sorted."""
-    found: list[tuple[str, str]] = []
-    async for raw in redis.scan_iter(count=1000, _type="stream"):
-        name = text(raw)
-        if name.endswith(":dead"):
-            continue
-        try:
-            groups = await redis.xinfo_groups(name)
-        except rx.ResponseError:  # deleted since the scan
-            continue
-        found.extend((name, str(_norm(g).get("name"))) for g in groups)
-    return sorted(found)
+        total = out.setdefault(base, {"shards": 0, "length": 0, "lag": 0, "pending": 0, "dead_letters": 0})
+        total["shards"] += 1
+        for name in ("length", "pending", "dead_letters"):
+            total[name] += int(s[name] or 0)
+        total["lag"] = None if total["lag"] is None or s["lag"] is None else total["lag"] + s["lag"]
+    return out
 
 
 # -- the whole picture ---------------------------------------------------------------------
@@ -317,7 +301,7 @@ async def gather_status(
     out: dict[str, Any] = {
         "ok": False, "problems": [], "checked_at": now, "group": group, "groups": [],
         "stuck_after": stuck_after, "redis": {"ok": False, "error": None, "version": None, "refused": False},
-        "streams": [], "workers": [], "dead_consumers": [],
+        "streams": [], "shards": {}, "workers": [], "dead_consumers": [],
     }  # fmt: skip
     try:
         server = await redis.info("server")
@@ -333,6 +317,7 @@ async def gather_status(
                 )
             )
         )
+        out["shards"] = shard_totals(out["streams"])
         for g in out["groups"]:
             out["workers"] += await live_workers(redis, g, now=now)
     except REDIS_DOWN as exc:

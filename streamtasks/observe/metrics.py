@@ -34,7 +34,7 @@ from redis import exceptions as rx
 from .. import keys
 from ..logs import redact
 from ..redisutil import REDIS_DOWN
-from ..worker.events import BatchSettled, Event, Totals
+from ..worker.events import BatchSettled, Event, Totals, Trimmed
 from .inspect import entry_time, group_info, sample_stream
 
 if TYPE_CHECKING:
@@ -108,6 +108,14 @@ class SettledObserver:
             buckets=BATCH_SIZE_BUCKETS, registry=registry,
         )  # fmt: skip
 
+        self.trimmed = Counter(
+            "streamtasks_entries_trimmed",
+            "Entries deleted by ack-aware trimming (every group had acked them), and dead letters "
+            "past their retention; held_by: what kept the rest (a group, or retention).",
+            ("stream", "held_by"),
+            registry=registry,
+        )
+
     def __call__(self, event: Event) -> None:
         if isinstance(event, BatchSettled):
             self.settled(event)
@@ -117,6 +125,8 @@ class SettledObserver:
             self.retried.labels(*lbl).inc(event.retried)
             self.dead.labels(*lbl).inc(event.dead)
             self.failed.labels(*lbl).inc(event.retried + event.dead)
+        elif isinstance(event, Trimmed):
+            self.trimmed.labels(event.stream, event.held_by).inc(event.removed)
 
     def settled(self, event: BatchSettled) -> None:
         """Record one settled batch, right after its XACK pipeline ran."""

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ..deadletter import DeadLetter, dead_letter_fields
-from ..keys import FIELD_MESSAGE_ID
+from ..keys import FIELD_MESSAGE_ID, pick_shard, shard_stream
 from ..message import FieldValue, encode_fields
 from ..producer import Sender, new_message_id, sender_override
 from ..registry import HandlerSpec, Registry
@@ -56,13 +57,24 @@ class InMemoryApp:
         self.visibility_ms = int(visibility_timeout * 1000)
         self.streams: dict[str, MemoryStream] = {}
         self._token: contextvars.Token[Sender | None] | None = None
+        self._turns: dict[str, Iterator[int]] = {}
 
     # -- producing -----------------------------------------------------------------------------
 
     async def send(
-        self, stream: str, fields: Mapping[str, FieldValue], *, message_id: str | None = None
+        self,
+        stream: str,
+        fields: Mapping[str, FieldValue],
+        *,
+        key: str | bytes | None = None,
+        shards: int | None = None,
+        message_id: str | None = None,
     ) -> str:
-        """Add an entry the way :meth:`Producer.send <streamtasks.Producer.send>` does."""
+        """Add an entry the way :meth:`Producer.send <streamtasks.Producer.send>` does (on a
+        sharded stream, ``key`` picks the shard; without one the shards take turns)."""
+        if shards:
+            turn = self._turns.setdefault(stream, itertools.count())
+            stream = shard_stream(stream, pick_shard(key, shards) if key is not None else next(turn) % shards)
         encoded = encode_fields(fields)
         encoded[FIELD_MESSAGE_ID] = message_id or str(encoded.get(FIELD_MESSAGE_ID) or new_message_id())
         return self.add_raw(stream, encoded)

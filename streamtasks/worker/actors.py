@@ -25,6 +25,7 @@ from typing import Any
 from attrs import evolve
 from redis.asyncio import Redis
 
+from ..connect import connect
 from ..registry import Registry
 from .events import Events, LaneSnapshot, Listener, Snapshot, StateChanged, Totals
 from .executors import InlineExecutor, RayExecutor
@@ -51,7 +52,7 @@ class WorkerActor:
         self.worker: Worker | None = None
 
     async def run(self) -> None:
-        redis = Redis.from_url(self.redis_url)
+        redis = await connect(self.redis_url)  # one node or a Redis Cluster, as the worker's
         try:
             self.worker = Worker(self.registry, redis, InlineExecutor(self.threads), self.settings)
             await self.worker.run()

@@ -71,6 +71,16 @@ class Lost:
 
 
 @frozen
+class Trimmed:
+    """Ack-aware trimming deleted ``removed`` entries of ``stream`` (every group had acked
+    them); ``held_by`` says what keeps the rest: a group's name, or ``retention``."""
+
+    stream: str
+    removed: int
+    held_by: str
+
+
+@frozen
 class HandedBack:
     """Entries returned on shutdown, claimable by any other worker at once."""
 
@@ -111,6 +121,7 @@ Event = (
     | Reclaimed
     | Lost
     | HandedBack
+    | Trimmed
     | RedisDown
     | RedisUp
     | LoopFailed

@@ -13,6 +13,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from .. import lua
+from ..connect import queue_script
 
 #: Ids per script call: bounded arguments whatever the batch size.
 RESET_CHUNK = 1000
@@ -28,6 +29,7 @@ class PendingEntries:
     def __init__(self, redis: Redis, group: str, consumer: str) -> None:
         self.group = group
         self.consumer = consumer
+        self._redis = redis
         self._script = redis.register_script(lua.RESET)
 
     async def reset(
@@ -37,8 +39,7 @@ class PendingEntries:
         touched = 0
         for start in range(0, len(ids), RESET_CHUNK):
             chunk = ids[start : start + RESET_CHUNK]
-            result = await self._script(
-                keys=[stream], args=[self.group, self.consumer, idle_ms, retrycount, *chunk], client=client
-            )
+            args = [self.group, self.consumer, idle_ms, retrycount, *chunk]
+            result = await queue_script(self._script, [stream], args, client or self._redis)
             touched += 0 if client is not None else int(result)
         return touched

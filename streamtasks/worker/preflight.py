@@ -76,6 +76,9 @@ def probes(streams: Sequence[tuple[str, str]], group: str, consumer: str) -> lis
             Probe("XCLAIM", ("XCLAIM", stream, group, consumer, "0", BAD_ID)),
             Probe("XAUTOCLAIM", ("XAUTOCLAIM", stream, group, consumer, "0", BAD_ID)),
             Probe("XADD", ("XADD", dead, BAD_ID, "f", "v")),
+            # trimming (trim_acked_after=, dead_letter_retention=): no id is below 0-0
+            Probe("XTRIM", ("XTRIM", stream, "MINID", "0")),
+            Probe("XTRIM", ("XTRIM", dead, "MINID", "0")),
             Probe("HGET", ("HGET", failures, PROBE_FIELD)),
             Probe("HDEL", ("HDEL", failures, PROBE_FIELD)),
             # HSETNX has no harmless form: set a field no entry id can be, then delete it.

@@ -1,10 +1,19 @@
 """Reading: consumer groups and ``XREADGROUP``.
 
-One ``XREADGROUP`` serves every lane with room for another batch. Entries stay the flat
-``[name, value, ...]`` lists hiredis returns (a client without redis-py's reply parser), with
-no per-entry dict on the hot path. A missing group (Redis restarted without persistence, or
-the group was deleted) is recreated just after the last entry this worker read
-(:func:`restart_point`), so nothing added since is skipped.
+Every lane is read with its own ``XREADGROUP`` and its own ``COUNT`` (its batch size, which
+its bytes budget bounds), so a lane of big entries is never read at another lane's count,
+and on Redis Cluster no read names keys of two slots (``CROSSSLOT``). The reads go out as one
+pipeline (a cluster pipeline splits it per node and runs the nodes side by side) without
+blocking; only when every lane came back empty does the worker block: one ``XREADGROUP
+BLOCK`` over all lanes with the smallest lane's ``COUNT`` where their streams share a node
+and slot (always on one node), else a short sleep (:data:`CLUSTER_POLL_S`). A single lane
+is read with one blocking ``XREADGROUP``, which returns at once when entries wait.
+
+Entries stay the flat ``[name, value, ...]`` lists hiredis returns (no redis-py reply parser
+runs on them), with no per-entry dict on the hot path. A missing
+group (Redis restarted without persistence, a failover lost it, or it was deleted) is
+recreated just after the last entry this worker read (:func:`restart_point`), so nothing
+added since is skipped.
 """
 
 from __future__ import annotations
@@ -17,7 +26,11 @@ from typing import Any
 
 from redis import exceptions as rx
 from redis.asyncio import Redis
+from redis.crc import key_slot
 
+from .. import keys
+from ..connect import is_cluster
+from ..errors import ConfigError
 from ..redisutil import id_key, text
 from .gaps import read_counter_at_start
 from .lanes import Lane
@@ -30,6 +43,12 @@ log = logging.getLogger("streamtasks.worker")
 BUSY_BLOCK = 0.005
 #: Pause after recreating groups, so a read loop that keeps hitting NOGROUP cannot spin.
 RECREATE_PAUSE_S = 0.05
+#: On Redis Cluster with lanes in several slots (no blocking read can name them all): pause
+#: this long after a round of reads that found nothing.
+CLUSTER_POLL_S = 0.05
+#: The command name the reads are sent as: a cluster client has no reply parser registered
+#: for the lower-case name, so replies stay hiredis' flat lists.
+_XREADGROUP = "xreadgroup"
 
 
 def restart_point(last_generated: str | None, last_read: str | None) -> tuple[str, bool]:
@@ -46,13 +65,20 @@ def restart_point(last_generated: str | None, last_read: str | None) -> tuple[st
     return "0", True  # ids went backwards: a new stream under the old name
 
 
-def read_plan(lanes: Sequence[Lane], all_lanes: int, block: float) -> tuple[int, float]:
-    """COUNT and BLOCK (seconds) of one XREADGROUP over ``lanes``.
+def read_plan(lanes: Sequence[Lane], all_lanes: int, block: float) -> tuple[dict[Lane, int], float]:
+    """COUNT of each lane's XREADGROUP (its own batch size), and how long (seconds) a read
+    that found nothing may block.
 
     While a busy stream is left out (its lane is full), block only briefly: its capacity may
     free up any moment, and a long block on the idle streams would starve it."""
-    count = max(lane.batch_size for lane in lanes)
-    return count, block if len(lanes) == all_lanes else min(block, BUSY_BLOCK)
+    counts = {lane: lane.batch_size for lane in lanes}
+    return counts, block if len(lanes) == all_lanes else min(block, BUSY_BLOCK)
+
+
+def blocking_count(counts: Mapping[Lane, int]) -> int:
+    """COUNT of the one blocking XREADGROUP over several lanes: the smallest lane's, so no
+    stream returns more than its own lane asked for."""
+    return min(counts.values())
 
 
 class Reader:
@@ -63,10 +89,25 @@ class Reader:
         self.group = group
         self.consumer = consumer
         self.lanes = lanes
-        self._client = Redis(connection_pool=redis.connection_pool)
-        self._client.response_callbacks.pop("XREADGROUP", None)
+        self.cluster = is_cluster(redis)
+        # One node: a client of our own without redis-py's XREADGROUP reply parser (its
+        # callback table ignores case). A cluster's table does not: the lower-case name does it.
+        self._client = redis if self.cluster else Redis(connection_pool=redis.connection_pool)
+        if not self.cluster:
+            self._client.response_callbacks.pop("XREADGROUP", None)
+
+    def check_slots(self) -> None:
+        """On Redis Cluster: every lane's scripts name keys of one slot, else ConfigError."""
+        if not self.cluster:
+            return
+        for lane in self.lanes.values():
+            others = [lane.spec.dead_letter_stream, keys.failures_key(lane.stream, self.group)]
+            problem = keys.same_slot_problem(lane.stream, others)
+            if problem:
+                raise ConfigError(problem)
 
     async def ensure_groups(self) -> None:
+        self.check_slots()
         for lane in self.lanes.values():
             with contextlib.suppress(rx.ResponseError):  # BUSYGROUP: it exists
                 read = await read_counter_at_start(self.redis, lane.stream)  # trims stay visible
@@ -78,30 +119,61 @@ class Reader:
                 lane.sample_size([(text(newest[0][0]), _flat(newest[0][1]), 1)])
 
     async def read(self, lanes: Sequence[Lane], block: float) -> dict[Lane, list[RawEntry]]:
-        """One XREADGROUP over ``lanes``; entries by lane. Raises Redis' errors, except that a
-        missing group is recreated (and nothing is returned this time)."""
-        count, block = read_plan(lanes, len(self.lanes), block)
+        """Read ``lanes``, each at its own COUNT; entries by lane (see the module docstring).
+        Raises Redis' errors, except that a missing group is recreated."""
+        counts, block = read_plan(lanes, len(self.lanes), block)
         try:
-            response = await self._client.xreadgroup(
-                self.group,
-                self.consumer,
-                {lane.stream: ">" for lane in lanes},
-                count=count,
-                block=max(1, int(block * 1000)),
-            )
+            out = await self._read_each(counts) if len(counts) > 1 else {}
+            if not out:
+                out = await self._read_blocking(counts, block)
         except rx.ResponseError as exc:
-            # NOGROUP: the group is gone; UNBLOCKED: the stream was deleted while we waited.
-            if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
+            if not _group_lost(exc):
                 raise
             await self.recreate_groups()
             return {}
-        reply: Any = response
-        streams = reply.items() if isinstance(reply, dict) else reply or ()  # RESP3 / RESP2
+        return out
+
+    async def _read_each(self, counts: Mapping[Lane, int]) -> dict[Lane, list[RawEntry]]:
+        """One non-blocking XREADGROUP per lane, all in one pipeline."""
+        pipe = self._client.pipeline(transaction=False)
+        for lane, count in counts.items():
+            pipe.execute_command(
+                _XREADGROUP, "GROUP", self.group, self.consumer, "COUNT", count, "STREAMS", lane.stream, ">"
+            )
         out: dict[Lane, list[RawEntry]] = {}
+        lost: Exception | None = None
+        for reply in await pipe.execute(raise_on_error=False):
+            if isinstance(reply, Exception):
+                lost = lost or reply
+                continue
+            self._collect(reply, out)
+        if lost is not None and (not out or _group_lost(lost)):
+            if not out:
+                raise lost
+            await self.recreate_groups()  # what the other lanes read is kept
+        return out
+
+    async def _read_blocking(self, counts: Mapping[Lane, int], block: float) -> dict[Lane, list[RawEntry]]:
+        """One XREADGROUP BLOCK over every lane (they share a slot, or Redis is one node);
+        on a cluster with lanes in several slots, a short pause instead."""
+        streams = [lane.stream for lane in counts]
+        if self.cluster and len({key_slot(s.encode()) for s in streams}) > 1:
+            await asyncio.sleep(min(block, CLUSTER_POLL_S))
+            return {}
+        command: Any = self._client.execute_command
+        reply = await command(
+            _XREADGROUP, "GROUP", self.group, self.consumer, "COUNT", blocking_count(counts),
+            "BLOCK", max(1, int(block * 1000)), "STREAMS", *streams, *[">"] * len(streams),
+        )  # fmt: skip
+        out: dict[Lane, list[RawEntry]] = {}
+        self._collect(reply, out)
+        return out
+
+    def _collect(self, reply: Any, out: dict[Lane, list[RawEntry]]) -> None:
+        streams = reply.items() if isinstance(reply, dict) else reply or ()  # RESP3 / RESP2
         for raw_stream, entries in streams:
             if entries:
-                out[self.lanes[text(raw_stream)]] = [(i.decode(), f, 1) for i, f in entries]
-        return out
+                out[self.lanes[text(raw_stream)]] = [(text(i), f, 1) for i, f in entries]
 
     async def recreate_groups(self) -> None:
         """After NOGROUP: recreate every missing group from its :func:`restart_point`."""
@@ -139,6 +211,11 @@ class Reader:
         except rx.ResponseError:
             return None  # no such stream
         return text(info.get("last-generated-id") or info.get(b"last-generated-id") or b"0-0")
+
+
+def _group_lost(exc: Exception) -> bool:
+    # NOGROUP: the group is gone; UNBLOCKED: the stream was deleted while we waited.
+    return str(exc).startswith(("NOGROUP", "UNBLOCKED"))
 
 
 def _flat(fields: Any) -> list[bytes]:

@@ -25,6 +25,7 @@ from attrs import define, field
 from redis.asyncio import Redis
 
 from .. import keys, lua
+from ..connect import queue_script
 from ..deadletter import dead_letter_fields
 from ..logs import LOGGED_IDS
 from ..registry import HandlerSpec
@@ -111,10 +112,11 @@ class Settler:
             stream=spec.stream, entry_id=entry_id, group=self.group, handler=spec.name,
             error=error, attempts=attempt, raw=raw, now_ms=now_ms,
         )  # fmt: skip
-        await self._dead_script(
-            keys=[spec.stream, spec.dead_letter_stream, keys.failures_key(spec.stream, self.group)],
-            args=[self.group, self.consumer, entry_id, self.dead_letter_maxlen, now_ms, *fields],
-            client=pipe,
+        await queue_script(
+            self._dead_script,
+            [spec.stream, spec.dead_letter_stream, keys.failures_key(spec.stream, self.group)],
+            [self.group, self.consumer, entry_id, self.dead_letter_maxlen, now_ms, *fields],
+            pipe,
         )
 
 

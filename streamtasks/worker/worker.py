@@ -39,6 +39,7 @@ from .settle import Settler
 from .shutdown import Shutdown
 from .startup import start_unless_stopped
 from .supervise import Supervisor
+from .trim import Trimmer
 
 log = logging.getLogger("streamtasks.worker")
 
@@ -106,6 +107,7 @@ class Worker:
         )
         self.leases = Leases(self.pending, s.visibility_timeout, self.health)
         self.shutdown = Shutdown(redis, self.pending, s.grace_period, emit)
+        self.trimmer = Trimmer(redis, self.health, emit)
         self.started_at = time.time()
         self.state = "starting"
         self.reading = asyncio.Event()  # set once the first XREADGROUP was sent
@@ -137,6 +139,8 @@ class Worker:
             self.supervisor.spawn("reclaim", self._reclaim_loop)
             self.supervisor.spawn("lease", self._lease_loop)
             self.supervisor.spawn("gaps", self._gap_loop)
+            if self.trimmer.wanted(self.lanes):
+                self.supervisor.spawn("trim", self._trim_loop)
             log.info(
                 "worker %s reading %s as group %s", self.consumer, ", ".join(self.lanes), self.group,
                 extra={"consumer": self.consumer, "group": self.group, "streams": list(self.lanes)},
@@ -231,6 +235,9 @@ class Worker:
 
     async def _gap_loop(self) -> None:
         await self.gaps.run(lambda: self.stopping, lambda: self.supervisor.healthy("gaps"))
+
+    async def _trim_loop(self) -> None:
+        await self.trimmer.run(self.lanes, self._stopping, lambda: self.supervisor.healthy("trim"))
 
     async def _heartbeat_loop(self) -> None:
         key = keys.heartbeat_key(self.group, self.consumer)

@@ -68,3 +68,26 @@ async def test_a_failed_send_raises_for_its_caller_only(redis: Redis) -> None:
     )
     assert isinstance(good, str)
     assert isinstance(bad, Exception) and "WRONGTYPE" in str(bad)
+
+
+async def test_sharded_sends_land_on_the_shard_of_their_key(redis: Redis, redis_url: str) -> None:
+    """``Producer.send(key=)`` and ``handler.send(shard_key=)`` write to the key's shard, keep a
+    ``key`` field a field, and a producer of its own connects on first use."""
+    from streamtasks import Message, keys
+
+    registry = Registry(group="g")
+
+    @registry.stream_handler("orders", shards=4)
+    def on_order(msg: Message) -> None: ...
+
+    shard = keys.shard_stream("orders", keys.pick_shard("cust-1", 4))
+    producer = Producer(url=redis_url, shards={"orders": 4})
+    for i in range(3):
+        await producer.send("orders", {"i": i}, key="cust-1")
+    await on_order.send({"i": 3}, producer=producer, shard_key="cust-1", key="a field")
+    entries = await redis.xrange(shard)
+    assert [e[1][b"i"] for e in entries] == [b"0", b"1", b"2", b"3"]
+    assert entries[-1][1][b"key"] == b"a field"
+    spread = [await producer.send("orders", {"i": i}) for i in range(4)]
+    assert len(spread) == 4 and all([await redis.xlen(s) for s in keys.shard_streams("orders", 4)])
+    await producer.close()

@@ -110,8 +110,8 @@ def test_restart_point_after_a_lost_group() -> None:
 def test_read_plan_blocks_briefly_while_a_busy_lane_is_left_out() -> None:
     a = Lane(_spec("a", batch_size=100), prefetch=1)
     b = Lane(_spec("b", batch_size=300), prefetch=1)
-    assert read_plan([a, b], all_lanes=2, block=1.0) == (300, 1.0)
-    assert read_plan([a], all_lanes=2, block=1.0) == (100, BUSY_BLOCK)
+    assert read_plan([a, b], all_lanes=2, block=1.0) == ({a: 100, b: 300}, 1.0)
+    assert read_plan([a], all_lanes=2, block=1.0) == ({a: 100}, BUSY_BLOCK)
 
 
 # -- dispatch and retry decisions ---------------------------------------------------------

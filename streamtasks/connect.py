@@ -1,0 +1,81 @@
+"""Connecting to Redis: one node or a Redis Cluster, told apart at connect time.
+
+``await connect(url)`` asks the node ``url`` names for ``INFO cluster``; when it says
+``cluster_enabled:1`` the connection becomes redis-py's :class:`~redis.asyncio.cluster.RedisCluster`
+(slot map read from that node, ``MOVED``/``ASK`` followed, the map refreshed after a failover).
+A plain ``redis://`` / ``rediss://`` URL of any cluster node is enough; ``redis+cluster://``
+(and ``rediss+cluster://``) forces cluster mode without asking.
+
+Every part of streamtasks that opens a connection goes through :func:`connect`: the worker,
+the producer, the ``AsyncProcessingSystem`` facade and every CLI command.
+
+The cluster client is typed as :class:`~redis.asyncio.Redis`: it offers the same command
+methods, and the stages keep one client type. Where the two differ (scripts inside a
+pipeline, multi-key reads), :func:`is_cluster` tells them apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from redis import exceptions as rx
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def split_scheme(url: str) -> tuple[str, bool | None]:
+    """``url`` with a ``+cluster`` scheme turned into the plain one, and True if it had one
+    (None: ask the server)."""
+    scheme, sep, rest = url.partition("://")
+    plain = CLUSTER_SCHEMES.get(scheme.lower())
+    if sep and plain is not None:
+        return f"{plain}://{rest}", True
+    return url, None
+
+
+async def cluster_enabled(redis: Redis) -> bool:
+    """True if the node ``redis`` talks to runs in cluster mode (``INFO cluster``)."""
+    try:
+        info: dict[str, Any] = await redis.info("cluster")
+    except rx.NoPermissionError:  # an ACL without INFO: treat as a single node
+        return False
+    return str(info.get("cluster_enabled", "0")) == "1"
+
+
+async def connect(url: str, **kw: Any) -> Redis:
+    """A connected client for ``url``: a :class:`Redis`, or a :class:`RedisCluster` when the
+    node runs in cluster mode. Raises redis-py's connection errors (the caller words them)."""
+    url, forced = split_scheme(url)
+    redis = Redis.from_url(url, **kw)
+    if forced is None:
+        try:
+            forced = await cluster_enabled(redis)
+        except BaseException:
+            await redis.aclose()
+            raise
+    if not forced:
+        return redis
+    await redis.aclose()
+    cluster = RedisCluster.from_url(url, **kw)
+    try:
+        await cluster.initialize()
+    except BaseException:
+        await cluster.aclose()
+        raise
+    return cast(Redis, cluster)
+
+
+def is_cluster(client: Any) -> bool:
+    """True for a :class:`RedisCluster` or one of its pipelines."""
+    return isinstance(client, RedisCluster | ClusterPipeline)
+
+
+async def queue_script(script: Any, keys: list[Any], args: list[Any], client: Any) -> Any:
+    """Run a registered script (``redis.register_script``) on ``client``, which may be a
+    pipeline. A cluster pipeline refuses ``EVALSHA``, so there the script goes as ``EVAL``
+    (its body; Redis caches it), which also survives a node that lost its script cache."""
+    if isinstance(client, ClusterPipeline):
+        return client.execute_command("EVAL", script.script, len(keys), *keys, *args)
+    return await script(keys=keys, args=args, client=client)
