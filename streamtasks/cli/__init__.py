@@ -12,6 +12,7 @@ import sys
 import click
 
 from ..errors import ConfigError
+from .dashboard import dashboard
 from .dlq import dlq
 from .send import parse_field_args, send
 from .status import status_command
@@ -28,7 +29,7 @@ def main() -> None:
     """
 
 
-for command in (worker, send, dlq, status_command):
+for command in (worker, send, dlq, status_command, dashboard):
     main.add_command(command)
 
 

@@ -179,6 +179,8 @@ async def live_workers(redis: Redis, group: str, *, now: float | None = None) ->
                 "pid": beat.get("pid"),
                 "streams": beat.get("streams", []),
                 "in_flight": beat.get("in_flight"),
+                "state": beat.get("state"),
+                "failing_loops": beat.get("failing_loops", []),
                 "heartbeat_age": max(0.0, now - float(ts)) if ts is not None else None,
             }
         )

@@ -1,0 +1,362 @@
+"""The dashboard's JSON endpoints over HTTP against a real Redis: the numbers of
+``streamtasks status --json``, dead letters listed, filtered, replayed and purged, and hostile
+input (unknown streams, injection attempts, huge pages, bad bodies, missing token or CSRF
+token) answered with a clear 4xx and nothing changed."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import queue
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+import redis as syncredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis.asyncio import Redis
+from support.dashboard import TOKEN, add_dead, served, write_headers
+
+from streamtasks.observe.dashboard import Access
+from streamtasks.observe.inspect import gather_status
+
+pytestmark = pytest.mark.integration
+GROUP = "obs-tests"
+
+
+async def snapshot(redis: Redis) -> dict[str, Any]:
+    """Everything an action could change: every stream's entries."""
+    out = {}
+    for key in sorted([k async for k in redis.scan_iter(_type="stream")]):
+        out[key] = await redis.xrange(key)
+    return out
+
+
+async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+    async with session.get(url) as r:
+        body = await r.text()
+        return r.status, json.loads(body) if r.content_type == "application/json" else body
+
+
+async def post(
+    session: aiohttp.ClientSession, url: str, body: Any, headers: dict[str, str]
+) -> tuple[int, Any]:
+    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    async with session.post(url, data=data, headers=headers) as r:
+        return r.status, await r.json()
+
+
+async def test_overview_has_the_numbers_of_status_json(redis: Redis) -> None:
+    """/api/overview reports, per stream, the same length, lag, pending and dead letters as
+    gather_status (the code of ``status --json``) read right after it, nothing moving."""
+    await redis.xgroup_create("obs_work", GROUP, id="0", mkstream=True)
+    for i in range(7):
+        await redis.xadd("obs_work", {"n": str(i)})
+    await redis.xreadgroup(GROUP, "c1", {"obs_work": ">"}, count=3)
+    await add_dead(redis, "obs_work", 2)
+    async with served(redis) as server, aiohttp.ClientSession() as s:
+        status, body = await get(s, f"{server.url}/api/overview")
+    assert status == 200
+    expected = await gather_status(redis, ["obs_work", "obs_latency"], GROUP)
+    for got, want in zip(body["streams"], expected["streams"], strict=True):
+        for key in ("stream", "length", "lag", "pending", "dead_letters", "entries_read"):
+            assert got[key] == want[key], key
+    work = body["streams"][0]
+    assert (work["length"], work["lag"], work["pending"], work["dead_letters"]) == (7, 4, 3, 2)
+    assert body["services"]["redis"]["health"] == "healthy"
+    assert "url" not in json.dumps(body["services"]).lower()
+
+
+async def test_stream_page_data_lists_pending_entries_and_newest(redis: Redis) -> None:
+    await redis.xgroup_create("obs_work", GROUP, id="0", mkstream=True)
+    ids = [(await redis.xadd("obs_work", {"n": str(i)})).decode() for i in range(5)]
+    await redis.xreadgroup(GROUP, "c1", {"obs_work": ">"}, count=2)
+    async with served(redis) as server, aiohttp.ClientSession() as s:
+        status, body = await get(s, f"{server.url}/api/streams/obs_work?limit=3")
+    assert status == 200
+    assert [p["id"] for p in body["pending_entries"]] == ids[:2]
+    assert {p["consumer"] for p in body["pending_entries"]} == {"c1"}
+    assert [p["deliveries"] for p in body["pending_entries"]] == [1, 1]
+    assert [e["id"] for e in body["newest"]] == ids[:1:-1]
+
+
+async def test_dead_letters_filtered_by_handler_reason_and_time(redis: Redis) -> None:
+    a = await add_dead(redis, "obs_work", 3, handler="h.one", reason="invalid_json", error_type="DecodeError")
+    b = await add_dead(redis, "obs_work", 2, handler="h.two", reason="handler_error")
+    async with served(redis) as server, aiohttp.ClientSession() as s:
+        base = f"{server.url}/api/deadletters/obs_work"
+        _, everything = await get(s, base)
+        _, one = await get(s, f"{base}?handler=h.one")
+        _, json_errors = await get(s, f"{base}?reason=invalid_json")
+        _, by_type = await get(s, f"{base}?reason=DecodeError&limit=2")
+        since = b[0].split("-")[0]
+        _, recent = await get(s, f"{base}?since={since}")
+        _, shown = await get(s, f"{base}/{a[0]}")
+    assert everything["total"] == 5 and [e["dead_id"] for e in everything["entries"]] == (a + b)[::-1]
+    assert [e["dead_id"] for e in one["entries"]] == a[::-1]
+    assert [e["dead_id"] for e in json_errors["entries"]] == a[::-1]
+    assert [e["dead_id"] for e in by_type["entries"]] == a[:0:-1] and by_type["next"] == a[1]
+    assert set(b) <= {e["dead_id"] for e in recent["entries"]}
+    assert shown["fields"]["n"] == "0" and shown["traceback"].startswith("Traceback")
+
+
+async def test_replay_twice_puts_the_entry_on_its_stream_once(redis: Redis) -> None:
+    (dead_id,) = await add_dead(redis, "obs_work", 1)
+    async with served(redis) as server, aiohttp.ClientSession() as s:
+        url = f"{server.url}/api/deadletters/obs_work/replay"
+        results = await asyncio.gather(
+            *(post(s, url, {"ids": [dead_id]}, write_headers(server)) for _ in range(4))
+        )
+    assert [r[0] for r in results] == [200] * 4
+    assert sorted(r[1]["replayed"] for r in results) == [0, 0, 0, 1]
+    assert await redis.xlen("obs_work") == 1 and await redis.xlen("obs_work:dead") == 0
+
+
+async def test_replay_and_purge_all_matching_need_the_confirmation(redis: Redis) -> None:
+    await add_dead(redis, "obs_work", 3, handler="h.one")
+    keep = await add_dead(redis, "obs_work", 2, handler="h.two")
+    async with served(redis) as server, aiohttp.ClientSession() as s:
+        url = f"{server.url}/api/deadletters/obs_work"
+        h = write_headers(server)
+        unconfirmed = await post(s, f"{url}/replay", {"match": {"handler": "h.one"}}, h)
+        replayed = await post(s, f"{url}/replay", {"match": {"handler": "h.one"}, "confirm": "obs_work"}, h)
+        purged = await post(s, f"{url}/purge", {"ids": keep[:1]}, h)
+        refused = await post(s, f"{url}/purge", {"all": True}, h)
+        emptied = await post(s, f"{url}/purge", {"all": True, "confirm": "obs_work"}, h)
+    assert unconfirmed[0] == 400 and "confirm" in unconfirmed[1]["error"]
+    assert replayed == (200, replayed[1]) and replayed[1]["replayed"] == 3
+    assert purged[1] == {"purged": 1} and refused[0] == 400 and emptied[1] == {"purged": 1}
+    assert await redis.xlen("obs_work") == 3 and await redis.xlen("obs_work:dead") == 0
+
+
+@pytest.mark.parametrize(
+    ("headers", "access", "why"),
+    [
+        ({"X-CSRF-Token": "csrf"}, Access(token=TOKEN), "token"),
+        ({"Authorization": f"Bearer {TOKEN}x", "X-CSRF-Token": "csrf"}, Access(token=TOKEN), "token"),
+        ({"Authorization": f"Bearer {TOKEN}"}, Access(token=TOKEN), "CSRF"),
+        ({"Authorization": f"Bearer {TOKEN}", "X-CSRF-Token": "csrf", "Origin": "http://evil.example"},
+         Access(token=TOKEN), "cross-origin"),
+        ({"Authorization": f"Bearer {TOKEN}", "X-CSRF-Token": "csrf"}, Access(token=TOKEN, read_only=True),
+         "read-only"),
+        ({"Authorization": f"Bearer {TOKEN}", "X-CSRF-Token": "csrf"}, Access(), "disabled"),
+    ],
+)  # fmt: skip
+async def test_actions_without_token_or_csrf_are_refused_and_change_nothing(
+    redis: Redis, headers: dict[str, str], access: Access, why: str
+) -> None:
+    """403 for purge and replay without the token, with a wrong one, without the CSRF token,
+    from another origin, read-only or with no token configured; the streams are untouched.
+    (With basic auth configured, wrong credentials get 401 on every request: see below.)"""
+    await add_dead(redis, "obs_work", 2)
+    before = await snapshot(redis)
+    async with served(redis, access=access) as server, aiohttp.ClientSession() as s:
+        if headers.get("X-CSRF-Token") == "csrf":
+            headers = {**headers, "X-CSRF-Token": access.csrf_token}
+        headers = {**headers, "Content-Type": "application/json"}
+        for action, body in (
+            ("purge", {"all": True, "confirm": "obs_work"}),
+            ("replay", {"match": {}, "confirm": "obs_work"}),
+        ):
+            status, reply = await post(s, f"{server.url}/api/deadletters/obs_work/{action}", body, headers)
+            assert status == 403 and why in reply["error"], reply
+    assert await snapshot(redis) == before
+
+
+async def test_basic_auth_guards_pages_and_allows_actions(redis: Redis) -> None:
+    access = Access(user="ops", password="s3cret-pw")
+    await add_dead(redis, "obs_work", 1)
+    async with served(redis, access=access) as server, aiohttp.ClientSession() as s:
+        assert (await get(s, f"{server.url}/api/overview"))[0] == 401
+        wrong = {
+            "Authorization": "Basic dTpw",
+            "X-CSRF-Token": access.csrf_token,
+            "Content-Type": "application/json",
+        }
+        status, _ = await post(
+            s, f"{server.url}/api/deadletters/obs_work/purge", {"all": True, "confirm": "obs_work"}, wrong
+        )
+        assert status == 401
+        auth = {"Authorization": "Basic " + base64.b64encode(b"ops:s3cret-pw").decode()}
+        async with s.get(f"{server.url}/", headers=auth) as r:
+            assert r.status == 200 and "s3cret-pw" not in await r.text()
+        h = {"X-CSRF-Token": access.csrf_token, "Content-Type": "application/json", **auth}
+        everything = {"all": True, "confirm": "obs_work"}
+        async with s.post(f"{server.url}/api/deadletters/obs_work/purge", json=everything, headers=h) as r:
+            assert r.status == 200
+    assert await redis.xlen("obs_work:dead") == 0
+
+
+HOSTILE_GETS = [
+    ("/api/streams/no_such_stream", 404),
+    ("/api/streams/obs_work:dead", 404),
+    ("/api/streams/*", 404),
+    ("/api/deadletters/unknown", 404),
+    ("/api/deadletters/obs_work?limit=100000000", 400),
+    ("/api/deadletters/obs_work?limit=0", 400),
+    ("/api/deadletters/obs_work?limit=-5", 400),
+    ("/api/deadletters/obs_work?limit=1e9", 400),
+    ("/api/streams/obs_work?limit=999999", 400),
+    ("/api/deadletters/obs_work?since=yesterday", 400),
+    ("/api/deadletters/obs_work?since=1;FLUSHALL", 400),
+    ("/api/deadletters/obs_work?before=-%20%2B", 400),
+    ("/api/deadletters/obs_work?before=0-0%27%3B%20DEL%20x", 400),
+    ("/api/deadletters/obs_work?handler=" + "x" * 201, 400),
+    ("/api/deadletters/obs_work?stream=obs_latency", 400),
+    ("/api/deadletters/obs_work?evil=1", 400),
+    ("/api/deadletters/obs_work/not-an-id", 400),
+    ("/api/deadletters/obs_work/1-1", 404),
+    ("/api/overview?x=1", 400),
+    ("/api/panels/models", 404),
+    ("/api/nothing", 404),
+]
+
+
+async def test_hostile_gets_get_a_clear_4xx_and_change_nothing(redis: Redis) -> None:
+    await add_dead(redis, "obs_work", 2)
+    await redis.xadd("obs_work", {"n": "1"})
+    before = await snapshot(redis)
+    async with served(redis) as server, aiohttp.ClientSession() as s:
+        for path, expected in HOSTILE_GETS:
+            status, body = await get(s, server.url + path)
+            assert status == expected, (path, body)
+            assert isinstance(body, dict) and body["error"], path
+        # an injection attempt in a filter is only ever compared, never run
+        status, body = await get(
+            s, f"{server.url}/api/deadletters/obs_work?handler=%27%20OR%201%3D1%20--&reason=*"
+        )
+        assert status == 200 and body["entries"] == []
+    assert await snapshot(redis) == before
+
+
+HOSTILE_BODIES: list[tuple[Any, int]] = [
+    ("not json", 400),
+    ("[1, 2]", 400),
+    ({}, 400),
+    ({"ids": []}, 400),
+    ({"ids": "1-1"}, 400),
+    ({"ids": ["1-1"] * 501}, 400),
+    ({"ids": ["*"]}, 400),
+    ({"ids": ["1-1 OR 1"]}, 400),
+    ({"ids": [{"$ne": 1}]}, 400),
+    ({"ids": ["1-1"], "match": {}}, 400),
+    ({"match": {"handler": "x" * 500}, "confirm": "obs_work"}, 400),
+    ({"match": {"eval": "redis.call('FLUSHALL')"}, "confirm": "obs_work"}, 400),
+    ({"match": {}, "confirm": "obs_latency"}, 400),
+    ({"all": True, "confirm": "obs_work", "extra": 1}, 400),
+    ({"match": {"since": "abc"}, "confirm": "obs_work"}, 400),
+    ({"match": {"since": [1]}, "confirm": "obs_work"}, 400),
+]
+
+
+async def test_hostile_action_bodies_get_a_4xx_and_change_nothing(redis: Redis) -> None:
+    await add_dead(redis, "obs_work", 2)
+    before = await snapshot(redis)
+    async with served(redis) as server, aiohttp.ClientSession() as s:
+        for action in ("replay", "purge"):
+            url = f"{server.url}/api/deadletters/obs_work/{action}"
+            for body, expected in HOSTILE_BODIES:
+                status, reply = await post(s, url, body, write_headers(server))
+                if action == "replay" and isinstance(body, dict) and "all" in body:
+                    expected = 400
+                assert status == expected, (action, body, reply)
+            status, _ = await post(s, f"{server.url}/api/deadletters/nope/{action}", {"ids": ["1-1"]},
+                                   write_headers(server))  # fmt: skip
+            assert status == 404
+            big = json.dumps({"ids": ["1-1"], "pad": "x" * 200_000})
+            async with s.post(url, data=big, headers=write_headers(server)) as r:
+                assert r.status == 413
+            async with s.post(
+                url, data="{}", headers={**write_headers(server), "Content-Type": "text/plain"}
+            ) as r:
+                assert r.status == 415
+    assert await snapshot(redis) == before
+
+
+QUERY_KEYS = st.sampled_from(
+    ["limit", "handler", "reason", "since", "until", "before", "stream", "x", "$where"]
+)
+QUERY_VALUES = st.one_of(
+    st.text(max_size=300),
+    st.integers(min_value=-(10**20), max_value=10**20).map(str),
+    st.sampled_from(
+        ["-", "+", "*", "1-1", "0-0", "(0-0", "' OR 1=1 --", "$gt", "\x00", "%00", "../../etc/passwd"]
+    ),
+)
+
+
+@pytest.fixture
+def threaded_dashboard(redis_url: str) -> Iterator[tuple[str, syncredis.Redis]]:
+    """A dashboard served from a thread (its own loop), so a sync hypothesis test can hit it."""
+    client = syncredis.Redis.from_url(redis_url)
+    client.flushall()
+    ready: queue.Queue[tuple[str, asyncio.AbstractEventLoop, asyncio.Event]] = queue.Queue()
+
+    async def serve() -> None:
+        redis = Redis.from_url(redis_url)
+        await add_dead(redis, "obs_work", 3)
+        stop = asyncio.Event()
+        async with served(redis) as server:
+            ready.put((server.url, asyncio.get_running_loop(), stop))
+            await stop.wait()
+        await redis.aclose()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    url, loop, stop = ready.get(timeout=30)
+    yield url, client
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(30)
+    client.close()
+
+
+def sync_snapshot(client: syncredis.Redis) -> dict[Any, Any]:
+    return {k: client.xrange(k) for k in sorted(client.scan_iter(_type="stream"))}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(query=st.dictionaries(QUERY_KEYS, QUERY_VALUES, max_size=4))
+def test_any_query_gets_200_or_a_clear_4xx_and_changes_nothing(
+    threaded_dashboard: tuple[str, syncredis.Redis], query: dict[str, str]
+) -> None:
+    """Whatever the query string, the dead-letter list answers 200 or a 4xx with an error line,
+    never a 5xx, and never changes a stream."""
+    url, client = threaded_dashboard
+    before = sync_snapshot(client)
+    target = f"{url}/api/deadletters/obs_work?{urllib.parse.urlencode(query)}"
+    try:
+        with urllib.request.urlopen(target, timeout=10) as r:
+            status, body = r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, json.loads(exc.read())
+    assert status == 200 or (400 <= status < 500 and body["error"]), (status, body)
+    if status == 200:
+        assert len(body["entries"]) <= 500
+    assert sync_snapshot(client) == before
+
+
+async def test_every_page_renders_and_carries_no_secret(redis: Redis) -> None:
+    """Overview, stream, dead-letter list and detail pages answer 200 with the numbers in the
+    HTML, the security headers set, and neither the token nor a Redis password in them."""
+    await redis.xgroup_create("obs_work", GROUP, id="0", mkstream=True)
+    await redis.xadd("obs_work", {"n": "<script>alert(1)</script>"})
+    (dead_id,) = await add_dead(redis, "obs_work", 1, fields={"note": "<b>x</b>"})
+    async with served(redis) as server, aiohttp.ClientSession() as s:
+        for path in ("/", "/streams/obs_work", "/deadletters", "/deadletters?stream=obs_work&handler=x",
+                     f"/deadletters/obs_work/{dead_id}"):  # fmt: skip
+            async with s.get(server.url + path) as r:
+                page = await r.text()
+                assert r.status == 200, (path, page)
+                assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+                assert TOKEN not in page and "<script>alert" not in page and "<b>x</b>" not in page
+        async with s.get(server.url + "/static/dashboard.js") as r:
+            assert r.status == 200
+        async with s.get(server.url + "/static/../config.py") as r:
+            assert r.status in (403, 404)
