@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
+from ...logs import redact
 from . import queries
 from .board import DASHBOARD, SECURITY_HEADERS, Dashboard
+from .panels import Panel
 from .queries import BadInput, DeadFilter
 
 #: Seconds between keep-alive comments on an idle event stream.
@@ -145,7 +148,19 @@ async def panel(request: web.Request) -> web.Response:
     found = board.panels.get(request.match_info["name"])
     if found is None:
         raise BadInput("unknown panel", 404)
-    return _json(await found.data(board.context, request.query))
+    return _json(await panel_data(found, board, request.query))
+
+
+async def panel_data(found: Panel, board: Dashboard, query: Mapping[str, str]) -> dict[str, Any]:
+    """A panel's data; its failure (a database down) is a 503 with the reason, redacted."""
+    try:
+        return await found.data(board.context, query)
+    except BadInput:
+        raise
+    except Exception as exc:
+        raise BadInput(
+            f"{found.title} is unavailable: {redact(f'{type(exc).__name__}: {exc}')}", 503
+        ) from None
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

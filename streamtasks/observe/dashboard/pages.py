@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from . import api, queries
+from .api import panel_data
 from .board import DASHBOARD, Dashboard
 from .panels import Chart, Figures, Table
 from .svg import line_chart
@@ -79,7 +80,7 @@ async def panel(request: web.Request) -> web.Response:
     if found is None:
         raise queries.BadInput("unknown panel", 404)
     params = await found.params(board.context)
-    data = await found.data(board.context, request.query)
+    data = await panel_data(found, board, request.query)
     sections: list[tuple[str, str, Any]] = []
     for section in found.view(data):
         if isinstance(section, Chart):
