@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import queue
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,7 +20,7 @@ import redis as syncredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
-from support.dashboard import TOKEN, add_dead, served, write_headers
+from support.dashboard import TOKEN, add_dead, served, served_in_thread, write_headers
 
 from streamtasks.observe.dashboard import Access
 from streamtasks.observe.inspect import gather_status
@@ -297,23 +295,10 @@ def threaded_dashboard(redis_url: str) -> Iterator[tuple[str, syncredis.Redis]]:
     """A dashboard served from a thread (its own loop), so a sync hypothesis test can hit it."""
     client = syncredis.Redis.from_url(redis_url)
     client.flushall()
-    ready: queue.Queue[tuple[str, asyncio.AbstractEventLoop, asyncio.Event]] = queue.Queue()
-
-    async def serve() -> None:
-        redis = Redis.from_url(redis_url)
-        await add_dead(redis, "obs_work", 3)
-        stop = asyncio.Event()
-        async with served(redis) as server:
-            ready.put((server.url, asyncio.get_running_loop(), stop))
-            await stop.wait()
-        await redis.aclose()
-
-    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
-    thread.start()
-    url, loop, stop = ready.get(timeout=30)
-    yield url, client
-    loop.call_soon_threadsafe(stop.set)
-    thread.join(30)
+    for i in range(3):
+        client.xadd("obs_work:dead", {"stream": "obs_work", "id": f"1-{i}", "handler": "h", "reason": "r"})
+    with served_in_thread(redis_url) as url:
+        yield url, client
     client.close()
 
 

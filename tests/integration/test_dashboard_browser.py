@@ -106,8 +106,14 @@ def test_overview_numbers_equal_xinfo_and_xpending_read_at_the_same_moment(
     reading with its batch in flight."""
     gated_backlog(r)
     start_worker(spawn, redis_url, ray_address, "dash-worker")
-    wait_for(lambda: r.exists(heartbeat_key(GROUP, "dash-worker")) and r.xpending("obs_work", GROUP)["pending"] >= 5,
-             60, "the worker to hold the gated batch")  # fmt: skip
+
+    def holding() -> bool:
+        return (
+            bool(r.exists(heartbeat_key(GROUP, "dash-worker")))
+            and r.xpending("obs_work", GROUP)["pending"] >= 5
+        )
+
+    wait_for(holding, 60, "the worker to hold the gated batch")
     url = start_dashboard(spawn, redis_url)
     chrome.get(url + "/")
     settled = time.time() + 1.0  # a sample taken after the backlog stopped moving
@@ -162,3 +168,150 @@ def test_a_killed_worker_is_shown_dead_within_its_heartbeat_ttl_without_a_reload
     print(f"worker shown dead {elapsed:.1f}s after kill -9 (heartbeat TTL {HEARTBEAT_TTL_S:.0f}s)")
     assert elapsed <= HEARTBEAT_TTL_S + 2
     assert chrome.execute_script("return window.__notReloaded === true")
+
+
+def dead_stream(r: syncredis.Redis) -> list[Any]:
+    return r.xrange("obs_work:dead")
+
+
+def on_stream(r: syncredis.Redis, origin_id: str) -> int:
+    """Entries of obs_work that are a replay of the entry ``origin_id``."""
+    return sum(1 for _, f in r.xrange("obs_work") if f.get(b"_st_origin_id") == origin_id.encode())
+
+
+def open_dead_letters(chrome: Any, url: str, token: str | None) -> None:
+    chrome.get(url + "/deadletters?stream=obs_work")
+    if token is not None:
+        chrome.find_element("id", "token").send_keys(token)
+
+
+def result_text(chrome: Any) -> str:
+    return str(chrome.find_element("id", "result").text)
+
+
+def test_replay_from_two_tabs_and_a_double_click_puts_the_entry_back_once_and_purge_needs_the_token(
+    r: syncredis.Redis, redis_url: str, ray_address: str, spawn: Any, chrome: Any, tmp_path: Path
+) -> None:
+    """Poison entries dead-lettered by a real worker; one replayed from two tabs, one of them
+    double-clicking: the entry is on its stream once. Purge without the token: 403, nothing
+    changed."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    r.xgroup_create("obs_work", GROUP, id="0", mkstream=True)
+    poison = [r.xadd("obs_work", {"bad": "1", "n": str(i)}).decode() for i in range(3)]
+    worker = start_worker(spawn, redis_url, ray_address, "dash-poison")
+    wait_for(lambda: r.xlen("obs_work:dead") == 3, 60, "three dead letters")
+    worker.terminate()
+    assert worker.wait(60) == 0
+    letters = {f[b"id"].decode(): i.decode() for i, f in dead_stream(r)}
+    assert sorted(letters) == poison and {f[b"reason"] for _, f in dead_stream(r)} == {b"test_bad"}
+    target = letters[poison[0]]
+    url = start_dashboard(spawn, redis_url)
+
+    open_dead_letters(chrome, url, TOKEN)
+    first = chrome.current_window_handle
+    chrome.switch_to.new_window("tab")
+    open_dead_letters(chrome, url, TOKEN)
+    second = chrome.current_window_handle
+    button = f'button.replay-one[data-id="{target}"]'
+    chrome.switch_to.window(first)
+    ActionChains(chrome).double_click(chrome.find_element("css selector", button)).perform()
+    wait_for(lambda: result_text(chrome).startswith("replayed"), 15, "the replay's answer in tab 1")
+    shot(chrome, tmp_path, "deadletters-replayed")
+    tab1 = result_text(chrome)
+    chrome.switch_to.window(second)
+    chrome.find_element("css selector", button).click()
+    wait_for(lambda: result_text(chrome).startswith("replayed"), 15, "the replay's answer in tab 2")
+    tab2 = result_text(chrome)
+    print(f"tab 1: {tab1!r}, tab 2: {tab2!r}")
+    assert (tab1, tab2) == ("replayed 1", "replayed 0")
+    assert on_stream(r, poison[0]) == 1
+    assert target not in {i.decode() for i, _ in dead_stream(r)} and r.xlen("obs_work:dead") == 2
+
+    before = dead_stream(r)
+    chrome.switch_to.new_window("tab")
+    open_dead_letters(chrome, url, None)  # a fresh tab: no token typed
+    for box in chrome.find_elements("css selector", "input.pick"):
+        box.click()
+    chrome.find_element("id", "purge-selected").click()
+    chrome.switch_to.alert.accept()
+    wait_for(lambda: result_text(chrome).startswith("403"), 15, "the purge refused")
+    shot(chrome, tmp_path, "purge-refused")
+    print(f"purge without the token: {result_text(chrome)!r}")
+    assert "token" in result_text(chrome)
+    assert dead_stream(r) == before
+
+
+INFERENCE_COLUMNS = [
+    "model_name", "request_id", "prediction", "confidence", "anomaly_score", "is_anomaly",
+    "processing_time_ms", "metadata", "created_at", "idempotency_key", "stream", "entry_id",
+]  # fmt: skip
+
+
+def store_inference_rows(dsn: str, model: str, n: int, hours: float) -> None:
+    """``n`` inference results of ``model`` spread over the last ``hours`` (one COPY)."""
+    import asyncio
+    import random
+    from datetime import datetime, timedelta, timezone
+
+    from streamtasks.adserving.db import create_pool
+    from streamtasks.adserving.schema import setup_database
+
+    async def go() -> None:
+        pool = await create_pool(dsn)
+        try:
+            await setup_database(pool)
+            now = datetime.now(timezone.utc)
+            rng = random.Random(15)
+            rows = [
+                (model, f"req-{i}", json.dumps({"p": 1}), rng.random(), rng.random(), rng.random() < 0.05,
+                 rng.lognormvariate(3, 0.6), "{}", now - timedelta(seconds=rng.uniform(0, hours * 3600)),
+                 f"k-{i}", "inference_results_stream", f"{i}-0")
+                for i in range(n)
+            ]  # fmt: skip
+            columns = INFERENCE_COLUMNS
+            async with pool.acquire() as conn:
+                await conn.copy_records_to_table("inference_results", records=rows, columns=columns)
+        finally:
+            await pool.close()
+
+    asyncio.run(go())
+
+
+def test_the_models_page_draws_the_charts_of_10000_results_over_24h_in_under_a_second(
+    r: syncredis.Redis, redis_url: str, database_url: str, chrome: Any, tmp_path: Path
+) -> None:
+    """The models panel (adserving) for a model with 10,000 inference results over 24 h: the
+    figures and four charts (requests, p50/p95/p99 latency, confidence, anomaly rate) are
+    drawn, and the page loads in under a second."""
+    from support.dashboard import served_in_thread
+
+    from streamtasks.adserving.dashboard import ModelsPanel
+
+    store_inference_rows(database_url, "fraud", 10_000, 24)
+    panel = ModelsPanel(dsn=lambda: database_url).panel()
+    with served_in_thread(redis_url, panels=[panel]) as url:
+        loads = []
+        for _ in range(3):
+            started = time.perf_counter()
+            chrome.get(url + "/panels/models?model=fraud&hours=24")
+            loads.append(time.perf_counter() - started)
+        timing = chrome.execute_script(
+            "const t = performance.getEntriesByType('navigation')[0]; return [t.responseEnd, t.loadEventEnd];"
+        )
+        shot(chrome, tmp_path, "models")
+        figures = {
+            e.find_element("css selector", "span").text: e.find_element("css selector", "b").text
+            for e in chrome.find_elements("css selector", ".figures div")
+        }
+        charts = chrome.find_elements("css selector", "svg.chart")
+        lines = chrome.find_elements("css selector", "svg.chart polyline.series")
+        chart_count, line_count = len(charts), len(lines)
+        chrome.get(url + "/")
+        postgresql = chrome.find_element("css selector", '#services tr[data-service="postgresql"]').text
+    print(f"models page: loads {[f'{s * 1000:.0f} ms' for s in loads]} (first with a cold pool); "
+          f"navigation response {timing[0]:.0f} ms, load event {timing[1]:.0f} ms")  # fmt: skip
+    assert figures["requests"] == "10,000"
+    assert (chart_count, line_count) == (4, 6)  # requests, p50/p95/p99, confidence, anomaly rate
+    assert max(loads[1:]) < 1.0 and timing[1] < 1000
+    assert "healthy" in postgresql and database_url.split("@")[0] not in chrome.page_source

@@ -3,8 +3,11 @@ written the way the worker writes them."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import queue
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -58,3 +61,36 @@ def write_headers(server: DashboardServer, token: str | None = TOKEN) -> dict[st
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     return headers
+
+
+@contextlib.contextmanager
+def served_in_thread(
+    redis_url: str, panels: Sequence[Panel] = (), access: Access | None = None
+) -> Iterator[str]:
+    """A dashboard served from a thread with its own event loop (for sync tests); its URL."""
+    ready: queue.Queue[tuple[str, asyncio.AbstractEventLoop, asyncio.Event] | BaseException] = queue.Queue()
+
+    async def serve() -> None:
+        redis = Redis.from_url(redis_url)
+        stop = asyncio.Event()
+        try:
+            async with served(redis, panels=panels, access=access) as server:
+                ready.put((server.url, asyncio.get_running_loop(), stop))
+                await stop.wait()
+        except BaseException as exc:
+            ready.put(exc)
+            raise
+        finally:
+            await redis.aclose()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    got = ready.get(timeout=30)
+    if isinstance(got, BaseException):
+        raise got
+    url, loop, stop = got
+    try:
+        yield url
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)

@@ -11,7 +11,7 @@ from html import escape
 from markupsafe import Markup
 
 WIDTH, HEIGHT = 560, 200
-PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 56, 12, 12, 36
+PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 56, 12, 22, 36
 #: Series colours, in order (colour-blind safe).
 COLOURS = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00")
 GRID_LINES = 4
@@ -86,6 +86,6 @@ def line_chart(
         parts.append(
             f'<text class="legend" x="{legend_x}" y="{HEIGHT - 4}" fill="{colour}">■ {escape(name)}</text>'
         )
-        legend_x += 14 + 8 * len(name)
-    parts.append(f'<text class="unit" x="4" y="{PAD_TOP + 4}">{escape(unit)}</text></svg>')
+        legend_x += 30 + 8 * len(name)
+    parts.append(f'<text class="tick" x="4" y="12">{escape(unit)}</text></svg>')
     return Markup("".join(parts))
