@@ -89,6 +89,13 @@ log = logging.getLogger("streamtasks.cli")
     show_envvar=True,
     help="Serve /metrics (Prometheus), /healthz and /readyz on this port (off by default).",
 )
+@click.option(
+    "--dashboard-port",
+    type=click.IntRange(min=0, max=65535),
+    envvar="STREAMTASKS_DASHBOARD_PORT",
+    show_envvar=True,
+    help="Serve the web dashboard on 127.0.0.1 (STREAMTASKS_DASHBOARD_HOST) at this port (off by default).",
+)
 def worker(
     app: str,
     redis_url: str | None,
@@ -102,6 +109,7 @@ def worker(
     log_level: str,
     log_format: str,
     metrics_port: int | None,
+    dashboard_port: int | None,
 ) -> None:
     """Serve the handlers of the Registry at APP (MODULE:ATTR) until SIGTERM/SIGINT.
 
@@ -143,9 +151,12 @@ def worker(
             lambda e: install() if isinstance(e, StateChanged) and e.state == "reading" else None
         )
         server = None if metrics_port is None else await start_metrics_server(w, metrics_port)
+        board = None if dashboard_port is None else await _start_dashboard(redis, registry, dashboard_port)
         try:
             await w.run()
         finally:
+            if board is not None:
+                await board.close()
             if server is not None:
                 await server.close()
             await redis.aclose()
@@ -156,6 +167,25 @@ def worker(
     # Ray's native destructors can abort (SIGABRT) a driver that shared a cluster with other
     # drivers, which would turn a clean stop into a crash for the process supervisor.
     exit_now(0)
+
+
+async def _start_dashboard(redis: Any, registry: Any, port: int) -> Any:
+    """The web dashboard on this worker's loop (it reads Redis like ``streamtasks dashboard``,
+    and shows this process' Ray)."""
+    from ..observe.dashboard import (
+        DEFAULT_HOST,
+        Access,
+        Dashboard,
+        DashboardServer,
+        Targets,
+        installed_panels,
+    )
+
+    host = os.environ.get("STREAMTASKS_DASHBOARD_HOST") or DEFAULT_HOST
+    board = Dashboard(
+        redis, Targets.of(registry), Access.from_env(), registry=registry, panels=installed_panels()
+    )
+    return await DashboardServer(board, port, host).start()
 
 
 def _signal_handlers(stop: Callable[[], None]) -> Callable[[], None]:

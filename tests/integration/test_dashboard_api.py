@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,6 +21,7 @@ import redis as syncredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
+from support.browser import wait_for
 from support.dashboard import TOKEN, add_dead, served, served_in_thread, write_headers
 
 from streamtasks.observe.dashboard import Access
@@ -345,3 +347,32 @@ async def test_every_page_renders_and_carries_no_secret(redis: Redis) -> None:
             assert r.status == 200
         async with s.get(server.url + "/static/../config.py") as r:
             assert r.status in (403, 404)
+
+
+def test_a_worker_serves_the_dashboard_on_its_dashboard_port(
+    redis_url: str, ray_address: str, spawn: Any
+) -> None:
+    """``worker --dashboard-port``: the overview, served from the worker's own loop on
+    127.0.0.1, lists this worker reading and Ray's resources (the worker is a Ray driver)."""
+    from pathlib import Path
+
+    from support.procs import free_port
+
+    syncredis.Redis.from_url(redis_url).flushall()
+    port = free_port()
+    here = Path(__file__).resolve().parent
+    spawn(
+        [sys.executable, "-m", "streamtasks", "worker", "obs_app:registry", "--redis-url", redis_url,
+         "--ray-address", ray_address, "--consumer", "dash-self", "--dashboard-port", str(port)],
+        cwd=here, name="worker",
+    ).wait_for_log(r"dashboard on http://127\.0\.0\.1:\d+/", timeout=60)  # fmt: skip
+
+    def overview() -> Any:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/overview", timeout=10) as r:
+            body = json.loads(r.read())
+        states = {w["consumer"]: w["state"] for w in body["workers"]}
+        return body if states.get("dash-self") == "reading" else None
+
+    body = wait_for(overview, 60, "the worker reading in its own dashboard")
+    assert body["services"]["ray"]["health"] == "healthy"
+    assert body["services"]["ray"]["cluster_resources"]["CPU"] >= 1
