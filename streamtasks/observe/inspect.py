@@ -181,6 +181,7 @@ async def live_workers(redis: Redis, group: str, *, now: float | None = None) ->
                 "in_flight": beat.get("in_flight"),
                 "state": beat.get("state"),
                 "failing_loops": beat.get("failing_loops", []),
+                "ray": beat.get("ray"),
                 "heartbeat_age": max(0.0, now - float(ts)) if ts is not None else None,
             }
         )

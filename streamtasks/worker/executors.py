@@ -12,6 +12,7 @@ import concurrent.futures
 import logging
 import os
 import pickle
+import time
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -23,6 +24,8 @@ from .run import BatchResult, RawEntry, run_batch, run_packed_batch
 INLINE_THREADS = 4
 #: Ray's retries of a task whose worker *process* died (not of handler errors).
 RAY_PROCESS_RETRIES = 3
+#: Seconds between two questions to Ray about its resources (for the heartbeat).
+RESOURCES_EVERY_S = 10.0
 
 
 class Executor(Protocol):
@@ -82,6 +85,8 @@ class RayExecutor:
         self._owns_ray = False  # True when start() called ray.init (a Ray already up is left alone)
         self._users = 0
         self._lock = asyncio.Lock()
+        self._resources: dict[str, Any] | None = None
+        self._resources_at = -RESOURCES_EVERY_S
 
     async def start(self) -> None:
         import ray
@@ -149,6 +154,32 @@ class RayExecutor:
         self._users -= 1
         if self._users <= 0 and self._owns_ray and ray.is_initialized():
             await asyncio.to_thread(ray.shutdown)
+
+    async def resources(self) -> dict[str, Any] | None:
+        """Ray's total and available resources, for the heartbeat (asked of Ray at most every
+        :data:`RESOURCES_EVERY_S` once known; None until Ray is up or when it does not answer)."""
+        now = time.monotonic()
+        if self._resources is None or now - self._resources_at >= RESOURCES_EVERY_S:
+            self._resources = await asyncio.to_thread(_ray_resources)
+            self._resources_at = now
+        return self._resources
+
+
+def _ray_resources() -> dict[str, Any] | None:
+    import ray
+
+    try:
+        if not ray.is_initialized():
+            return None
+        total = ray.cluster_resources()  # type: ignore[no-untyped-call]
+        free = ray.available_resources()  # type: ignore[no-untyped-call]
+    except Exception:  # Ray going down: the heartbeat goes on without it
+        return None
+    shown = ("CPU", "GPU", "memory")
+    return {
+        "total": {k: total[k] for k in shown if k in total},
+        "available": {k: free.get(k, 0.0) for k in shown if k in total},
+    }
 
 
 class _RayPending:

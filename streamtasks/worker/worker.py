@@ -230,6 +230,8 @@ class Worker:
         host, pid = socket.gethostname(), os.getpid()
         while not self.supervisor.closing:  # through the drain: status shows it draining
             body = self.snapshot().heartbeat(host, pid, time.time())
+            probe = getattr(self.executor, "resources", None)  # Ray's, shown by the dashboard
+            body["ray"] = await probe() if probe is not None else None
             with contextlib.suppress(*REDIS_DOWN):  # the read loop reports outages
                 await self.redis.set(key, json.dumps(body), ex=ttl)
             self.supervisor.healthy("heartbeat")

@@ -376,3 +376,27 @@ def test_a_worker_serves_the_dashboard_on_its_dashboard_port(
     body = wait_for(overview, 60, "the worker reading in its own dashboard")
     assert body["services"]["ray"]["health"] == "healthy"
     assert body["services"]["ray"]["cluster_resources"]["CPU"] >= 1
+
+
+async def test_the_sampler_measures_entries_in_and_out_per_second(redis: Redis) -> None:
+    """Between two samples: 30 entries added and 10 acked show as in/s and out/s over the
+    time between the samples; the history keeps both."""
+    from support.dashboard import APP
+
+    from streamtasks.app import load_registry
+    from streamtasks.observe.dashboard import Targets
+    from streamtasks.observe.dashboard.sampler import Sampler
+
+    await redis.xgroup_create("obs_work", GROUP, id="0", mkstream=True)
+    sampler = Sampler(redis, Targets.of(load_registry(APP), ["obs_work"]))
+    first = await sampler.sample()
+    assert first["streams"][0]["rate_in"] is None
+    for i in range(30):
+        await redis.xadd("obs_work", {"n": str(i)})
+    got = await redis.xreadgroup(GROUP, "c", {"obs_work": ">"}, count=10)
+    await redis.xack("obs_work", GROUP, *[i for i, _ in got[0][1]])
+    second = await sampler.sample()
+    span = second["checked_at"] - first["checked_at"]
+    work = second["streams"][0]
+    assert work["rate_in"] == pytest.approx(30 / span) and work["rate_out"] == pytest.approx(10 / span)
+    assert work["history"]["in"] == [None, work["rate_in"]] and len(work["history"]["t"]) == 2

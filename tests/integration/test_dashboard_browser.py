@@ -139,6 +139,10 @@ def test_overview_numbers_equal_xinfo_and_xpending_read_at_the_same_moment(
         "css selector", '#workers tr[data-consumer="dash-worker"] td[data-k="in_flight"]'
     )
     assert in_flight.text == "1"
+    ray = chrome.find_element(
+        "css selector", '#workers tr[data-consumer="dash-worker"] td[data-k="ray"]'
+    ).text
+    assert ray.startswith("CPU "), ray  # free/total CPUs of the worker's Ray, from its heartbeat
     services = {
         e.get_attribute("data-service"): e.text for e in chrome.find_elements("css selector", "#services tr")
     }

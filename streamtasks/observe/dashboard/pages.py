@@ -36,11 +36,19 @@ def secs(value: float | None) -> str:
     return f"{value / 3600:.1f}h"
 
 
+def ray_text(ray: dict[str, Any] | None) -> str:
+    """``CPU 1/2 · GPU 0/1``: what is free of what the worker's Ray cluster has."""
+    if not ray:
+        return "-"
+    total, free = ray.get("total", {}), ray.get("available", {})
+    return " · ".join(f"{k} {free.get(k, 0):g}/{v:g}" for k, v in total.items() if k != "memory") or "-"
+
+
 async def overview(request: web.Request) -> web.Response:
     board = _board(request)
     queries.only_params(request.query, ())
     status = board.sampler.latest or await board.sampler.sample()
-    return board.render("overview.html", status=status, secs=secs, page="overview")
+    return board.render("overview.html", status=status, secs=secs, ray_text=ray_text, page="overview")
 
 
 async def stream(request: web.Request) -> web.Response:

@@ -124,6 +124,8 @@ class Sampler:
 
     def _rates(self, s: dict[str, Any], now: float) -> None:
         read, lag, pending = s["entries_read"], s["lag"], s["pending"]
+        if read is None and s["last_delivered_id"] == "0-0":
+            read = 0  # a group that has read nothing yet (Redis says nil)
         added = read + lag if read is not None and lag is not None else None
         done = read - pending if read is not None else None
         before = self._totals.get(s["stream"])
@@ -153,7 +155,7 @@ class Sampler:
                     {"health": "unhealthy", "error": redact(str(exc))},
                 )
             services[name] = health
-        services["ray"] = ray_health()
+        services["ray"] = ray_health(status["workers"])
         return services
 
     async def next_after(self, version: int, timeout: float) -> dict[str, Any] | None:
@@ -184,11 +186,23 @@ class Sampler:
             await asyncio.sleep(max(0.05, self.interval - (time.monotonic() - started)))
 
 
-def ray_health() -> dict[str, Any]:
-    """Ray's resources when this process is a Ray driver; the dashboard never starts Ray."""
+def ray_health(workers: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Ray's resources when this process is a Ray driver, else as the live workers' heartbeats
+    report them; the dashboard never starts Ray."""
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():
-        return {"health": "unknown", "note": "this process is not connected to Ray"}
+        seen = [w["ray"] for w in workers if w.get("ray") and w.get("state") not in ("dead", "stopped")]
+        if seen:
+            return {
+                "health": "healthy",
+                "note": f"reported by {len(seen)} live worker(s)",
+                "cluster_resources": seen[0].get("total"),
+                "available_resources": seen[0].get("available"),
+            }
+        return {
+            "health": "unknown",
+            "note": "no live worker reports Ray, and this process is not connected to it",
+        }
     try:
         return {
             "health": "healthy",

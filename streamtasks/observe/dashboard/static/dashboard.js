@@ -11,6 +11,13 @@ function num(v, digits) {
   if (v === null || v === undefined) return "-";
   return digits === undefined ? String(v) : v.toFixed(digits);
 }
+function rayText(ray) {
+  if (!ray) return "-";
+  const free = ray.available || {};
+  const parts = Object.entries(ray.total || {}).filter(([k]) => k !== "memory")
+    .map(([k, v]) => k + " " + +(free[k] || 0).toFixed(2) + "/" + +v.toFixed(2));
+  return parts.join(" · ") || "-";
+}
 function cell(text, k) {
   const td = document.createElement("td");
   td.textContent = text;
@@ -64,12 +71,12 @@ function showOverview(status) {
     tr.className = "state-" + w.state;
     tr.append(cell(w.consumer), cell(w.state, "state"), cell(w.host || "-"), cell(w.pid || "-"),
       cell(secs(w.heartbeat_age) + " ago", "heartbeat_age"), cell(num(w.in_flight), "in_flight"),
-      cell((w.streams || []).join(", ")), cell((w.failing_loops || []).join(", ")));
+      cell(rayText(w.ray), "ray"), cell((w.streams || []).join(", ")), cell((w.failing_loops || []).join(", ")));
     return tr;
   });
   if (!rows.length) {
     const tr = document.createElement("tr"); tr.className = "empty";
-    const td = cell("no workers"); td.colSpan = 8; tr.append(td); rows.push(tr);
+    const td = cell("no workers"); td.colSpan = 9; tr.append(td); rows.push(tr);
   }
   workers.replaceChildren(...rows);
 }
