@@ -400,3 +400,70 @@ async def test_the_sampler_measures_entries_in_and_out_per_second(redis: Redis) 
     work = second["streams"][0]
     assert work["rate_in"] == pytest.approx(30 / span) and work["rate_out"] == pytest.approx(10 / span)
     assert work["history"]["in"] == [None, work["rate_in"]] and len(work["history"]["t"]) == 2
+
+
+async def test_no_password_reaches_a_page_or_a_response_when_services_are_down() -> None:
+    """Redis and PostgreSQL unreachable with passwords in their URLs: the overview, its page and
+    the models panel report them unhealthy (503 for the panel) and show neither password."""
+    from support.procs import free_port
+
+    from streamtasks.adserving.dashboard import ModelsPanel
+
+    port = free_port()
+    redis = Redis.from_url(f"redis://:redis-pw-4471@127.0.0.1:{port}/0", socket_connect_timeout=1)
+    panel = ModelsPanel(dsn=lambda: f"postgresql://app:db-pw-9183@127.0.0.1:{port}/x").panel()
+    bodies = []
+    async with served(redis, panels=[panel]) as server, aiohttp.ClientSession() as s:
+        for path in ("/api/overview", "/", "/api/panels/models?model=m", "/panels/models", "/deadletters"):
+            async with s.get(server.url + path) as r:
+                bodies.append((path, r.status, await r.text()))
+    await redis.aclose()
+    statuses = {path: status for path, status, _ in bodies}
+    assert statuses["/api/overview"] == 200 and statuses["/api/panels/models?model=m"] == 503
+    assert statuses["/deadletters"] == 503
+    overview = json.loads(bodies[0][2])
+    assert overview["services"]["redis"]["health"] == "unhealthy"
+    assert overview["services"]["postgresql"]["health"] == "unhealthy"
+    for path, _, body in bodies:
+        assert "redis-pw-4471" not in body and "db-pw-9183" not in body, path
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["no_such_module:registry"], 1, "no_such_module"),
+        (["obs_app:registry", "--port", "70000"], 2, "70000"),
+        (["obs_app:registry", "--interval", "0"], 2, "interval"),
+        (["obs_app:registry", "--redis-url", "redis://:pw-7731@127.0.0.1:1/0"], 1, "cannot reach Redis"),
+    ],
+)
+def test_bad_dashboard_command_lines_get_one_line_and_their_exit_status(
+    args: list[str], code: int, message: str
+) -> None:
+    import subprocess
+    from pathlib import Path
+
+    result = subprocess.run(
+        [sys.executable, "-m", "streamtasks", "dashboard", *args], capture_output=True, text=True,
+        timeout=60, cwd=Path(__file__).resolve().parent,
+    )  # fmt: skip
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr and "pw-7731" not in result.stderr
+
+
+def test_a_busy_port_is_one_line_and_exit_1(redis_url: str) -> None:
+    import socket
+    import subprocess
+    from pathlib import Path
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "streamtasks", "dashboard", "obs_app:registry", "--redis-url", redis_url,
+             "--port", str(port)],
+            capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parent,
+        )  # fmt: skip
+    assert result.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from ...logs import redact
+from ...redisutil import REDIS_DOWN
 from . import api, pages
 from .board import DASHBOARD, HERE, SECURITY_HEADERS, Dashboard
 from .config import DEFAULT_HOST, Access
@@ -40,6 +42,8 @@ async def guard(
         response = await handler(request)
     except BadInput as exc:
         response = _error(exc.status, str(exc), is_api)
+    except REDIS_DOWN as exc:
+        response = _error(503, f"Redis is unreachable: {redact(f'{type(exc).__name__}: {exc}')}", is_api)
     except web.HTTPException as exc:
         if exc.status < 400 or not is_api:
             raise
