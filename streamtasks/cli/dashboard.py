@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from types import ModuleType
 
 import click
 
@@ -63,22 +64,21 @@ def dashboard(
     every page); without either the dashboard is read-only. Exit status: 0 after Ctrl-C,
     1 on a configuration or connection error, 2 on a usage error.
     """
-    from ..observe.dashboard import Access, Dashboard, DashboardServer, Targets, installed_panels
-
+    d = dashboard_package()
     logs.configure("INFO")
     try:
         registry = load_registry(app)
-        targets = Targets.of(registry, split_streams(streams), group)
+        targets = d.Targets.of(registry, split_streams(streams), group)
         url = redis_url_of(redis_url)
     except StreamtasksError as exc:
         raise click.ClickException(logs.redact(str(exc))) from None
 
     async def serve() -> None:
         redis = await connect(url)
-        board = Dashboard(redis, targets, Access.from_env(read_only), registry=registry,
-                          panels=installed_panels(), interval=interval)  # fmt: skip
+        board = d.Dashboard(redis, targets, d.Access.from_env(read_only), registry=registry,
+                            panels=d.installed_panels(), interval=interval)  # fmt: skip
         try:
-            server = await DashboardServer(board, port, host).start()
+            server = await d.DashboardServer(board, port, host).start()
         except OSError as exc:
             await redis.aclose()
             raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
@@ -94,3 +94,14 @@ def dashboard(
             await redis.aclose()
 
     run(serve())
+
+
+def dashboard_package() -> ModuleType:
+    """:mod:`streamtasks.observe.dashboard`, or one line saying which extra to install."""
+    try:
+        from ..observe import dashboard as package
+    except ImportError as exc:
+        raise click.ClickException(
+            f"the dashboard needs {exc.name or 'its dependencies'}: pip install 'streamtasks[dashboard]'"
+        ) from None
+    return package

@@ -172,20 +172,13 @@ def worker(
 async def _start_dashboard(redis: Any, registry: Any, port: int) -> Any:
     """The web dashboard on this worker's loop (it reads Redis like ``streamtasks dashboard``,
     and shows this process' Ray)."""
-    from ..observe.dashboard import (
-        DEFAULT_HOST,
-        Access,
-        Dashboard,
-        DashboardServer,
-        Targets,
-        installed_panels,
-    )
+    from .dashboard import dashboard_package
 
-    host = os.environ.get("STREAMTASKS_DASHBOARD_HOST") or DEFAULT_HOST
-    board = Dashboard(
-        redis, Targets.of(registry), Access.from_env(), registry=registry, panels=installed_panels()
-    )
-    return await DashboardServer(board, port, host).start()
+    d = dashboard_package()
+    host = os.environ.get("STREAMTASKS_DASHBOARD_HOST") or d.DEFAULT_HOST
+    targets, access = d.Targets.of(registry), d.Access.from_env()
+    board = d.Dashboard(redis, targets, access, registry=registry, panels=d.installed_panels())
+    return await d.DashboardServer(board, port, host).start()
 
 
 def _signal_handlers(stop: Callable[[], None]) -> Callable[[], None]:

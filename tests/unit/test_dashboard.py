@@ -107,3 +107,21 @@ def test_a_chart_escapes_its_labels_and_skips_missing_points() -> None:
     assert "<script>" not in svg and "&lt;script&gt;" in svg and "p&lt;95&gt;" in svg
     assert svg.count("<polyline") == 1
     assert "no data" in line_chart("t", "", [], {})
+
+
+def test_the_models_panel_named_by_the_entry_point_is_a_panel() -> None:
+    """pyproject's ``streamtasks.dashboard_panels`` entry point names a real Panel (the product's
+    "models"), so an installed streamtasks shows it."""
+    import importlib
+    import re
+    from pathlib import Path
+
+    from streamtasks.observe.dashboard import Panel
+
+    text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    section = text.split('[project.entry-points."streamtasks.dashboard_panels"]', 1)[1].split("\n[", 1)[0]
+    found = re.search(r'^models = "([\w.]+):(\w+)"$', section, re.MULTILINE)
+    assert found is not None
+    module, attr = found.groups()
+    panel = getattr(importlib.import_module(module), attr)
+    assert isinstance(panel, Panel) and panel.name == "models" and panel.health is not None
