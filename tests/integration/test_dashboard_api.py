@@ -336,6 +336,14 @@ async def test_every_page_renders_and_carries_no_secret(redis: Redis) -> None:
     await redis.xadd("obs_work", {"n": "<script>alert(1)</script>"})
     (dead_id,) = await add_dead(redis, "obs_work", 1, fields={"note": "<b>x</b>"})
     async with served(redis) as server, aiohttp.ClientSession() as s:
+        async with s.get(
+            server.url + "/deadletters?stream=obs_work&since=2000-01-01T00:00&until=yesterday"
+        ) as r:
+            assert r.status == 400 and "until" in await r.text()
+        async with s.get(server.url + "/deadletters?stream=obs_work&since=2000-01-01T00:00") as r:
+            assert r.status == 200 and dead_id in await r.text()
+        async with s.get(server.url + "/deadletters?stream=obs_work&until=2000-01-01T00:00") as r:
+            assert r.status == 200 and dead_id not in await r.text()
         for path in ("/", "/streams/obs_work", "/deadletters", "/deadletters?stream=obs_work&handler=x",
                      f"/deadletters/obs_work/{dead_id}"):  # fmt: skip
             async with s.get(server.url + path) as r:

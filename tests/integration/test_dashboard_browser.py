@@ -245,6 +245,17 @@ def test_replay_from_two_tabs_and_a_double_click_puts_the_entry_back_once_and_pu
     assert "token" in result_text(chrome)
     assert dead_stream(r) == before
 
+    other = letters[poison[1]]
+    chrome.get(f"{url}/deadletters/obs_work/{other}")
+    shot(chrome, tmp_path, "deadletter")
+    assert "test_bad" in chrome.find_element("css selector", "table.kv").text
+    assert "asked to reject" in chrome.page_source and chrome.find_element("id", "traceback").text
+    chrome.get(f"{url}/streams/obs_work")
+    shot(chrome, tmp_path, "stream")
+    newest = chrome.find_element("id", "newest").text
+    assert newest.count("_st_origin_id") == 1  # the original (acked) and its replay, once
+    assert chrome.find_element("id", "length").text == "4"
+
 
 INFERENCE_COLUMNS = [
     "model_name", "request_id", "prediction", "confidence", "anomaly_score", "is_anomaly",

@@ -5,6 +5,7 @@ replay and purge actions."""
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 from aiohttp import web
@@ -64,9 +65,26 @@ async def stream(request: web.Request) -> web.Response:
 async def dead_letters(request: web.Request) -> web.Response:
     board = _board(request)
     stream = request.query.get("stream") or (board.targets.streams[0] if board.targets.streams else "")
-    query = {k: v for k, v in request.query.items() if k != "stream"}
+    query = {k: _ms_of(k, v) for k, v in request.query.items() if k != "stream"}
     data = await api.dead_page(board, stream, query)
-    return board.render("deadletters.html", d=data, when=when, page="deadletters")
+    return board.render("deadletters.html", d=data, when=when, local=local_time, page="deadletters")
+
+
+def _ms_of(name: str, value: str) -> str:
+    """The form's ``since``/``until`` (``2026-01-31T08:00``, UTC) as milliseconds; other
+    values, and milliseconds, as they are (the API checks them)."""
+    if name not in ("since", "until") or "T" not in value:
+        return value
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise queries.BadInput(f"{name} is a time like 2026-01-31T08:00 (UTC) or milliseconds") from None
+    return str(int(at.replace(tzinfo=at.tzinfo or timezone.utc).timestamp() * 1000))
+
+
+def local_time(ms: int | None) -> str:
+    """Milliseconds as the form's ``datetime-local`` value (UTC)."""
+    return "" if ms is None else time.strftime("%Y-%m-%dT%H:%M", time.gmtime(ms / 1000))
 
 
 async def dead_letter(request: web.Request) -> web.Response:
