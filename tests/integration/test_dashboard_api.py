@@ -475,3 +475,27 @@ def test_a_busy_port_is_one_line_and_exit_1(redis_url: str) -> None:
         )  # fmt: skip
     assert result.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_the_event_stream_pushes_samples_and_does_not_hold_up_a_shutdown(redis: Redis) -> None:
+    """/api/events sends one ``overview`` event per sample; closing the server with a page
+    still listening takes well under the grace a worker has (it is what --dashboard-port does
+    on SIGTERM)."""
+    import time
+
+    async with aiohttp.ClientSession() as s:
+        async with served(redis, interval=0.2) as server:
+            async with s.get(f"{server.url}/api/events") as r:
+                assert r.headers["Content-Type"].startswith("text/event-stream")
+                events = []
+                async for line in r.content:
+                    if line.startswith(b"data: "):
+                        events.append(json.loads(line[6:]))
+                    if len(events) == 3:
+                        break
+                assert len({e["checked_at"] for e in events}) == 3
+                started = time.monotonic()
+                await server.close()
+                closed_in = time.monotonic() - started
+    print(f"closed with a listener in {closed_in:.2f}s")
+    assert closed_in < 5

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -69,7 +68,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                 continue
             version = sampler.version
             await response.write(f"event: overview\ndata: {dumps(sample)}\n\n".encode())
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:  # the page went away
         pass
     return response
 

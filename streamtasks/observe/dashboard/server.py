@@ -25,6 +25,9 @@ from .queries import BadInput
 log = logging.getLogger("streamtasks.dashboard")
 #: Request bodies (replay/purge selections) larger than this are refused.
 MAX_BODY_BYTES = 64 * 1024
+#: Seconds open requests get on close: event streams never end by themselves, and a worker
+#: stopping on SIGTERM must not wait for a browser tab.
+SHUTDOWN_GRACE_S = 0.5
 
 
 @web.middleware
@@ -88,7 +91,9 @@ class DashboardServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> DashboardServer:
-        self._runner = web.AppRunner(create_app(self.board), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            create_app(self.board), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
