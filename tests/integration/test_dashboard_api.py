@@ -483,18 +483,18 @@ async def test_the_event_stream_pushes_samples_and_does_not_hold_up_a_shutdown(r
     on SIGTERM)."""
     import time
 
-    async with aiohttp.ClientSession() as s, served(redis, interval=0.2) as server:
-        async with s.get(f"{server.url}/api/events") as r:
-            assert r.headers["Content-Type"].startswith("text/event-stream")
-            events = []
-            async for line in r.content:
-                if line.startswith(b"data: "):
-                    events.append(json.loads(line[6:]))
-                if len(events) == 3:
-                    break
-            assert len({e["checked_at"] for e in events}) == 3
-            started = time.monotonic()
-            await server.close()
-            closed_in = time.monotonic() - started
+    session = aiohttp.ClientSession()
+    async with session as s, served(redis, interval=0.2) as server, s.get(f"{server.url}/api/events") as r:
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        events = []
+        async for line in r.content:
+            if line.startswith(b"data: "):
+                events.append(json.loads(line[6:]))
+            if len(events) == 3:
+                break
+        assert len({e["checked_at"] for e in events}) == 3
+        started = time.monotonic()
+        await server.close()
+        closed_in = time.monotonic() - started
     print(f"closed with a listener in {closed_in:.2f}s")
     assert closed_in < 5
