@@ -498,3 +498,13 @@ async def test_the_event_stream_pushes_samples_and_does_not_hold_up_a_shutdown(r
         closed_in = time.monotonic() - started
     print(f"closed with a listener in {closed_in:.2f}s")
     assert closed_in < 5
+
+
+async def test_a_loopback_dashboard_refuses_foreign_host_headers(redis: Redis) -> None:
+    """Bound to 127.0.0.1, the dashboard answers only requests for a loopback name: a page whose
+    DNS name was rebound to 127.0.0.1 gets 403 and no data."""
+    async with served(redis) as server, aiohttp.ClientSession() as s:
+        for host, status in (("evil.example:8555", 403), ("127.0.0.1.evil.example", 403),
+                             ("localhost:1", 200), ("127.0.0.1", 200), ("[::1]:80", 200)):  # fmt: skip
+            async with s.get(f"{server.url}/api/overview", headers={"Host": host}) as r:
+                assert r.status == status, host

@@ -44,6 +44,9 @@ class Dashboard:
         interval: float = 1.0,
     ) -> None:
         self.redis, self.targets, self.access = redis, targets, access
+        #: Host header names accepted (None: any); a loopback-bound server accepts only
+        #: loopback names, so a page that rebinds its DNS name to 127.0.0.1 cannot read it.
+        self.allowed_hosts: frozenset[str] | None = None
         self.panels = {p.name: p for p in panels}
         self.context = PanelContext(redis, targets, registry)
         probes = [_probe(p, self.context) for p in panels if p.health is not None]

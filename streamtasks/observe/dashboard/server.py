@@ -38,6 +38,8 @@ async def guard(
     board = request.app[DASHBOARD]
     is_api = request.path.startswith("/api/")
     try:
+        if board.allowed_hosts is not None and _host_name(request.host) not in board.allowed_hosts:
+            raise BadInput("unexpected Host header", 403)
         if not board.access.may_read(request.headers):
             raise web.HTTPUnauthorized(
                 text="credentials required\n", headers={"WWW-Authenticate": 'Basic realm="streamtasks"'}
@@ -54,6 +56,16 @@ async def guard(
     if not response.prepared:
         response.headers.update(SECURITY_HEADERS)
     return response
+
+
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _host_name(host: str) -> str:
+    """``127.0.0.1:8555`` -> ``127.0.0.1``; ``[::1]:8555`` -> ``::1``."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
 def _error(status: int, message: str, is_api: bool) -> web.Response:
@@ -91,6 +103,8 @@ class DashboardServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> DashboardServer:
+        if self.host in LOOPBACK_NAMES:
+            self.board.allowed_hosts = LOOPBACK_NAMES
         self._runner = web.AppRunner(
             create_app(self.board), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S
         )
