@@ -69,18 +69,33 @@ def shot(driver: Any, tmp_path: Path, name: str) -> Path:
     return path
 
 
-def row_cells(driver: Any, stream: str) -> dict[str, str]:
-    row = driver.find_element("css selector", f'#streams tr[data-stream="{stream}"]')
-    return {td.get_attribute("data-k"): td.text for td in row.find_elements("css selector", "td[data-k]")}
+#: The overview as shown, read in one script run: the page swaps rows on every live update,
+#: so reading element by element could mix two samples (or find a row already replaced).
+READ_OVERVIEW = """
+const cells = (row) => Object.fromEntries(
+  [...row.querySelectorAll("td[data-k]")].map((td) => [td.dataset.k, td.textContent]));
+const rows = (css, key, read) => Object.fromEntries(
+  [...document.querySelectorAll(css)].map((r) => [r.dataset[key], read(r)]));
+return {
+  sampled_at: parseFloat(document.getElementById("checked-at").dataset.ts),
+  streams: rows("#streams tr[data-stream]", "stream", cells),
+  workers: rows("#workers tr[data-consumer]", "consumer", cells),
+  services: rows("#services tr[data-service]", "service", (r) => r.textContent),
+};
+"""
+
+
+def overview(driver: Any) -> dict[str, Any]:
+    return dict(driver.execute_script(READ_OVERVIEW))
 
 
 def sampled_at(driver: Any) -> float:
-    return float(driver.find_element("id", "checked-at").get_attribute("data-ts"))
+    return float(overview(driver)["sampled_at"])
 
 
 def worker_state(driver: Any, consumer: str) -> str | None:
-    rows = driver.find_elements("css selector", f'#workers tr[data-consumer="{consumer}"] td[data-k="state"]')
-    return rows[0].text if rows else None
+    worker = overview(driver)["workers"].get(consumer)
+    return None if worker is None else str(worker["state"])
 
 
 def gated_backlog(r: syncredis.Redis) -> None:
@@ -119,7 +134,8 @@ def test_overview_numbers_equal_xinfo_and_xpending_read_at_the_same_moment(
     settled = time.time() + 1.0  # a sample taken after the backlog stopped moving
     time.sleep(1.0)
     wait_for(lambda: sampled_at(chrome) > settled, 15, "a live update of the overview")
-    shown = {s: row_cells(chrome, s) for s in ("obs_work", "obs_latency")}
+    page = overview(chrome)
+    shown = {s: page["streams"][s] for s in ("obs_work", "obs_latency")}
     groups = {g["name"].decode(): g for g in r.xinfo_groups("obs_work")}
     truth = {
         "obs_work": {
@@ -134,19 +150,10 @@ def test_overview_numbers_equal_xinfo_and_xpending_read_at_the_same_moment(
         for key, value in want.items():
             assert shown[stream][key] == str(value), (stream, key, shown[stream], want)
     assert truth["obs_work"]["pending"] >= 5 and truth["obs_work"]["lag"] > 0
-    assert worker_state(chrome, "dash-worker") == "reading"
-    in_flight = chrome.find_element(
-        "css selector", '#workers tr[data-consumer="dash-worker"] td[data-k="in_flight"]'
-    )
-    assert in_flight.text == "1"
-    ray = chrome.find_element(
-        "css selector", '#workers tr[data-consumer="dash-worker"] td[data-k="ray"]'
-    ).text
-    assert ray.startswith("CPU "), ray  # free/total CPUs of the worker's Ray, from its heartbeat
-    services = {
-        e.get_attribute("data-service"): e.text for e in chrome.find_elements("css selector", "#services tr")
-    }
-    assert "healthy" in services["redis"]
+    worker = page["workers"]["dash-worker"]
+    assert (worker["state"], worker["in_flight"]) == ("reading", "1")
+    assert worker["ray"].startswith("CPU "), worker  # free/total CPUs of the worker's Ray, from its heartbeat
+    assert "healthy" in page["services"]["redis"]
     assert TOKEN not in chrome.page_source and redis_url not in chrome.page_source
 
 
