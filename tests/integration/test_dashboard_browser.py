@@ -150,10 +150,15 @@ def test_overview_numbers_equal_xinfo_and_xpending_read_at_the_same_moment(
         for key, value in want.items():
             assert shown[stream][key] == str(value), (stream, key, shown[stream], want)
     assert truth["obs_work"]["pending"] >= 5 and truth["obs_work"]["lag"] > 0
-    worker = page["workers"]["dash-worker"]
-    assert (worker["state"], worker["in_flight"]) == ("reading", "1")
-    assert worker["ray"].startswith("CPU "), worker  # free/total CPUs of the worker's Ray, from its heartbeat
     assert "healthy" in page["services"]["redis"]
+
+    # The worker's row comes from its heartbeat (every 2 s): reading, its gated batch in
+    # flight, the free/total CPUs of its Ray.
+    def worker_row() -> dict[str, str] | None:
+        row = overview(chrome)["workers"].get("dash-worker")
+        return row if row and row["in_flight"] == "1" and row["ray"].startswith("CPU ") else None
+
+    assert wait_for(worker_row, 10, "the worker's batch and Ray in its row")["state"] == "reading"
     assert TOKEN not in chrome.page_source and redis_url not in chrome.page_source
 
 
