@@ -50,7 +50,7 @@ install_project() {
 }
 
 ensure_services() {
-  step "check redis-server and PostgreSQL binaries (and TimescaleDB)"
+  step "check redis-server and PostgreSQL binaries (and TimescaleDB, Chromium)"
   python3 "$REPO_ROOT/scripts/services.py" ensure-binaries || exit 1
 }
 

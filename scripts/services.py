@@ -53,6 +53,8 @@ STOP_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 0.05
 LOG_TAIL_LINES = 25
 APT_PACKAGES = ("redis-server", "postgresql")
+#: The dashboard's browser tests drive Debian's Chromium through its chromedriver.
+BROWSER_PACKAGES = ("chromium", "chromium-driver")
 #: TimescaleDB's installer, beside the repository (CI and this project's machines have it);
 #: ``STREAMTASKS_TIMESCALEDB_INSTALL`` names another.
 TIMESCALEDB_INSTALL = Path(
@@ -203,6 +205,33 @@ def ensure_binaries() -> None:
     still = missing_binaries()
     if still:
         raise ServiceError(f"still missing after apt-get install: {', '.join(still)}")
+
+
+def find_chromium() -> tuple[Path | None, Path | None]:
+    """Chromium and its chromedriver (``$STREAMTASKS_CHROMIUM`` / ``$STREAMTASKS_CHROMEDRIVER``,
+    else PATH), each None when missing."""
+    env = os.environ.get
+    browser = env("STREAMTASKS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = env("STREAMTASKS_CHROMEDRIVER") or shutil.which("chromedriver")
+    return (Path(browser) if browser else None), (Path(driver) if driver else None)
+
+
+def ensure_browser() -> str:
+    """Install Chromium and chromedriver when missing (root, apt allowed); a one-line status.
+
+    Never fails the bootstrap: where they cannot be installed the browser tests skip, each
+    with one line saying why.
+    """
+    if all(find_chromium()):
+        return "chromium: installed"
+    if not is_root() or os.environ.get("STREAMTASKS_NO_APT") == "1":
+        return f"chromium: missing (browser tests will skip); apt-get install -y {' '.join(BROWSER_PACKAGES)}"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    print(f"services: installing {' '.join(BROWSER_PACKAGES)} with apt-get", file=sys.stderr)
+    for argv in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *BROWSER_PACKAGES]):
+        if subprocess.run(argv, env=env, check=False).returncode != 0:
+            return f"chromium: '{' '.join(argv)}' failed (browser tests will skip)"
+    return "chromium: installed" if all(find_chromium()) else "chromium: still missing after apt-get"
 
 
 def pg_major(bindir: Path) -> str:
@@ -850,13 +879,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state directory")
     sub.add_parser(
         "ensure-binaries",
-        help="install redis-server/postgresql if missing (root), and TimescaleDB if its installer is there",
+        help="install redis-server/postgresql if missing (root), TimescaleDB if its installer is there,"
+        " and chromium/chromium-driver for the dashboard's browser tests",
     )
     args = parser.parse_args(argv)
     try:
         if args.command == "ensure-binaries":
             ensure_binaries()
             print(ensure_timescaledb(), file=sys.stderr)
+            print(ensure_browser(), file=sys.stderr)
         else:
             {"start": cmd_start, "stop": cmd_stop, "env": cmd_env}[args.command](args.dir.resolve())
     except ServiceError as exc:

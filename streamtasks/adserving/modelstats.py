@@ -34,7 +34,9 @@ SELECT {bucket} AS bucket,
        count(*) AS requests,
        avg(confidence) AS mean_confidence,
        avg(is_anomaly::int)::float8 AS anomaly_rate,
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY processing_time_ms) AS p95_ms
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY processing_time_ms) AS p50_ms,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY processing_time_ms) AS p95_ms,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY processing_time_ms) AS p99_ms
 FROM inference_results
 WHERE model_name = $1 AND created_at >= $2 AND created_at < $3
 GROUP BY 1 ORDER BY 1
@@ -72,7 +74,8 @@ async def model_performance_stats(
     ``p50_ms``/``p95_ms``/``p99_ms`` (continuous percentiles of ``processing_time_ms``),
     ``mean_confidence``, ``anomaly_rate`` (fraction of requests flagged), ``anomalies``,
     ``training_rows`` and ``buckets``: one dict per UTC hour that has requests, oldest
-    first, with ``bucket``, ``requests``, ``mean_confidence``, ``anomaly_rate``, ``p95_ms``.
+    first, with ``bucket``, ``requests``, ``mean_confidence``, ``anomaly_rate``, ``p50_ms``,
+    ``p95_ms``, ``p99_ms``.
     Aggregates of an empty window are ``None``.
     """
     until = now or datetime.now(timezone.utc)
@@ -208,7 +211,9 @@ async def _stats_from_aggregates(
                 "requests": row["requests"],
                 "mean_confidence": row["confidence_sum"] / row["requests"],
                 "anomaly_rate": row["anomalies"] / row["requests"],
+                "p50_ms": histogram_percentile(hist, 0.5),
                 "p95_ms": histogram_percentile(hist, 0.95),
+                "p99_ms": histogram_percentile(hist, 0.99),
             }
         )
     return {

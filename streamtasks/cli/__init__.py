@@ -15,6 +15,7 @@ import click
 
 from ..errors import ConfigError
 from .common import EXIT_STATUS_HELP, Cli, with_exit_status
+from .dashboard import dashboard
 from .dlq import dlq
 from .schema import schema_command
 from .send import parse_field_args, send
@@ -66,7 +67,7 @@ def _with_exit_status_everywhere(command: click.Command) -> click.Command:
     return command
 
 
-for command in (worker, send, dlq, status_command, schema_command, trim):
+for command in (worker, send, dlq, status_command, schema_command, trim, dashboard):
     main.add_command(_with_exit_status_everywhere(command))
 
 

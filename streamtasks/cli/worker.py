@@ -159,6 +159,13 @@ METRICS_HOST = "0.0.0.0"
     show_default=True,
     help="Seconds to start the local Ray or join --ray-address before giving up (exit 1).",
 )
+@click.option(
+    "--dashboard-port",
+    type=click.IntRange(min=0, max=65535),
+    envvar="STREAMTASKS_DASHBOARD_PORT",
+    show_envvar=True,
+    help="Serve the web dashboard on 127.0.0.1 (STREAMTASKS_DASHBOARD_HOST) at this port (off by default).",
+)
 def worker(
     app: str,
     redis_url: str | None,
@@ -178,6 +185,7 @@ def worker(
     reload: bool,
     metrics_host: str,
     ray_start_timeout: float,
+    dashboard_port: int | None,
 ) -> None:
     """Serve the handlers of the Registry at APP (MODULE:ATTR) until SIGTERM/SIGINT.
 
@@ -221,10 +229,13 @@ def worker(
             lambda e: install() if isinstance(e, StateChanged) and e.state == "reading" else None
         )
         server = None if metrics_port is None else await _serve_metrics(w, metrics_host, metrics_port)
+        board = None if dashboard_port is None else await _start_dashboard(redis, registry, dashboard_port)
         ray_started.append(True)
         try:
             await w.run()
         finally:
+            if board is not None:
+                await board.close()
             if server is not None:
                 await server.close()
             await redis.aclose()
@@ -300,6 +311,18 @@ def _ray_executor(registry: Registry, **options: Any) -> RayExecutor:
 
     env = registry.forwarded_env(os.environ) if options.get("address") else None
     return RayExecutor(env=env, **options)
+
+
+async def _start_dashboard(redis: Any, registry: Any, port: int) -> Any:
+    """The web dashboard on this worker's loop (it reads Redis like ``streamtasks dashboard``,
+    and shows this process' Ray)."""
+    from .dashboard import dashboard_package
+
+    d = dashboard_package()
+    host = os.environ.get("STREAMTASKS_DASHBOARD_HOST") or d.DEFAULT_HOST
+    targets, access = d.Targets.of(registry), d.Access.from_env()
+    board = d.Dashboard(redis, targets, access, registry=registry, panels=d.installed_panels())
+    return await d.DashboardServer(board, port, host).start()
 
 
 def _signal_handlers(stop: Callable[[], None]) -> Callable[[], None]:

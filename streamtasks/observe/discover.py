@@ -47,6 +47,7 @@ async def live_workers(redis: Redis, group: str, *, now: float | None = None) ->
                 "streams": beat.get("streams", []),
                 "in_flight": beat.get("in_flight"),
                 "failing_loops": beat.get("failing_loops") or [],
+                "ray": beat.get("ray"),
                 "heartbeat_age": max(0.0, now - float(ts)) if ts is not None else None,
             }
         )

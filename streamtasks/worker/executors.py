@@ -14,6 +14,7 @@ import os
 import pickle
 import queue
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -27,6 +28,8 @@ INLINE_THREADS = 4
 RAY_PROCESS_RETRIES = 3
 #: Seconds Ray may take to start (or to join a cluster) before the worker gives up.
 RAY_START_TIMEOUT_S = 60.0
+#: Seconds between two questions to Ray about its resources (for the heartbeat).
+RESOURCES_EVERY_S = 10.0
 
 
 class Executor(Protocol):
@@ -95,6 +98,8 @@ class RayExecutor:
         self._users = 0
         self._lock = asyncio.Lock()
         self._thread = _RayThread()
+        self._resources: dict[str, Any] | None = None
+        self._resources_at = -RESOURCES_EVERY_S
 
     async def start(self) -> None:
         import ray
@@ -167,6 +172,15 @@ class RayExecutor:
         self._users -= 1
         if self._users <= 0 and self._owns_ray and ray.is_initialized():
             await self._thread.call(ray.shutdown)
+
+    async def resources(self) -> dict[str, Any] | None:
+        """Ray's total and available resources, for the heartbeat (asked of Ray at most every
+        :data:`RESOURCES_EVERY_S` once known; None until Ray is up or when it does not answer)."""
+        now = time.monotonic()
+        if self._resources is None or now - self._resources_at >= RESOURCES_EVERY_S:
+            self._resources = await asyncio.to_thread(_ray_resources)
+            self._resources_at = now
+        return self._resources
 
 
 class _RayThread:
@@ -249,6 +263,23 @@ def _refused_by(address: str) -> None:
         raise ConnectionError(f"the cluster refused to authenticate us: {exc}") from None
     except Exception:  # unreachable, timed out: ray.init reports it
         return
+
+
+def _ray_resources() -> dict[str, Any] | None:
+    import ray
+
+    try:
+        if not ray.is_initialized():
+            return None
+        total = ray.cluster_resources()  # type: ignore[no-untyped-call]
+        free = ray.available_resources()  # type: ignore[no-untyped-call]
+    except Exception:  # Ray going down: the heartbeat goes on without it
+        return None
+    shown = ("CPU", "GPU", "memory")
+    return {
+        "total": {k: total[k] for k in shown if k in total},
+        "available": {k: free.get(k, 0.0) for k in shown if k in total},
+    }
 
 
 class _RayPending:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from attrs import define, field
 
 from ..registry import HandlerSpec
-from .events import LaneSnapshot
+from .events import BatchSettled, Event, LaneSnapshot, Lost, Reclaimed
 from .run import RawEntry
 
 #: Entries in a lane's first read when its stream was empty at start (sizes still unknown).
@@ -122,3 +122,16 @@ class Lane:
             queued=len(self.queue), held=len(self.held), handled=c.handled, retried=c.retried,
             dead=c.dead, reclaimed=c.reclaimed, lost=c.lost,
         )  # fmt: skip
+
+
+def tally(lanes: Mapping[str, Lane], event: Event) -> None:
+    """Keep the lanes' running totals from the worker's own events."""
+    if isinstance(event, BatchSettled):
+        c = lanes[event.spec.stream].counts
+        c.handled += len(event.plan.done)
+        c.retried += event.plan.retried
+        c.dead += len(event.plan.dead)
+    elif isinstance(event, Reclaimed):
+        lanes[event.stream].counts.reclaimed += event.count
+    elif isinstance(event, Lost):
+        lanes[event.stream].counts.lost += event.count

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -26,11 +27,11 @@ from .. import keys
 from ..redisutil import REDIS_DOWN
 from ..registry import Registry
 from .dispatch import Dispatcher
-from .events import BatchSettled, Event, Events, Listener, Lost, Reclaimed, Snapshot, StateChanged
+from .events import Events, Listener, Snapshot, StateChanged
 from .executors import Executor
 from .gaps import GapWatch
 from .health import RedisHealth
-from .lanes import Lane
+from .lanes import Lane, tally
 from .pending import PendingEntries
 from .preflight import check_permissions
 from .read import Reader
@@ -91,7 +92,8 @@ class Worker:
             for name, spec in registry.handlers.items()
         }
         self.events = Events()
-        for listener in (self._count, *listeners):
+        self.events.subscribe(functools.partial(tally, self.lanes))
+        for listener in listeners:
             self.events.subscribe(listener)
         emit = self.events.emit
         self.health = RedisHealth(emit)
@@ -196,17 +198,6 @@ class Worker:
         self._start()
         self._wakeup.set()
 
-    def _count(self, event: Event) -> None:
-        if isinstance(event, BatchSettled):
-            c = self.lanes[event.spec.stream].counts
-            c.handled += len(event.plan.done)
-            c.retried += event.plan.retried
-            c.dead += len(event.plan.dead)
-        elif isinstance(event, Reclaimed):
-            self.lanes[event.stream].counts.reclaimed += event.count
-        elif isinstance(event, Lost):
-            self.lanes[event.stream].counts.lost += event.count
-
     # -- background loops (supervised) -----------------------------------------------------
 
     async def _reclaim_loop(self) -> None:
@@ -245,6 +236,8 @@ class Worker:
         host, pid = socket.gethostname(), os.getpid()
         while not self.supervisor.closing:  # through the drain: status shows it draining
             body = self.snapshot().heartbeat(host, pid, time.time())
+            probe = getattr(self.executor, "resources", None)  # Ray's, shown by the dashboard
+            body["ray"] = await probe() if probe is not None else None
             with contextlib.suppress(*REDIS_DOWN):  # the read loop reports outages
                 await self.redis.set(key, json.dumps(body), ex=ttl)
             self.supervisor.healthy("heartbeat")

@@ -262,7 +262,9 @@ async def test_model_performance_stats_on_known_data(pool: Any) -> None:
             "requests": len(rows),
             "mean_confidence": pytest.approx(sum(c for _, c, _ in rows) / len(rows)),
             "anomaly_rate": pytest.approx(sum(a for _, _, a in rows) / len(rows)),
+            "p50_ms": pytest.approx(percentile_cont([p for p, _, _ in rows], 0.5)),
             "p95_ms": pytest.approx(percentile_cont([p for p, _, _ in rows], 0.95)),
+            "p99_ms": pytest.approx(percentile_cont([p for p, _, _ in rows], 0.99)),
         }
         for hour, rows in sorted(by_hour.items())
     ]

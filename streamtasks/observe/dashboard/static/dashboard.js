@@ -1,0 +1,150 @@
+// streamtasks dashboard: the live overview (server-sent events) and the dead-letter actions.
+"use strict";
+
+function secs(v) {
+  if (v === null || v === undefined) return "-";
+  if (v < 120) return v.toFixed(1) + "s";
+  if (v < 7200) return (v / 60).toFixed(1) + "m";
+  return (v / 3600).toFixed(1) + "h";
+}
+function num(v, digits) {
+  if (v === null || v === undefined) return "-";
+  return digits === undefined ? String(v) : v.toFixed(digits);
+}
+function rayText(ray) {
+  if (!ray) return "-";
+  const free = ray.available || {};
+  const parts = Object.entries(ray.total || {}).filter(([k]) => k !== "memory")
+    .map(([k, v]) => k + " " + +(free[k] || 0).toFixed(2) + "/" + +v.toFixed(2));
+  return parts.join(" · ") || "-";
+}
+function cell(text, k) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (k) td.dataset.k = k;
+  return td;
+}
+function spark(svg, hist) {
+  const all = hist.in.concat(hist.out).filter((v) => v !== null);
+  const top = Math.max(1, ...all);
+  const n = hist.t.length;
+  for (const [cls, ys] of [["in", hist.in], ["out", hist.out]]) {
+    const pts = [];
+    ys.forEach((v, i) => {
+      if (v !== null) pts.push(((120 * i) / Math.max(1, n - 1)).toFixed(1) + "," + (23 - (22 * v) / top).toFixed(1));
+    });
+    svg.querySelector("polyline." + cls).setAttribute("points", pts.join(" "));
+  }
+}
+
+function showOverview(status) {
+  const stamp = document.getElementById("checked-at");
+  stamp.dataset.ts = status.checked_at;
+  stamp.textContent = "sampled " + new Date(status.checked_at * 1000).toLocaleTimeString();
+  const verdict = document.getElementById("verdict");
+  verdict.textContent = status.ok ? "healthy" : "UNHEALTHY";
+  verdict.className = status.ok ? "ok" : "bad";
+  const problems = document.getElementById("problems");
+  problems.replaceChildren(...status.problems.map((p) => { const li = document.createElement("li"); li.textContent = p; return li; }));
+  const services = document.querySelector("#services tbody");
+  services.replaceChildren(...Object.entries(status.services).map(([name, s]) => {
+    const tr = document.createElement("tr");
+    tr.dataset.service = name;
+    const h = cell(s.health); h.className = "h-" + s.health;
+    tr.append(cell(name), h, cell(s.error || s.version || s.server_version || s.note || ""));
+    return tr;
+  }));
+  for (const s of status.streams) {
+    const row = document.querySelector('#streams tr[data-stream="' + CSS.escape(s.stream) + '"]');
+    if (!row) continue;
+    const set = (k, text) => { row.querySelector('[data-k="' + k + '"]').textContent = text; };
+    set("length", num(s.length)); set("lag", num(s.lag)); set("pending", num(s.pending));
+    set("oldest_pending_age", secs(s.oldest_pending_age));
+    row.querySelector('[data-k="dead_letters"] a').textContent = num(s.dead_letters);
+    set("rate_in", num(s.rate_in, 1)); set("rate_out", num(s.rate_out, 1));
+    spark(row.querySelector("svg.spark"), s.history);
+  }
+  const workers = document.querySelector("#workers tbody");
+  const rows = status.workers.map((w) => {
+    const tr = document.createElement("tr");
+    tr.dataset.consumer = w.consumer;
+    tr.className = "state-" + w.state;
+    tr.append(cell(w.consumer), cell(w.state, "state"), cell(w.host || "-"), cell(w.pid || "-"),
+      cell(secs(w.heartbeat_age) + " ago", "heartbeat_age"), cell(num(w.in_flight), "in_flight"),
+      cell(rayText(w.ray), "ray"), cell((w.streams || []).join(", ")), cell((w.failing_loops || []).join(", ")));
+    return tr;
+  });
+  if (!rows.length) {
+    const tr = document.createElement("tr"); tr.className = "empty";
+    const td = cell("no workers"); td.colSpan = 9; tr.append(td); rows.push(tr);
+  }
+  workers.replaceChildren(...rows);
+}
+
+function liveOverview() {
+  const source = new EventSource("/api/events");
+  source.addEventListener("overview", (e) => showOverview(JSON.parse(e.data)));
+}
+
+// -- dead-letter actions ------------------------------------------------------------------
+function csrf() { return document.querySelector('meta[name="csrf-token"]').content; }
+function token() {
+  const input = document.getElementById("token");
+  if (input && input.value) sessionStorage.setItem("streamtasks-token", input.value);
+  return sessionStorage.getItem("streamtasks-token") || "";
+}
+async function act(kind, body, button) {
+  const actions = document.getElementById("actions");
+  const result = document.getElementById("result");
+  const headers = { "Content-Type": "application/json", "X-CSRF-Token": csrf() };
+  const t = token();
+  if (t) headers.Authorization = "Bearer " + t;
+  if (button) button.disabled = true;
+  try {
+    const r = await fetch("/api/deadletters/" + encodeURIComponent(actions.dataset.stream) + "/" + kind,
+      { method: "POST", headers, body: JSON.stringify(body), credentials: "same-origin" });
+    const data = await r.json();
+    if (!r.ok) { result.textContent = r.status + ": " + data.error; result.className = "bad"; return; }
+    result.className = "ok";
+    result.textContent = kind === "replay" ? "replayed " + data.replayed : "purged " + data.purged;
+    if (body.ids) for (const id of body.ids) {
+      const row = document.querySelector('tr[data-dead-id="' + id + '"]');
+      if (row) row.classList.add("gone");
+    }
+  } catch (err) {
+    result.textContent = String(err); result.className = "bad";
+  } finally {
+    if (button) button.disabled = false;
+  }
+}
+function picked() { return [...document.querySelectorAll("input.pick:checked")].map((i) => i.value); }
+function matching() {
+  const d = document.getElementById("actions").dataset;
+  const m = {};
+  for (const k of ["handler", "reason", "since", "until"]) if (d[k]) m[k] = d[k];
+  return m;
+}
+function confirmStream() {
+  const stream = document.getElementById("actions").dataset.stream;
+  const typed = window.prompt("Type the stream name (" + stream + ") to confirm:");
+  return typed === stream ? stream : null;
+}
+function wireActions() {
+  const on = (id, fn) => { const el = document.getElementById(id); if (el) el.addEventListener("click", () => fn(el)); };
+  document.querySelectorAll("button.replay-one").forEach((b) => b.addEventListener("click", () => act("replay", { ids: [b.dataset.id] }, b)));
+  document.querySelectorAll("button.purge-one").forEach((b) => b.addEventListener("click", () => {
+    if (window.confirm("Delete this dead letter for good?")) act("purge", { ids: [b.dataset.id] }, b);
+  }));
+  on("replay-selected", (b) => { const ids = picked(); if (ids.length) act("replay", { ids }, b); });
+  on("purge-selected", (b) => {
+    const ids = picked();
+    if (ids.length && window.confirm("Delete " + ids.length + " dead letter(s) for good?")) act("purge", { ids }, b);
+  });
+  on("replay-matching", (b) => { const c = confirmStream(); if (c) act("replay", { match: matching(), confirm: c }, b); });
+  on("purge-matching", (b) => { const c = confirmStream(); if (c) act("purge", { match: matching(), confirm: c }, b); });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  if (document.body.dataset.page === "overview") liveOverview();
+  wireActions();
+});
