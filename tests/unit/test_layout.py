@@ -112,3 +112,10 @@ def test_the_core_names_no_product_variable() -> None:
         if var in path.read_text()
     ]
     assert named == []
+
+
+def test_test_modules_have_unique_basenames() -> None:
+    """pytest imports test modules by basename (tests import helpers from each other): two
+    ``test_x.py`` in different directories stop the whole run at collection."""
+    names = [p.name for p in (PACKAGE.parent / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
