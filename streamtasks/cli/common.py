@@ -105,11 +105,24 @@ def redis_client(url: str, **kwargs: Any) -> Redis:
         raise click.ClickException(f"bad Redis URL {logs.redact(url)!r}: {one_line(exc)}") from None
 
 
+def _check_url(url: str) -> None:
+    """A URL that cannot be parsed is one line (``bad Redis URL ...``), before any I/O."""
+    from redis.asyncio.connection import parse_url
+
+    from ..connect import split_scheme
+
+    try:
+        parse_url(split_scheme(url)[0])
+    except Exception as exc:  # ValueError, TypeError, IndexError ... from URL parsing
+        raise click.ClickException(f"bad Redis URL {logs.redact(url)!r}: {one_line(exc)}") from None
+
+
 async def connect(url: str) -> Redis:
     """A checked connection: one node, or a Redis Cluster (:func:`streamtasks.connect.connect`)."""
+    _check_url(url)
     redis: Redis | None = None
     try:
-        redis = await connect_redis(url)
+        redis = await connect_redis(url, socket_connect_timeout=CONNECT_TIMEOUT_S)
         await redis.ping()
     except rx.AuthenticationError as exc:  # a subclass of ConnectionError: first
         if redis is not None:
