@@ -37,6 +37,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from . import lua
+from .connect import is_cluster
 from .errors import StreamtasksError
 from .keys import DEAD_FIELD_PREFIX, FIELD_ORIGIN_ID, FIELD_ORIGIN_STREAM
 from .logs import redact
@@ -213,7 +214,11 @@ def _flat(fields: Any) -> Any:
 
 
 async def _xrange(redis: Redis, dead_stream: str, start: str, end: str, count: int) -> list[DeadLetter]:
-    entries: Any = await _raw_client(redis).xrange(dead_stream, min=start, max=end, count=count)
+    if is_cluster(redis):  # a cluster's callback table is case-sensitive: the lower-case name is raw
+        raw: Any = redis  # RedisCluster.execute_command is untyped
+        entries: Any = await raw.execute_command("xrange", dead_stream, start, end, "COUNT", count)
+    else:
+        entries = await _raw_client(redis).xrange(dead_stream, min=start, max=end, count=count)
     return [DeadLetter.from_entry(i, _flat(f)) for i, f in entries]
 
 
