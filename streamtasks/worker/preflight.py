@@ -49,7 +49,9 @@ class Probe:
     argv: tuple[str, ...]
 
 
-def probes(streams: Sequence[tuple[str, str]], group: str, consumer: str) -> list[Probe]:
+def probes(
+    streams: Sequence[tuple[str, str]], group: str, consumer: str, trimmed: Sequence[str] = ()
+) -> list[Probe]:
     """Every command of the worker (``worker/*.py``, ``lua.py``, redis-py's script loading) for
     ``streams`` (``(stream, dead-letter stream)`` pairs)."""
     nobody = f"streamtasks-preflight-{uuid.uuid4().hex[:8]}"  # a consumer that does not exist
@@ -76,22 +78,22 @@ def probes(streams: Sequence[tuple[str, str]], group: str, consumer: str) -> lis
             Probe("XCLAIM", ("XCLAIM", stream, group, consumer, "0", BAD_ID)),
             Probe("XAUTOCLAIM", ("XAUTOCLAIM", stream, group, consumer, "0", BAD_ID)),
             Probe("XADD", ("XADD", dead, BAD_ID, "f", "v")),
-            # trimming (trim_acked_after=, dead_letter_retention=): no id is below 0-0
-            Probe("XTRIM", ("XTRIM", stream, "MINID", "0")),
-            Probe("XTRIM", ("XTRIM", dead, "MINID", "0")),
             Probe("HGET", ("HGET", failures, PROBE_FIELD)),
             Probe("HDEL", ("HDEL", failures, PROBE_FIELD)),
             # HSETNX has no harmless form: set a field no entry id can be, then delete it.
             Probe("HSETNX", ("HSETNX", failures, PROBE_FIELD, "0")),
         ]
+    # trimming (trim_acked_after=, dead_letter_retention=): no id is below 0-0
+    out += [Probe("XTRIM", ("XTRIM", key, "MINID", "0")) for key in trimmed]
     return out
 
 
 async def check_permissions(
-    redis: Redis, streams: Sequence[tuple[str, str]], group: str, consumer: str
+    redis: Redis, streams: Sequence[tuple[str, str]], group: str, consumer: str, trimmed: Sequence[str] = ()
 ) -> None:
-    """Raise :class:`MissingPermissions` naming every command the user may not run."""
-    checks = probes(streams, group, consumer)
+    """Raise :class:`MissingPermissions` naming every command the user may not run
+    (``trimmed``: the keys the worker trims)."""
+    checks = probes(streams, group, consumer, trimmed)
     try:
         user = await _whoami(redis)
         denied = await _dry_run(redis, user, checks) if user is not None else None

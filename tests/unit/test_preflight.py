@@ -19,7 +19,7 @@ PACKAGE = Path(streamtasks.__file__).parent
 def test_every_redis_command_the_worker_and_its_scripts_use_is_checked() -> None:
     """Commands named in worker/*.py (``redis.<cmd>(`` / ``pipe.<cmd>(``) and in the scripts
     the worker runs (``redis.call('<CMD>'``) all have a probe. (REPLAY is the CLI's.)"""
-    checked = {p.command.split()[0].lower() for p in probes([("s", "s:dead")], "g", "c")}
+    checked = {p.command.split()[0].lower() for p in probes([("s", "s:dead")], "g", "c", trimmed=["s"])}
     scripts = lua.RECLAIM + lua.RESET + lua.DEAD_LETTER + lua.REPAIR_READ_COUNTER
     called = set(re.findall(r"redis\.call\('(\w+)'", scripts))
     methods: set[str] = set()
@@ -50,3 +50,13 @@ async def test_a_client_that_cannot_be_asked_lets_the_worker_start_with_a_warnin
     with caplog.at_level(logging.WARNING, "streamtasks.worker"):
         await check_permissions(NoAclClient(), [("s", "s:dead")], "g", "c")  # type: ignore[arg-type]
     assert "could not check the Redis user's permissions at start (NotImplementedError" in caplog.text
+
+
+def test_xtrim_is_checked_only_on_the_keys_the_worker_trims() -> None:
+    """A worker that trims nothing needs no XTRIM (a user limited to its streams keeps working);
+    one that trims a stream or its dead letters is checked for XTRIM on exactly those keys."""
+    assert not [p for p in probes([("orders", "orders:dead")], "g", "c") if p.command == "XTRIM"]
+    trims = [
+        p for p in probes([("orders", "orders:dead")], "g", "c", ["orders:dead"]) if p.command == "XTRIM"
+    ]
+    assert [p.argv[1] for p in trims] == ["orders:dead"]
