@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "benchmarks" / "run.py"
 N = 3000
-PEERS = ("lean", "ray-driver", "faststream", "streamtasks")
+PEERS = ("lean", "ray-driver", "faststream", "streamtasks", "streamtasks-actors")
 
 
 def run_bench(redis_url: str, database_url: str) -> tuple[dict[str, Any], str]:
@@ -63,7 +63,8 @@ def check_builtins_vs_lean(results: dict[str, Any], text: str) -> None:
 
 
 def check_job_peers(results: dict[str, Any], text: str) -> None:
-    """Ray driver, FastStream, streamtasks and the lean loop each COPY all N job rows; the table
+    """Ray driver, FastStream, streamtasks (task and actor mode) and the lean loop each COPY all
+    N job rows; the table
     gives start-up, tree RSS and CPU per entry by process group (Ray workers for the Ray ones)."""
     runs = results["job"]["runs"]
     assert tuple(runs) == PEERS
@@ -72,7 +73,7 @@ def check_job_peers(results: dict[str, Any], text: str) -> None:
         assert run["rows"] == N, f"{kind} stored {run['rows']} of {N} rows"
         assert run["first_ack_s"] > 0 and run["peak_tree_rss_mb"] > 0
         assert run["cpu_s"].get("router", 0) > 0  # (services' CPU only for throwaway ones)
-    for kind in ("ray-driver", "streamtasks"):
+    for kind in ("ray-driver", "streamtasks", "streamtasks-actors"):
         assert runs[kind][0]["cpu_s"].get("ray workers", 0) > 0, runs[kind][0]["cpu_s"]
     assert runs["faststream"][0]["cpu_s"].get("children", 0) > 0  # its two worker processes
     assert f"The job: {N:,} five-field entries" in text
