@@ -111,14 +111,15 @@ class Dispatcher:
 
     async def settle(self, lane: Lane, entries: Sequence[RawEntry], result: BatchResult) -> None:
         """Apply ``result``, waiting out Redis outages; then release the entries."""
-        while True:
-            try:
-                plan = await self.settler.apply(lane.spec, entries, result)
-                self.health.ok()
-                break
-            except REDIS_DOWN as exc:
-                await self.health.failed(exc, "settling")
-        lane.release([e[0] for e in entries])
+        async with lane.lease_lock:  # no lease renewal overrides a retry's idle time
+            while True:
+                try:
+                    plan = await self.settler.apply(lane.spec, entries, result)
+                    self.health.ok()
+                    break
+                except REDIS_DOWN as exc:
+                    await self.health.failed(exc, "settling")
+            lane.release([e[0] for e in entries])
         self.supervisor.healthy("settle")
         self.emit(BatchSettled(lane.spec, entries, plan, result))
 

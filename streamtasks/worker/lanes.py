@@ -56,6 +56,10 @@ class Lane:
     cursor: str = "0-0"  # XAUTOCLAIM's cursor
     last_id: str | None = None  # the newest entry id this worker read
     counts: LaneCounts = field(factory=LaneCounts)
+    #: Held while a batch's outcome is applied and while leases are renewed: a renewal that
+    #: ran between a retry's "claimable in 0.4 s" and the release would push it back to a
+    #: whole visibility timeout (and again, and again).
+    lease_lock: asyncio.Lock = field(factory=asyncio.Lock)
 
     @property
     def stream(self) -> str:

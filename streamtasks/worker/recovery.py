@@ -102,16 +102,17 @@ class Leases:
 
     async def renew(self, lanes: Mapping[str, Lane]) -> None:
         for lane in lanes.values():
-            stale = lane.stale(time.monotonic(), self.period)
-            if not stale:
-                continue
-            try:
-                await self.pending.reset(lane.stream, stale, idle_ms=0)
-            except REDIS_DOWN as exc:
-                await self.health.failed(exc, "renewing leases")
-                continue
-            except rx.ResponseError as exc:
-                if "NOGROUP" not in str(exc):  # NOGROUP: the read loop recreates the group
-                    raise
-                continue
-            lane.renewed(stale, time.monotonic())
+            async with lane.lease_lock:  # not between a batch's settlement and its release
+                stale = lane.stale(time.monotonic(), self.period)
+                if not stale:
+                    continue
+                try:
+                    await self.pending.reset(lane.stream, stale, idle_ms=0)
+                except REDIS_DOWN as exc:
+                    await self.health.failed(exc, "renewing leases")
+                    continue
+                except rx.ResponseError as exc:
+                    if "NOGROUP" not in str(exc):  # NOGROUP: the read loop recreates the group
+                        raise
+                    continue
+                lane.renewed(stale, time.monotonic())

@@ -17,13 +17,17 @@ OUTAGE_S = 10.0
 async def test_dependency_down_for_a_while_nothing_dead_lettered_early_all_handled_after(
     inv: Invariants, workers: Workers, ledger: Any
 ) -> None:
-    """The handler's dependency is down for 10 s (it raises ConnectionError): entries wait in
-    the pending list with backoff, none is dead-lettered before its retries are spent, and
-    all are handled once the dependency is back."""
+    """The handler's dependency is down (it raises ConnectionError): entries wait in the
+    pending list with backoff and are retried (each at least once more in the 10 s after every
+    entry's first attempt), none is dead-lettered before its retries are spent, and all are
+    handled once the dependency is back."""
     env = {"FAULT_MAX_RETRIES": "20", "FAULT_BACKOFF_BASE": "0.5", "FAULT_BACKOFF_MAX": "2"}
     workers.start(name="a", env=env), workers.start(name="b", env=env)
     ledger.set("dep_down", 1)
     keys = await inv.send(200, dep="1")
+    # The window starts once every entry failed once: a first attempt may wait for Ray to
+    # start the handlers' worker processes (seconds on a loaded machine), a retry may not.
+    await poll(lambda: all(ledger.hget("runs", k) for k in keys), 60, "every entry tried once", workers.logs)
     down_at = time.monotonic()
     while time.monotonic() - down_at < OUTAGE_S:  # watch the outage: nothing dead-lettered
         assert not await inv.redis.exists("jobs:dead"), "dead-lettered during the outage"
