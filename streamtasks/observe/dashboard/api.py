@@ -59,17 +59,20 @@ async def events(request: web.Request) -> web.StreamResponse:
     sampler = board.sampler
     latest = sampler.latest or await sampler.sample()
     version = sampler.version
+    board.live[id(request)] = request
     try:
         await response.write(f"event: overview\ndata: {dumps(latest)}\n\n".encode())
-        while True:
+        while not board.closing:
             sample = await sampler.next_after(version, SSE_KEEPALIVE_S)
             if sample is None:
                 await response.write(b": keep-alive\n\n")
                 continue
             version = sampler.version
             await response.write(f"event: overview\ndata: {dumps(sample)}\n\n".encode())
-    except ConnectionResetError:  # the page went away
+    except ConnectionResetError:  # the page went away (or the server closed it)
         pass
+    finally:
+        board.live.pop(id(request), None)
     return response
 
 

@@ -47,6 +47,10 @@ class Dashboard:
         #: Host header names accepted (None: any); a loopback-bound server accepts only
         #: loopback names, so a page that rebinds its DNS name to 127.0.0.1 cannot read it.
         self.allowed_hosts: frozenset[str] | None = None
+        #: Requests of open event streams, and whether the server is closing: closing ends
+        #: them at once (they would otherwise hold a worker's SIGTERM stop for a browser tab).
+        self.live: dict[int, Any] = {}
+        self.closing = False
         self.panels = {p.name: p for p in panels}
         self.context = PanelContext(redis, targets, registry)
         probes = [_probe(p, self.context) for p in panels if p.health is not None]

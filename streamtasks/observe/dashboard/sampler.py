@@ -92,6 +92,7 @@ class Sampler:
         probes: Sequence[HealthProbe] = (),
         history: int = HISTORY,
     ) -> None:
+        self.woken = False  # set by wake(): waiters return at once (the server closes)
         self.redis, self.targets, self.interval = redis, targets, interval
         self.probes = list(probes)
         self.workers = WorkerBook()
@@ -118,6 +119,7 @@ class Sampler:
             status["services"] = await self._services(status)
             self.latest = status
             self.version += 1
+        self.woken = True
         async with self._changed:
             self._changed.notify_all()
         return status
@@ -162,8 +164,15 @@ class Sampler:
         """The first sample newer than ``version`` (``None`` after ``timeout`` seconds)."""
         async with self._changed:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait_for(lambda: self.version > version), timeout)
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self.version > version or self.woken), timeout
+                )
         return self.latest if self.version > version else None
+
+    async def wake(self) -> None:
+        """Wake every :meth:`next_after` waiter (it returns None unless a sample is newer)."""
+        async with self._changed:
+            self._changed.notify_all()
 
     def start(self) -> None:
         if self._task is None:

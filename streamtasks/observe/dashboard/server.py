@@ -10,6 +10,7 @@ package, nothing comes from a CDN.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -120,6 +121,15 @@ class DashboardServer:
         return f"http://{self.host}:{self.port}"
 
     async def close(self) -> None:
+        self.board.closing = True  # open event streams end now, not after aiohttp's grace
+        await self.board.sampler.wake()
+        for _ in range(int(SHUTDOWN_GRACE_S / 0.05)):
+            if not self.board.live:
+                break
+            await asyncio.sleep(0.05)
+        for request in list(self.board.live.values()):  # a stream still writing: cut it
+            if request.transport is not None:
+                request.transport.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
