@@ -10,21 +10,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..connect import connect
-from ..observe.inspect import DEFAULT_STUCK_AFTER, NO_GROUP, gather_status
+from ..observe.inspect import DEFAULT_STUCK_AFTER, NO_GROUP, gather_status, secs
 from ..redisutil import REDIS_DOWN
 from .common import EXIT_ERROR, EXIT_UNHEALTHY, redis_client, split_streams
 
 # -- rendering ---------------------------------------------------------------------------------
-
-
-def _secs(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value < 120:
-        return f"{value:.1f}s"
-    if value < 7200:
-        return f"{value / 60:.1f}m"
-    return f"{value / 3600:.1f}h"
 
 
 def _num(value: int | None) -> str:
@@ -33,9 +23,9 @@ def _num(value: int | None) -> str:
 
 def _consumer_text(c: Mapping[str, Any]) -> str:
     if c.get("live") and not c["pending"]:
-        return f"{c['name']} (idle {_secs(c['idle'])})"
+        return f"{c['name']} (idle {secs(c['idle'])})"
     dead = "" if c.get("live") else ", DEAD"
-    return f"{c['name']} ({c['pending']} pending, idle {_secs(c['idle'])}{dead})"
+    return f"{c['name']} ({c['pending']} pending, idle {secs(c['idle'])}{dead})"
 
 
 def render(status: Mapping[str, Any]) -> Any:
@@ -93,7 +83,7 @@ def _stream_row(s: Mapping[str, Any]) -> list[str]:
     trimmed = f"{_num(trim.get('removed'))} ({trim.get('held_by') or '-'})"
     return [
         s["stream"] + group, _num(s["length"]), _num(s["lag"]), _num(s["pending"]),
-        _secs(s["oldest_pending_age"]), _num(s["dead_letters"]), added, trimmed, consumers or "-",
+        secs(s["oldest_pending_age"]), _num(s["dead_letters"]), added, trimmed, consumers or "-",
     ]  # fmt: skip
 
 
@@ -106,7 +96,7 @@ def _workers_table(status: Mapping[str, Any]) -> Any:
     for w in status["workers"]:
         workers.add_row(
             str(w["consumer"]), str(w.get("group") or "-"), str(w.get("state") or "-"),
-            str(w["host"] or "-"), str(w["pid"] or "-"), _secs(w["heartbeat_age"]) + " ago",
+            str(w["host"] or "-"), str(w["pid"] or "-"), secs(w["heartbeat_age"]) + " ago",
             _num(w["in_flight"]), ", ".join(w["streams"]),
         )  # fmt: skip
     return workers

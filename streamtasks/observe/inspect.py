@@ -57,6 +57,17 @@ THROUGHPUT_SCAN_CAP = 10_000
 THROUGHPUT_WINDOW_S = 60.0
 
 
+def secs(value: float | None) -> str:
+    """A duration as people read it in a table: ``4.2s``, ``3.5m``, ``2.0h`` (``-`` for none)."""
+    if value is None:
+        return "-"
+    if value < 120:
+        return f"{value:.1f}s"
+    if value < 7200:
+        return f"{value / 60:.1f}m"
+    return f"{value / 3600:.1f}h"
+
+
 def entry_time(entry_id: str) -> float:
     """The XADD time (seconds since the epoch) carried by an entry id ``"<ms>-<seq>"``."""
     return int(entry_id.partition("-")[0]) / 1000.0

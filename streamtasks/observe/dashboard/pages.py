@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..inspect import secs
 from . import api, queries
 from .api import panel_data
 from .board import DASHBOARD, Dashboard
@@ -25,16 +26,6 @@ def when(ms_or_s: float | None, ms: bool = True) -> str:
     if not ms_or_s:
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms_or_s / 1000 if ms else ms_or_s))
-
-
-def secs(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value < 120:
-        return f"{value:.1f}s"
-    if value < 7200:
-        return f"{value / 60:.1f}m"
-    return f"{value / 3600:.1f}h"
 
 
 def ray_text(ray: dict[str, Any] | None) -> str:
