@@ -329,6 +329,20 @@ async def database_url(pg_server: PostgresServerLike) -> str:
         pytest.fail(f"could not create database {name}: {exc}", pytrace=False)
 
 
+@pytest.fixture
+async def schema(database_url: str) -> str:
+    """``database_url`` with the built-ins' tables, without TimescaleDB (whatever this
+    machine's PostgreSQL offers)."""
+    from streamtasks.adserving.schema import setup_database
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        await setup_database(conn, timescaledb=False)
+    finally:
+        await conn.close()
+    return database_url
+
+
 # --------------------------------------------------------------------------- TimescaleDB
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from ..connect import connect
 from ..observe.inspect import DEFAULT_STUCK_AFTER, NO_GROUP, gather_status, secs
 from ..redisutil import REDIS_DOWN
-from .common import EXIT_ERROR, EXIT_UNHEALTHY, redis_client, split_streams
+from .common import EXIT_ERROR, EXIT_UNHEALTHY, redis_client, redis_url_option, split_streams
 
 # -- rendering ---------------------------------------------------------------------------------
 
@@ -170,12 +170,7 @@ def _make_command() -> Any:
         show_envvar=True,
         help="Consumer group (default: APP's group, else every group of the streams).",
     )
-    @click.option(
-        "--redis-url",
-        envvar="REDIS_URL",
-        show_envvar=True,
-        help="Redis URL; default from REDIS_URL, else REDIS_HOST/REDIS_PORT/REDIS_PASSWORD/REDIS_DB.",
-    )
+    @redis_url_option
     @click.option(
         "--json", "as_json", is_flag=True, help="Print JSON (one document per refresh with --watch)."
     )

@@ -24,7 +24,6 @@ from support.hostile import MAX_ENTRY_BYTES, Pairs, entries, first_ids, parse_al
 
 from streamtasks import DecodeError, Message, Registry
 from streamtasks.adserving.records import parse_inference
-from streamtasks.adserving.schema import setup_database
 from streamtasks.adserving.store import store_inference
 from streamtasks.deadletter import list_dead, replay
 from streamtasks.message import decode_entry
@@ -169,16 +168,6 @@ def decode_or_none(entry_id: str, pairs: Pairs) -> Message | None:
         )
     except DecodeError:
         return None
-
-
-@pytest.fixture
-async def schema(database_url: str) -> str:
-    conn = await asyncpg.connect(database_url)
-    try:
-        await setup_database(conn, timescaledb=False)
-    finally:
-        await conn.close()
-    return database_url
 
 
 @settings(

@@ -11,27 +11,14 @@ import os
 import subprocess
 import sys
 
-import asyncpg
 import pytest
 from redis.asyncio import Redis
 
 from streamtasks import AsyncProcessingSystem
 from streamtasks.adserving.config import AsyncProcessingConfig
-from streamtasks.adserving.schema import setup_database
 
 pytestmark = pytest.mark.integration
 SINCE_1970_HOURS = 400_000  # fewer hours than have passed since 1970 (~497,000 in 2026)
-
-
-@pytest.fixture
-async def schema(database_url: str) -> str:
-    """The tables, without TimescaleDB (whatever this machine's PostgreSQL offers)."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        await setup_database(conn, timescaledb=False)
-    finally:
-        await conn.close()
-    return database_url
 
 
 @pytest.mark.parametrize("hours", [24, 1e6, 1e12, 1e300, math.inf])
