@@ -182,6 +182,20 @@ class DeadLetter:
             pairs=tuple(pairs),
         )
 
+    def as_dict(self, full: bool = False) -> dict[str, Any]:
+        """JSON-able: what ``dlq list`` and the dashboard show (``full``: with the traceback and
+        the original fields, bytes shown as UTF-8, anything else backslash-escaped)."""
+        out: dict[str, Any] = {
+            "dead_id": self.dead_id, "stream": self.stream, "id": self.id, "group": self.group,
+            "handler": self.handler, "reason": self.reason, "error_type": self.error_type,
+            "error": self.error, "attempts": self.attempts, "first_failure_ms": self.first_failure_ms,
+            "last_failure_ms": self.last_failure_ms,
+        }  # fmt: skip
+        if full:
+            out["traceback"] = self.traceback
+            out["fields"] = {_shown(k): _shown(v) for k, v in self.pairs}
+        return out
+
     def replay_fields(self) -> list[bytes | str]:
         """Original fields, byte for byte, plus the origin markers (so idempotency keys
         survive a replay)."""
@@ -192,6 +206,10 @@ class DeadLetter:
         origin_stream = self.fields.get(FIELD_ORIGIN_STREAM, self.stream.encode())
         origin_id = self.fields.get(FIELD_ORIGIN_ID, self.id.encode())
         return [*out, FIELD_ORIGIN_STREAM, origin_stream, FIELD_ORIGIN_ID, origin_id]
+
+
+def _shown(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _int(value: str | None) -> int:

@@ -78,7 +78,7 @@ def dlq_list(
     total = sum(by_stream.values())
     name = next(iter(by_stream)) if len(by_stream) == 1 else f"{stream} ({len(by_stream)} shards)"
     if as_json:
-        doc = {"dead_stream": name, "total": total, "entries": [_letter_dict(d) for d in letters]}
+        doc = {"dead_stream": name, "total": total, "entries": [d.as_dict() for d in letters]}
         if len(by_stream) > 1:
             doc["shards"] = by_stream
         click.echo(json.dumps(doc, indent=2))
@@ -121,7 +121,7 @@ def dlq_show(
     letter = run(go())
     if letter is None:
         raise click.ClickException(f"no dead letter {dead_id} in {name}")
-    click.echo(json.dumps(_letter_dict(letter, full=True), indent=2, ensure_ascii=False))
+    click.echo(json.dumps(letter.as_dict(full=True), indent=2, ensure_ascii=False))
 
 
 @dlq.command("replay")
@@ -227,23 +227,6 @@ def _print_doomed(name: str, total: int, shown: list[Any]) -> None:
     if total > len(shown):
         click.echo(f"... and {total - len(shown)} more")
     click.echo(f"would purge {total} dead letter(s) from {name} (dry run: nothing deleted)")
-
-
-def _letter_dict(d: Any, full: bool = False) -> dict[str, Any]:
-    out = {
-        "dead_id": d.dead_id, "stream": d.stream, "id": d.id, "group": d.group, "handler": d.handler,
-        "reason": d.reason, "error_type": d.error_type, "error": d.error, "attempts": d.attempts,
-        "first_failure_ms": d.first_failure_ms, "last_failure_ms": d.last_failure_ms,
-    }  # fmt: skip
-    if full:
-        out["traceback"] = d.traceback
-        out["fields"] = {_shown(k): _shown(v) for k, v in d.pairs}
-    return out
-
-
-def _shown(raw: bytes) -> str:
-    """Bytes as text to print: UTF-8, anything else backslash-escaped."""
-    return raw.decode("utf-8", "backslashreplace")
 
 
 def _ms_text(ms: int) -> str:

@@ -95,7 +95,7 @@ async def dead_page(board: Dashboard, stream: str, query: Any) -> dict[str, Any]
     letters, cursor, capped = await queries.find_dead(board.redis, dead, flt, limit, before)
     return {
         "stream": name, "dead_letter_stream": dead, "total": int(await board.redis.xlen(dead)),
-        "entries": [queries.letter_dict(d) for d in letters], "next": cursor, "scan_capped": capped,
+        "entries": [d.as_dict() for d in letters], "next": cursor, "scan_capped": capped,
         "filter": {"handler": flt.handler, "reason": flt.reason, "since": flt.since, "until": flt.until},
     }  # fmt: skip
 
@@ -114,7 +114,7 @@ async def dead_letter(request: web.Request) -> web.Response:
     letter = await get_dead(board.redis, board.targets.dead_of(name), dead_id)
     if letter is None:
         raise BadInput("no such dead letter", 404)
-    return _json(queries.letter_dict(letter, full=True))
+    return _json(letter.as_dict(full=True))
 
 
 async def _action_body(request: web.Request) -> tuple[Any, str, dict[str, Any]]:

@@ -87,7 +87,7 @@ async def dead_letter(request: web.Request) -> web.Response:
     letter = await get_dead(board.redis, board.targets.dead_of(name), dead_id)
     if letter is None:
         raise queries.BadInput("no such dead letter", 404)
-    return board.render("deadletter.html", d=queries.letter_dict(letter, full=True), stream=name, when=when,
+    return board.render("deadletter.html", d=letter.as_dict(full=True), stream=name, when=when,
                         page="deadletters")  # fmt: skip
 
 

@@ -218,18 +218,6 @@ async def matching_all(redis: Redis, dead_stream: str, flt: DeadFilter) -> list[
             return out
 
 
-def letter_dict(d: DeadLetter, full: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "dead_id": d.dead_id, "stream": d.stream, "id": d.id, "group": d.group, "handler": d.handler,
-        "reason": d.reason, "error_type": d.error_type, "error": d.error, "attempts": d.attempts,
-        "first_failure_ms": d.first_failure_ms, "last_failure_ms": d.last_failure_ms,
-    }  # fmt: skip
-    if full:
-        out["traceback"] = d.traceback
-        out["fields"] = {k: v.decode("utf-8", "backslashreplace") for k, v in d.fields.items()}
-    return out
-
-
 def ids_of(body: Mapping[str, Any]) -> list[str]:
     ids = body.get("ids")
     if not isinstance(ids, list) or not ids or len(ids) > MAX_PAGE:
