@@ -276,7 +276,9 @@ INFERENCE_COLUMNS = [
 
 
 def store_inference_rows(dsn: str, model: str, n: int, hours: float) -> None:
-    """``n`` inference results of ``model`` spread over the last ``hours`` (one COPY)."""
+    """``n`` inference results of ``model`` spread over the last ``hours`` (one COPY), none in its
+    first ten minutes: the page asks for the last ``hours`` a few seconds later, and a row stored
+    at the window's edge would have left it by then."""
     import asyncio
     import random
     from datetime import datetime, timedelta, timezone
@@ -292,7 +294,7 @@ def store_inference_rows(dsn: str, model: str, n: int, hours: float) -> None:
             rng = random.Random(15)
             rows = [
                 (model, f"req-{i}", json.dumps({"p": 1}), rng.random(), rng.random(), rng.random() < 0.05,
-                 rng.lognormvariate(3, 0.6), "{}", now - timedelta(seconds=rng.uniform(0, hours * 3600)),
+                 rng.lognormvariate(3, 0.6), "{}", now - timedelta(seconds=rng.uniform(0, hours * 3600 - 600)),
                  f"k-{i}", "inference_results_stream", f"{i}-0")
                 for i in range(n)
             ]  # fmt: skip
