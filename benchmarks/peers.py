@@ -8,7 +8,9 @@ table through asyncpg ``COPY``, the consumer written the obvious way for each fr
   (``job_faststream.py``);
 * ``streamtasks``: ``@registry.stream_handler(..., batch=True, batch_size=500)`` with a pool
   ``@registry.resource``, COPY (``job_streamtasks.py``), served by ``streamtasks worker``
-  (``--mode tasks``); ``streamtasks-actors``: the same app with ``--mode actors``.
+  (``--mode tasks``); ``streamtasks-actors``: the same app with ``--mode actors``; the
+  ``...-inline`` kinds add ``--inline-start`` (entries handled in the worker process while
+  Ray starts).
 
 Each drains the same backlog in a fresh stream, as a subprocess started after the fill, and is
 watched like the built-ins' drain (:mod:`harness`): drain and steady rate, spawn -> first row,
@@ -25,7 +27,10 @@ from harness import BENCH_DIR, LEAN_GROUP, LEAN_LOOP_PATH, Consumer, Target, Ui,
 from harness import watch_drain as _watch_drain
 from redis.asyncio import Redis
 
-KINDS = ("lean", "ray-driver", "faststream", "streamtasks", "streamtasks-actors")
+KINDS = (
+    "lean", "ray-driver", "faststream", "streamtasks", "streamtasks-actors", "streamtasks-inline",
+    "streamtasks-actors-inline",
+)  # fmt: skip
 TABLE = "job_rows"
 #: A plain logged table: no key, no index.
 JOB_TABLE_DDL = f"""
@@ -38,7 +43,7 @@ CREATE TABLE {TABLE} (
 )"""
 #: The consumer group of each kind (as named in its script).
 GROUPS = {"lean": LEAN_GROUP, "ray-driver": "ray-driver", "faststream": "faststream"}
-GROUPS["streamtasks"] = GROUPS["streamtasks-actors"] = "job-streamtasks"
+GROUPS.update(dict.fromkeys([k for k in KINDS if k.startswith("streamtasks")], "job-streamtasks"))
 FASTSTREAM_WORKERS = 2
 
 
@@ -52,10 +57,10 @@ def _argv(kind: str, tgt: Target, stream: str, n: int, num_cpus: int | None) -> 
         return [py, str(BENCH_DIR / "job_ray_driver.py"), *urls, *cpus]
     if kind == "faststream":
         return [py, "-m", "faststream", "run", "job_faststream:app", "--workers", str(FASTSTREAM_WORKERS)]
-    if kind == "streamtasks":
-        return [py, "-m", "streamtasks", "worker", "job_streamtasks:registry", "--mode", "tasks", *cpus]
-    if kind == "streamtasks-actors":
-        return [py, "-m", "streamtasks", "worker", "job_streamtasks:registry", "--mode", "actors", *cpus]
+    if kind.startswith("streamtasks"):
+        mode = "actors" if "actors" in kind else "tasks"
+        inline = ["--inline-start"] if kind.endswith("-inline") else []
+        return [py, "-m", "streamtasks", "worker", "job_streamtasks:registry", "--mode", mode, *inline, *cpus]
     raise ValueError(f"unknown peer {kind!r}; one of {', '.join(KINDS)}")
 
 

@@ -135,3 +135,11 @@ def _close_process_resources() -> None:
     if _process_loop is not None and _resources.closers:
         with contextlib.suppress(Exception):  # interpreter shutting down: nowhere to report
             _process_loop.run(asyncio.wait_for(_resources.close(), timeout=CLOSE_TIMEOUT_S))
+
+
+async def close_process_resources() -> None:
+    """Close this process' resources now, from a running loop (the worker process after its
+    inline start: it runs no handler afterwards). A later use opens them again."""
+    if _process_loop is not None and _resources.closers:
+        done = asyncio.run_coroutine_threadsafe(_resources.close(), _process_loop.loop)
+        await asyncio.wait_for(asyncio.wrap_future(done), CLOSE_TIMEOUT_S)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -135,6 +135,14 @@ METRICS_HOST = "0.0.0.0"
     "process, no Ray: starts in a fraction of a second; for development and tests).",
 )
 @click.option(
+    "--inline-start",
+    is_flag=True,
+    envvar="STREAMTASKS_INLINE_START",
+    show_envvar=True,
+    help="While Ray starts, handle entries in this process (handlers without Ray options; "
+    "handed over to Ray, gracefully, once it reads): first rows in about a second.",
+)
+@click.option(
     "--reload",
     is_flag=True,
     envvar="STREAMTASKS_RELOAD",
@@ -182,6 +190,7 @@ def worker(
     log_format: str,
     metrics_port: int | None,
     executor: str,
+    inline_start: bool,
     reload: bool,
     metrics_host: str,
     ray_start_timeout: float,
@@ -199,7 +208,7 @@ def worker(
     from .reload import Reloader, watched_dirs
 
     logs.configure(log_level, log_format)
-    _check_executor(executor, mode, ray_address, num_cpus)
+    _check_executor(executor, mode, ray_address, num_cpus, inline_start)
     try:
         registry = _load(app, streams, batch_size, log_format)
         settings = WorkerSettings(visibility_timeout=visibility_timeout, grace_period=grace_period)
@@ -231,9 +240,11 @@ def worker(
         server = None if metrics_port is None else await _serve_metrics(w, metrics_host, metrics_port)
         board = None if dashboard_port is None else await _start_dashboard(redis, registry, dashboard_port)
         ray_started.append(True)
+        stop_inline_start = _inline_start(inline_start, registry, redis, settings, w)
         try:
             await w.run()
         finally:
+            await stop_inline_start()
             if board is not None:
                 await board.close()
             if server is not None:
@@ -279,7 +290,11 @@ async def _serve_metrics(w: Serving, host: str, port: int) -> Any:
         raise click.ClickException(f"cannot serve metrics on {host}:{port}: {one_line(exc)}") from None
 
 
-def _check_executor(executor: str, mode: str, ray_address: str | None, num_cpus: int | None) -> None:
+def _check_executor(
+    executor: str, mode: str, ray_address: str | None, num_cpus: int | None, inline_start: bool = False
+) -> None:
+    if executor == "inline" and inline_start:
+        raise click.UsageError("--inline-start is for Ray: with --executor inline every entry runs here")
     if executor == "inline" and (ray_address or num_cpus):
         raise click.UsageError("--ray-address and --num-cpus are Ray options: not with --executor inline")
     if executor == "inline" and mode == "actors":
@@ -303,6 +318,24 @@ def _serving(
     return Worker(
         registry, redis, InlineExecutor() if inline else _ray_executor(registry, **ray_options), settings
     )
+
+
+def _inline_start(
+    wanted: bool, registry: Registry, redis: Any, settings: Any, serving: Serving
+) -> Callable[[], Awaitable[None]]:
+    """Start the inline start beside ``serving`` when ``wanted`` (see
+    :mod:`streamtasks.worker.inline_start`); returns what stops it and waits for its drain."""
+    from ..worker.inline_start import InlineStart
+
+    early = InlineStart.of(registry, redis, settings, serving) if wanted else None
+    if early is None:
+        return _nothing
+    early.start()
+    return early.stop
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _ray_executor(registry: Registry, **options: Any) -> RayExecutor:

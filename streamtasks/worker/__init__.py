@@ -15,6 +15,7 @@
 :mod:`.shutdown`          hand back, grace period, sign off
 :mod:`.supervise`         background loops: logged, visible and restarted when they fail
 :mod:`.events`            events the worker emits and its read-only snapshot
+:mod:`.inline_start`      the worker process handles entries while Ray starts
 :mod:`.worker`            :class:`Worker`, the composition
 ========================  =================================================================
 """

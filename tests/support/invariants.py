@@ -58,10 +58,13 @@ class Workers:
         args: Iterable[str] = (),
         redis_url: str | None = None,
         wait: bool = True,
+        local_ray: bool = False,
     ) -> ManagedProcess:
+        """A worker joining the session's Ray (``local_ray``: starting its own)."""
+        ray = [] if local_ray else ["--ray-address", self.ray_address]
         argv = [
             sys.executable, "-m", "streamtasks", "worker", "faultapp:registry",
-            "--ray-address", self.ray_address, "--redis-url", redis_url or self.redis_url,
+            *ray, "--redis-url", redis_url or self.redis_url,
             "--visibility-timeout", str(VISIBILITY_S), "--streams", streams, *args,
         ]  # fmt: skip
         proc = self.spawn(

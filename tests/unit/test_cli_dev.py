@@ -38,3 +38,9 @@ def test_inline_executor_refuses_ray_options_as_a_usage_error() -> None:
     )
     assert result.exit_code == 2
     assert "--ray-address and --num-cpus are Ray options: not with --executor inline" in result.output
+
+
+def test_inline_start_with_the_inline_executor_is_a_usage_error() -> None:
+    result = CliRunner().invoke(main, ["worker", "orders_app", "--executor", "inline", "--inline-start"])
+    assert result.exit_code == 2
+    assert "--inline-start is for Ray: with --executor inline every entry runs here" in result.output
