@@ -292,9 +292,10 @@ def store_inference_rows(dsn: str, model: str, n: int, hours: float) -> None:
             await setup_database(pool)
             now = datetime.now(timezone.utc)
             rng = random.Random(15)
+            span = hours * 3600 - 600
             rows = [
                 (model, f"req-{i}", json.dumps({"p": 1}), rng.random(), rng.random(), rng.random() < 0.05,
-                 rng.lognormvariate(3, 0.6), "{}", now - timedelta(seconds=rng.uniform(0, hours * 3600 - 600)),
+                 rng.lognormvariate(3, 0.6), "{}", now - timedelta(seconds=rng.uniform(0, span)),
                  f"k-{i}", "inference_results_stream", f"{i}-0")
                 for i in range(n)
             ]  # fmt: skip
