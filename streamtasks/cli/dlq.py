@@ -13,19 +13,16 @@ from ..keys import dead_letter_stream
 from .common import connected, redis_url_option, run
 
 
-def _dead_name(stream: str, dead_stream: str | None, app: str | None = None) -> str:
-    """``--dead-stream``, else STREAM's ``dead_letter_stream`` in APP, else ``STREAM:dead``."""
-    if dead_stream:
-        return dead_stream
-    if app:
-        from ..app import load_registry
-        from ..errors import ConfigError
+def _app_dead_names(stream: str, app: str) -> list[str]:
+    """STREAM's ``dead_letter_stream`` in APP (every shard's, for a sharded stream)."""
+    from ..app import load_registry
+    from ..errors import ConfigError
 
-        spec = load_registry(app).handlers.get(stream)
-        if spec is None:
-            raise ConfigError(f"{app} has no handler for stream {stream!r}")
-        return spec.dead_letter_stream
-    return stream if stream.endswith(":dead") else dead_letter_stream(stream)
+    specs = load_registry(app).handlers
+    names = [spec.dead_letter_stream for name, spec in specs.items() if stream in (name, spec.shard_of)]
+    if not names:
+        raise ConfigError(f"{app} has no handler for stream {stream!r}")
+    return names
 
 
 def dead_option(command: Any) -> Any:
@@ -40,12 +37,42 @@ def dead_option(command: Any) -> Any:
 
 
 async def _dead_names(redis: Any, stream: str, dead_stream: str | None, app: str | None = None) -> list[str]:
-    """The dead-letter streams of STREAM: one, or one per shard of a sharded stream."""
+    """Where STREAM's dead letters are: ``--dead-stream``, else STREAM's ``dead_letter_stream``
+    in APP, else ``STREAM:dead``; for a sharded stream, one per shard."""
     from ..observe.inspect import shards_of
 
-    if dead_stream or app or stream.endswith(":dead"):
-        return [_dead_name(stream, dead_stream, app)]
+    if dead_stream:
+        return [dead_stream]
+    if app:
+        return _app_dead_names(stream, app)
+    if stream.endswith(":dead"):
+        return [stream]
     return [dead_letter_stream(s) for s in await shards_of(redis, stream)]
+
+
+async def _by_stream(redis: Any, names: list[str], ids: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """The ``ids`` grouped by the dead-letter stream holding each (ids are per stream, so on a
+    sharded stream one may be in several: that is an error naming them). Ids found nowhere
+    stay with every stream (a purge or replay of them does nothing there)."""
+    from ..deadletter import get_dead
+
+    if len(names) == 1 or not ids:
+        return dict.fromkeys(names, ids)
+    found: dict[str, list[str]] = {name: [] for name in names}
+    for dead_id in ids:
+        holders = [name for name in names if await get_dead(redis, name, dead_id) is not None]
+        if len(holders) > 1:
+            raise click.ClickException(
+                f"dead letter {dead_id} is in {len(holders)} shards ({', '.join(holders)}): "
+                "name one with --dead-stream"
+            )
+        for name in holders or names:
+            found[name].append(dead_id)
+    return {name: tuple(chosen) for name, chosen in found.items() if chosen}
+
+
+def _where(names: list[str], stream: str) -> str:
+    return names[0] if len(names) == 1 else f"{stream}'s {len(names)} shards"
 
 
 @click.group()
@@ -112,15 +139,18 @@ def dlq_show(
     """Print one dead letter in full (JSON)."""
     from ..deadletter import get_dead
 
-    name = _dead_name(stream, dead_stream, app)
-
-    async def go() -> Any:
+    async def go() -> tuple[Any, list[str]]:
         async with connected(redis_url) as redis:
-            return await get_dead(redis, name, dead_id)
+            names = await _dead_names(redis, stream, dead_stream, app)
+            for name in await _by_stream(redis, names, (dead_id,)):
+                letter = await get_dead(redis, name, dead_id)
+                if letter is not None:
+                    return letter, names
+            return None, names
 
-    letter = run(go())
+    letter, names = run(go())
     if letter is None:
-        raise click.ClickException(f"no dead letter {dead_id} in {name}")
+        raise click.ClickException(f"no dead letter {dead_id} in {_where(names, stream)}")
     click.echo(json.dumps(letter.as_dict(full=True), indent=2, ensure_ascii=False))
 
 
@@ -149,17 +179,22 @@ def dlq_replay(
 
     if sum(map(bool, (ids, error_type, everything))) != 1:
         raise click.UsageError("give exactly one of --id, --error-type, --all")
-    name = _dead_name(stream, dead_stream, app)
 
-    async def go() -> list[tuple[str, str]]:
+    async def go() -> tuple[list[tuple[str, str]], list[str]]:
         async with connected(redis_url) as redis:
-            letters = await select_dead(redis, name, ids=ids, error_type=error_type, everything=everything)
-            return await replay(redis, name, letters)
+            names = await _dead_names(redis, stream, dead_stream, app)
+            moved: list[tuple[str, str]] = []
+            for name, some in (await _by_stream(redis, names, ids)).items():
+                letters = await select_dead(
+                    redis, name, ids=some, error_type=error_type, everything=everything
+                )
+                moved += await replay(redis, name, letters)
+            return moved, names
 
-    moved = run(go())
+    moved, names = run(go())
     for dead_id, new_id in moved:
         click.echo(f"{dead_id} -> {new_id}")
-    click.echo(f"replayed {len(moved)} dead letter(s) from {name}")
+    click.echo(f"replayed {len(moved)} dead letter(s) from {_where(names, stream)}")
 
 
 @dlq.command("purge")
@@ -183,24 +218,29 @@ def dlq_purge(
 
     if bool(ids) == everything:
         raise click.UsageError("give --id ... or --all")
-    name = _dead_name(stream, dead_stream, app)
     if not dry_run and everything and not yes and not _interactive():
-        raise click.UsageError(f"--all deletes every dead letter in {name}: add --yes (or --dry-run)")
+        raise click.UsageError(f"--all deletes every dead letter of {stream}: add --yes (or --dry-run)")
 
-    async def go() -> int:
+    async def go() -> tuple[int, str]:
         async with connected(redis_url) as redis:
-            total, shown = await _doomed(redis, name, ids, everything)
+            names = await _dead_names(redis, stream, dead_stream, app)
+            where = _where(names, stream)
+            doomed = await _by_stream(redis, names, ids)
+            total, shown = 0, list[Any]()
+            for name, some_ids in doomed.items():
+                count, some = await _doomed(redis, name, some_ids, everything)
+                total, shown = total + count, shown + some
             if dry_run:
-                _print_doomed(name, total, shown)
-                return 0
+                _print_doomed(where, total, shown[:DRY_RUN_SHOWN])
+                return 0, where
             if everything and not yes and total:
-                prompt = f"Delete all {total} dead letter(s) in {name} for good?"
+                prompt = f"Delete all {total} dead letter(s) in {where} for good?"
                 await asyncio.to_thread(click.confirm, prompt, abort=True)
-            return await purge(redis, name, ids, everything)
+            return sum([await purge(redis, name, some, everything) for name, some in doomed.items()]), where
 
-    purged = run(go())
+    purged, where = run(go())
     if not dry_run:
-        click.echo(f"purged {purged} dead letter(s) from {name}")
+        click.echo(f"purged {purged} dead letter(s) from {where}")
 
 
 #: ``purge --all --dry-run`` lists this many of the dead letters it would delete.

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import subprocess
@@ -94,3 +95,34 @@ def test_app_names_the_custom_dead_letter_stream(sync_redis: syncredis.Redis, re
     assert "purged 1 dead letter(s) from graveyard" in purged.stdout
     unknown = dlq(redis_url, "list", "nope", "--app", "dlq_app:registry")
     assert unknown.returncode == EXIT_ERROR and "has no handler for stream 'nope'" in unknown.stderr
+
+
+def test_show_replay_and_purge_cover_every_shard_of_a_sharded_stream(
+    sync_redis: syncredis.Redis, redis_url: str
+) -> None:
+    """``orders`` sharded in two (``orders:{0}``, ``orders:{1}``), dead letters in both shards'
+    dead-letter streams: the base name reaches all of them, each letter back onto its shard."""
+    shards = ["orders:{0}", "orders:{1}"]
+    for shard in shards:
+        sync_redis.xadd(shard, {"seed": "1"})
+    first = [add_dead(sync_redis, f"a{i}", stream=shards[0]) for i in range(2)]
+    second = [add_dead(sync_redis, f"b{i}", stream=shards[1], error_type="KeyError") for i in range(3)]
+    shown = dlq(redis_url, "show", "orders", second[2])
+    assert shown.returncode == EXIT_OK and '"stream": "orders:{1}"' in shown.stdout, shown.stderr
+    both = set(first) & set(second)  # ids are per stream: the same id in two shards is likely
+    for dead_id in both:
+        ambiguous = dlq(redis_url, "show", "orders", dead_id)
+        assert ambiguous.returncode == EXIT_ERROR and "--dead-stream" in ambiguous.stderr
+        assert "orders:{0}:dead, orders:{1}:dead" in ambiguous.stderr
+    missing = dlq(redis_url, "show", "orders", "9-9")
+    assert missing.returncode == EXIT_ERROR and "orders's 2 shards" in missing.stderr
+    replayed = dlq(redis_url, "replay", "orders", "--error-type", "KeyError")
+    assert "replayed 3 dead letter(s) from orders's 2 shards" in replayed.stdout, replayed.stderr
+    assert (sync_redis.xlen(shards[0]), sync_redis.xlen(shards[1])) == (1, 4)
+    by_app = dlq(redis_url, "list", "orders", "--app", "cluster_app:registry", "--json")  # 16 shards
+    assert json.loads(by_app.stdout)["total"] == 2, by_app.stderr
+    dry = dlq(redis_url, "purge", "orders", "--all", "--dry-run")
+    assert "would purge 2 dead letter(s) from orders's 2 shards" in dry.stdout
+    purged = dlq(redis_url, "purge", "orders", "--all", "--yes")
+    assert "purged 2 dead letter(s) from orders's 2 shards" in purged.stdout, purged.stderr
+    assert sync_redis.xlen("orders:{0}:dead") == sync_redis.xlen("orders:{1}:dead") == 0
