@@ -23,7 +23,7 @@ BATCH = 500
 TABLE = "job_rows"
 COLUMNS = ("model_name", "request_id", "input_data", "metadata", "source_ip")
 
-registry = Registry(group=GROUP)
+registry = Registry(group=GROUP, env_forward=("JOB_",))  # joining a cluster: its tasks get JOB_*
 
 
 @registry.resource

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from harness import BENCH_DIR, LEAN_GROUP, LEAN_LOOP_PATH, Consumer, Target, Ui, fill, job_entry, spawn, sql
@@ -47,7 +48,9 @@ GROUPS.update(dict.fromkeys([k for k in KINDS if k.startswith("streamtasks")], "
 FASTSTREAM_WORKERS = 2
 
 
-def _argv(kind: str, tgt: Target, stream: str, n: int, num_cpus: int | None) -> list[str]:
+def _argv(
+    kind: str, tgt: Target, stream: str, n: int, num_cpus: int | None, extra: Sequence[str] = ()
+) -> list[str]:
     py = sys.executable
     urls = ["--redis-url", tgt.redis_url, "--database-url", tgt.database_url, "--stream", stream]
     cpus = ["--num-cpus", str(num_cpus)] if num_cpus else []
@@ -60,12 +63,16 @@ def _argv(kind: str, tgt: Target, stream: str, n: int, num_cpus: int | None) -> 
     if kind.startswith("streamtasks"):
         mode = "actors" if "actors" in kind else "tasks"
         inline = ["--inline-start"] if kind.endswith("-inline") else []
-        return [py, "-m", "streamtasks", "worker", "job_streamtasks:registry", "--mode", mode, *inline, *cpus]
+        app = [py, "-m", "streamtasks", "worker", "job_streamtasks:registry"]
+        return [*app, "--mode", mode, *inline, *cpus, *extra]
     raise ValueError(f"unknown peer {kind!r}; one of {', '.join(KINDS)}")
 
 
-def start(kind: str, tgt: Target, stream: str, n: int, num_cpus: int | None = None) -> Consumer:
-    """Spawn ``kind`` on ``stream`` (from ``benchmarks/``, which is also on Ray's workers' path)."""
+def start(
+    kind: str, tgt: Target, stream: str, n: int, num_cpus: int | None = None, extra: Sequence[str] = ()
+) -> Consumer:
+    """Spawn ``kind`` on ``stream`` (from ``benchmarks/``, which is also on Ray's workers' path);
+    ``extra``: more arguments for the streamtasks kinds (``--ray-address``)."""
     path = os.pathsep.join(p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH")) if p)
     env = {
         "REDIS_URL": tgt.redis_url, "JOB_REDIS_URL": tgt.redis_url, "JOB_DATABASE_URL": tgt.database_url,
@@ -73,7 +80,7 @@ def start(kind: str, tgt: Target, stream: str, n: int, num_cpus: int | None = No
         "STREAMTASKS_LOG_FORMAT": "text", "STREAMTASKS_LOG_LEVEL": "INFO",
     }  # fmt: skip
     log = tgt.workdir / f"job-{kind}-{stream.replace(':', '_')}.log"
-    return spawn(kind, GROUPS[kind], _argv(kind, tgt, stream, n, num_cpus), env, log, cwd=BENCH_DIR)
+    return spawn(kind, GROUPS[kind], _argv(kind, tgt, stream, n, num_cpus, extra), env, log, cwd=BENCH_DIR)
 
 
 async def drain(kind: str, tgt: Target, redis: Redis, n: int, ui: Ui, *, num_cpus: int | None = None) -> Any:

@@ -240,7 +240,7 @@ def worker(
         server = None if metrics_port is None else await _serve_metrics(w, metrics_host, metrics_port)
         board = None if dashboard_port is None else await _start_dashboard(redis, registry, dashboard_port)
         ray_started.append(True)
-        stop_inline_start = _inline_start(inline_start, registry, redis, settings, w)
+        stop_inline_start = _inline_start(inline_start, mode, registry, redis, settings, w)
         try:
             await w.run()
         finally:
@@ -321,13 +321,14 @@ def _serving(
 
 
 def _inline_start(
-    wanted: bool, registry: Registry, redis: Any, settings: Any, serving: Serving
+    wanted: bool, mode: str, registry: Registry, redis: Any, settings: Any, serving: Serving
 ) -> Callable[[], Awaitable[None]]:
     """Start the inline start beside ``serving`` when ``wanted`` (see
     :mod:`streamtasks.worker.inline_start`); returns what stops it and waits for its drain."""
     from ..worker.inline_start import InlineStart
 
-    early = InlineStart.of(registry, redis, settings, serving) if wanted else None
+    first_batch = mode == "tasks"  # actors run their first batch as soon as they read
+    early = InlineStart.of(registry, redis, settings, serving, first_batch) if wanted else None
     if early is None:
         return _nothing
     early.start()

@@ -3,11 +3,12 @@
 A local Ray takes 2.5-4 s to start on a small machine and joining a cluster about a second;
 with ``--inline-start`` the worker does not wait for it. Beside the real worker (task or actor
 mode) it runs a second :class:`Worker` with an :class:`InlineExecutor`, as its own consumer
-``<consumer>-inline``, over the handlers that can run in this process. When the real worker
-reads its first batch (or stops), the inline one stops the usual graceful way: its running
-batches finish and are settled here, the entries it read but did not start are handed back
-(``XCLAIM`` with a large idle time) and the real worker reclaims them within a second. Every
-guarantee is the one of a worker stopping on SIGTERM: nothing runs twice, nothing is lost.
+``<consumer>-inline``, over the handlers that can run in this process. Once the real worker
+is warm (task mode: it settled its first batch, so Ray's worker processes are up; actor mode:
+every actor reads) or stops, the inline one stops the usual graceful way: its running batches
+finish and are settled here, the entries it read but did not start are handed back (``XCLAIM``
+with a large idle time) and the real worker reclaims them within a second. Every guarantee is
+the one of a worker stopping on SIGTERM: nothing runs twice, nothing is lost.
 
 Only handlers that ask Ray for nothing this process lacks run here: no ``num_gpus``,
 ``memory``, custom ``resources``, and no ``runtime_env`` beyond environment variables this
@@ -36,8 +37,10 @@ log = logging.getLogger("streamtasks.worker")
 
 #: Ray options that only weigh a task for scheduling: a handler with these may run here.
 SCHEDULING_ONLY = frozenset({"num_cpus", "max_retries"})
-#: States of the real worker that end the inline start.
-HANDOVER_STATES = frozenset({"reading", "draining", "stopped"})
+#: States of the real worker that end the inline start at once.
+STOPPING_STATES = frozenset({"draining", "stopped"})
+#: Seconds the inline worker goes on beside a real worker that reads but settled no batch yet.
+OVERLAP_LIMIT_S = 10.0
 
 
 def runs_here(spec: HandlerSpec, environ: Mapping[str, str]) -> bool:
@@ -53,37 +56,61 @@ def runs_here(spec: HandlerSpec, environ: Mapping[str, str]) -> bool:
 
 
 class InlineStart:
-    """Runs the inline worker until ``serving`` reads (or stops); see the module's docstring."""
+    """Runs the inline worker until ``serving`` is warm (or stops); see the module's docstring.
 
-    def __init__(self, registry: Registry, redis: Redis, settings: WorkerSettings, serving: Serving) -> None:
+    Warm means, with ``first_batch`` (task mode), the first batch the real worker settled
+    itself: Ray's first task also starts its worker processes (a second or more), so the inline
+    worker goes on until then (at most :data:`OVERLAP_LIMIT_S` after the real worker reads).
+    Without it (actor mode, whose actors run their batches as soon as they read): reading.
+    """
+
+    def __init__(
+        self, registry: Registry, redis: Redis, settings: WorkerSettings, serving: Serving,
+        first_batch: bool = True,
+    ) -> None:  # fmt: skip
         self.serving = serving
+        self.first_batch = first_batch
         self.consumer = f"{settings.consumer}-inline"
         here = evolve(settings, consumer=self.consumer)
         self.worker = Worker(registry, redis, InlineExecutor(), here, listeners=[self._forward])
         self.handover = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._forwarding: Event | None = None
         serving.events.subscribe(self._watch)
 
     @classmethod
     def of(
-        cls, registry: Registry, redis: Redis, settings: WorkerSettings, serving: Serving
-    ) -> InlineStart | None:
+        cls, registry: Registry, redis: Redis, settings: WorkerSettings, serving: Serving,
+        first_batch: bool = True,
+    ) -> InlineStart | None:  # fmt: skip
         """The inline start over the handlers that may run here; None when there are none."""
         streams = [stream for stream, spec in registry.handlers.items() if runs_here(spec, os.environ)]
         skipped = sorted(set(registry.handlers) - set(streams))
         if skipped:
             log.info("inline start: not for %s (Ray options: they run on Ray only)", ", ".join(skipped))
-        return cls(registry.only(streams), redis, settings, serving) if streams else None
+        return cls(registry.only(streams), redis, settings, serving, first_batch) if streams else None
 
     def _watch(self, event: Event) -> None:
-        if isinstance(event, StateChanged) and event.state in HANDOVER_STATES:
-            self.handover.set()
-            self.worker.stop()
+        if event is self._forwarding:
+            return  # the inline worker's own batch, passed on
+        state = event.state if isinstance(event, StateChanged) else None
+        if state == "reading" and self.first_batch:
+            asyncio.get_running_loop().call_later(OVERLAP_LIMIT_S, self._hand_over)
+        elif isinstance(event, BatchSettled) or state in STOPPING_STATES or state == "reading":
+            self._hand_over()  # the real worker settled a batch (it is warm), reads, or stops
+
+    def _hand_over(self) -> None:
+        self.handover.set()
+        self.worker.stop()
 
     def _forward(self, event: Event) -> None:
         """What the inline worker settled counts for the real one (metrics, snapshot totals)."""
         if isinstance(event, (BatchSettled, Reclaimed)):
-            self.serving.events.emit(event)
+            self._forwarding = event
+            try:
+                self.serving.events.emit(event)
+            finally:
+                self._forwarding = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="streamtasks:inline-start")
