@@ -64,11 +64,14 @@ def report(results: dict[str, Any], console: Console) -> None:
 
 
 def _big_line(big: dict[str, Any], console: Console) -> None:
-    console.print(
-        f"[bold]Backlog of {big['n']:,} entries of {big['entry_kb']} KB[/]: worker RSS peak "
-        f"{big['peak_rss_mb']:.0f} MB (target < 250 MB), Ray tree {big['peak_tree_rss_mb']:.0f} MB, "
-        f"drain {big['rows_per_s']:,} rows/s"
-    )
+    for lean, st in zip(big["lean"], big["streamtasks"], strict=True):
+        console.print(
+            f"[bold]Backlog of {big['n']:,} entries of {big['entry_kb']} KB[/]: drain "
+            f"{st['rows_per_s']:,} rows/s vs lean loop {lean['rows_per_s']:,} "
+            f"({st['rows_per_s'] / max(lean['rows_per_s'], 1):.2f}x; steady {st['steady_rows_per_s']:,} vs "
+            f"{lean['steady_rows_per_s']:,}); worker RSS peak {st['peak_rss_mb']:.0f} MB (target < 250 MB), "
+            f"Ray tree {st['peak_tree_rss_mb']:.0f} MB; lean loop {lean['peak_rss_mb']:.0f} MB"
+        )
 
 
 def _curve_table(points: list[dict[str, Any]], console: Console) -> None:

@@ -353,11 +353,7 @@ async def run_bench(opts: BenchOptions, console: Console) -> dict[str, Any]:
 
 async def _phases(opts: BenchOptions, tgt: Target, redis: Redis, ui: Ui, results: dict[str, Any]) -> None:
     if "drain" not in opts.skip:
-        runs: dict[str, list[Any]] = {"lean": [], "streamtasks": []}
-        for _ in range(opts.repeat):
-            for kind in ("lean", "streamtasks"):
-                runs[kind].append(_asdict(await drain(kind, tgt, redis, opts.n, opts, ui)))
-        results["drain"] = runs
+        results["drain"] = await _alternating(opts.n, 0, opts, tgt, redis, ui)
     if "job" not in opts.skip:
         results["job"] = await _job(opts, tgt, redis, ui)
     if "latency" not in opts.skip:
@@ -367,12 +363,24 @@ async def _phases(opts: BenchOptions, tgt: Target, redis: Redis, ui: Ui, results
     if "producer" not in opts.skip:
         results["producer"] = await producer_bench(tgt, redis, opts.producer_n, ui)
     if "big" not in opts.skip and opts.big_n:
-        big = await drain("streamtasks", tgt, redis, opts.big_n, opts, ui, pad=opts.big_kb * 1024)
-        results["big"] = {**_asdict(big), "entry_kb": opts.big_kb}
+        runs = await _alternating(opts.big_n, opts.big_kb * 1024, opts, tgt, redis, ui)
+        results["big"] = {"entry_kb": opts.big_kb, "n": opts.big_n, **runs}
     if opts.curve:
         results["curve"] = [
             _asdict(await drain("streamtasks", tgt, redis, size, opts, ui)) for size in opts.curve_sizes
         ]
+
+
+async def _alternating(
+    n: int, pad: int, opts: BenchOptions, tgt: Target, redis: Redis, ui: Ui
+) -> dict[str, list[Any]]:
+    """``opts.repeat`` drains of ``n`` entries (``pad`` bytes more each) by the lean loop and
+    the worker, alternating."""
+    runs: dict[str, list[Any]] = {"lean": [], "streamtasks": []}
+    for _ in range(opts.repeat):
+        for kind in runs:
+            runs[kind].append(_asdict(await drain(kind, tgt, redis, n, opts, ui, pad=pad)))
+    return runs
 
 
 async def _job(opts: BenchOptions, tgt: Target, redis: Redis, ui: Ui) -> dict[str, Any]:

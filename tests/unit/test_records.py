@@ -8,12 +8,15 @@ from ipaddress import ip_address
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streamtasks.adserving.records import (
     MAX_JSON_DEPTH,
     MAX_NAME_LENGTH,
     InferenceRecord,
     TrainingRecord,
+    _loads,
     parse_inference,
     parse_training,
 )
@@ -140,6 +143,8 @@ BAD_TRAINING = [
     ("huge integer", {"input_data": "1" * 5000}, "invalid_json"),
     ("numeric overflow", {"input_data": "[1e200000]"}, "invalid_json"),
     ("numeric underflow", {"input_data": "[1e-20000]"}, "invalid_json"),
+    ("overflow in long text", {"input_data": '["' + "x" * 5000 + '", 1e200000]'}, "invalid_json"),
+    ("long float literal", {"input_data": "[0." + "1" * 1500 + "]"}, "invalid_json"),
     ("metadata not object", {"metadata": "[1, 2]"}, "wrong_type"),
     ("metadata invalid", {"metadata": "{"}, "invalid_json"),
     ("bad source ip", {"source_ip": "999.1.1.1"}, "invalid_value"),
@@ -216,3 +221,17 @@ def test_json_surrounding_whitespace_is_accepted() -> None:
     """JSON whitespace around the value is valid JSON, and kept in the stored text."""
     rec = parse_training(training(input_data=' \n{"a": 1}\t '))
     assert rec.input_data == {"a": 1}
+
+
+@given(
+    st.lists(
+        st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(), st.text(max_size=50)),
+        max_size=40,
+    ),
+    st.integers(min_value=0, max_value=4000),
+)
+def test_short_and_long_text_decode_as_the_standard_decoder(values: list[Any], pad: int) -> None:
+    """The fast path (short text, no number it may refuse) and the checked decoder (long text)
+    give what ``json.loads`` gives."""
+    raw = json.dumps([*values, "p" * pad])
+    assert _loads(raw) == json.loads(raw)
