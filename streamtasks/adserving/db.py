@@ -39,6 +39,14 @@ async def connection(conn_or_pool: Any) -> AsyncIterator[Any]:
         yield conn_or_pool
 
 
+async def _reset_if_in_transaction(conn: Any) -> None:
+    """A connection going back to the pool: asyncpg's full reset (rollback, ``CLOSE ALL``,
+    ``UNLISTEN *``, ``RESET ALL``: one round trip per batch) only when a transaction was left
+    open (a cancelled handler). Nothing here sets session state outside a transaction."""
+    if conn.is_in_transaction():
+        await conn.reset()
+
+
 async def create_pool(dsn: str, **kwargs: Any) -> Any:
     """An asyncpg pool with defaults fit for one worker process; ``kwargs`` override them."""
     options: dict[str, Any] = {
@@ -48,6 +56,7 @@ async def create_pool(dsn: str, **kwargs: Any) -> Any:
         "timeout": DEFAULT_CONNECT_TIMEOUT,
         "max_inactive_connection_lifetime": DEFAULT_MAX_INACTIVE_LIFETIME,
         "server_settings": {"application_name": "streamtasks"},
+        "reset": _reset_if_in_transaction,
     }
     options.update(kwargs)
     return await asyncpg.create_pool(dsn, **options)
