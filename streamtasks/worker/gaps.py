@@ -52,6 +52,11 @@ class StreamState:
     last_generated_id: str
     entries_added: int | None  # None: Redis < 7 keeps no such counter
 
+    @property
+    def removed(self) -> int | None:
+        """Entries ever trimmed or deleted from the stream (None: Redis < 7 cannot tell)."""
+        return None if self.entries_added is None else max(0, self.entries_added - self.length)
+
     @classmethod
     def of(cls, info: Mapping[Any, Any]) -> StreamState:
         i = {text(k): v for k, v in info.items()}
@@ -191,8 +196,20 @@ class GapWatch:
         if last_read is not None and rewind(last_read, stream.last_generated_id):
             self._report_rewind(lane, last_read, stream.last_generated_id)
             return
-        lost = lost_before_delivery(stream, group)
-        if lost and await self._correct(lane.stream, group, lost):
+        gap = lost_before_delivery(stream, group)
+        if not gap or not await self._correct(lane.stream, group, gap):
+            return
+        # No more can be lost than was ever removed from the stream; the rest is a read counter
+        # that drifted (a replica promoted in a failover can carry one behind the stream's).
+        lost = min(gap, stream.removed or 0)
+        if gap > lost:
+            log.warning(
+                "group %s's read counter on %s was %d behind what was ever removed from the "
+                "stream (a replica promoted in a failover can lag on it): corrected; those "
+                "entries were not lost",
+                self.group, lane.stream, gap - lost, extra={"stream": lane.stream},
+            )  # fmt: skip
+        if lost:
             log.error(
                 "%d entries of %s were trimmed or deleted before group %s read them: lost "
                 "(the group's read counter is corrected, so its lag can drain)",

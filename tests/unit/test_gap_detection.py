@@ -104,3 +104,9 @@ def test_the_count_never_exceeds_the_truth_and_equals_it_before_the_first_entry_
         # once reported, the counter is corrected: nothing is reported twice
         read += found
         truth -= found
+
+
+def test_removed_is_what_redis_counted_in_minus_what_is_left() -> None:
+    assert StreamState(4, "1007-0", "1010-0", 10).removed == 6
+    assert StreamState(10, "1001-0", "1010-0", 10).removed == 0
+    assert StreamState(1, "5-0", "5-0", None).removed is None
