@@ -24,6 +24,7 @@ from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from .. import keys
+from ..connect import is_cluster
 from ..errors import ConfigError
 from ..redisutil import REDIS_DOWN
 
@@ -112,7 +113,7 @@ async def check_permissions(
 
 async def _whoami(redis: Redis) -> str | None:
     try:
-        name = await _command(redis, "ACL", "WHOAMI")
+        name = await _acl(redis, None, "WHOAMI")
     except rx.ResponseError:  # NOPERM, or a server without ACL
         return None
     return name.decode() if isinstance(name, bytes) else str(name)
@@ -123,7 +124,7 @@ async def _dry_run(redis: Redis, user: str, checks: Sequence[Probe]) -> list[str
     denied: dict[str, None] = {}
     for probe in checks:
         try:
-            answer = await _command(redis, "ACL", "DRYRUN", user, *probe.argv)
+            answer = await _acl(redis, probe, "DRYRUN", user, *probe.argv)
         except rx.ResponseError:  # NOPERM for ACL DRYRUN itself, or Redis < 7
             return None
         text = answer.decode(errors="replace") if isinstance(answer, bytes) else str(answer)
@@ -151,6 +152,19 @@ async def _probe(redis: Redis, checks: Sequence[Probe]) -> list[str]:
 
 async def _command(redis: Redis, *argv: str) -> Any:
     return await redis.execute_command(*argv)  # type: ignore[no-untyped-call]
+
+
+async def _acl(redis: Redis, probe: Probe | None, *argv: str) -> Any:
+    """``ACL ...`` on the node that serves ``probe``'s key (any node without one): a Redis
+    Cluster client cannot route ACL commands by itself (they name no key)."""
+    if not is_cluster(redis):
+        return await _command(redis, "ACL", *argv)
+    cluster: Any = redis
+    key = None
+    if probe is not None and probe.command != "EVALSHA" and not probe.command.startswith("SCRIPT"):
+        key = probe.argv[_key_index(probe)]
+    node = cluster.get_random_node() if key is None else cluster.get_node_from_key(key)
+    return await cluster.execute_command("ACL", *argv, target_nodes=node)
 
 
 def _denied(probe: Probe, why: str) -> str:

@@ -214,3 +214,32 @@ async def test_live_workers_are_found_on_a_cluster(
         return len(await live_workers(cluster_redis, GROUP)) == 2
 
     await wait_until(both)
+
+
+async def test_the_permission_check_runs_on_a_cluster_and_names_what_is_missing(
+    redis_cluster: Any, cluster_redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``ACL WHOAMI`` / ``ACL DRYRUN`` name no key, so a cluster client cannot route them: the
+    check sends each to the node serving the probed key. The default user passes without the
+    'could not check' warning; a user without XAUTOCLAIM (on every node) is refused, by name."""
+    import logging
+
+    from streamtasks.worker.preflight import MissingPermissions, check_permissions
+
+    streams = [(s, f"{s}:dead") for s in ORDER_SHARDS[:4]]
+    with caplog.at_level(logging.WARNING, logger="streamtasks.worker"):
+        await check_permissions(cluster_redis, streams, GROUP, "c1")
+    assert "could not check" not in caplog.text
+    cluster: Any = cluster_redis
+    setuser = ["ACL", "SETUSER", "limited", "on", ">pw", "~*", "+@all", "-xautoclaim"]
+    await cluster.execute_command(*setuser, target_nodes=cluster.get_nodes())
+    try:
+        node = redis_cluster.nodes[0]
+        limited = await connect(node.url.replace("redis://", "redis://limited:pw@", 1))
+        try:
+            with pytest.raises(MissingPermissions, match="XAUTOCLAIM"):
+                await check_permissions(limited, streams, GROUP, "c1")
+        finally:
+            await limited.aclose()
+    finally:
+        await cluster.execute_command("ACL", "DELUSER", "limited", target_nodes=cluster.get_nodes())
