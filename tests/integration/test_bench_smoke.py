@@ -17,7 +17,10 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "benchmarks" / "run.py"
 N = 3000
-PEERS = ("lean", "ray-driver", "faststream", "streamtasks", "streamtasks-actors")
+PEERS = (
+    "lean", "ray-driver", "faststream", "streamtasks", "streamtasks-actors", "streamtasks-inline",
+    "streamtasks-actors-inline",
+)  # fmt: skip
 
 
 def run_bench(redis_url: str, database_url: str) -> tuple[dict[str, Any], str]:
@@ -63,8 +66,8 @@ def check_builtins_vs_lean(results: dict[str, Any], text: str) -> None:
 
 
 def check_job_peers(results: dict[str, Any], text: str) -> None:
-    """Ray driver, FastStream, streamtasks (task and actor mode) and the lean loop each COPY all
-    N job rows; the table
+    """Ray driver, FastStream, streamtasks (task and actor mode, each also with --inline-start)
+    and the lean loop each COPY all N job rows; the table
     gives start-up, tree RSS and CPU per entry by process group (Ray workers for the Ray ones)."""
     runs = results["job"]["runs"]
     assert tuple(runs) == PEERS

@@ -15,6 +15,8 @@ ALLOWED = {
     "supervise.py": "the supervisor itself",
     "dispatch.py": "one task per batch; its end settles the batch and is awaited on drain",
     "startup.py": "the executor's start and a stop watcher, both ended before it returns",
+    "inline_start.py": "the inline start: a Worker (its loops supervised) whose run is awaited by "
+    "stop() when the worker command ends; its failure is logged at once and the worker goes on",
 }
 SPAWNERS = ("create_task", "ensure_future", "run_coroutine_threadsafe")
 
