@@ -133,7 +133,7 @@ class InlineStart:
             await self._close()
         handled = sum(lane.handled for lane in self.worker.snapshot().lanes.values())
         log.info(
-            "inline start: %d entries handled in this process while Ray started", handled,
+            "inline start: %d entries handled in this process while Ray was starting", handled,
             extra={"consumer": self.consumer, "handled": handled},
         )  # fmt: skip
 

@@ -64,3 +64,22 @@ async def test_sigterm_during_the_inline_start_settles_what_it_read_and_exits_0(
     workers.start(name="second", env={"FAULT_BATCH_SIZE": "20"})
     out, _ = await inv.check(120, logs=workers.logs)
     assert len(out.handled) == 3000 and not out.dead and not out.duplicates
+
+
+async def test_a_ray_that_never_comes_ends_the_worker_with_what_it_read_settled(
+    inv: Invariants, workers: Workers
+) -> None:
+    """Joining a Ray that does not answer (``--ray-start-timeout 3``): the inline worker handles
+    entries meanwhile, then the worker exits 1 with one line, and nothing it read is left pending
+    or handled twice (a second worker takes the rest)."""
+    await inv.send(3000, sleep="0.003")
+    w = workers.start(
+        name="early", args=[*INLINE, "--ray-address", "127.0.0.1:1", "--ray-start-timeout", "3"],
+        env={"FAULT_BATCH_SIZE": "20"}, wait=False, local_ray=True,
+    )  # fmt: skip
+    assert w.wait(60) == 1, w.output_tail()
+    assert "cannot join Ray at 127.0.0.1:1: no answer within 3s" in w.output()
+    assert int(HANDED_OVER.search(w.output()).group(1)) > 0  # type: ignore[union-attr]
+    workers.start(name="second", env={"FAULT_BATCH_SIZE": "20"})
+    out, _ = await inv.check(120, logs=workers.logs)
+    assert len(out.handled) == 3000 and not out.dead and not out.duplicates
