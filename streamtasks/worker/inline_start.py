@@ -22,11 +22,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Mapping
 
 from attrs import evolve
+from redis import exceptions as rx
 from redis.asyncio import Redis
 
+from ..redisutil import REDIS_DOWN
 from ..registry import HandlerSpec, Registry
 from ..resources import close_process_resources
 from .events import BatchSettled, Event, Reclaimed, Serving, StateChanged
@@ -41,6 +44,10 @@ SCHEDULING_ONLY = frozenset({"num_cpus", "max_retries"})
 STOPPING_STATES = frozenset({"draining", "stopped"})
 #: Seconds the inline worker goes on beside a real worker that reads but settled no batch yet.
 OVERLAP_LIMIT_S = 10.0
+#: Seconds the inline consumer waits for the real worker to reclaim what it handed back, so it
+#: can leave the group (it is not left behind as an idle consumer).
+FORGET_WITHIN_S = 15.0
+FORGET_POLL_S = 0.5
 
 
 def runs_here(spec: HandlerSpec, environ: Mapping[str, str]) -> bool:
@@ -131,11 +138,35 @@ class InlineStart:
             log.exception("inline start failed; the worker goes on without it")
         finally:
             await self._close()
+        if not self.serving.stopping:  # the real worker serves on: it reclaims what was handed back
+            await self._leave_group()
         handled = sum(lane.handled for lane in self.worker.snapshot().lanes.values())
         log.info(
             "inline start: %d entries handled in this process while Ray was starting", handled,
             extra={"consumer": self.consumer, "handled": handled},
         )  # fmt: skip
+
+    async def _leave_group(self) -> None:
+        """Delete the inline consumer from the group once nothing is pending on it (the real
+        worker reclaims the entries handed back within a second or two)."""
+        deadline = time.monotonic() + FORGET_WITHIN_S
+        while True:
+            try:
+                if not await self._pending():
+                    await self.worker.shutdown.sign_off(self.worker.lanes)
+                    return
+            except (*REDIS_DOWN, rx.ResponseError) as exc:
+                log.debug("inline start: leaving the group failed: %s", exc)
+            if time.monotonic() > deadline or self.serving.stopping:
+                return  # stays, idle, like any consumer that stopped with entries pending
+            await asyncio.sleep(FORGET_POLL_S)
+
+    async def _pending(self) -> bool:
+        w = self.worker
+        for stream in w.lanes:
+            if await w.redis.xpending_range(stream, w.group, "-", "+", 1, consumername=self.consumer):
+                return True
+        return False
 
     async def _close(self) -> None:
         try:
