@@ -96,7 +96,7 @@ class ActorPool:
         self._stopping = asyncio.Event()
         self._handles: list[Any] = []
         self._snapshots: dict[int, Snapshot] = {}
-        self._reported: dict[str, LaneSnapshot] = {}
+        self._reported: dict[tuple[int, str], LaneSnapshot] = {}  # (actor, stream) -> counts
 
     def stop(self) -> None:
         self._stopping.set()
@@ -172,17 +172,13 @@ class ActorPool:
             )  # fmt: skip
 
     def _report_totals(self) -> None:
-        """Turn the growth of the actors' counters into :class:`Totals` events (metrics)."""
-        for name, lane in self.snapshot().lanes.items():
-            before = self._reported.get(name)
-            self._reported[name] = lane
-            if before is not None:
-                self.events.emit(
-                    Totals(
-                        name, lane.handler, lane.handled - before.handled, lane.retried - before.retried,
-                        lane.dead - before.dead,
-                    )
-                )  # fmt: skip
+        """Turn the growth of each actor's counters into :class:`Totals` events (metrics)."""
+        for index, snap in self._snapshots.items():
+            for name, lane in snap.lanes.items():
+                grown = growth(self._reported.get((index, name)), lane)
+                self._reported[(index, name)] = lane
+                if any(grown):
+                    self.events.emit(Totals(name, lane.handler, *grown))
 
     def _set_state(self, state: str) -> None:
         self.state = state
@@ -238,6 +234,19 @@ def actor_options(ray_options: dict[str, Any], env: dict[str, str]) -> dict[str,
         runtime_env["env_vars"] = {**env, **dict(runtime_env.get("env_vars") or {})}
         options["runtime_env"] = runtime_env
     return options
+
+
+def growth(before: LaneSnapshot | None, now: LaneSnapshot) -> tuple[int, int, int]:
+    """(handled, retried, dead) one actor's lane added since ``before``: all of them for an
+    actor seen for the first time, or restarted by Ray (a counter went down: it counts from 0)."""
+    if (
+        before is None
+        or now.handled < before.handled
+        or now.retried < before.retried
+        or now.dead < before.dead
+    ):
+        return now.handled, now.retried, now.dead
+    return now.handled - before.handled, now.retried - before.retried, now.dead - before.dead
 
 
 def _sum_lanes(stream: str, handler: str, lanes: list[LaneSnapshot]) -> LaneSnapshot:
