@@ -3,7 +3,9 @@ whether TimescaleDB can be used (installed, preloaded, wanted)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,32 @@ async def setup_database(
     """
     files = schema_files(schema_path)
     settings = timescale if timescale is not None else TimescaleSettings.from_env()
+    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        try:
+            return await _setup_once(conn_or_pool, files, settings, timescaledb)
+        except asyncpg.DeadlockDetectedError as exc:
+            if attempt == DEADLOCK_ATTEMPTS:
+                raise
+            delay = random.uniform(0, DEADLOCK_BACKOFF_S * 2**attempt)
+            log.warning(
+                "schema setup was chosen to break a deadlock (%s); nothing was applied, trying "
+                "again in %.1fs (attempt %d of %d)", str(exc).splitlines()[0], delay, attempt + 1,
+                DEADLOCK_ATTEMPTS,
+            )  # fmt: skip
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+#: Attempts of a schema setup PostgreSQL aborts to break a deadlock: the DDL of a re-run can
+#: meet TimescaleDB's background jobs (compression, retention, aggregate refresh) taking the
+#: same tables' locks in the other order. The whole transaction rolls back, so it is retried.
+DEADLOCK_ATTEMPTS = 5
+DEADLOCK_BACKOFF_S = 0.25
+
+
+async def _setup_once(
+    conn_or_pool: Any, files: list[Path], settings: TimescaleSettings, timescaledb: bool | None
+) -> dict[str, Any]:
     async with connection(conn_or_pool) as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK_KEY)
         use_tsdb = await _enable_timescaledb(conn, timescaledb)
