@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 import asyncpg
 import click
 import peers
-from harness import Target, acked, fill, job_entry, sql, target
+from harness import SERVICES_PATH, Target, acked, fill, job_entry, load_script, sql, target
 from redis.asyncio import Redis
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -39,12 +38,6 @@ WAYS = {
 }
 POLL_S = 0.02
 TIMEOUT_S = 120.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ray(*args: str) -> None:
@@ -83,7 +76,7 @@ async def _once(tgt: Target, redis: Redis, n: int, extra: list[str]) -> tuple[fl
 
 
 async def _main(n: int, repeat: int) -> dict[str, list[tuple[float, float]]]:
-    port = _free_port()
+    port = load_script(SERVICES_PATH, "streamtasks_bench_services").free_port()
     _ray("start", "--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard=false")
     address = f"127.0.0.1:{port}"
     results: dict[str, list[tuple[float, float]]] = {way: [] for way in WAYS}
