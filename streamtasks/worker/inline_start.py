@@ -26,10 +26,8 @@ import time
 from collections.abc import Mapping
 
 from attrs import evolve
-from redis import exceptions as rx
 from redis.asyncio import Redis
 
-from ..redisutil import REDIS_DOWN
 from ..registry import HandlerSpec, Registry
 from ..resources import close_process_resources
 from .events import BatchSettled, Event, Reclaimed, Serving, StateChanged
@@ -150,23 +148,10 @@ class InlineStart:
         """Delete the inline consumer from the group once nothing is pending on it (the real
         worker reclaims the entries handed back within a second or two)."""
         deadline = time.monotonic() + FORGET_WITHIN_S
-        while True:
-            try:
-                if not await self._pending():
-                    await self.worker.shutdown.sign_off(self.worker.lanes)
-                    return
-            except (*REDIS_DOWN, rx.ResponseError) as exc:
-                log.debug("inline start: leaving the group failed: %s", exc)
+        while not await self.worker.shutdown.sign_off(self.worker.lanes):
             if time.monotonic() > deadline or self.serving.stopping:
                 return  # stays, idle, like any consumer that stopped with entries pending
             await asyncio.sleep(FORGET_POLL_S)
-
-    async def _pending(self) -> bool:
-        w = self.worker
-        for stream in w.lanes:
-            if await w.redis.xpending_range(stream, w.group, "-", "+", 1, consumername=self.consumer):
-                return True
-        return False
 
     async def _close(self) -> None:
         try:

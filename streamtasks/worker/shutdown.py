@@ -79,12 +79,16 @@ class Shutdown:
             )  # fmt: skip
             self.emit(HandedBack(lane.stream, len(batch.ids), running=True))
 
-    async def sign_off(self, lanes: Mapping[str, Lane]) -> None:
-        """Delete our heartbeat; forget this consumer where nothing is pending on it."""
+    async def sign_off(self, lanes: Mapping[str, Lane]) -> bool:
+        """Delete our heartbeat; forget this consumer where nothing is pending on it. True when
+        it is forgotten on every lane (False: something is still pending on it, or Redis failed)."""
         group, consumer = self.pending.group, self.pending.consumer
+        forgotten = 0
         with contextlib.suppress(*REDIS_DOWN, rx.ResponseError):
             await self.redis.delete(keys.heartbeat_key(group, consumer))
             for lane in lanes.values():
                 info = await self.redis.xpending_range(lane.stream, group, "-", "+", 1, consumername=consumer)
                 if not info:  # nothing pending on us (no scheduled retries): forget this consumer
                     await self.redis.xgroup_delconsumer(lane.stream, group, consumer)
+                    forgotten += 1
+        return forgotten == len(lanes)
