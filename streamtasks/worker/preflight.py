@@ -49,6 +49,14 @@ class Probe:
     command: str
     argv: tuple[str, ...]
 
+    @property
+    def key(self) -> str | None:
+        """The key it names (None for the script commands: they name none here)."""
+        if self.command == "EVALSHA" or self.command.startswith("SCRIPT"):
+            return None
+        index = 5 if self.command == "XREADGROUP" else 2 if " " in self.command else 1
+        return self.argv[index]
+
 
 def probes(
     streams: Sequence[tuple[str, str]], group: str, consumer: str, trimmed: Sequence[str] = ()
@@ -160,18 +168,12 @@ async def _acl(redis: Redis, probe: Probe | None, *argv: str) -> Any:
     if not is_cluster(redis):
         return await _command(redis, "ACL", *argv)
     cluster: Any = redis
-    key = None
-    if probe is not None and probe.command != "EVALSHA" and not probe.command.startswith("SCRIPT"):
-        key = probe.argv[_key_index(probe)]
+    key = None if probe is None else probe.key
     node = cluster.get_random_node() if key is None else cluster.get_node_from_key(key)
     return await cluster.execute_command("ACL", *argv, target_nodes=node)
 
 
 def _denied(probe: Probe, why: str) -> str:
-    if "key" in why.lower():  # the command is allowed, a key is not
-        return f"{probe.command} on key {probe.argv[_key_index(probe)]}"
+    if probe.key is not None and "key" in why.lower():  # the command is allowed, a key is not
+        return f"{probe.command} on key {probe.key}"
     return probe.command
-
-
-def _key_index(probe: Probe) -> int:
-    return {"XREADGROUP": 5, "EVALSHA": 0}.get(probe.command, 2 if " " in probe.command else 1)

@@ -60,3 +60,12 @@ def test_xtrim_is_checked_only_on_the_keys_the_worker_trims() -> None:
         p for p in probes([("orders", "orders:dead")], "g", "c", ["orders:dead"]) if p.command == "XTRIM"
     ]
     assert [p.argv[1] for p in trims] == ["orders:dead"]
+
+
+def test_each_probe_names_the_key_it_touches_or_none() -> None:
+    """What a refusal names ("XADD on key orders:dead") and where a cluster sends ACL DRYRUN."""
+    keys = {p.command: p.key for p in probes([("orders", "orders:dead")], "g", "c", ["orders"])}
+    assert keys["XREADGROUP"] == keys["XACK"] == keys["XGROUP CREATE"] == keys["XTRIM"] == "orders"
+    assert keys["XADD"] == "orders:dead"
+    assert keys["HSETNX"] is not None and "orders" in keys["HSETNX"]
+    assert keys["EVALSHA"] is None and keys["SCRIPT LOAD"] is None and keys["SCRIPT EXISTS"] is None
