@@ -63,12 +63,10 @@ async def setup_database(
     """
     files = schema_files(schema_path)
     settings = timescale if timescale is not None else TimescaleSettings.from_env()
-    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+    for attempt in range(1, DEADLOCK_ATTEMPTS):
         try:
             return await _setup_once(conn_or_pool, files, settings, timescaledb)
         except asyncpg.DeadlockDetectedError as exc:
-            if attempt == DEADLOCK_ATTEMPTS:
-                raise
             delay = random.uniform(0, DEADLOCK_BACKOFF_S * 2**attempt)
             log.warning(
                 "schema setup was chosen to break a deadlock (%s); nothing was applied, trying "
@@ -76,7 +74,7 @@ async def setup_database(
                 DEADLOCK_ATTEMPTS,
             )  # fmt: skip
             await asyncio.sleep(delay)
-    raise AssertionError("unreachable")
+    return await _setup_once(conn_or_pool, files, settings, timescaledb)  # the last: its error is raised
 
 
 #: Attempts of a schema setup PostgreSQL aborts to break a deadlock: the DDL of a re-run can
