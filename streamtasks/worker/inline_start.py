@@ -78,7 +78,6 @@ class InlineStart:
         self.consumer = f"{settings.consumer}-inline"
         here = evolve(settings, consumer=self.consumer)
         self.worker = Worker(registry, redis, InlineExecutor(), here, listeners=[self._forward])
-        self.handover = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._forwarding: Event | None = None
         serving.events.subscribe(self._watch)
@@ -105,7 +104,6 @@ class InlineStart:
             self._hand_over()  # the real worker settled a batch (it is warm), reads, or stops
 
     def _hand_over(self) -> None:
-        self.handover.set()
         self.worker.stop()
 
     def _forward(self, event: Event) -> None:
@@ -128,7 +126,7 @@ class InlineStart:
 
     async def _run(self) -> None:
         """Serve until the hand-over; errors are logged, never raised (the real worker goes on)."""
-        if self.handover.is_set():
+        if self.worker.stopping:  # handed over (or stopped) before it began
             return
         try:
             await self.worker.run()
