@@ -27,87 +27,34 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from redis import exceptions as rx
 
 from .. import keys
 from ..logs import redact
 from ..redisutil import REDIS_DOWN
 from ..worker.events import BatchSettled, Event, Totals, Trimmed
-from .inspect import entry_time, group_info, sample_stream
+from ..worker.tally import Buckets, Tally
+from .inspect import group_info, sample_stream
 
 if TYPE_CHECKING:
     from ..worker.events import Serving
 
 log = logging.getLogger("streamtasks.metrics")
 
-#: End-to-end latency buckets (seconds): from a few ms (idle system) to 10 min (a backlog).
-LATENCY_BUCKETS = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    120.0,
-    300.0,
-    600.0,
-)
-#: Handler time per batch (seconds).
-DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-#: Entries per batch.
-BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 #: A scrape waits at most this long for Redis (and Ray) before answering with what it has.
 SAMPLE_TIMEOUT_S = 5.0
+_LANE_LABELS = ("stream", "handler")
 
 
 class SettledObserver:
-    """Counters and histograms fed by the worker's events (one ``BatchSettled`` per batch)."""
+    """Counters and histograms of the settled batches, one :class:`LaneTally` per stream: fed
+    by each ``BatchSettled`` (task mode) or by what the actors' own tallies grew by
+    (``Totals``, actor mode), exposed as a collector of its registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        labels = ("stream", "handler")
-        self.handled = Counter(
-            "streamtasks_entries_handled",
-            "Entries whose handler succeeded (acked).",
-            labels,
-            registry=registry,
-        )
-        self.retried = Counter(
-            "streamtasks_entries_retried", "Failed attempts scheduled for a retry.", labels, registry=registry
-        )
-        self.dead = Counter(
-            "streamtasks_entries_dead_lettered", "Entries moved to the dead-letter stream.", labels,
-            registry=registry,
-        )  # fmt: skip
-        self.failed = Counter(
-            "streamtasks_entries_failed",
-            "Failed attempts (retried + dead-lettered).",
-            labels,
-            registry=registry,
-        )
-        self.batches = Counter("streamtasks_batches", "Batches settled.", labels, registry=registry)
-        self.duration = Histogram(
-            "streamtasks_batch_duration_seconds", "Handler time per batch (in the Ray task).", labels,
-            buckets=DURATION_BUCKETS, registry=registry,
-        )  # fmt: skip
-        self.latency = Histogram(
-            "streamtasks_end_to_end_latency_seconds",
-            "From XADD (the entry id's time) to the XACK of a done entry.", labels,
-            buckets=LATENCY_BUCKETS, registry=registry,
-        )  # fmt: skip
-        self.batch_size = Histogram(
-            "streamtasks_batch_size", "Entries per settled batch.", labels,
-            buckets=BATCH_SIZE_BUCKETS, registry=registry,
-        )  # fmt: skip
-
+        self.tally = Tally("metrics")
         self.trimmed = Counter(
             "streamtasks_entries_trimmed",
             "Entries deleted by ack-aware trimming (every group had acked them), and dead letters "
@@ -115,36 +62,50 @@ class SettledObserver:
             ("stream", "held_by"),
             registry=registry,
         )
+        registry.register(self)
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, BatchSettled):
-            self.settled(event)
-        elif isinstance(event, Totals):  # actor mode: counts only, no per-batch histograms
-            lbl = (event.stream, event.handler)
-            self.handled.labels(*lbl).inc(event.handled)
-            self.retried.labels(*lbl).inc(event.retried)
-            self.dead.labels(*lbl).inc(event.dead)
-            self.failed.labels(*lbl).inc(event.retried + event.dead)
+            self.tally(event)
+        elif isinstance(event, Totals):
+            self.tally.add(event.grown)
         elif isinstance(event, Trimmed):
             self.trimmed.labels(event.stream, event.held_by).inc(event.removed)
 
-    def settled(self, event: BatchSettled) -> None:
-        """Record one settled batch, right after its XACK pipeline ran."""
-        now = time.time()
-        spec, entries, plan, result = event.spec, event.entries, event.plan, event.result
-        lbl = (spec.stream, spec.name)
-        retried = plan.retried
-        self.handled.labels(*lbl).inc(len(plan.done))
-        self.retried.labels(*lbl).inc(retried)
-        self.dead.labels(*lbl).inc(len(plan.dead))
-        self.failed.labels(*lbl).inc(retried + len(plan.dead))
-        self.batches.labels(*lbl).inc()
-        self.batch_size.labels(*lbl).observe(len(entries))
-        if result.duration > 0:  # 0 = the router decided (timeout, lost Ray worker, exhausted)
-            self.duration.labels(*lbl).observe(result.duration)
-        latency = self.latency.labels(*lbl)
-        for entry_id in plan.done:
-            latency.observe(max(0.0, now - entry_time(entry_id)))
+    def collect(self) -> Iterator[Metric]:
+        counters = {
+            "handled": ("streamtasks_entries_handled", "Entries whose handler succeeded (acked)."),
+            "retried": ("streamtasks_entries_retried", "Failed attempts scheduled for a retry."),
+            "dead": ("streamtasks_entries_dead_lettered", "Entries moved to the dead-letter stream."),
+            "failed": ("streamtasks_entries_failed", "Failed attempts (retried + dead-lettered)."),
+            "batches": ("streamtasks_batches", "Batches settled."),
+        }
+        histograms = {
+            "duration": ("streamtasks_batch_duration_seconds", "Handler time per batch (in the Ray task or actor)."),
+            "latency": (
+                "streamtasks_end_to_end_latency_seconds",
+                "From XADD (the entry id's time) to the XACK of a done entry.",
+            ),
+            "size": ("streamtasks_batch_size", "Entries per settled batch."),
+        }
+        families: dict[str, Any] = {
+            key: CounterMetricFamily(name, doc, labels=_LANE_LABELS) for key, (name, doc) in counters.items()
+        }
+        for key, (name, doc) in histograms.items():
+            families[key] = HistogramMetricFamily(name, doc, labels=_LANE_LABELS)
+        for lane in self.tally.lanes.values():
+            labels = [lane.stream, lane.handler]
+            values = {"handled": lane.handled, "retried": lane.retried, "dead": lane.dead,
+                      "failed": lane.retried + lane.dead, "batches": lane.batches}  # fmt: skip
+            for key, amount in values.items():
+                families[key].add_metric(labels, float(amount))
+            for key in histograms:
+                buckets: Buckets = getattr(lane, key)
+                families[key].add_metric(labels, buckets.cumulative(), buckets.total)
+        yield from families.values()
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
 
 
 def _gauge(name: str, doc: str, labels: Sequence[str]) -> GaugeMetricFamily:

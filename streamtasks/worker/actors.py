@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ from ..registry import Registry
 from .events import Events, LaneSnapshot, Listener, Snapshot, StateChanged, Totals
 from .executors import InlineExecutor, RayExecutor
 from .supervise import Supervisor
+from .tally import Tally, growth
 from .worker import Worker, WorkerSettings
 
 log = logging.getLogger("streamtasks.worker")
@@ -50,11 +52,13 @@ class WorkerActor:
         self.settings = settings
         self.threads = threads
         self.worker: Worker | None = None
+        self.tally = Tally(uuid.uuid4().hex)  # a new incarnation when Ray restarts the actor
 
     async def run(self) -> None:
         redis = await connect(self.redis_url)  # one node or a Redis Cluster, as the worker's
         try:
-            self.worker = Worker(self.registry, redis, InlineExecutor(self.threads), self.settings)
+            executor = InlineExecutor(self.threads)
+            self.worker = Worker(self.registry, redis, executor, self.settings, listeners=[self.tally])
             await self.worker.run()
         finally:
             await redis.aclose()
@@ -63,8 +67,9 @@ class WorkerActor:
         if self.worker is not None:
             self.worker.stop()
 
-    async def snapshot(self) -> Snapshot | None:
-        return None if self.worker is None else self.worker.snapshot()
+    async def report(self) -> tuple[Snapshot, Tally] | None:
+        """The worker's snapshot and the tally of its settled batches (metrics)."""
+        return None if self.worker is None else (self.worker.snapshot(), self.tally)
 
 
 class ActorPool:
@@ -96,7 +101,7 @@ class ActorPool:
         self._stopping = asyncio.Event()
         self._handles: list[Any] = []
         self._snapshots: dict[int, Snapshot] = {}
-        self._reported: dict[tuple[int, str], LaneSnapshot] = {}  # (actor, stream) -> counts
+        self._tallies: dict[int, Tally] = {}  # actor -> its tally as last reported
 
     def stop(self) -> None:
         self._stopping.set()
@@ -152,13 +157,15 @@ class ActorPool:
     async def _poll(self) -> None:
         for index, handle in enumerate(self._handles):
             try:
-                snap = await asyncio.wait_for(handle.snapshot.remote(), POLL_INTERVAL_S * 5)
+                report = await asyncio.wait_for(handle.report.remote(), POLL_INTERVAL_S * 5)
             except Exception as exc:  # a dead or restarting actor: its loop reports it
-                log.debug("snapshot of actor %d failed: %s", index, exc)
+                log.debug("report of actor %d failed: %s", index, exc)
                 continue
-            if snap is not None:
-                self._snapshots[index] = snap
-        self._report_totals()
+            if report is not None:
+                self._snapshots[index], tally = report
+                for grown in growth(self._tallies.get(index), tally):
+                    self.events.emit(Totals(grown))
+                self._tallies[index] = tally
         if (
             self.state == "starting"
             and self._snapshots
@@ -170,15 +177,6 @@ class ActorPool:
                 "worker %s reading %s as group %s on %d actors",
                 self.consumer, ", ".join(self.registry.streams), self.group, len(self._handles),
             )  # fmt: skip
-
-    def _report_totals(self) -> None:
-        """Turn the growth of each actor's counters into :class:`Totals` events (metrics)."""
-        for index, snap in self._snapshots.items():
-            for name, lane in snap.lanes.items():
-                grown = growth(self._reported.get((index, name)), lane)
-                self._reported[(index, name)] = lane
-                if any(grown):
-                    self.events.emit(Totals(name, lane.handler, *grown))
 
     def _set_state(self, state: str) -> None:
         self.state = state
@@ -234,19 +232,6 @@ def actor_options(ray_options: dict[str, Any], env: dict[str, str]) -> dict[str,
         runtime_env["env_vars"] = {**env, **dict(runtime_env.get("env_vars") or {})}
         options["runtime_env"] = runtime_env
     return options
-
-
-def growth(before: LaneSnapshot | None, now: LaneSnapshot) -> tuple[int, int, int]:
-    """(handled, retried, dead) one actor's lane added since ``before``: all of them for an
-    actor seen for the first time, or restarted by Ray (a counter went down: it counts from 0)."""
-    if (
-        before is None
-        or now.handled < before.handled
-        or now.retried < before.retried
-        or now.dead < before.dead
-    ):
-        return now.handled, now.retried, now.dead
-    return now.handled - before.handled, now.retried - before.retried, now.dead - before.dead
 
 
 def _sum_lanes(stream: str, handler: str, lanes: list[LaneSnapshot]) -> LaneSnapshot:

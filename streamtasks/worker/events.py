@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .run import BatchResult, RawEntry
     from .settle import Settlement
     from .supervise import Supervisor
+    from .tally import LaneTally
 
 log = logging.getLogger("streamtasks.worker")
 
@@ -44,13 +45,10 @@ class BatchSettled:
 
 @frozen
 class Totals:
-    """Entries settled elsewhere (by this worker's actors) since the last report."""
+    """What one of this worker's actors settled since the last report: its counters' and
+    histograms' growth, for one stream."""
 
-    stream: str
-    handler: str
-    handled: int
-    retried: int
-    dead: int
+    grown: LaneTally
 
 
 @frozen

@@ -51,10 +51,12 @@ def value(metrics: dict[Any, float], name: str, **labels: str) -> float:
     return metrics[(name, tuple(sorted(labels.items())))]
 
 
-def start_worker(spawn: Any, redis_url: str, ray_address: str, port: int, streams: str, consumer: str) -> Any:
+def start_worker(
+    spawn: Any, redis_url: str, ray_address: str, port: int, streams: str, consumer: str, *args: str
+) -> Any:
     worker = spawn(
         [*CLI, "worker", "obs_app:registry", "--redis-url", redis_url, "--ray-address", ray_address,
-         "--streams", streams, "--consumer", consumer, "--metrics-port", str(port)],
+         "--streams", streams, "--consumer", consumer, "--metrics-port", str(port), *args],
         cwd=HERE,
     )  # fmt: skip
     worker.wait_for_log(r"metrics on http://", timeout=30)
@@ -175,14 +177,19 @@ async def _xlen_is(redis: Redis, stream: str, n: int) -> bool:
 SLEEPS = [3.5] + [0.15, 0.35, 0.7, 1.6] * 2
 
 
+@pytest.mark.parametrize("mode", ["tasks", "actors"])
 async def test_latency_histogram_agrees_with_independently_measured_latency(
-    redis: Redis, redis_url: str, ray_address: str, spawn: Any
+    redis: Redis, redis_url: str, ray_address: str, spawn: Any, mode: str
 ) -> None:
     """Entries XADDed at known times, each handled after a known sleep: the end-to-end latency
     histogram has the same count in every bucket as the latencies the test measures itself
-    (XADD call -> handler completion), and its sum is within a few ms per entry of theirs."""
+    (XADD call -> handler completion), and its sum is within a few ms per entry of theirs. In
+    actor mode too, where each actor keeps the histogram of its own batches and the worker
+    process adds them up."""
     port = free_port()
-    worker = start_worker(spawn, redis_url, ray_address, port, "obs_latency", "obs-latency-1")
+    args = ["--mode", mode] + (["--actors", "2"] if mode == "actors" else [])
+    consumer = f"obs-latency-{mode}"
+    worker = start_worker(spawn, redis_url, ray_address, port, "obs_latency", consumer, *args)
     await wait_ready(port)
     independent = []
     for sleep in SLEEPS:
@@ -199,9 +206,20 @@ async def test_latency_histogram_agrees_with_independently_measured_latency(
         return int((await redis.xpending("obs_latency", GROUP))["pending"]) == 0
 
     await wait_until(all_acked, timeout=10, interval=0.01)
-    metrics = await scrape(port)
     handler = {"stream": "obs_latency", "handler": "obs_app.latency"}
     name = "streamtasks_end_to_end_latency_seconds"
+
+    async def counted() -> bool:  # actor mode: the worker process polls its actors every second
+        counts = await scrape(port)
+        return counts.get((f"{name}_count", tuple(sorted(handler.items())))) == len(SLEEPS)
+
+    await wait_until(counted, timeout=10, interval=0.2)
+    metrics = await scrape(port)
+    assert value(metrics, "streamtasks_batches_total", **handler) == len(SLEEPS)
+    assert value(metrics, "streamtasks_batch_size_sum", **handler) == len(SLEEPS)
+    assert value(metrics, "streamtasks_batch_duration_seconds_count", **handler) == len(SLEEPS)
+    handler_time = value(metrics, "streamtasks_batch_duration_seconds_sum", **handler)
+    assert sum(SLEEPS) <= handler_time <= sum(SLEEPS) + 0.05 * len(SLEEPS)  # the sleeps, and a bit
     assert value(metrics, f"{name}_count", **handler) == len(SLEEPS)
     for le in ("0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "+Inf"):
         expected = sum(1 for lat in independent if lat <= float(le))

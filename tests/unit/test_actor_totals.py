@@ -1,57 +1,101 @@
-"""Actor mode's metrics: what each actor's counters added since the last poll (pure logic)."""
+"""Settled batches as tallies (pure logic): the histogram state against prometheus_client's own
+``Histogram``, and actor mode's growth between two polls of an actor, restarts included."""
 
 from __future__ import annotations
 
+import copy
+
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
 
-from streamtasks.worker.actors import growth
-from streamtasks.worker.events import LaneSnapshot
+from streamtasks.worker.tally import DURATION_BUCKETS, Buckets, LaneTally, Tally, growth
+
+observations = st.lists(
+    st.one_of(st.floats(0, 400, allow_nan=False), st.sampled_from(DURATION_BUCKETS)), max_size=50
+)
 
 
-def lane(handled: int, retried: int = 0, dead: int = 0) -> LaneSnapshot:
-    return LaneSnapshot(
-        stream="s", handler="h", in_flight=0, queued=0, held=0, handled=handled, retried=retried,
-        dead=dead, reclaimed=0, lost=0,
-    )  # fmt: skip
+class _Exposed(Collector):
+    def __init__(self, buckets: Buckets) -> None:
+        self.buckets = buckets
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        family = HistogramMetricFamily("h", "h", labels=[])
+        family.add_metric([], self.buckets.cumulative(), self.buckets.total)
+        yield family
+
+
+def _samples(registry: CollectorRegistry) -> list[str]:
+    text = generate_latest(registry).decode()
+    return [line for line in text.splitlines() if line.startswith(("h_bucket", "h_count", "h_sum"))]
+
+
+@given(observations)
+def test_buckets_expose_what_prometheus_clients_histogram_exposes(values: list[float]) -> None:
+    """Bucket bounds included (``le`` means at most): the same ``_bucket``, ``_count`` and
+    ``_sum`` lines as prometheus_client's ``Histogram`` fed the same values."""
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    buckets = Buckets.empty(DURATION_BUCKETS)
+    reference = Histogram("h", "h", buckets=DURATION_BUCKETS, registry=theirs)
+    for v in values:
+        buckets.observe(v)
+        reference.observe(v)
+    ours.register(_Exposed(buckets))
+    assert _samples(ours) == _samples(theirs)
+
+
+def lane(batches: int, handled: int = 0, latencies: tuple[float, ...] = ()) -> LaneTally:
+    tally = LaneTally("s", "h", handled=handled, batches=batches)
+    for v in latencies:
+        tally.latency.observe(v)
+    return tally
+
+
+def tally(incarnation: str, *lanes: LaneTally) -> Tally:
+    return Tally(incarnation, {lane.stream: lane for lane in lanes})
 
 
 def test_an_actor_seen_for_the_first_time_counts_everything_it_did() -> None:
-    assert growth(None, lane(120, 3, 1)) == (120, 3, 1)  # the first poll's work is not dropped
+    [grown] = growth(None, tally("x", lane(3, 120, (0.1, 0.2))))
+    assert (grown.batches, grown.handled, grown.latency.count) == (3, 120, 2)  # the first poll's work
 
 
 def test_growth_between_two_polls() -> None:
-    assert growth(lane(100, 2, 0), lane(150, 2, 1)) == (50, 0, 1)
+    [grown] = growth(tally("x", lane(3, 100, (0.1,))), tally("x", lane(5, 150, (0.1, 7.0))))
+    assert (grown.batches, grown.handled, grown.latency.count) == (2, 50, 1)
+    assert grown.latency.total == 7.0
+
+
+def test_nothing_new_reports_nothing() -> None:
+    assert growth(tally("x", lane(3, 100)), tally("x", lane(3, 100))) == []
 
 
 def test_an_actor_restarted_by_ray_counts_from_zero_again() -> None:
-    assert growth(lane(5000, 10, 4), lane(30, 0, 0)) == (30, 0, 0)  # never a negative increment
+    """A new incarnation: all it did, even when it already did more than the old one."""
+    [grown] = growth(tally("old", lane(50, 5000)), tally("new", lane(60, 6000)))
+    assert (grown.batches, grown.handled) == (60, 6000)
 
 
-counts = st.tuples(st.integers(0, 10**6), st.integers(0, 10**4), st.integers(0, 10**4))
-Polls = list[tuple[tuple[int, int, int], bool]]
+steps = st.tuples(st.integers(0, 20), st.integers(0, 500), st.booleans())
 
 
-@given(st.lists(st.tuples(counts, st.booleans()), min_size=1, max_size=30))
-def test_reported_growth_is_the_work_done_across_restarts(polls: Polls) -> None:
-    """Between two polls an actor does some work, sometimes after Ray restarted it (its
-    counters from 0). The growth reported is never negative and never more than the work;
-    it is all of it unless a restart caught up with the old counters before the poll (no
-    poller could see that one)."""
-    before: LaneSnapshot | None = None
-    current, done, reported = (0, 0, 0), [0, 0, 0], [0, 0, 0]
-    exact = True
-    for step, restarted in polls:
-        base = (0, 0, 0) if restarted else current
-        current = (base[0] + step[0], base[1] + step[1], base[2] + step[2])
-        done = [d + s for d, s in zip(done, step, strict=True)]
-        seen = None if before is None else (before.handled, before.retried, before.dead)
-        if restarted and seen is not None and all(c >= b for c, b in zip(current, seen, strict=True)):
-            exact = False
-        grown = growth(before, lane(*current))
-        assert min(grown) >= 0
-        reported = [r + g for r, g in zip(reported, grown, strict=True)]
-        before = lane(*current)
-    assert all(r <= d for r, d in zip(reported, done, strict=True))
-    if exact:
-        assert reported == done
+@given(st.lists(steps, min_size=1, max_size=30))
+def test_reported_growth_adds_up_to_the_work_done_across_restarts(polls: list[tuple[int, int, bool]]) -> None:
+    """Between two polls an actor settles some batches, sometimes after Ray restarted it (a
+    new incarnation, from 0). What the poller adds up is exactly the work done."""
+    actor, seen, total, done = Tally("0"), None, Tally("metrics"), [0, 0]
+    for restarts, (batches, handled, restarted) in enumerate(polls):
+        if restarted:
+            actor = Tally(str(restarts + 1))
+        for i in range(batches):
+            actor.lane("s", "h").record(1, 0.01, 0, 0, [f"{i}-0"] * (handled // max(1, batches)))
+        done = [done[0] + batches, done[1] + batches * (handled // max(1, batches))]
+        for grown in growth(seen, actor):
+            assert grown.batches > 0 and grown.handled >= 0 and min(grown.latency.counts) >= 0
+            total.add(grown)
+        seen = copy.deepcopy(actor)  # what a poll through Ray receives: a copy
+    got = total.lanes.get("s", LaneTally("s", "h"))
+    assert [got.batches, got.handled] == done

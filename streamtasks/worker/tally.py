@@ -1,0 +1,158 @@
+"""What a handler's settled batches added up to: counters and bucketed histograms, as plain data
+that can be summed across processes.
+
+One :class:`LaneTally` per stream holds what ``/metrics`` shows of the settled batches (entries
+handled, retried and dead-lettered, batches, handler time per batch, entries per batch, and
+the end-to-end latency of each done entry). In task mode the worker's metrics record each
+:class:`~streamtasks.worker.events.BatchSettled` into one. In actor mode each actor records its
+own batches into its own (:class:`Tally`, a listener of its worker), the worker process polls
+them with the actors' snapshots, and adds what each grew by (:meth:`LaneTally.growth`) into its
+metrics: both modes expose the same series, histograms included.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections.abc import Iterable
+
+from attrs import define, field
+
+from .events import BatchSettled, Event
+
+#: End-to-end latency buckets (seconds): from a few ms (idle system) to 10 min (a backlog).
+LATENCY_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+)  # fmt: skip
+#: Handler time per batch (seconds).
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+#: Entries per batch.
+BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+
+
+@define
+class Buckets:
+    """A histogram's state: how many observations fell in each bucket (``counts[i]``: at most
+    ``bounds[i]`` and above the bound before; the last one is ``+Inf``), and their sum."""
+
+    bounds: tuple[float, ...]
+    counts: list[int]
+    total: float = 0.0
+
+    @classmethod
+    def empty(cls, bounds: tuple[float, ...]) -> Buckets:
+        return cls(bounds, [0] * (len(bounds) + 1))
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """Prometheus' ``le`` buckets: ``[("0.005", n), ..., ("+Inf", count)]``."""
+        out, running = [], 0
+        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += n
+            out.append(("+Inf" if bound == float("inf") else str(float(bound)), float(running)))
+        return out
+
+    def plus(self, other: Buckets) -> Buckets:
+        counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        return Buckets(self.bounds, counts, self.total + other.total)
+
+    def minus(self, before: Buckets) -> Buckets:
+        counts = [a - b for a, b in zip(self.counts, before.counts, strict=True)]
+        return Buckets(self.bounds, counts, self.total - before.total)
+
+
+@define
+class LaneTally:
+    """One handler's settled batches, counted since its worker started."""
+
+    stream: str
+    handler: str
+    handled: int = 0
+    retried: int = 0
+    dead: int = 0
+    batches: int = 0
+    duration: Buckets = field(factory=lambda: Buckets.empty(DURATION_BUCKETS))
+    size: Buckets = field(factory=lambda: Buckets.empty(BATCH_SIZE_BUCKETS))
+    latency: Buckets = field(factory=lambda: Buckets.empty(LATENCY_BUCKETS))
+
+    def record(self, size: int, duration: float, retried: int, dead: int, done: Iterable[str]) -> None:
+        """One settled batch of ``size`` entries, whose handler ran ``duration`` seconds (0: it
+        never ran: a timeout, a lost Ray worker, retries exhausted), with the ids of the entries
+        acked as done; their latency is measured from their XADD to now (their XACK was sent)."""
+        now_ms = time.time() * 1000.0
+        self.batches += 1
+        self.retried += retried
+        self.dead += dead
+        self.size.observe(size)
+        if duration > 0:
+            self.duration.observe(duration)
+        latency = self.latency
+        for entry_id in done:
+            latency.observe(max(0.0, now_ms - int(entry_id.partition("-")[0])) / 1000.0)
+            self.handled += 1
+
+    def plus(self, other: LaneTally) -> LaneTally:
+        return LaneTally(
+            self.stream, self.handler, self.handled + other.handled, self.retried + other.retried,
+            self.dead + other.dead, self.batches + other.batches, self.duration.plus(other.duration),
+            self.size.plus(other.size), self.latency.plus(other.latency),
+        )  # fmt: skip
+
+    def minus(self, before: LaneTally) -> LaneTally:
+        return LaneTally(
+            self.stream, self.handler, self.handled - before.handled, self.retried - before.retried,
+            self.dead - before.dead, self.batches - before.batches,
+            self.duration.minus(before.duration), self.size.minus(before.size),
+            self.latency.minus(before.latency),
+        )  # fmt: skip
+
+    @property
+    def empty(self) -> bool:
+        return self.batches == 0
+
+
+@define
+class Tally:
+    """A listener of one worker's events keeping a :class:`LaneTally` per stream, under an
+    ``incarnation`` that is new for every process (an actor restarted by Ray counts from 0
+    again under a new one, so its poller never takes a restart for negative work)."""
+
+    incarnation: str
+    lanes: dict[str, LaneTally] = field(factory=dict)
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, BatchSettled):
+            plan = event.plan
+            lane = self.lane(event.spec.stream, event.spec.name)
+            lane.record(len(event.entries), event.result.duration, plan.retried, len(plan.dead), plan.done)
+
+    def add(self, grown: LaneTally) -> None:
+        """Add what another worker's lane grew by (an actor's, in actor mode)."""
+        self.lanes[grown.stream] = self.lane(grown.stream, grown.handler).plus(grown)
+
+    def lane(self, stream: str, handler: str) -> LaneTally:
+        lane = self.lanes.get(stream)
+        if lane is None:
+            lane = self.lanes[stream] = LaneTally(stream, handler)
+        return lane
+
+
+def growth(before: Tally | None, now: Tally) -> list[LaneTally]:
+    """What ``now`` added since ``before`` was seen, per stream: everything when ``before`` is
+    of another incarnation (first seen, or restarted), never a negative count."""
+    if before is None or before.incarnation != now.incarnation:
+        return [lane for lane in now.lanes.values() if not lane.empty]
+    grown = []
+    for stream, lane in now.lanes.items():
+        seen = before.lanes.get(stream)
+        delta = lane if seen is None else lane.minus(seen)
+        if not delta.empty:
+            grown.append(delta)
+    return grown
