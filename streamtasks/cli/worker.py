@@ -76,7 +76,8 @@ METRICS_HOST = "0.0.0.0"
     type=click.IntRange(min=1),
     envvar="STREAMTASKS_ACTORS",
     show_envvar=True,
-    help="Actors in --mode actors (default: the Ray cluster's CPUs).",
+    help="Actors per group of handler Ray options in --mode actors (default: the Ray cluster's "
+    "CPUs shared out among the groups).",
 )
 @click.option(
     "--num-cpus",

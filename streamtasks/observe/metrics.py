@@ -81,7 +81,10 @@ class SettledObserver:
             "batches": ("streamtasks_batches", "Batches settled."),
         }
         histograms = {
-            "duration": ("streamtasks_batch_duration_seconds", "Handler time per batch (in the Ray task or actor)."),
+            "duration": (
+                "streamtasks_batch_duration_seconds",
+                "Handler time per batch (in the Ray task or actor).",
+            ),
             "latency": (
                 "streamtasks_end_to_end_latency_seconds",
                 "From XADD (the entry id's time) to the XACK of a done entry.",

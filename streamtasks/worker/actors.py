@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from ..connect import connect
 from ..registry import Registry
 from .events import Events, LaneSnapshot, Listener, Snapshot, StateChanged, Totals
 from .executors import InlineExecutor, RayExecutor
+from .preflight import check_handlers
 from .supervise import Supervisor
 from .tally import Tally, growth
 from .worker import Worker, WorkerSettings
@@ -38,6 +40,10 @@ log = logging.getLogger("streamtasks.worker")
 
 #: Seconds between two polls of the actors' snapshots.
 POLL_INTERVAL_S = 1.0
+#: Seconds after which actors Ray has not started are logged (the worker is not ready meanwhile).
+PLACE_WARN_S = 30.0
+#: The actor options that decide where (and whether) Ray can place it.
+PLACED_BY = ("num_cpus", "num_gpus", "memory", "resources", "accelerator_type")
 #: Seconds past the grace period the worker waits for its actors to drain before killing them.
 STOP_SLACK_S = 15.0
 
@@ -102,6 +108,8 @@ class ActorPool:
         self._handles: list[Any] = []
         self._snapshots: dict[int, Snapshot] = {}
         self._tallies: dict[int, Tally] = {}  # actor -> its tally as last reported
+        self._asks: list[str] = []  # actor -> what it asks Ray for, and for which streams
+        self._warned = False
 
     def stop(self) -> None:
         self._stopping.set()
@@ -111,26 +119,36 @@ class ActorPool:
         return self._stopping.is_set()
 
     async def run(self) -> None:
+        # a permission the actors lack fails this worker at once, as in task mode (an actor
+        # would only fail its start over and over, restarted by the supervisor)
+        await check_handlers(self.redis, self.registry.handlers.values(), self.group, f"{self.consumer}-a0")
         await self.executor.start()
         try:
-            self._handles = self._start_actors(self.actors or _cluster_cpus())
+            self._handles = self._start_actors()
             for index, handle in enumerate(self._handles):
                 self.supervisor.spawn(f"actor-{index}", self._serve(index, handle))
             await self._poll_until_stopped()
         finally:
             await self._drain()
 
-    def _start_actors(self, count: int) -> list[Any]:
-        """``count`` actors for each group of handlers that share their Ray options (an actor
-        runs in one process: its handlers share its resources and runtime environment)."""
+    def _start_actors(self) -> list[Any]:
+        """The actors of each group of handlers that share their Ray options (an actor runs in
+        one process: its handlers share its resources and runtime environment); see
+        :func:`plan`."""
         import ray
 
         handles: list[Any] = []
-        for registry, ray_options in partition(self.registry):
+        for registry, options, count in plan(partition(self.registry), self.actors, _cluster_cpus()):
             threads = max(spec.max_in_flight for spec in registry.handlers.values())
-            options = {"num_cpus": 1, **actor_options(ray_options, self.executor.env)}
-            remote = ray.remote(WorkerActor).options(max_restarts=-1, max_concurrency=16, **options)
+            remote = ray.remote(WorkerActor).options(
+                max_restarts=-1, max_concurrency=16, **actor_options(options, self.executor.env)
+            )
+            asked = ", ".join(
+                f"{k}={options[k]}" for k in PLACED_BY if k in options
+            )  # no runtime_env: secrets
+            ask = f"{', '.join(registry.streams)} asks for {asked}"
             for _ in range(count):
+                self._asks.append(ask)
                 settings = self._actor_settings(len(handles))
                 handles.append(remote.remote(registry, self.redis_url, settings, threads))
         return handles
@@ -155,21 +173,17 @@ class ActorPool:
                 await asyncio.wait_for(self._stopping.wait(), POLL_INTERVAL_S)
 
     async def _poll(self) -> None:
-        for index, handle in enumerate(self._handles):
-            try:
-                report = await asyncio.wait_for(handle.report.remote(), POLL_INTERVAL_S * 5)
-            except Exception as exc:  # a dead or restarting actor: its loop reports it
-                log.debug("report of actor %d failed: %s", index, exc)
-                continue
+        reports = await asyncio.gather(*(self._report(i, h) for i, h in enumerate(self._handles)))
+        for index, report in enumerate(reports):
             if report is not None:
                 self._snapshots[index], tally = report
                 for grown in growth(self._tallies.get(index), tally):
                     self.events.emit(Totals(grown))
                 self._tallies[index] = tally
-        if (
-            self.state == "starting"
-            and self._snapshots
-            and all(s.state == "reading" for s in self._snapshots.values())
+        if self.state != "starting":
+            return
+        if len(self._snapshots) == len(self._handles) and all(
+            s.state == "reading" for s in self._snapshots.values()
         ):
             self._set_state("reading")
             self.reading.set()
@@ -177,6 +191,25 @@ class ActorPool:
                 "worker %s reading %s as group %s on %d actors",
                 self.consumer, ", ".join(self.registry.streams), self.group, len(self._handles),
             )  # fmt: skip
+        elif not self._warned and time.time() - self.started_at > PLACE_WARN_S:
+            self._warned = True
+            waiting = [i for i in range(len(self._handles)) if i not in self._snapshots]
+            log.warning(
+                "worker %s: actors %s not running after %.0f s (can Ray place them? %s); the "
+                "worker is not ready until they are",
+                self.consumer, ", ".join(map(str, waiting)), PLACE_WARN_S,
+                "; ".join(self._asks[i] for i in waiting),
+            )  # fmt: skip
+
+    async def _report(self, index: int, handle: Any) -> tuple[Snapshot, Tally] | None:
+        try:
+            report: tuple[Snapshot, Tally] | None = await asyncio.wait_for(
+                handle.report.remote(), POLL_INTERVAL_S * 5
+            )
+            return report
+        except Exception as exc:  # a dead, restarting or unplaced actor: its loop reports it
+            log.debug("report of actor %d failed: %s", index, exc)
+            return None
 
     def _set_state(self, state: str) -> None:
         self.state = state
@@ -223,6 +256,22 @@ def partition(registry: Registry) -> list[tuple[Registry, dict[str, Any]]]:
     return [(registry.only(streams), options) for streams, options in groups.values()]
 
 
+def plan(
+    groups: list[tuple[Registry, dict[str, Any]]], per_group: int | None, cpus: float
+) -> list[tuple[Registry, dict[str, Any], int]]:
+    """How many actors each group gets, and their Ray options. ``per_group`` (``--actors``) is
+    taken as asked; by default the cluster's CPUs are shared out, at least one actor per group.
+    An actor whose handlers ask for no ``num_cpus`` reserves one CPU, or its share when there
+    are more actors than CPUs (every group's actors must be placed, or its streams would wait
+    unserved)."""
+    counts = [per_group or max(1, int(cpus) // len(groups)) for _ in groups]
+    share = min(1.0, math.floor(cpus / sum(counts) * 10_000) / 10_000) or 1.0  # Ray's granularity
+    return [
+        (registry, {"num_cpus": share, **options}, count)
+        for (registry, options), count in zip(groups, counts, strict=True)
+    ]
+
+
 def actor_options(ray_options: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     """A handler's Ray task options as actor options: ``max_retries`` does not apply (an actor
     is restarted instead), and the worker's forwarded environment joins ``runtime_env``."""
@@ -245,8 +294,7 @@ def _sum_lanes(stream: str, handler: str, lanes: list[LaneSnapshot]) -> LaneSnap
     )  # fmt: skip
 
 
-def _cluster_cpus() -> int:
+def _cluster_cpus() -> float:
     import ray
 
-    cpus = ray.cluster_resources().get("CPU", 1)  # type: ignore[no-untyped-call]
-    return max(1, int(cpus))
+    return float(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call]

@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from attrs import frozen
 from redis import exceptions as rx
@@ -27,6 +27,9 @@ from .. import keys
 from ..connect import is_cluster
 from ..errors import ConfigError
 from ..redisutil import REDIS_DOWN
+
+if TYPE_CHECKING:
+    from ..registry import HandlerSpec
 
 log = logging.getLogger("streamtasks.worker")
 
@@ -117,6 +120,16 @@ async def check_permissions(
     if denied:
         who = f"Redis user {user!r}" if user else "the Redis user"
         raise MissingPermissions(f"{who} lacks permissions the worker needs: {', '.join(denied)}")
+
+
+async def check_handlers(redis: Redis, specs: Iterable[HandlerSpec], group: str, consumer: str) -> None:
+    """:func:`check_permissions` for what serving ``specs`` needs (their streams, dead-letter
+    streams, and the keys their trimming deletes from)."""
+    specs = list(specs)
+    streams = [(spec.stream, spec.dead_letter_stream) for spec in specs]
+    trimmed = [s.stream for s in specs if s.trim_acked_after is not None]
+    trimmed += [s.dead_letter_stream for s in specs if s.dead_letter_retention is not None]
+    await check_permissions(redis, streams, group, consumer, trimmed)
 
 
 async def _whoami(redis: Redis) -> str | None:

@@ -33,7 +33,7 @@ from .gaps import GapWatch
 from .health import RedisHealth
 from .lanes import Lane, tally
 from .pending import PendingEntries
-from .preflight import check_permissions
+from .preflight import check_handlers
 from .read import Reader
 from .recovery import Leases, Reclaimer
 from .settle import Settler
@@ -131,11 +131,8 @@ class Worker:
 
     async def run(self) -> None:
         """Serve until :meth:`stop`; then hand back unstarted entries and drain."""
-        specs = [lane.spec for lane in self.lanes.values()]
-        streams = [(spec.stream, spec.dead_letter_stream) for spec in specs]
-        trimmed = [s.stream for s in specs if s.trim_acked_after is not None]
-        trimmed += [s.dead_letter_stream for s in specs if s.dead_letter_retention is not None]
-        await check_permissions(self.redis, streams, self.group, self.consumer, trimmed)  # before anything
+        specs = (lane.spec for lane in self.lanes.values())
+        await check_handlers(self.redis, specs, self.group, self.consumer)  # before anything
         self.supervisor.spawn("heartbeat", self._heartbeat_loop)  # announce "starting" at once
         try:
             await self._start_up()

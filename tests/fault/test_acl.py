@@ -97,16 +97,18 @@ async def test_a_key_the_user_may_not_touch_is_named_with_its_command(
         await client.aclose()
 
 
+@pytest.mark.parametrize("mode", ["tasks", "actors"])
 async def test_a_worker_under_a_restricted_acl_exits_1_at_start_naming_the_commands(
-    acl: Any, redis_url: str, spawn: Any
+    acl: Any, redis_url: str, spawn: Any, mode: str
 ) -> None:
     """``streamtasks worker`` with a user lacking XAUTOCLAIM and EVALSHA: exit 1 before Ray
-    starts, one line naming both."""
+    starts, one line naming both. In actor mode too (its actors would only fail to start over
+    and over)."""
     await acl("~*", "&*", "+@all", "-@admin", "-xautoclaim", "-evalsha")
     started = time.monotonic()
     proc = spawn(
         [sys.executable, "-m", "streamtasks", "worker", "faultapp:registry", "--streams", "jobs",
-         "--redis-url", user_url(redis_url)],
+         "--redis-url", user_url(redis_url), "--mode", mode],
         cwd=FAULT_DIR, env={"FAULT_LEDGER_URL": redis_url}, name="limited",
     )  # fmt: skip
     assert await asyncio.to_thread(proc.wait, 60) == 1, proc.output_tail()

@@ -1,0 +1,74 @@
+"""Actor mode's worker process is ready only once every actor reads, and says which actors
+Ray has not started (pure logic: the actors are stand-ins answering ``report``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from streamtasks import Registry
+from streamtasks.worker import actors
+from streamtasks.worker.actors import ActorPool
+from streamtasks.worker.events import Snapshot
+from streamtasks.worker.tally import Tally
+
+registry = Registry(group="g")
+
+
+@registry.stream_handler("s")
+def handle(msg: Any) -> None:
+    pass
+
+
+class Method:
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    def remote(self) -> Any:
+        if self.answer is None:  # an actor Ray has not placed: its call never completes
+            return asyncio.get_running_loop().create_future()
+
+        async def answer() -> Any:
+            return self.answer
+
+        return answer()
+
+
+class Actor:
+    def __init__(self, state: str | None) -> None:
+        snap = None if state is None else Snapshot("c-a", "g", state, 0.0, {}, None)
+        self.report = Method(None if snap is None else (snap, Tally("x")))
+
+
+def pool(*states: str | None) -> ActorPool:
+    p = ActorPool(registry, None, "redis://", None)  # type: ignore[arg-type]
+    p._handles = [Actor(state) for state in states]
+    p._asks = [f"s asks for num_cpus=1.0 (actor {i})" for i in range(len(states))]
+    return p
+
+
+async def test_ready_only_once_every_actor_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(actors, "POLL_INTERVAL_S", 0.01)
+    p = pool("reading", None)
+    await p._poll()
+    assert p.state == "starting" and not p.reading.is_set()  # one of two actors reads
+    p._handles[1] = Actor("reading")
+    await p._poll()
+    assert p.state == "reading" and p.reading.is_set()
+
+
+async def test_actors_not_started_in_time_are_named_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(actors, "POLL_INTERVAL_S", 0.01)
+    monkeypatch.setattr(actors, "PLACE_WARN_S", 0.0)
+    p = pool("reading", None, "reading")
+    with caplog.at_level(logging.WARNING, "streamtasks.worker"):
+        await p._poll()
+        await p._poll()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "actors 1 not running" in warnings[0], warnings
+    assert "s asks for num_cpus=1.0 (actor 1)" in warnings[0] and p.state == "starting"
