@@ -93,8 +93,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, ensure_ascii=False)
 
 
+_configured: tuple[str | int, str] = ("INFO", "text")
+
+
+def configured() -> tuple[str | int, str]:
+    """The level and format of the last :func:`configure` (what actor mode's actors repeat)."""
+    return _configured
+
+
 def configure(level: str | int = "INFO", fmt: str = "text") -> None:
     """Configure the ``streamtasks`` logger tree (idempotent)."""
+    global _configured
+    _configured = (level, fmt)
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter())
     if fmt == "json":

@@ -312,6 +312,11 @@ def _serving(
     if mode == "actors":
         from ..worker.actors import ActorPool
 
+        # The actors log like this process (text or JSON lines) to their stderr, which Ray
+        # forwards here: without its "(WorkerActor pid=...)" prefix (JSON lines would not parse)
+        # and without folding the same line from two actors into one (read before Ray's import).
+        os.environ.setdefault("RAY_DISABLE_WORKER_LOG_PREFIX", "1")
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         return ActorPool(
             registry, redis, url, _ray_executor(registry, **ray_options), settings, actors=actors
         )

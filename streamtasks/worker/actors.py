@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 import uuid
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from typing import Any
 from attrs import evolve
 from redis.asyncio import Redis
 
+from .. import logs
 from ..connect import connect
 from ..registry import Registry
 from .events import Events, LaneSnapshot, Listener, Snapshot, StateChanged, Totals
@@ -52,7 +52,11 @@ class WorkerActor:
     """The Ray actor: one :class:`Worker` with an inline executor (an async actor, so ``stop``
     and ``snapshot`` run while ``run`` serves)."""
 
-    def __init__(self, registry: Registry, redis_url: str, settings: WorkerSettings, threads: int) -> None:
+    def __init__(
+        self, registry: Registry, redis_url: str, settings: WorkerSettings, threads: int,
+        log: tuple[str | int, str] = ("INFO", "text"),
+    ) -> None:  # fmt: skip
+        logs.configure(*log)  # the worker process' level and format (text or JSON lines)
         self.registry = registry
         self.redis_url = redis_url
         self.settings = settings
@@ -143,14 +147,12 @@ class ActorPool:
             remote = ray.remote(WorkerActor).options(
                 max_restarts=-1, max_concurrency=16, **actor_options(options, self.executor.env)
             )
-            asked = ", ".join(
-                f"{k}={options[k]}" for k in PLACED_BY if k in options
-            )  # no runtime_env: secrets
-            ask = f"{', '.join(registry.streams)} asks for {asked}"
+            asked = [f"{k}={options[k]}" for k in PLACED_BY if k in options]  # not runtime_env: secrets
+            ask = f"{', '.join(registry.streams)} asks for {', '.join(asked) or 'a node with a CPU'}"
             for _ in range(count):
                 self._asks.append(ask)
                 settings = self._actor_settings(len(handles))
-                handles.append(remote.remote(registry, self.redis_url, settings, threads))
+                handles.append(remote.remote(registry, self.redis_url, settings, threads, logs.configured()))
         return handles
 
     def _actor_settings(self, index: int) -> WorkerSettings:
@@ -261,13 +263,14 @@ def plan(
 ) -> list[tuple[Registry, dict[str, Any], int]]:
     """How many actors each group gets, and their Ray options. ``per_group`` (``--actors``) is
     taken as asked; by default the cluster's CPUs are shared out, at least one actor per group.
-    An actor whose handlers ask for no ``num_cpus`` reserves one CPU, or its share when there
-    are more actors than CPUs (every group's actors must be placed, or its streams would wait
-    unserved)."""
+
+    An actor reserves what its handlers ask for and nothing more: without ``num_cpus`` it takes
+    Ray's default for actors (a node with a CPU to be placed, none held while it runs), so any
+    number of workers' actors fit beside each other, as task mode's workers share a cluster.
+    Unless the handlers choose a ``scheduling_strategy``, the actors are spread over the nodes."""
     counts = [per_group or max(1, int(cpus) // len(groups)) for _ in groups]
-    share = min(1.0, math.floor(cpus / sum(counts) * 10_000) / 10_000) or 1.0  # Ray's granularity
     return [
-        (registry, {"num_cpus": share, **options}, count)
+        (registry, {"scheduling_strategy": "SPREAD", **options}, count)
         for (registry, options), count in zip(groups, counts, strict=True)
     ]
 
