@@ -3,21 +3,11 @@ actor runs in one process with one set of options). Records what it handled in R
 
 from __future__ import annotations
 
-import os
-
-import redis as sync_redis
+from core_app import _redis  # the test Redis, from TEST_REDIS_URL
 
 from streamtasks import Message, Registry
 
 registry = Registry(group="groups-tests")
-_clients: dict[str, sync_redis.Redis] = {}
-
-
-def _redis() -> sync_redis.Redis:
-    url = os.environ["TEST_REDIS_URL"]  # set by the ray_address fixture (tests/conftest.py)
-    if url not in _clients:
-        _clients[url] = sync_redis.Redis.from_url(url)
-    return _clients[url]
 
 
 @registry.stream_handler("plain", batch_size=20)
