@@ -15,8 +15,12 @@
 :mod:`.shutdown`          hand back, grace period, sign off
 :mod:`.supervise`         background loops: logged, visible and restarted when they fail
 :mod:`.events`            events the worker emits and its read-only snapshot
+:mod:`.tally`             counters and histograms of settled batches, summable (metrics)
+:mod:`.trim`              ack-aware trimming
+:mod:`.startup`           the executor's start beside the groups' creation
 :mod:`.inline_start`      the worker process handles entries while Ray starts
 :mod:`.worker`            :class:`Worker`, the composition
+:mod:`.actors`            actor mode: a :class:`Worker` in each Ray actor, supervised
 ========================  =================================================================
 """
 
