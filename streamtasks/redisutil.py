@@ -21,6 +21,11 @@ def text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+def entry_time(entry_id: str) -> float:
+    """The XADD time (seconds since the epoch) carried by an entry id ``"<ms>-<seq>"``."""
+    return int(entry_id.partition("-")[0]) / 1000.0
+
+
 def id_key(entry_id: str) -> tuple[int, int]:
     """An entry id as a sortable ``(ms, seq)``."""
     ms, _, seq = entry_id.partition("-")

@@ -42,7 +42,7 @@ from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from .. import keys
-from ..redisutil import REDIS_DOWN, text
+from ..redisutil import REDIS_DOWN, entry_time, text
 from ..worker.gaps import GroupState, StreamState, lost_before_delivery
 from .discover import NO_GROUP as NO_GROUP  # re-exported names: status and the dashboard use them
 from .discover import discover_groups as discover_groups
@@ -66,11 +66,6 @@ def secs(value: float | None) -> str:
     if value < 7200:
         return f"{value / 60:.1f}m"
     return f"{value / 3600:.1f}h"
-
-
-def entry_time(entry_id: str) -> float:
-    """The XADD time (seconds since the epoch) carried by an entry id ``"<ms>-<seq>"``."""
-    return int(entry_id.partition("-")[0]) / 1000.0
 
 
 def _norm(mapping: Mapping[Any, Any]) -> dict[str, Any]:

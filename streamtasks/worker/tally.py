@@ -12,12 +12,15 @@ metrics: both modes expose the same series, histograms included.
 
 from __future__ import annotations
 
+import operator
 import time
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from attrs import define, field
 
+from ..redisutil import entry_time
 from .events import BatchSettled, Event
 
 #: End-to-end latency buckets (seconds): from a few ms (idle system) to 10 min (a backlog).
@@ -60,12 +63,15 @@ class Buckets:
         return out
 
     def plus(self, other: Buckets) -> Buckets:
-        counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
-        return Buckets(self.bounds, counts, self.total + other.total)
+        return self.combine(other, operator.add)
 
     def minus(self, before: Buckets) -> Buckets:
-        counts = [a - b for a, b in zip(self.counts, before.counts, strict=True)]
-        return Buckets(self.bounds, counts, self.total - before.total)
+        return self.combine(before, operator.sub)
+
+    def combine(self, other: Buckets, op: Callable[[Any, Any], Any]) -> Buckets:
+        """Bucket by bucket, and the sums, combined with ``op``."""
+        counts = [op(a, b) for a, b in zip(self.counts, other.counts, strict=True)]
+        return Buckets(self.bounds, counts, op(self.total, other.total))
 
 
 @define
@@ -86,7 +92,7 @@ class LaneTally:
         """One settled batch of ``size`` entries, whose handler ran ``duration`` seconds (0: it
         never ran: a timeout, a lost Ray worker, retries exhausted), with the ids of the entries
         acked as done; their latency is measured from their XADD to now (their XACK was sent)."""
-        now_ms = time.time() * 1000.0
+        now = time.time()
         self.batches += 1
         self.retried += retried
         self.dead += dead
@@ -95,22 +101,21 @@ class LaneTally:
             self.duration.observe(duration)
         latency = self.latency
         for entry_id in done:
-            latency.observe(max(0.0, now_ms - int(entry_id.partition("-")[0])) / 1000.0)
+            latency.observe(max(0.0, now - entry_time(entry_id)))
             self.handled += 1
 
     def plus(self, other: LaneTally) -> LaneTally:
-        return LaneTally(
-            self.stream, self.handler, self.handled + other.handled, self.retried + other.retried,
-            self.dead + other.dead, self.batches + other.batches, self.duration.plus(other.duration),
-            self.size.plus(other.size), self.latency.plus(other.latency),
-        )  # fmt: skip
+        return self._combine(other, operator.add)
 
     def minus(self, before: LaneTally) -> LaneTally:
+        return self._combine(before, operator.sub)
+
+    def _combine(self, other: LaneTally, op: Callable[[Any, Any], Any]) -> LaneTally:
         return LaneTally(
-            self.stream, self.handler, self.handled - before.handled, self.retried - before.retried,
-            self.dead - before.dead, self.batches - before.batches,
-            self.duration.minus(before.duration), self.size.minus(before.size),
-            self.latency.minus(before.latency),
+            self.stream, self.handler, op(self.handled, other.handled), op(self.retried, other.retried),
+            op(self.dead, other.dead), op(self.batches, other.batches),
+            self.duration.combine(other.duration, op), self.size.combine(other.size, op),
+            self.latency.combine(other.latency, op),
         )  # fmt: skip
 
     @property

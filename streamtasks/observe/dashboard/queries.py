@@ -20,8 +20,8 @@ from redis.asyncio import Redis
 
 from ... import deadletter
 from ...deadletter import DeadLetter
-from ...redisutil import text
-from ..inspect import entry_time, sample_stream
+from ...redisutil import entry_time, text
+from ..inspect import sample_stream
 from .config import Targets
 
 MAX_PAGE = 500
