@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import sys
+import threading
 from datetime import datetime, timezone
 from typing import Any
 
@@ -116,3 +117,52 @@ def configure(level: str | int = "INFO", fmt: str = "text") -> None:
         logger.handlers[:] = [handler]
         logger.setLevel(level if isinstance(level, int) else level.upper())
         logger.propagate = False
+
+
+class WholeLines:
+    """A text stream that hands each complete line to ``stream`` in one write, under one lock.
+
+    ``print(line)`` is two writes (the text, then its newline). Ray's driver prints what the
+    actors log that way from its own thread while this process's handler writes its lines, so
+    one thread's line could land between another's text and its newline: two JSON lines on one
+    line. Each thread's partial line waits here until its newline comes (or it flushes).
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+        self._partial = threading.local()
+
+    def write(self, text: str) -> int:
+        pending: str = getattr(self._partial, "text", "") + text
+        cut = pending.rfind("\n") + 1
+        self._partial.text = pending[cut:]
+        if cut:
+            with self._lock:
+                self.stream.write(pending[:cut])
+        return len(text)
+
+    def flush(self) -> None:
+        rest, self._partial.text = getattr(self._partial, "text", ""), ""
+        with self._lock:
+            if rest:
+                self.stream.write(rest)
+            self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding ...: the stream's own
+        return getattr(self.stream, name)
+
+
+def whole_lines() -> None:
+    """Make ``sys.stdout`` and ``sys.stderr`` :class:`WholeLines` (idempotent), and point the
+    handlers :func:`configure` installed at the new ``sys.stderr``: for a process whose stderr
+    carries lines written by other threads (actor mode's, forwarded by Ray)."""
+    for name in ("stdout", "stderr"):
+        if not isinstance(getattr(sys, name), WholeLines):
+            setattr(sys, name, WholeLines(getattr(sys, name)))
+    err = sys.stderr
+    assert isinstance(err, WholeLines)
+    for name in ("streamtasks", "async_processing"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is err.stream:
+                handler.setStream(err)

@@ -314,9 +314,11 @@ def _serving(
 
         # The actors log like this process (text or JSON lines) to their stderr, which Ray
         # forwards here: without its "(WorkerActor pid=...)" prefix (JSON lines would not parse)
-        # and without folding the same line from two actors into one (read before Ray's import).
+        # and without folding the same line from two actors into one (read before Ray's import),
+        # each line whole even when Ray's thread prints while this one logs.
         os.environ.setdefault("RAY_DISABLE_WORKER_LOG_PREFIX", "1")
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+        logs.whole_lines()
         return ActorPool(
             registry, redis, url, _ray_executor(registry, **ray_options), settings, actors=actors
         )
