@@ -9,7 +9,7 @@
 :mod:`.settle`            the settlement plan and the pipeline that applies it
 :mod:`.pending`           this consumer's pending entries: lease, retry delay, hand-back
 :mod:`.recovery`          reclaim (XAUTOCLAIM, delivery limit, lost ids) and leases
-:mod:`.health`            Redis outages: backoff, one report per incident
+:mod:`.health`            Redis outages: backoff, one report per incident (per worker in actor mode)
 :mod:`.gaps`              entries trimmed before delivery; a Redis that came back older
 :mod:`.preflight`         start-up check of the Redis user's permissions
 :mod:`.shutdown`          hand back, grace period, sign off

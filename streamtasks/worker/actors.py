@@ -25,12 +25,15 @@ from typing import Any
 
 from attrs import evolve
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import logs
 from ..connect import connect
 from ..registry import Registry
-from .events import Events, LaneSnapshot, Listener, Snapshot, StateChanged, Totals
+from .events import Event, Events, LaneSnapshot, Listener, Snapshot, StateChanged, Totals
 from .executors import InlineExecutor, RayExecutor
+from .health import OutageFold, RedisHealth
 from .preflight import check_handlers
 from .supervise import Supervisor
 from .tally import Tally, growth
@@ -62,24 +65,45 @@ class WorkerActor:
         self.settings = settings
         self.threads = threads
         self.worker: Worker | None = None
+        self._stopped = False
         self.tally = Tally(uuid.uuid4().hex)  # a new incarnation when Ray restarts the actor
 
     async def run(self) -> None:
-        redis = await connect(self.redis_url)  # one node or a Redis Cluster, as the worker's
+        redis = await self._connect()
+        if redis is None:
+            return  # stopped before Redis answered
         try:
             executor = InlineExecutor(self.threads)
             self.worker = Worker(self.registry, redis, executor, self.settings, listeners=[self.tally])
+            self.worker.health.quiet = True  # the worker process logs outages once for all actors
             await self.worker.run()
         finally:
             await redis.aclose()
 
+    async def _connect(self) -> Redis | None:
+        """One node or a Redis Cluster, as the worker's; an actor (re)started while Redis is
+        down waits for it with the worker's backoff, an outage like any other."""
+        health = RedisHealth(self.tally)
+        health.quiet = True
+        while not self._stopped:
+            try:
+                redis = await connect(self.redis_url)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                await health.failed(exc, "connecting")
+                continue
+            health.ok()
+            return redis
+        return None
+
     async def stop(self) -> None:
+        self._stopped = True
         if self.worker is not None:
             self.worker.stop()
 
-    async def report(self) -> tuple[Snapshot, Tally] | None:
-        """The worker's snapshot and the tally of its settled batches (metrics)."""
-        return None if self.worker is None else (self.worker.snapshot(), self.tally)
+    async def report(self) -> tuple[Snapshot | None, Tally]:
+        """The worker's snapshot (None before it exists: Redis did not answer yet) and the
+        tally of its settled batches (metrics) and Redis outages (logs)."""
+        return None if self.worker is None else self.worker.snapshot(), self.tally
 
 
 class ActorPool:
@@ -105,6 +129,7 @@ class ActorPool:
         for listener in listeners:
             self.events.subscribe(listener)
         self.supervisor = Supervisor(self.events.emit)
+        self.outages = OutageFold(self.events.emit)
         self.started_at = time.time()
         self.state = "starting"
         self.reading = asyncio.Event()
@@ -176,12 +201,22 @@ class ActorPool:
 
     async def _poll(self) -> None:
         reports = await asyncio.gather(*(self._report(i, h) for i, h in enumerate(self._handles)))
+        outages: list[tuple[float, int, Event]] = []
         for index, report in enumerate(reports):
             if report is not None:
-                self._snapshots[index], tally = report
-                for grown in growth(self._tallies.get(index), tally):
+                snapshot, tally = report
+                if snapshot is not None:
+                    self._snapshots[index] = snapshot
+                before = self._tallies.get(index)
+                if before is not None and before.incarnation != tally.incarnation:
+                    self.outages.forget(index, time.time())  # restarted: its outage ended with it
+                outages += [(at, index, event) for at, event in tally.outages_since(before)]
+                for grown in growth(before, tally):
                     self.events.emit(Totals(grown))
                 self._tallies[index] = tally
+        for at, index, event in sorted(outages, key=lambda o: o[0]):  # the actors' in time order
+            self.outages.see(index, at, event)
+        self.outages.tick(time.time())
         if self.state != "starting":
             return
         if len(self._snapshots) == len(self._handles) and all(
@@ -203,9 +238,9 @@ class ActorPool:
                 "; ".join(self._asks[i] for i in waiting),
             )  # fmt: skip
 
-    async def _report(self, index: int, handle: Any) -> tuple[Snapshot, Tally] | None:
+    async def _report(self, index: int, handle: Any) -> tuple[Snapshot | None, Tally] | None:
         try:
-            report: tuple[Snapshot, Tally] | None = await asyncio.wait_for(
+            report: tuple[Snapshot | None, Tally] = await asyncio.wait_for(
                 handle.report.remote(), POLL_INTERVAL_S * 5
             )
             return report

@@ -33,6 +33,9 @@ class RedisHealth:
     ) -> None:
         self.emit = emit or _ignore
         self.clock = clock
+        #: Log the outage lines at DEBUG only (an actor: its worker process logs them once for
+        #: all its actors, :class:`OutageFold`); the events are emitted either way.
+        self.quiet = False
         self.down_since: float | None = None
         self.back_at: float | None = None
         self.reported = False  # the current outage was logged
@@ -52,8 +55,9 @@ class RedisHealth:
                 return
         if not self.reported and (now - self.down_since >= CONFIRM_S or not self._just_back(now)):
             self.reported = True
-            log.warning("Redis unavailable while %s (%s); retrying with backoff", doing, self._last_error)
-            self.emit(RedisDown(doing, self._last_error))
+            self.emit(down := RedisDown(doing, self._last_error))
+            if not self.quiet:
+                log_down(down)
 
     def _just_back(self, now: float) -> bool:
         return self.back_at is not None and (self.down_since or now) - self.back_at < INCIDENT_WINDOW_S
@@ -69,11 +73,81 @@ class RedisHealth:
             return
         down_for = self.clock() - self.down_since
         if self.reported:
-            log.warning("Redis is back after %.1fs", down_for)
-            self.emit(RedisUp(down_for))
+            self.emit(up := RedisUp(down_for))
+            if not self.quiet:
+                log_up(up)
         self.down_since = None
         self.back_at = self.clock()
         self.delay = BACKOFF_FIRST_S
+
+
+def log_down(event: RedisDown) -> None:
+    log.warning("Redis unavailable while %s (%s); retrying with backoff", event.doing, event.error)
+
+
+def log_up(event: RedisUp) -> None:
+    log.warning("Redis is back after %.1fs", event.down_for)
+
+
+class OutageFold:
+    """Actor mode: one "unavailable" line and one "back" line per outage for the whole worker,
+    however many of its actors see it (each actor is its own consumer with its own connections,
+    and would report each outage itself).
+
+    Fed every actor's :class:`RedisDown` / :class:`RedisUp` with the time it happened, in time
+    order (:meth:`see`): an outage starts with the first actor down and ends when the last one
+    is back, after the longest time any was down. An actor that notices only after the others
+    are back (it was idle) reopens the same outage, as a stale pooled connection does in
+    :class:`RedisHealth`: within :data:`INCIDENT_WINDOW_S` of the last "back", it is a new
+    outage only once it lasts :data:`CONFIRM_S` (:meth:`tick`). An actor restarted meanwhile is
+    :meth:`forget`-ten (no "back" will come from it)."""
+
+    def __init__(self, emit: Callable[[Event], None] | None = None) -> None:
+        self.emit = emit or _ignore
+        self.down: dict[int, float] = {}  # actor -> when it went down
+        self.longest = 0.0
+        self.back_at: float | None = None
+        self.reported = False  # the current outage has its "unavailable" line
+        self._first: RedisDown | None = None  # the current outage's first event
+
+    def see(self, actor: int, at: float, event: Event) -> None:
+        if isinstance(event, RedisDown):
+            if not self.down:
+                self.longest = 0.0
+                self.reported = False
+                self._first = event
+            self.down.setdefault(actor, at)
+            if not self.reported and (self.back_at is None or at - self.back_at >= INCIDENT_WINDOW_S):
+                self._report()
+        elif isinstance(event, RedisUp):
+            self._back(actor, at, event.down_for)
+
+    def tick(self, now: float) -> None:
+        """Report a reopened outage that has lasted :data:`CONFIRM_S`."""
+        if self.down and not self.reported and now - min(self.down.values()) >= CONFIRM_S:
+            self._report()
+
+    def forget(self, actor: int, now: float) -> None:
+        self._back(actor, now, 0.0)
+
+    def _report(self) -> None:
+        assert self._first is not None
+        self.reported = True
+        log_down(self._first)
+        self.emit(self._first)
+
+    def _back(self, actor: int, at: float, down_for: float) -> None:
+        if self.down.pop(actor, None) is None:
+            return
+        self.longest = max(self.longest, down_for)
+        if not self.down:
+            self.back_at = at
+            if not self.reported and self.longest >= CONFIRM_S:  # reopened, began and ended
+                self._report()  # between two looks, but long enough to be an outage of its own
+            if self.reported:
+                up = RedisUp(self.longest)
+                log_up(up)
+                self.emit(up)
 
 
 def _ignore(_: Event) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from attrs import define, field
 
 from ..redisutil import entry_time
-from .events import BatchSettled, Event
+from .events import BatchSettled, Event, RedisDown, RedisUp
 
 #: End-to-end latency buckets (seconds): from a few ms (idle system) to 10 min (a backlog).
 LATENCY_BUCKETS = (
@@ -29,6 +29,8 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 #: Handler time per batch (seconds).
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+#: A tally keeps this many of its worker's latest Redis outage events (read once a second).
+OUTAGE_EVENTS_KEPT = 32
 #: Entries per batch.
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 
@@ -131,12 +133,24 @@ class Tally:
 
     incarnation: str
     lanes: dict[str, LaneTally] = field(factory=dict)
+    #: The latest Redis outage events, and how many there were in all (a poller that last saw
+    #: ``outages_seen`` = n takes the ones numbered n + 1 ... on: :meth:`outages_since`).
+    outages: list[tuple[float, RedisDown | RedisUp]] = field(factory=list)  # (when, event)
+    outages_seen: int = 0
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, BatchSettled):
             plan = event.plan
             lane = self.lane(event.spec.stream, event.spec.name)
             lane.record(len(event.entries), event.result.duration, plan.retried, len(plan.dead), plan.done)
+        elif isinstance(event, (RedisDown, RedisUp)):
+            self.outages = [*self.outages[1 - OUTAGE_EVENTS_KEPT :], (time.time(), event)]
+            self.outages_seen += 1
+
+    def outages_since(self, before: Tally | None) -> list[tuple[float, RedisDown | RedisUp]]:
+        """The outage events added since ``before`` was seen (all kept, for a new incarnation)."""
+        seen = 0 if before is None or before.incarnation != self.incarnation else before.outages_seen
+        return self.outages[len(self.outages) - min(len(self.outages), self.outages_seen - seen) :]
 
     def add(self, grown: LaneTally) -> None:
         """Add what another worker's lane grew by (an actor's, in actor mode)."""
