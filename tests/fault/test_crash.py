@@ -17,6 +17,7 @@ from support.procs import ManagedProcess
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
 
+@pytest.mark.both_modes
 async def test_two_workers_share_a_group_and_handle_every_entry_once(
     inv: Invariants, workers: Workers
 ) -> None:
@@ -38,6 +39,7 @@ async def _pending_by_consumer(redis: aioredis.Redis) -> dict[str, int]:
     }
 
 
+@pytest.mark.both_modes
 async def test_kill9_of_the_worker_mid_batch_loses_nothing(
     inv: Invariants, workers: Workers, redis: aioredis.Redis
 ) -> None:
@@ -72,6 +74,12 @@ async def test_kill9_of_a_ray_worker_process_mid_task_reruns_the_batch_without_u
 ) -> None:
     """A Ray worker process killed mid-task: Ray re-runs the batch (process retries), the
     entries are handled once, and Redis' delivery count - the handler's attempt - stays 1."""
+    if workers.actors:
+        pytest.skip(
+            "task mode's meaning: a killed actor's batch is a new delivery (attempt 2), as a killed "
+            "worker's is; test_actors.py::test_an_actor_killed_mid_batch_is_replaced_and_its_"
+            "entries_are_handled covers actor mode"
+        )
     w = workers.start()
     keys = await inv.send(20)
     marker = (await inv.send_each([{"pid": "1"}]))[0]
@@ -127,17 +135,18 @@ async def _sigterm_with_backlog(
     ledger.set("hold", 1)
     await inv.send_each([{"hold": "1"}])
     await inv.send(9_999)
-    first = workers.start(name="first", env=env, args=["--consumer", "first"])
+    args, consumer = workers.one_consumer("first")  # actor mode: one actor, so one consumer
+    first = workers.start(name="first", env=env, args=args)
 
     async def first_read_all() -> bool:
-        return (await _pending_by_consumer(redis)).get("first") == 10_000
+        return (await _pending_by_consumer(redis)).get(consumer) == 10_000
 
     await poll(first_read_all, 30, "first worker read 10,000", workers.logs)
-    second = workers.start(name="second", env=env, args=["--consumer", "second"])
+    second = workers.start(name="second", env=env, args=workers.one_consumer("second")[0])
     first.terminate()
 
     async def handed_over() -> bool:
-        return (await _pending_by_consumer(redis)).get("first", 0) <= 5_000
+        return (await _pending_by_consumer(redis)).get(consumer, 0) <= 5_000
 
     took = await poll(handed_over, 10, "5,000 entries handed over", workers.logs)
     await asyncio.sleep(hold_after)

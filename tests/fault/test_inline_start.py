@@ -17,11 +17,13 @@ INLINE = ["--inline-start", "--consumer", "early"]
 HANDED_OVER = re.compile(r"inline start: (\d+) entries handled in this process")
 
 
-async def _consumers(redis: aioredis.Redis) -> bool:
-    """True once ``early-inline`` is no longer a consumer of the group (and ``early`` is)."""
+async def _consumers(redis: aioredis.Redis, workers: Workers) -> bool:
+    """True once ``early-inline`` is no longer a consumer of the group (and ``early``, or in
+    actor mode its actors, is)."""
     info: Any = await redis.xinfo_consumers("jobs", "fault")
     names = {c["name"].decode() if isinstance(c["name"], bytes) else c["name"] for c in info}
-    return "early" in names and "early-inline" not in names
+    early = workers.consumer_names("early")
+    return any(early.fullmatch(n) for n in names) and "early-inline" not in names
 
 
 async def test_the_inline_start_hands_over_to_ray_and_every_entry_is_handled_once(
@@ -36,7 +38,7 @@ async def test_the_inline_start_hands_over_to_ray_and_every_entry_is_handled_onc
     assert len(out.handled) == 3000 and not out.dead and not out.duplicates
     inline = int(w.wait_for_log(HANDED_OVER, timeout=30).group(1))
     assert 0 < inline < 3000, f"{inline} of 3,000 handled inline: the hand-over was not exercised"
-    await poll(lambda: _consumers(redis), 30, "the inline consumer left the group", workers.logs)
+    await poll(lambda: _consumers(redis, workers), 30, "the inline consumer left the group", workers.logs)
     print(f"inline start: {inline} of 3,000 entries in the worker process, all settled in {took:.1f}s")
     w.terminate()
     assert w.wait(60) == 0, w.output_tail()

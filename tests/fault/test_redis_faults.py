@@ -25,6 +25,7 @@ def _cpu_seconds(pid: int) -> float:
     return float(t.user + t.system)
 
 
+@pytest.mark.both_modes
 async def test_redis_restart_under_load_recreates_the_group_once_and_keeps_serving(
     inv: Invariants, workers: Workers, redis_server: Any, redis: aioredis.Redis, ledger: Any
 ) -> None:
@@ -71,7 +72,10 @@ async def test_destroyed_consumer_group_is_recreated_once_without_losing_entries
     """XGROUP DESTROY mid-run (a slow batch in flight): the worker recreates the group where
     it left off, logs it once, does not spin, and every entry is handled once; pending and
     lag end at 0; leases of later slow batches are still extended."""
-    w = workers.start(name="w")
+    # One consumer (actor mode: one actor). With several, the first to notice recreates the
+    # group at the last id *it* read, and a batch another had read past it runs again: the
+    # known limit of a destroyed group (benchmarks/README.md, the fault suite in actor mode).
+    w = workers.start(name="w", args=workers.one_consumer("w")[0])
     slow = await inv.send(1, sleep=str(VISIBILITY_S * 2))
     await inv.send(1000, sleep="0.004")
     await poll(lambda: len(inv.handled()) >= 100, 30, "some handled", workers.logs)

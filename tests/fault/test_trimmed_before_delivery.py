@@ -53,7 +53,8 @@ async def test_entries_trimmed_while_the_worker_is_busy_are_reported_lost_once_a
     to its last 100: every entry trimmed before delivery is reported lost — one log line, the
     metric — within the check interval; the rest are handled once; pending and lag end at 0."""
     port = free_port()
-    w = workers.start(name="w", args=["--metrics-port", str(port)])
+    one = workers.one_consumer("w")[0]  # actor mode: one actor, whose lane the held batches fill
+    w = workers.start(name="w", args=[*one, "--metrics-port", str(port)])
     await inv.send(10)
     await inv.check(30, logs=workers.logs)
     ledger.set("hold", 1)

@@ -15,6 +15,8 @@ one under test (``tests/apps/faultapp.py``), so the record survives a restart of
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -37,6 +39,9 @@ VISIBILITY_S = 3
 READY_LOG = r"worker \S+ reading"
 WORKER_START_S = 60.0
 POLL_S = 0.05
+#: The mode the suite's workers run in: ``STREAMTASKS_MODE`` (as the CLI reads it), else tasks.
+#: ``STREAMTASKS_MODE=actors pytest tests/fault`` runs the whole suite in actor mode.
+MODE = os.environ.get("STREAMTASKS_MODE", "tasks")
 
 
 @attrs.define
@@ -47,7 +52,28 @@ class Workers:
     redis_url: str
     ray_address: str
     ledger_url: str
+    mode: str = MODE
     started: list[ManagedProcess] = attrs.field(factory=list)
+
+    @property
+    def actors(self) -> bool:
+        return self.mode == "actors"
+
+    def one_consumer(self, name: str) -> tuple[list[str], str]:
+        """Worker arguments for a worker that is one consumer, and that consumer's name: task
+        mode's ``name``, or actor mode's single actor ``name-a0`` (``--actors 1``)."""
+        if self.actors:
+            return ["--consumer", name, "--actors", "1"], f"{name}-a0"
+        return ["--consumer", name], name
+
+    def consumer_names(self, name: str) -> re.Pattern[str]:
+        """The consumers worker ``--consumer name`` reads as: itself, or its actors."""
+        return re.compile(re.escape(name) + (r"-a\d+" if self.actors else ""))
+
+    def loop(self, name: str) -> str:
+        """A pattern for background loop ``name`` as ``/readyz`` and ``status`` name it (in
+        actor mode, prefixed with the actor that runs it)."""
+        return (r"actor-\d+:" if self.actors else "") + re.escape(name)
 
     def start(
         self,
@@ -63,7 +89,7 @@ class Workers:
         """A worker joining the session's Ray (``local_ray``: starting its own)."""
         ray = [] if local_ray else ["--ray-address", self.ray_address]
         argv = [
-            sys.executable, "-m", "streamtasks", "worker", "faultapp:registry",
+            sys.executable, "-m", "streamtasks", "worker", "faultapp:registry", "--mode", self.mode,
             *ray, "--redis-url", redis_url or self.redis_url,
             "--visibility-timeout", str(VISIBILITY_S), "--streams", streams, *args,
         ]  # fmt: skip
@@ -260,9 +286,20 @@ def ledger(ledger_server: Any) -> Iterator[syncredis.Redis]:
 
 @pytest.fixture
 def workers(
-    spawn: Any, redis_url: str, ray_address: str, ledger: syncredis.Redis, ledger_server: Any
-) -> Workers:
-    return Workers(spawn, redis_url, ray_address, ledger_server.url)
+    request: pytest.FixtureRequest, spawn: Any, redis_url: str, ray_address: str,
+    ledger: syncredis.Redis, ledger_server: Any,
+) -> Workers:  # fmt: skip
+    """Starts the test's workers in :data:`MODE`, or in the mode the test is parametrized with
+    (:func:`both_modes`)."""
+    return Workers(spawn, redis_url, ray_address, ledger_server.url, getattr(request, "param", MODE))
+
+
+def both_modes(metafunc: pytest.Metafunc) -> None:
+    """``pytest_generate_tests``: a test marked ``both_modes`` runs its workers in task mode
+    and in actor mode, unless ``STREAMTASKS_MODE`` chose one mode for the whole run."""
+    marked = metafunc.definition.get_closest_marker("both_modes") is not None
+    if marked and "workers" in metafunc.fixturenames and "STREAMTASKS_MODE" not in os.environ:
+        metafunc.parametrize("workers", ["tasks", "actors"], indirect=True)
 
 
 @pytest.fixture
