@@ -130,7 +130,6 @@ def _get(port: int, path: str) -> tuple[int, str]:
         return int(exc.code), exc.read().decode()
 
 
-@pytest.mark.both_modes
 async def test_a_permission_revoked_mid_run_shows_in_readyz_and_status_within_5s(
     acl: Any, inv: Invariants, workers: Workers, redis_url: str, spawn: Any
 ) -> None:

@@ -17,7 +17,6 @@ from support.procs import ManagedProcess
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
 
-@pytest.mark.both_modes
 async def test_two_workers_share_a_group_and_handle_every_entry_once(
     inv: Invariants, workers: Workers
 ) -> None:
