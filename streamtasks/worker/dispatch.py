@@ -6,7 +6,9 @@ settlement of an entry no longer ours a no-op). A settlement that fails otherwis
 permission taken away) is logged, shows as the failing ``settle`` step (``/readyz``, the
 heartbeat) until one succeeds again, and lets go of the batch's entries: their leases are no
 longer renewed, so they are reclaimed and run again after the visibility timeout instead of
-staying pending forever.
+staying pending forever. When none of the entries it failed on is this consumer's any more
+(another consumer reclaimed and settled them), the step no longer counts as failing either:
+a consumer with nothing more to settle would otherwise say so until its next batch.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .events import BatchSettled, BatchStarted, Event
 from .executors import Executor
 from .health import RedisHealth
 from .lanes import Batch, Lane
+from .pending import PendingEntries
 from .run import BatchResult, RawEntry
 from .settle import Settler
 from .supervise import Supervisor
@@ -58,6 +61,7 @@ class Dispatcher:
         self.emit = emit
         self.on_finished = on_finished  # a batch finished: its lane has room again
         self.supervisor = supervisor or Supervisor(emit)
+        self.unsettled: dict[str, set[str]] = {}  # stream -> ids a failed settlement let go of
 
     def start(self, lanes: Iterable[Lane]) -> None:
         """Start every queued batch that fits under its lane's ``max_in_flight``."""
@@ -78,7 +82,9 @@ class Dispatcher:
             )  # fmt: skip
             self.supervisor.failed("settle", error)
             if batch is not None:  # reclaimed after the visibility timeout, not leased forever
-                lane.release([e[0] for e in batch.entries])
+                ids = [e[0] for e in batch.entries]
+                lane.release(ids)
+                self.unsettled.setdefault(lane.stream, set()).update(ids)
         self.on_finished()
 
     async def _run(self, lane: Lane, batch: Batch) -> None:
@@ -120,8 +126,20 @@ class Dispatcher:
                 except REDIS_DOWN as exc:
                     await self.health.failed(exc, "settling")
             lane.release([e[0] for e in entries])
+        self.unsettled.clear()
         self.supervisor.healthy("settle")
         self.emit(BatchSettled(lane.spec, entries, plan, result))
+
+    async def settled_elsewhere(self, pending: PendingEntries) -> None:
+        """``settle`` stops failing once no entry a failed settlement let go of is still
+        pending on this consumer (another consumer reclaimed it, or it was acked)."""
+        for stream, ids in list(self.unsettled.items()):
+            ids &= await pending.mine(stream, ids)
+            if not ids:
+                del self.unsettled[stream]
+        if not self.unsettled and "settle" in self.supervisor.failing:
+            log.info("the entries this worker failed to settle were taken over by other consumers")
+            self.supervisor.healthy("settle")
 
 
 async def _wait(pending: Awaitable[BatchResult]) -> BatchResult:

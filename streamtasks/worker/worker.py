@@ -213,6 +213,9 @@ class Worker:
                     if "NOGROUP" not in str(exc):  # NOGROUP: the read loop recreates the group
                         raise
             self.supervisor.healthy("reclaim")
+            if self.dispatcher.unsettled:
+                with contextlib.suppress(*REDIS_DOWN, rx.ResponseError):  # asked again next round
+                    await self.dispatcher.settled_elsewhere(self.pending)
             if not more:  # a full page may mean more are waiting: go again at once
                 await self._sleep(self.settings.reclaim_interval)
 
