@@ -15,7 +15,7 @@ from attrs import evolve
 from .. import logs
 from ..app import load_registry
 from ..errors import StreamtasksError
-from ..worker.events import Serving, StateChanged
+from ..worker.events import ExecutorStarted, Serving
 from ..worker.executors import RAY_START_TIMEOUT_S
 from .common import (
     connect,
@@ -234,10 +234,9 @@ def worker(
         install = _signal_handlers(w.stop)
         install()
         # ray.init installs Ray's native failure-signal handler over ours; on SIGTERM it arms
-        # an alarm that aborts the process a few seconds later, mid-drain. Take them back.
-        w.events.subscribe(
-            lambda e: install() if isinstance(e, StateChanged) and e.state == "reading" else None
-        )
+        # an alarm that aborts the process a few seconds later, mid-drain. Take them back as
+        # soon as Ray is up (actor mode reads only seconds later, once its actors are placed).
+        w.events.subscribe(lambda e: install() if isinstance(e, ExecutorStarted) else None)
         server = None if metrics_port is None else await _serve_metrics(w, metrics_host, metrics_port)
         board = None if dashboard_port is None else await _start_dashboard(redis, registry, dashboard_port)
         ray_started.append(True)

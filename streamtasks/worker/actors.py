@@ -31,7 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .. import logs
 from ..connect import connect
 from ..registry import Registry
-from .events import Event, Events, LaneSnapshot, Listener, Snapshot, StateChanged, Totals
+from .events import Event, Events, ExecutorStarted, LaneSnapshot, Listener, Snapshot, StateChanged, Totals
 from .executors import InlineExecutor, RayExecutor
 from .health import OutageFold, RedisHealth
 from .preflight import check_handlers
@@ -76,6 +76,8 @@ class WorkerActor:
             executor = InlineExecutor(self.threads)
             self.worker = Worker(self.registry, redis, executor, self.settings, listeners=[self.tally])
             self.worker.health.quiet = True  # the worker process logs outages once for all actors
+            if self._stopped:  # a stop that came while this actor connected: read nothing
+                self.worker.stop()
             await self.worker.run()
         finally:
             await redis.aclose()
@@ -152,6 +154,7 @@ class ActorPool:
         # would only fail its start over and over, restarted by the supervisor)
         await check_handlers(self.redis, self.registry.handlers.values(), self.group, f"{self.consumer}-a0")
         await self.executor.start()
+        self.events.emit(ExecutorStarted())
         try:
             self._handles = self._start_actors()
             for index, handle in enumerate(self._handles):

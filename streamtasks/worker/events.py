@@ -112,6 +112,11 @@ class StateChanged:
     state: str  # starting, reading, draining, stopped
 
 
+@frozen
+class ExecutorStarted:
+    """The executor is up (``ray.init`` returned): the CLI takes its signal handlers back."""
+
+
 Event = (
     BatchStarted
     | BatchSettled
@@ -124,6 +129,7 @@ Event = (
     | RedisUp
     | LoopFailed
     | StateChanged
+    | ExecutorStarted
 )
 Listener = Callable[[Event], None]
 

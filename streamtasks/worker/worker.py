@@ -27,7 +27,7 @@ from .. import keys
 from ..redisutil import REDIS_DOWN
 from ..registry import Registry
 from .dispatch import Dispatcher
-from .events import Events, Listener, Snapshot, StateChanged
+from .events import Events, ExecutorStarted, Listener, Snapshot, StateChanged
 from .executors import Executor
 from .gaps import GapWatch
 from .health import RedisHealth
@@ -155,6 +155,8 @@ class Worker:
     async def _start_up(self) -> None:
         groups = self.reader.ensure_groups()
         self._executor_started = await start_unless_stopped(self.executor.start(), groups, self._stopping)
+        if self._executor_started:
+            self.events.emit(ExecutorStarted())
 
     def snapshot(self) -> Snapshot:
         return Snapshot(

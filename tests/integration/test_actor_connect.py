@@ -74,3 +74,15 @@ async def test_a_stop_while_redis_is_down_ends_the_wait(redis_server: Any, keep_
 
 async def _outages(actor: WorkerActor) -> bool:
     return bool(actor.tally.outages)
+
+
+async def test_a_stop_that_comes_while_the_actor_connects_ends_its_run(
+    redis_server: Any, keep_logging: None
+) -> None:
+    """Ray runs an async actor's ``stop`` beside its ``run``: a SIGTERM while an actor was still
+    connecting used to leave it serving, and its worker process waiting for it forever."""
+    actor = WorkerActor(registry, redis_server.url, WorkerSettings(consumer="connect-a2", block=0.1), 1)
+    running = asyncio.create_task(actor.run())
+    await asyncio.sleep(0)  # run() is inside its connect now
+    await actor.stop()
+    await asyncio.wait_for(running, 30)
