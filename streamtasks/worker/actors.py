@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import Sequence
@@ -28,13 +31,15 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .. import logs
+from .. import keys, logs
 from ..connect import connect
+from ..redisutil import REDIS_DOWN
 from ..registry import Registry
 from .events import Event, Events, ExecutorStarted, LaneSnapshot, Listener, Snapshot, StateChanged, Totals
 from .executors import InlineExecutor, RayExecutor
 from .health import OutageFold, RedisHealth
 from .preflight import check_handlers
+from .startup import start_unless_stopped
 from .supervise import Supervisor
 from .tally import Tally, growth
 from .worker import Worker, WorkerSettings
@@ -150,18 +155,24 @@ class ActorPool:
         return self._stopping.is_set()
 
     async def run(self) -> None:
-        # a permission the actors lack fails this worker at once, as in task mode (an actor
-        # would only fail its start over and over, restarted by the supervisor)
-        await check_handlers(self.redis, self.registry.handlers.values(), self.group, f"{self.consumer}-a0")
-        await self.executor.start()
-        self.events.emit(ExecutorStarted())
+        self.supervisor.spawn("heartbeat", lambda: announce_starting(self))  # status sees it at once
+        started = False
         try:
+            # a permission the actors lack fails this worker at once, as in task mode (an actor
+            # would only fail its start over and over, restarted by the supervisor)
+            await check_handlers(
+                self.redis, self.registry.handlers.values(), self.group, f"{self.consumer}-a0"
+            )
+            started = await start_unless_stopped(self.executor.start(), asyncio.sleep(0), self._stopping)
+            if not started:  # stopped while Ray started: nothing was read
+                return
+            self.events.emit(ExecutorStarted())
             self._handles = self._start_actors()
             for index, handle in enumerate(self._handles):
                 self.supervisor.spawn(f"actor-{index}", self._serve(index, handle))
             await self._poll_until_stopped()
         finally:
-            await self._drain()
+            await self._drain(started)
 
     def _start_actors(self) -> list[Any]:
         """The actors of each group of handlers that share their Ray options (an actor runs in
@@ -270,7 +281,7 @@ class ActorPool:
             lanes=lanes, redis_down_since=min(down) if down else None, failing_loops=failing,
         )  # fmt: skip
 
-    async def _drain(self) -> None:
+    async def _drain(self, started: bool) -> None:
         import ray
 
         self._stopping.set()
@@ -283,8 +294,30 @@ class ActorPool:
         for handle in self._handles:
             with contextlib.suppress(Exception):
                 ray.kill(handle)
-        await self.executor.close()
+        if started:
+            await self.executor.close()
         self._set_state("stopped")
+
+
+async def announce_starting(pool: ActorPool) -> None:
+    """While Ray starts and the actors are placed, the worker process announces itself in a
+    heartbeat of its own (state ``starting``), so ``status`` and the dashboard see it; once the
+    actors read (each announces itself) or a stop comes first, that heartbeat is deleted."""
+    key = keys.heartbeat_key(pool.group, pool.consumer)
+    host, pid = socket.gethostname(), os.getpid()
+    try:
+        while pool.state == "starting" and not pool.stopping:
+            body = pool.snapshot().heartbeat(host, pid, time.time())
+            with contextlib.suppress(*REDIS_DOWN):  # the actors report outages
+                await pool.redis.set(key, json.dumps(body), ex=max(1, int(pool.settings.heartbeat_ttl)))
+            pool.supervisor.healthy("heartbeat")
+            waits = {asyncio.ensure_future(pool.reading.wait()), asyncio.ensure_future(pool._stopping.wait())}
+            await asyncio.wait(waits, timeout=pool.settings.heartbeat_interval, return_when="FIRST_COMPLETED")
+            for wait in waits:
+                wait.cancel()
+    finally:
+        with contextlib.suppress(*REDIS_DOWN):
+            await pool.redis.delete(key)
 
 
 def partition(registry: Registry) -> list[tuple[Registry, dict[str, Any]]]:

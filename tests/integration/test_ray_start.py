@@ -74,13 +74,17 @@ async def test_a_stale_cluster_is_ignored_the_worker_starts_its_own_ray(
     assert worker.wait(timeout=60) == 0, worker.output_tail()
 
 
+@pytest.mark.parametrize("mode", ["tasks", "actors"])
 async def test_sigterm_during_ray_start_up_exits_at_once(
-    redis: Redis, redis_url: str, spawn: Any, ray_tmpdir: Path
+    redis: Redis, redis_url: str, spawn: Any, ray_tmpdir: Path, mode: str
 ) -> None:
     """SIGTERM while Ray starts (a stale cluster recorded, as in the report): exit 0 within
-    15 s, heartbeat gone, nothing read. It used to be ignored until Ray gave up (minutes)."""
+    15 s, heartbeat gone, nothing read. It used to be ignored until Ray gave up (minutes). In
+    actor mode the worker process announces itself until its actors read (it used to write no
+    heartbeat until then, and to wait for Ray's start whatever the signal)."""
     stale_cluster(ray_tmpdir)
-    worker = spawn(worker_argv(redis_url, "early"), env={"RAY_TMPDIR": str(ray_tmpdir)}, cwd=HERE)
+    argv = worker_argv(redis_url, "early", "--mode", mode)
+    worker = spawn(argv, env={"RAY_TMPDIR": str(ray_tmpdir)}, cwd=HERE)
 
     async def starting() -> bool:
         return await state_of(redis, "early") == "starting"

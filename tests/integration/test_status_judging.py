@@ -98,23 +98,24 @@ def ray_tmpdir() -> Iterator[str]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.parametrize("mode", ["tasks", "actors"])
 async def test_a_worker_starting_ray_is_alive_and_shown_starting(
-    redis: Redis, redis_url: str, spawn: Any, ray_tmpdir: str
+    redis: Redis, redis_url: str, spawn: Any, ray_tmpdir: str, mode: str
 ) -> None:
     """A real worker, while its local Ray starts, heartbeats state ``starting``: status lists
     it with that state, calls it alive (a backlog waiting for it is not a problem), and shows
-    ``reading`` once Ray is up."""
+    ``reading`` once Ray is up (in actor mode: its actors, each its own consumer)."""
     await redis.xgroup_create("obs_work", GROUP, id="0", mkstream=True)
     await xadd_many(redis, "obs_work", 5)
     worker = spawn(
         [*CLI, "worker", "obs_app:registry", "--redis-url", redis_url, "--streams", "obs_work",
-         "--consumer", "obs-starter", "--num-cpus", "1"],
+         "--consumer", "obs-starter", "--num-cpus", "1", "--mode", mode],
         env={"RAY_TMPDIR": ray_tmpdir, "TEST_REDIS_URL": redis_url}, cwd=HERE,
     )  # fmt: skip
-    key = heartbeat_key(GROUP, "obs-starter")
+    reader = "obs-starter" if mode == "tasks" else "obs-starter-a0"
 
-    async def state_is(state: str) -> bool:
-        value = await redis.get(key)
+    async def state_is(state: str, consumer: str = "obs-starter") -> bool:
+        value = await redis.get(heartbeat_key(GROUP, consumer))
         return value is not None and json.loads(value).get("state") == state
 
     await wait_until(lambda: state_is("starting"), timeout=60, interval=0.02)
@@ -125,7 +126,7 @@ async def test_a_worker_starting_ray_is_alive_and_shown_starting(
     text = text_of(status)
     assert "starting" in text and "no live workers" not in text
 
-    await wait_until(lambda: state_is("reading"), timeout=90, interval=0.1)
+    await wait_until(lambda: state_is("reading", reader), timeout=90, interval=0.1)
     assert "reading" in text_of(await gather_status(redis, ["obs_work"], GROUP))
     worker.terminate()
     assert worker.wait(timeout=60) == 0, worker.output_tail()
