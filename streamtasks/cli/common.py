@@ -179,3 +179,30 @@ def exit_now(code: int) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def executor_mode(mode: str, executor: str) -> str:
+    """``--executor inline`` on the command line wins over ``STREAMTASKS_MODE=actors`` from the
+    environment (a deployment's setting, say): actors run on Ray, inline runs here. Given on
+    the command line, the two still refuse each other (:func:`check_executor`)."""
+    ctx, src = click.get_current_context(), click.core.ParameterSource
+    given = ctx.get_parameter_source("executor") is src.COMMANDLINE
+    from_env = ctx.get_parameter_source("mode") is src.ENVIRONMENT
+    if executor == "inline" and mode == "actors" and given and from_env:
+        logging.getLogger("streamtasks.cli").info(
+            "--executor inline: task mode, not STREAMTASKS_MODE=actors from the environment"
+        )
+        return "tasks"
+    return mode
+
+
+def check_executor(
+    executor: str, mode: str, ray_address: str | None, num_cpus: int | None, inline_start: bool = False
+) -> None:
+    """``streamtasks worker``: Ray's options with the inline executor are a usage error."""
+    if executor == "inline" and inline_start:
+        raise click.UsageError("--inline-start is for Ray: with --executor inline every entry runs here")
+    if executor == "inline" and (ray_address or num_cpus):
+        raise click.UsageError("--ray-address and --num-cpus are Ray options: not with --executor inline")
+    if executor == "inline" and mode == "actors":
+        raise click.UsageError("--mode actors runs on Ray: not with --executor inline")

@@ -18,7 +18,9 @@ from ..errors import StreamtasksError
 from ..worker.events import ExecutorStarted, Serving
 from ..worker.executors import RAY_START_TIMEOUT_S
 from .common import (
+    check_executor,
     connect,
+    executor_mode,
     exit_now,
     one_line,
     redis_url_of,
@@ -209,7 +211,8 @@ def worker(
     from .reload import Reloader, watched_dirs
 
     logs.configure(log_level, log_format)
-    _check_executor(executor, mode, ray_address, num_cpus, inline_start)
+    mode = executor_mode(mode, executor)
+    check_executor(executor, mode, ray_address, num_cpus, inline_start)
     try:
         registry = _load(app, streams, batch_size, log_format)
         settings = WorkerSettings(visibility_timeout=visibility_timeout, grace_period=grace_period)
@@ -288,17 +291,6 @@ async def _serve_metrics(w: Serving, host: str, port: int) -> Any:
         return await start_metrics_server(w, port, host)
     except OSError as exc:  # address in use, not an address of this machine, unknown name
         raise click.ClickException(f"cannot serve metrics on {host}:{port}: {one_line(exc)}") from None
-
-
-def _check_executor(
-    executor: str, mode: str, ray_address: str | None, num_cpus: int | None, inline_start: bool = False
-) -> None:
-    if executor == "inline" and inline_start:
-        raise click.UsageError("--inline-start is for Ray: with --executor inline every entry runs here")
-    if executor == "inline" and (ray_address or num_cpus):
-        raise click.UsageError("--ray-address and --num-cpus are Ray options: not with --executor inline")
-    if executor == "inline" and mode == "actors":
-        raise click.UsageError("--mode actors runs on Ray: not with --executor inline")
 
 
 def _serving(
