@@ -38,15 +38,18 @@ def _print_lines(stream: object, tag: str, n: int, barrier: threading.Barrier) -
         print(f'{{"thread": "{tag}", "i": {i}}}', file=stream)  # two writes: text, then newline
 
 
-def test_lines_printed_from_several_threads_each_arrive_whole() -> None:
-    sink = Sink()
-    stream = logs.WholeLines(sink)
+def _print_from_four_threads(stream: object) -> None:
     barrier = threading.Barrier(4)
     threads = [threading.Thread(target=_print_lines, args=(stream, t, 300, barrier)) for t in "abcd"]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+
+
+def test_lines_printed_from_several_threads_each_arrive_whole() -> None:
+    sink = Sink()
+    _print_from_four_threads(logs.WholeLines(sink))
     out = "".join(sink.writes)
     expected = {f'{{"thread": "{t}", "i": {i}}}' for t in "abcd" for i in range(300)}
     assert sorted(out.splitlines()) == sorted(expected)
@@ -56,12 +59,7 @@ def test_lines_printed_from_several_threads_each_arrive_whole() -> None:
 def test_without_it_the_same_threads_do_split_lines() -> None:
     """The test above can fail: printed straight to the sink, lines do interleave."""
     sink = Sink()
-    barrier = threading.Barrier(4)
-    threads = [threading.Thread(target=_print_lines, args=(sink, t, 300, barrier)) for t in "abcd"]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _print_from_four_threads(sink)
     lines = "".join(sink.writes).splitlines()
     assert any(not (line.startswith("{") and line.endswith("}")) for line in lines)
 
