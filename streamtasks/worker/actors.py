@@ -141,6 +141,7 @@ class ActorPool:
         self.state = "starting"
         self.reading = asyncio.Event()
         self._stopping = asyncio.Event()
+        self.changed = asyncio.Event()  # a new state, or a stop
         self._handles: list[Any] = []
         self._snapshots: dict[int, Snapshot] = {}
         self._tallies: dict[int, Tally] = {}  # actor -> its tally as last reported
@@ -149,6 +150,7 @@ class ActorPool:
 
     def stop(self) -> None:
         self._stopping.set()
+        self.changed.set()
 
     @property
     def stopping(self) -> bool:
@@ -264,6 +266,7 @@ class ActorPool:
 
     def _set_state(self, state: str) -> None:
         self.state = state
+        self.changed.set()
         self.events.emit(StateChanged(state))
 
     def snapshot(self) -> Snapshot:
@@ -311,10 +314,9 @@ async def announce_starting(pool: ActorPool) -> None:
             with contextlib.suppress(*REDIS_DOWN):  # the actors report outages
                 await pool.redis.set(key, json.dumps(body), ex=max(1, int(pool.settings.heartbeat_ttl)))
             pool.supervisor.healthy("heartbeat")
-            waits = {asyncio.ensure_future(pool.reading.wait()), asyncio.ensure_future(pool._stopping.wait())}
-            await asyncio.wait(waits, timeout=pool.settings.heartbeat_interval, return_when="FIRST_COMPLETED")
-            for wait in waits:
-                wait.cancel()
+            with contextlib.suppress(asyncio.TimeoutError):  # reading, or a stop: at once
+                await asyncio.wait_for(pool.changed.wait(), pool.settings.heartbeat_interval)
+            pool.changed.clear()
     finally:
         with contextlib.suppress(*REDIS_DOWN):
             await pool.redis.delete(key)
