@@ -28,8 +28,6 @@ from typing import Any
 
 from attrs import evolve
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import keys, logs
 from ..connect import connect
@@ -95,7 +93,7 @@ class WorkerActor:
         while not self._stopped:
             try:
                 redis = await connect(self.redis_url)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except REDIS_DOWN as exc:  # the worker's own test of "Redis can't answer now"
                 await health.failed(exc, "connecting")
                 continue
             health.ok()
