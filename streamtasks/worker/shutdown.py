@@ -44,15 +44,18 @@ class Shutdown:
 
     async def hand_back_queued(self, lanes: Mapping[str, Lane]) -> None:
         for lane in lanes.values():
-            for attempt, ids in by_attempt(lane.take_queued()).items():
-                with contextlib.suppress(*REDIS_DOWN):
-                    # RETRYCOUNT attempt-1: an entry that never started does not use an attempt
-                    await self.pending.reset(lane.stream, ids, HANDBACK_IDLE_MS, retrycount=attempt - 1)
-                    log.info(
-                        "handed back %d unstarted entries of %s", len(ids), lane.stream,
-                        extra={"stream": lane.stream, "consumer": self.pending.consumer},
-                    )  # fmt: skip
-                    self.emit(HandedBack(lane.stream, len(ids), running=False))
+            # Under the lease lock: a renewal already under way would otherwise land after the
+            # hand-back and hide the entries from other workers for a whole visibility timeout.
+            async with lane.lease_lock:
+                for attempt, ids in by_attempt(lane.take_queued()).items():
+                    with contextlib.suppress(*REDIS_DOWN):
+                        # RETRYCOUNT attempt-1: an entry that never started does not use an attempt
+                        await self.pending.reset(lane.stream, ids, HANDBACK_IDLE_MS, retrycount=attempt - 1)
+                        log.info(
+                            "handed back %d unstarted entries of %s", len(ids), lane.stream,
+                            extra={"stream": lane.stream, "consumer": self.pending.consumer},
+                        )  # fmt: skip
+                        self.emit(HandedBack(lane.stream, len(ids), running=False))
 
     async def finish_in_flight(self, lanes: Mapping[str, Lane]) -> None:
         """Wait for running batches up to the grace period; hand back what is still running."""
@@ -70,8 +73,10 @@ class Shutdown:
             if batch is None:
                 continue
             task.cancel()
-            with contextlib.suppress(*REDIS_DOWN):
-                await self.pending.reset(lane.stream, batch.ids, HANDBACK_IDLE_MS)
+            async with lane.lease_lock:  # released first: the lease loop renews until the drain ends
+                lane.release(batch.ids)
+                with contextlib.suppress(*REDIS_DOWN):
+                    await self.pending.reset(lane.stream, batch.ids, HANDBACK_IDLE_MS)
             log.warning(
                 "grace period over: handed back %d running entries of %s", len(batch.ids), lane.stream,
                 extra={"stream": lane.stream, "handler": lane.spec.name, "consumer": self.pending.consumer,
