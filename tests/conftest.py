@@ -66,6 +66,11 @@ REDIS_URL_ENV = "STREAMTASKS_TEST_REDIS_URL"
 DATABASE_URL_ENV = "STREAMTASKS_TEST_DATABASE_URL"
 TIMESCALE_URL_ENV = "STREAMTASKS_TEST_TIMESCALE_URL"
 RAY_NUM_CPUS = 2
+#: Several workers (Ray drivers) share the session's Ray, each with worker processes of its own.
+#: Ray's default keeps one idle process per CPU across all drivers and kills the rest after a
+#: second: with two workers on two CPUs they are started and killed all the time, and on a busy
+#: machine a batch waits seconds for one (README, "Several task-mode workers on one Ray").
+RAY_SYSTEM_CONFIG = {"num_workers_soft_limit": 4 * RAY_NUM_CPUS}
 SESSION_DIR_PREFIX = "streamtasks-test-"
 
 services = load_services()
@@ -403,7 +408,11 @@ def ray_address(redis_url: str) -> Iterator[str]:
     import ray
 
     try:
-        ray.init(num_cpus=RAY_NUM_CPUS, include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address="local",  # a new Ray, never one a `ray start` on this machine left running
+            num_cpus=RAY_NUM_CPUS, include_dashboard=False, log_to_driver=False,
+            _system_config=RAY_SYSTEM_CONFIG,
+        )  # fmt: skip
     except Exception as exc:  # any failure to start Ray fails the test
         pytest.fail(f"could not start Ray: {exc}", pytrace=False)
     try:
