@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamtasks import __version__
 from streamtasks.cli import main
@@ -60,3 +62,38 @@ def test_inline_on_the_command_line_wins_over_actor_mode_from_the_environment() 
     env = {"STREAMTASKS_MODE": "actors", "STREAMTASKS_EXECUTOR": "inline"}
     both = runner.invoke(main, ["worker", "no_such_app_module_here"], env=env)
     assert both.exit_code == 2 and refused in both.output
+
+
+SOURCES = st.sampled_from(["command line", "environment", "default"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    executor=st.sampled_from(["ray", "inline"]), executor_from=SOURCES,
+    mode=st.sampled_from(["tasks", "actors"]), mode_from=SOURCES,
+)  # fmt: skip
+def test_inline_and_actor_mode_refuse_each_other_unless_inline_is_typed_over_the_environment(
+    executor: str, executor_from: str, mode: str, mode_from: str
+) -> None:
+    """Every way of giving ``--executor`` and ``--mode``: the pair inline + actors is a usage
+    error, except ``--executor inline`` typed over ``STREAMTASKS_MODE=actors`` from the
+    environment (task mode then). Anything else goes on to load the app (here: missing)."""
+    if executor_from == "default":
+        executor = "ray"
+    if mode_from == "default":
+        mode = "tasks"
+    args = ["worker", "no_such_app_module_here"]
+    env: dict[str, str | None] = {"STREAMTASKS_EXECUTOR": None, "STREAMTASKS_MODE": None}
+    for option, value, source in (("executor", executor, executor_from), ("mode", mode, mode_from)):
+        if source == "command line":
+            args += [f"--{option}", value]
+        elif source == "environment":
+            env[f"STREAMTASKS_{option.upper()}"] = value
+    result = CliRunner().invoke(main, args, env=env)
+    typed_over_env = executor_from == "command line" and mode_from == "environment"
+    if executor == "inline" and mode == "actors" and not typed_over_env:
+        assert result.exit_code == 2, result.output
+        assert "--mode actors runs on Ray: not with --executor inline" in result.output
+    else:
+        assert result.exit_code == 1, result.output
+        assert "no_such_app_module_here" in result.output and "Traceback" not in result.output
