@@ -212,3 +212,28 @@ async def test_a_settle_step_that_loses_its_permission_shows_and_lets_go_of_the_
     assert set(keys) <= set(out.handled)
     await poll(lambda: _get(port, "/readyz")[0] == 200, 10, "ready again", workers.logs)
     print(f"revoked XACK: /readyz 503 {took:.2f}s after the entries arrived; settled {settled:.1f}s after")
+
+
+async def test_entries_a_failed_settle_let_go_of_are_taken_over_and_the_worker_is_ready_again(
+    acl: Any, inv: Invariants, workers: Workers, redis_url: str
+) -> None:
+    """XACK revoked for one worker, whose settle fails: the entries it let go of are reclaimed
+    by a second worker (another user, with XACK) and acked there. The first worker, idle and
+    still without XACK, says ``/readyz`` 200 again once none of them is pending on it, and
+    logs why. Its visibility timeout is 30 s, so only the second worker reclaims them."""
+    await acl("~*", "&*", "+@all", "-@admin")
+    port = free_port()
+    one = workers.one_consumer("w")[0]
+    args = [*one, "--metrics-port", str(port), "--visibility-timeout", "30"]
+    first = workers.start(name="w", redis_url=user_url(redis_url), args=args)
+    await poll(lambda: _get(port, "/readyz")[0] == 200, 30, "ready", workers.logs)
+    await acl("~*", "&*", "+@all", "-@admin", "-xack")
+    keys = await inv.send(20)
+    await poll(lambda: _get(port, "/readyz")[0] == 503, 20, "/readyz 503", workers.logs)
+    assert re.search(rf"'{workers.loop('settle')}' is failing", _get(port, "/readyz")[1])
+    workers.start(name="x", args=workers.one_consumer("x")[0])
+    out, settled = await inv.check(30, may_repeat=keys, logs=workers.logs)
+    assert set(keys) <= set(out.handled)
+    await poll(lambda: _get(port, "/readyz")[0] == 200, 15, "first worker ready again", workers.logs)
+    assert "failed to settle were taken over by other consumers" in first.output()
+    print(f"settle taken over: all acked {settled:.1f}s after the second worker was reading")
