@@ -4,7 +4,7 @@ The fixtures live in ``support/invariants.py`` (the DLQ integration test uses th
 
 Workers run in task mode; ``STREAMTASKS_MODE=actors pytest tests/fault`` runs every scenario
 with actor-mode workers. In the default run, the scenarios marked ``both_modes`` (those that
-go through code only actor mode has: its pool's outage logs, restarts and readiness) run
+go through code only actor mode has: its pool's outage logs, restarts, readiness and drain) run
 in both modes.
 """
 

@@ -153,6 +153,7 @@ async def _sigterm_with_backlog(
     return first, second, took
 
 
+@pytest.mark.both_modes
 async def test_sigterm_hands_unstarted_entries_to_the_other_worker_at_once(
     inv: Invariants, workers: Workers, ledger: Any, redis: aioredis.Redis
 ) -> None:
