@@ -223,10 +223,18 @@ class RedisCollector:
 
     async def _heartbeat_metrics(self, now: float) -> list[Metric]:
         w = self.worker
-        age = _gauge("streamtasks_worker_heartbeat_age_seconds", "Age of this worker's heartbeat key.", ())
-        raw = await w.redis.get(keys.heartbeat_key(w.group, w.consumer))
-        with contextlib.suppress(TypeError, ValueError, KeyError):  # missing or malformed: no sample
-            age.add_metric([], max(0.0, now - float(json.loads(raw or "")["ts"])))
+        age = _gauge(
+            "streamtasks_worker_heartbeat_age_seconds",
+            "Age of this worker's heartbeat key (actor mode: the oldest of its actors').", (),
+        )  # fmt: skip
+        ages: list[float] = []
+        consumers = w.heartbeat_consumers()
+        for consumer in consumers:
+            raw = await w.redis.get(keys.heartbeat_key(w.group, consumer))
+            with contextlib.suppress(TypeError, ValueError, KeyError):  # missing or malformed: none
+                ages.append(max(0.0, now - float(json.loads(raw or "")["ts"])))
+        if ages and len(ages) == len(consumers):  # one missing: no sample, as for a worker without one
+            age.add_metric([], max(ages))
         live = _gauge("streamtasks_live_workers", "Workers of the group with a live heartbeat.", ("group",))
         count = 0
         async for _ in w.redis.scan_iter(match=keys.heartbeat_pattern(w.group), count=500):

@@ -34,7 +34,7 @@ from ..connect import connect
 from ..redisutil import REDIS_DOWN
 from ..registry import Registry
 from .events import Event, Events, ExecutorStarted, LaneSnapshot, Listener, Snapshot, StateChanged, Totals
-from .executors import InlineExecutor, RayExecutor
+from .executors import InlineExecutor, RayExecutor, RayResources
 from .health import OutageFold, RedisHealth
 from .preflight import check_handlers
 from .startup import start_unless_stopped
@@ -76,7 +76,7 @@ class WorkerActor:
         if redis is None:
             return  # stopped before Redis answered
         try:
-            executor = InlineExecutor(self.threads)
+            executor = InlineExecutor(self.threads, RayResources())  # it runs inside Ray
             self.worker = Worker(self.registry, redis, executor, self.settings, listeners=[self.tally])
             self.worker.health.quiet = True  # the worker process logs outages once for all actors
             if self._stopped:  # a stop that came while this actor connected: read nothing
@@ -173,6 +173,12 @@ class ActorPool:
             await self._poll_until_stopped()
         finally:
             await self._drain(started)
+
+    def heartbeat_consumers(self) -> list[str]:
+        """This process' own heartbeat while it starts, then its actors' (each writes its own)."""
+        if self.state == "starting" or not self._handles:
+            return [self.consumer]
+        return [f"{self.consumer}-a{index}" for index in range(len(self._handles))]
 
     def _start_actors(self) -> list[Any]:
         """The actors of each group of handlers that share their Ray options (an actor runs in

@@ -45,9 +45,10 @@ class Executor(Protocol):
 class InlineExecutor:
     """Runs batches in a thread pool of this process: for development and tests."""
 
-    def __init__(self, threads: int = INLINE_THREADS) -> None:
+    def __init__(self, threads: int = INLINE_THREADS, resources: RayResources | None = None) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="streamtasks-inline")
         self._users = 0
+        self.resources = resources  # an actor's: Ray's resources for its heartbeat
 
     async def start(self) -> None:
         self._users += 1
@@ -98,8 +99,8 @@ class RayExecutor:
         self._users = 0
         self._lock = asyncio.Lock()
         self._thread = _RayThread()
-        self._resources: dict[str, Any] | None = None
-        self._resources_at = -RESOURCES_EVERY_S
+        #: Ray's resources for the heartbeat, which calls ``executor.resources()`` if it has one.
+        self.resources = RayResources()
 
     async def start(self) -> None:
         import ray
@@ -172,15 +173,6 @@ class RayExecutor:
         self._users -= 1
         if self._users <= 0 and self._owns_ray and ray.is_initialized():
             await self._thread.call(ray.shutdown)
-
-    async def resources(self) -> dict[str, Any] | None:
-        """Ray's total and available resources, for the heartbeat (asked of Ray at most every
-        :data:`RESOURCES_EVERY_S` once known; None until Ray is up or when it does not answer)."""
-        now = time.monotonic()
-        if self._resources is None or now - self._resources_at >= RESOURCES_EVERY_S:
-            self._resources = await asyncio.to_thread(_ray_resources)
-            self._resources_at = now
-        return self._resources
 
 
 class _RayThread:
@@ -263,6 +255,23 @@ def _refused_by(address: str) -> None:
         raise ConnectionError(f"the cluster refused to authenticate us: {exc}") from None
     except Exception:  # unreachable, timed out: ray.init reports it
         return
+
+
+class RayResources:
+    """Ray's total and available resources, for a heartbeat: asked of Ray at most every
+    :data:`RESOURCES_EVERY_S` once known; None until Ray is up or when it does not answer.
+    Works in a driver and inside an actor alike."""
+
+    def __init__(self) -> None:
+        self._value: dict[str, Any] | None = None
+        self._at = -RESOURCES_EVERY_S
+
+    async def __call__(self) -> dict[str, Any] | None:
+        now = time.monotonic()
+        if self._value is None or now - self._at >= RESOURCES_EVERY_S:
+            self._value = await asyncio.to_thread(_ray_resources)
+            self._at = now
+        return self._value
 
 
 def _ray_resources() -> dict[str, Any] | None:

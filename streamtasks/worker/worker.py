@@ -129,6 +129,9 @@ class Worker:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
+    def heartbeat_consumers(self) -> list[str]:
+        return [self.consumer]
+
     async def run(self) -> None:
         """Serve until :meth:`stop`; then hand back unstarted entries and drain."""
         specs = (lane.spec for lane in self.lanes.values())
