@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 from support.browser import wait_for
 from support.dashboard import TOKEN, add_dead, served, served_in_thread, write_headers
+from support.modes import one_consumer
 
 from streamtasks.observe.dashboard import Access
 from streamtasks.observe.inspect import gather_status
@@ -369,9 +370,10 @@ def test_a_worker_serves_the_dashboard_on_its_dashboard_port(
     syncredis.Redis.from_url(redis_url).flushall()
     port = free_port()
     here = Path(__file__).resolve().parent
+    args, me = one_consumer("dash-self")  # actor mode: one actor, dash-self-a0
     spawn(
         [sys.executable, "-m", "streamtasks", "worker", "obs_app:registry", "--redis-url", redis_url,
-         "--ray-address", ray_address, "--consumer", "dash-self", "--dashboard-port", str(port)],
+         "--ray-address", ray_address, *args, "--dashboard-port", str(port)],
         cwd=here, name="worker",
     ).wait_for_log(r"dashboard on http://127\.0\.0\.1:\d+/", timeout=60)  # fmt: skip
 
@@ -379,7 +381,7 @@ def test_a_worker_serves_the_dashboard_on_its_dashboard_port(
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/overview", timeout=10) as r:
             body = json.loads(r.read())
         states = {w["consumer"]: w["state"] for w in body["workers"]}
-        return body if states.get("dash-self") == "reading" else None
+        return body if states.get(me) == "reading" else None
 
     body = wait_for(overview, 60, "the worker reading in its own dashboard")
     assert body["services"]["ray"]["health"] == "healthy"

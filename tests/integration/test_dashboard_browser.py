@@ -15,6 +15,7 @@ import pytest
 import redis as syncredis
 from support.browser import close_chromium, open_chromium, wait_for
 from support.dashboard import TOKEN
+from support.modes import one_consumer
 from support.procs import free_port
 
 from streamtasks.keys import heartbeat_key
@@ -54,12 +55,15 @@ def start_dashboard(spawn: Any, redis_url: str, **env: str) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def start_worker(spawn: Any, redis_url: str, ray_address: str, consumer: str) -> Any:
-    return spawn(
+def start_worker(spawn: Any, redis_url: str, ray_address: str, name: str) -> tuple[Any, str]:
+    """A worker that reads as one consumer, and that consumer (actor mode: its one actor)."""
+    args, consumer = one_consumer(name)
+    worker = spawn(
         [*CLI, "worker", "obs_app:registry", "--redis-url", redis_url, "--ray-address", ray_address,
-         "--streams", "obs_work", "--consumer", consumer],
+         "--streams", "obs_work", *args],
         cwd=HERE, name="worker",
     )  # fmt: skip
+    return worker, consumer
 
 
 def shot(driver: Any, tmp_path: Path, name: str) -> Path:
@@ -120,12 +124,11 @@ def test_overview_numbers_equal_xinfo_and_xpending_read_at_the_same_moment(
     lag, pending and dead letters that XLEN / XINFO GROUPS / XPENDING return, and the worker
     reading with its batch in flight."""
     gated_backlog(r)
-    start_worker(spawn, redis_url, ray_address, "dash-worker")
+    _, consumer = start_worker(spawn, redis_url, ray_address, "dash-worker")
 
     def holding() -> bool:
         return (
-            bool(r.exists(heartbeat_key(GROUP, "dash-worker")))
-            and r.xpending("obs_work", GROUP)["pending"] >= 5
+            bool(r.exists(heartbeat_key(GROUP, consumer))) and r.xpending("obs_work", GROUP)["pending"] >= 5
         )
 
     wait_for(holding, 60, "the worker to hold the gated batch")
@@ -155,7 +158,7 @@ def test_overview_numbers_equal_xinfo_and_xpending_read_at_the_same_moment(
     # The worker's row comes from its heartbeat (every 2 s): reading, its gated batch in
     # flight, the free/total CPUs of its Ray.
     def worker_row() -> dict[str, str] | None:
-        row = overview(chrome)["workers"].get("dash-worker")
+        row = overview(chrome)["workers"].get(consumer)
         return row if row and row["in_flight"] == "1" and row["ray"].startswith("CPU ") else None
 
     assert wait_for(worker_row, 10, "the worker's batch and Ray in its row")["state"] == "reading"
@@ -168,17 +171,15 @@ def test_a_killed_worker_is_shown_dead_within_its_heartbeat_ttl_without_a_reload
     """kill -9 of a worker: its row turns "dead" within the heartbeat TTL + 2 s, on the page
     loaded before the kill (no reload)."""
     gated_backlog(r)
-    worker = start_worker(spawn, redis_url, ray_address, "dash-victim")
-    wait_for(lambda: r.exists(heartbeat_key(GROUP, "dash-victim")), 60, "the worker's heartbeat")
+    worker, victim = start_worker(spawn, redis_url, ray_address, "dash-victim")
+    wait_for(lambda: r.exists(heartbeat_key(GROUP, victim)), 60, "the worker's heartbeat")
     url = start_dashboard(spawn, redis_url)
     chrome.get(url + "/")
-    wait_for(lambda: worker_state(chrome, "dash-victim") == "reading", 30, "the worker shown reading")
+    wait_for(lambda: worker_state(chrome, victim) == "reading", 30, "the worker shown reading")
     chrome.execute_script("window.__notReloaded = true")
     worker.kill9()
     killed = time.monotonic()
-    wait_for(
-        lambda: worker_state(chrome, "dash-victim") == "dead", HEARTBEAT_TTL_S + 5, "the worker shown dead"
-    )
+    wait_for(lambda: worker_state(chrome, victim) == "dead", HEARTBEAT_TTL_S + 5, "the worker shown dead")
     elapsed = time.monotonic() - killed
     shot(chrome, tmp_path, "worker-dead")
     print(f"worker shown dead {elapsed:.1f}s after kill -9 (heartbeat TTL {HEARTBEAT_TTL_S:.0f}s)")
@@ -215,7 +216,7 @@ def test_replay_from_two_tabs_and_a_double_click_puts_the_entry_back_once_and_pu
 
     r.xgroup_create("obs_work", GROUP, id="0", mkstream=True)
     poison = [r.xadd("obs_work", {"bad": "1", "n": str(i)}).decode() for i in range(3)]
-    worker = start_worker(spawn, redis_url, ray_address, "dash-poison")
+    worker, _ = start_worker(spawn, redis_url, ray_address, "dash-poison")
     wait_for(lambda: r.xlen("obs_work:dead") == 3, 60, "three dead letters")
     worker.terminate()
     assert worker.wait(60) == 0

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from support.modes import one_consumer
 from support.procs import free_port
 from test_worker import wait_until
 
@@ -47,6 +48,13 @@ def worker_argv(redis_url: str, consumer: str, *extra: str) -> list[str]:
             "--consumer", consumer, *extra]  # fmt: skip
 
 
+def one_reader(redis_url: str, name: str, *extra: str) -> tuple[list[str], str]:
+    """:func:`worker_argv` for a worker that reads as one consumer, and that consumer (actor
+    mode: its one actor, whose heartbeat says "reading"; the worker's own is gone by then)."""
+    args, consumer = one_consumer(name)
+    return worker_argv(redis_url, name, *args[2:], *extra), consumer  # args[2:]: --actors 1
+
+
 async def state_of(redis: Redis, consumer: str) -> str | None:
     value = await redis.get(heartbeat_key(GROUP, consumer))
     return None if value is None else str(json.loads(value).get("state"))
@@ -64,10 +72,11 @@ async def test_a_stale_cluster_is_ignored_the_worker_starts_its_own_ray(
     """No --ray-address: a new local Ray, not the dead cluster Ray's address file names (the
     worker used to try to join it for minutes and never read)."""
     stale_cluster(ray_tmpdir)
-    worker = spawn(worker_argv(redis_url, "fresh"), env={"RAY_TMPDIR": str(ray_tmpdir)}, cwd=HERE)
+    argv, reader = one_reader(redis_url, "fresh")
+    worker = spawn(argv, env={"RAY_TMPDIR": str(ray_tmpdir)}, cwd=HERE)
 
     async def reading() -> bool:
-        return await state_of(redis, "fresh") == "reading"
+        return await state_of(redis, reader) == "reading"
 
     await wait_until(reading, timeout=90, interval=0.2)
     worker.terminate()
@@ -156,13 +165,11 @@ async def test_joining_a_token_cluster_picks_up_its_token(
     """The cluster's token in RAY_AUTH_TOKEN, no RAY_AUTH_MODE: the worker turns token auth
     on by itself and reads (it used to retry for ~20 s, then fail)."""
     address, token = token_head
-    worker = spawn(
-        worker_argv(redis_url, "joiner", "--ray-address", address),
-        env={"RAY_TMPDIR": str(ray_tmpdir), "RAY_AUTH_TOKEN": token}, cwd=HERE,
-    )  # fmt: skip
+    argv, reader = one_reader(redis_url, "joiner", "--ray-address", address)
+    worker = spawn(argv, env={"RAY_TMPDIR": str(ray_tmpdir), "RAY_AUTH_TOKEN": token}, cwd=HERE)
 
     async def reading() -> bool:
-        return await state_of(redis, "joiner") == "reading"
+        return await state_of(redis, reader) == "reading"
 
     await wait_until(reading, timeout=60, interval=0.2)
     worker.terminate()

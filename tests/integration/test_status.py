@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from support.modes import one_consumer
 from support.procs import free_port
 from test_worker import wait_until
 
@@ -46,20 +47,21 @@ async def test_status_is_healthy_with_a_live_worker_and_names_the_dead_consumer_
     for i in range(12):
         pipe.xadd("obs_work", {"n": str(i)})
     await pipe.execute()
+    one, victim = one_consumer("obs-victim")  # actor mode: one actor, obs-victim-a0
     worker = spawn(
         [*CLI, "worker", "obs_app:registry", "--redis-url", redis_url, "--ray-address", ray_address,
-         "--streams", "obs_work", "--consumer", "obs-victim", "--metrics-port", str(free_port())],
+         "--streams", "obs_work", *one, "--metrics-port", str(free_port())],
         cwd=HERE,
     )  # fmt: skip
 
     async def holding() -> bool:
-        beat = await redis.exists(heartbeat_key(GROUP, "obs-victim"))
+        beat = await redis.exists(heartbeat_key(GROUP, victim))
         return bool(beat) and int((await redis.xpending("obs_work", GROUP))["pending"]) == 10
 
     await wait_until(holding, timeout=60)
     healthy = await asyncio.to_thread(status_cli, "obs_app:registry", "--redis-url", redis_url)
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
-    assert "healthy" in healthy.stdout and "obs-victim" in healthy.stdout
+    assert "healthy" in healthy.stdout and victim in healthy.stdout
 
     worker.kill9()
     killed = time.monotonic()
@@ -76,14 +78,14 @@ async def test_status_is_healthy_with_a_live_worker_and_names_the_dead_consumer_
     report = json.loads(result.stdout)
     assert report["ok"] is False
     assert report["dead_consumers"] == [
-        {"stream": "obs_work", "consumer": "obs-victim", "pending": 10, "idle": pytest.approx(1, abs=15)}
+        {"stream": "obs_work", "consumer": victim, "pending": 10, "idle": pytest.approx(1, abs=15)}
     ]
-    assert any("dead consumer obs-victim holds 10 pending" in p for p in report["problems"])
+    assert any(f"dead consumer {victim} holds 10 pending" in p for p in report["problems"])
     assert any("no live worker" in p for p in report["problems"])
 
     table = await asyncio.to_thread(status_cli, "obs_app:registry", "--redis-url", redis_url)
     assert table.returncode == 3
-    assert "UNHEALTHY" in table.stdout and "dead consumer obs-victim" in table.stdout
+    assert "UNHEALTHY" in table.stdout and f"dead consumer {victim}" in table.stdout
 
 
 async def test_gather_status_reports_lag_pending_dead_letters_and_throughput(redis: Redis) -> None:

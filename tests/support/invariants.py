@@ -30,7 +30,8 @@ import redis.asyncio as aioredis
 
 from streamtasks.deadletter import DeadLetter, list_dead
 
-from . import load_services
+from . import load_services, modes
+from .modes import MODE
 from .procs import ManagedProcess
 
 FAULT_DIR = Path(__file__).resolve().parents[1] / "fault"
@@ -39,9 +40,6 @@ VISIBILITY_S = 3
 READY_LOG = r"worker \S+ reading"
 WORKER_START_S = 60.0
 POLL_S = 0.05
-#: The mode the suite's workers run in: ``STREAMTASKS_MODE`` (as the CLI reads it), else tasks.
-#: ``STREAMTASKS_MODE=actors pytest tests/fault`` runs the whole suite in actor mode.
-MODE = os.environ.get("STREAMTASKS_MODE", "tasks")
 
 
 @attrs.define
@@ -60,15 +58,12 @@ class Workers:
         return self.mode == "actors"
 
     def one_consumer(self, name: str) -> tuple[list[str], str]:
-        """Worker arguments for a worker that is one consumer, and that consumer's name: task
-        mode's ``name``, or actor mode's single actor ``name-a0`` (``--actors 1``)."""
-        if self.actors:
-            return ["--consumer", name, "--actors", "1"], f"{name}-a0"
-        return ["--consumer", name], name
+        """:func:`support.modes.one_consumer` in this suite's mode."""
+        return modes.one_consumer(name, self.mode)
 
     def consumer_names(self, name: str) -> re.Pattern[str]:
-        """The consumers worker ``--consumer name`` reads as: itself, or its actors."""
-        return re.compile(re.escape(name) + (r"-a\d+" if self.actors else ""))
+        """:func:`support.modes.consumer_names` in this suite's mode."""
+        return modes.consumer_names(name, self.mode)
 
     def loop(self, name: str) -> str:
         """A pattern for background loop ``name`` as ``/readyz`` and ``status`` name it (in
