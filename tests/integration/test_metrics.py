@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 import urllib.error
@@ -18,6 +19,8 @@ from redis.asyncio import Redis
 from support.modes import MODE, one_consumer
 from support.procs import free_port
 from test_worker import wait_until
+
+from streamtasks.keys import heartbeat_key
 
 HERE = Path(__file__).resolve().parent
 CLI = [sys.executable, "-m", "streamtasks"]
@@ -241,5 +244,29 @@ async def test_latency_histogram_agrees_with_independently_measured_latency(
     # test's clock read) to the XACK (after the handler's clock read, plus the Ray result and
     # settle pipeline): per entry at most a few ms below, some ms above.
     assert -0.005 * len(SLEEPS) <= diff <= 0.1 * len(SLEEPS)
+    worker.terminate()
+    assert worker.wait(30) == 0, worker.output_tail()
+
+
+async def test_an_actor_mode_worker_shows_its_actors_heartbeats_with_rays_resources(
+    redis: Redis, redis_url: str, ray_address: str, spawn: Any
+) -> None:
+    """Actor mode, whatever mode the run is in: once its actors read, the worker process' own
+    heartbeat is gone; ``/metrics`` gives the age of its actors' heartbeats, and each actor's
+    heartbeat carries Ray's resources, as a task-mode worker's does (the dashboard shows them)."""
+    port = free_port()
+    args = ["--mode", "actors", "--actors", "2"]
+    worker = start_worker(spawn, redis_url, ray_address, port, "obs_latency", "obs-actors", *args)
+    await wait_ready(port)
+    actors = ["obs-actors-a0", "obs-actors-a1"]
+
+    async def actors_beat_with_ray() -> bool:
+        beats = [await redis.get(heartbeat_key(GROUP, a)) for a in actors]
+        return all(b and (json.loads(b).get("ray") or {}).get("total", {}).get("CPU") for b in beats)
+
+    await wait_until(actors_beat_with_ray, timeout=30, interval=0.2)
+    assert not await redis.exists(heartbeat_key(GROUP, "obs-actors"))
+    metrics = await scrape(port)
+    assert 0 <= value(metrics, "streamtasks_worker_heartbeat_age_seconds") < 5
     worker.terminate()
     assert worker.wait(30) == 0, worker.output_tail()
