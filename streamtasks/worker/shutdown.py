@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from redis import exceptions as rx
 from redis.asyncio import Redis
@@ -23,6 +23,29 @@ from .pending import HANDBACK_IDLE_MS, PendingEntries
 from .run import RawEntry
 
 log = logging.getLogger("streamtasks.worker")
+
+
+#: How long a hand-back waits for the lane's lease lock. A renewal holds it for a few round
+#: trips; a settlement waiting out a Redis outage holds it as long as the outage lasts, and the
+#: hand-back then goes ahead without it (it fails with Redis, or lands first).
+RENEWAL_WAIT_S = 5.0
+
+
+@contextlib.asynccontextmanager
+async def renewals_held(lane: Lane) -> AsyncIterator[None]:
+    """The lane's lease lock, so that a renewal already under way cannot land after a hand-back
+    and hide the entries from other workers for a whole visibility timeout; waited for at most
+    :data:`RENEWAL_WAIT_S`."""
+    held = False
+    try:
+        held = await asyncio.wait_for(lane.lease_lock.acquire(), RENEWAL_WAIT_S)
+    except asyncio.TimeoutError:
+        log.warning("handing back entries of %s without waiting longer for its lease lock", lane.stream)
+    try:
+        yield
+    finally:
+        if held:
+            lane.lease_lock.release()
 
 
 def by_attempt(entries: Sequence[RawEntry]) -> dict[int, list[str]]:
@@ -44,9 +67,7 @@ class Shutdown:
 
     async def hand_back_queued(self, lanes: Mapping[str, Lane]) -> None:
         for lane in lanes.values():
-            # Under the lease lock: a renewal already under way would otherwise land after the
-            # hand-back and hide the entries from other workers for a whole visibility timeout.
-            async with lane.lease_lock:
+            async with renewals_held(lane):
                 for attempt, ids in by_attempt(lane.take_queued()).items():
                     with contextlib.suppress(*REDIS_DOWN):
                         # RETRYCOUNT attempt-1: an entry that never started does not use an attempt
@@ -73,7 +94,7 @@ class Shutdown:
             if batch is None:
                 continue
             task.cancel()
-            async with lane.lease_lock:  # released first: the lease loop renews until the drain ends
+            async with renewals_held(lane):  # released first: the lease loop renews until the drain ends
                 lane.release(batch.ids)
                 with contextlib.suppress(*REDIS_DOWN):
                     await self.pending.reset(lane.stream, batch.ids, HANDBACK_IDLE_MS)

@@ -1,10 +1,12 @@
 """Shutdown's hand-back against the lease loop, on a real Redis: entries handed back are
 claimable by another worker at once, whether a lease renewal was already under way (it must
-not land after the hand-back) or comes after it (it must not renew them again)."""
+not land after the hand-back) or comes after it (it must not renew them again), and a lock held
+through a Redis outage delays the hand-back only so long."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from streamtasks import Message, Registry
+from streamtasks.worker import shutdown
 from streamtasks.worker.health import RedisHealth
 from streamtasks.worker.lanes import Lane
 from streamtasks.worker.pending import KEEP_COUNT, PendingEntries
@@ -99,3 +102,22 @@ async def test_entries_handed_back_when_the_grace_period_ends_are_not_renewed_af
     assert await _claimable(redis) == [e[0] for e in entries]
     await asyncio.wait({running})
     assert running.cancelled()
+
+
+async def test_a_lease_lock_held_through_an_outage_delays_the_hand_back_only_so_long(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A settlement waiting out a Redis outage holds the lease lock as long as the outage
+    lasts: the hand-back waits at most ``RENEWAL_WAIT_S``, then goes ahead without it."""
+    monkeypatch.setattr(shutdown, "RENEWAL_WAIT_S", 0.3)
+    entries = await _delivered(redis, 10)
+    lane = _lane()
+    lane.accept(entries)
+    await lane.lease_lock.acquire()  # the settlement that does not end
+    started = time.monotonic()
+    await Shutdown(redis, PendingEntries(redis, GROUP, "c"), 1, lambda _: None).hand_back_queued(
+        {STREAM: lane}
+    )
+    assert 0.3 <= time.monotonic() - started < 2.0
+    assert await _claimable(redis) == [e[0] for e in entries]
+    assert lane.lease_lock.locked()  # still the settlement's
