@@ -99,6 +99,10 @@ async function act(kind, body, button) {
   const headers = { "Content-Type": "application/json", "X-CSRF-Token": csrf() };
   const t = token();
   if (t) headers.Authorization = "Bearer " + t;
+  // A row's button stays off once its action succeeded (the row is gone): a double-click whose
+  // second click lands after a fast answer would otherwise act again and show "replayed 0".
+  const rowButton = button && (button.classList.contains("replay-one") || button.classList.contains("purge-one"));
+  let succeeded = false;
   if (button) button.disabled = true;
   try {
     const r = await fetch("/api/deadletters/" + encodeURIComponent(actions.dataset.stream) + "/" + kind,
@@ -106,6 +110,7 @@ async function act(kind, body, button) {
     const data = await r.json();
     if (!r.ok) { result.textContent = r.status + ": " + data.error; result.className = "bad"; return; }
     result.className = "ok";
+    succeeded = true;
     result.textContent = kind === "replay" ? "replayed " + data.replayed : "purged " + data.purged;
     if (body.ids) for (const id of body.ids) {
       const row = document.querySelector('tr[data-dead-id="' + id + '"]');
@@ -114,7 +119,7 @@ async function act(kind, body, button) {
   } catch (err) {
     result.textContent = String(err); result.className = "bad";
   } finally {
-    if (button) button.disabled = false;
+    if (button && !(succeeded && rowButton)) button.disabled = false;
   }
 }
 function picked() { return [...document.querySelectorAll("input.pick:checked")].map((i) => i.value); }
