@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from support.modes import one_consumer
-from support.procs import free_port
+from support.procs import free_port, free_ports
 from test_worker import wait_until
 
 from streamtasks.keys import heartbeat_key
@@ -140,11 +140,12 @@ def token_head(spawn: Any, ray_tmpdir: Path) -> Iterator[tuple[str, str]]:
     yields (GCS address, token). Stopped by killing its process tree, never ``ray stop``
     (which would stop every Ray on the machine)."""
     token = secrets.token_hex(32)
-    port = free_port()
-    ports = {f"--{name}": str(free_port()) for name in (
+    names = (
         "node-manager-port", "object-manager-port", "metrics-export-port",
         "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
-    )}  # fmt: skip
+    )  # fmt: skip
+    port, *others = free_ports(1 + len(names))  # distinct: Ray refuses a port given twice
+    ports = {f"--{name}": str(other) for name, other in zip(names, others, strict=True)}
     low = 20_000 + secrets.randbelow(20_000)
     head = spawn(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port", str(port),
