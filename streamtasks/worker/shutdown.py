@@ -67,6 +67,8 @@ class Shutdown:
 
     async def hand_back_queued(self, lanes: Mapping[str, Lane]) -> None:
         for lane in lanes.values():
+            if not lane.queue:  # nothing to hand back: no wait for the lock
+                continue
             async with renewals_held(lane):
                 for attempt, ids in by_attempt(lane.take_queued()).items():
                     with contextlib.suppress(*REDIS_DOWN):
