@@ -161,7 +161,7 @@ class ActorPool:
             # a permission the actors lack fails this worker at once, as in task mode (an actor
             # would only fail its start over and over, restarted by the supervisor)
             await check_handlers(
-                self.redis, self.registry.handlers.values(), self.group, f"{self.consumer}-a0"
+                self.redis, self.registry.handlers.values(), self.group, self._actor_consumer(0)
             )
             started = await start_unless_stopped(self.executor.start(), asyncio.sleep(0), self._stopping)
             if not started:  # stopped while Ray started: nothing was read
@@ -178,7 +178,7 @@ class ActorPool:
         """This process' own heartbeat while it starts, then its actors' (each writes its own)."""
         if self.state == "starting" or not self._handles:
             return [self.consumer]
-        return [f"{self.consumer}-a{index}" for index in range(len(self._handles))]
+        return [self._actor_consumer(index) for index in range(len(self._handles))]
 
     def _start_actors(self) -> list[Any]:
         """The actors of each group of handlers that share their Ray options (an actor runs in
@@ -201,7 +201,11 @@ class ActorPool:
         return handles
 
     def _actor_settings(self, index: int) -> WorkerSettings:
-        return evolve(self.settings, consumer=f"{self.consumer}-a{index}")
+        return evolve(self.settings, consumer=self._actor_consumer(index))
+
+    def _actor_consumer(self, index: int) -> str:
+        """Actor ``index``'s consumer name: each actor is a consumer of its own."""
+        return f"{self.consumer}-a{index}"
 
     def _serve(self, index: int, handle: Any) -> Any:
         async def serve() -> None:
