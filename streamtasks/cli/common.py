@@ -182,13 +182,17 @@ def exit_now(code: int) -> NoReturn:
 
 
 def executor_mode(mode: str, executor: str) -> str:
-    """``--executor inline`` on the command line wins over ``STREAMTASKS_MODE=actors`` from the
-    environment (a deployment's setting, say): actors run on Ray, inline runs here. Given on
-    the command line, the two still refuse each other (:func:`check_executor`)."""
+    """``--executor inline`` means task mode unless actor mode was asked for: over the default
+    mode, and, typed on the command line, over ``STREAMTASKS_MODE=actors`` from the environment
+    (a deployment's setting, say): actors run on Ray, inline runs here. Given at the same level,
+    the two still refuse each other (:func:`check_executor`)."""
     ctx, src = click.get_current_context(), click.core.ParameterSource
-    given = ctx.get_parameter_source("executor") is src.COMMANDLINE
-    from_env = ctx.get_parameter_source("mode") is src.ENVIRONMENT
-    if executor == "inline" and mode == "actors" and given and from_env:
+    if executor != "inline" or mode != "actors":
+        return mode
+    mode_from = ctx.get_parameter_source("mode")
+    if mode_from is src.DEFAULT:
+        return "tasks"
+    if ctx.get_parameter_source("executor") is src.COMMANDLINE and mode_from is src.ENVIRONMENT:
         logging.getLogger("streamtasks.cli").info(
             "--executor inline: task mode, not STREAMTASKS_MODE=actors from the environment"
         )

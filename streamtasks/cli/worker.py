@@ -66,12 +66,12 @@ METRICS_HOST = "0.0.0.0"
 @click.option(
     "--mode",
     type=click.Choice(["tasks", "actors"]),
-    default="tasks",
+    default="actors",
     envvar="STREAMTASKS_MODE",
     show_envvar=True,
     show_default=True,
-    help="tasks: this process reads and settles, one Ray task per batch; actors: Ray actors "
-    "each read, run and settle their own batches (faster on simple jobs; same guarantees).",
+    help="actors: Ray actors each read, run and settle their own batches; tasks: this process "
+    "reads and settles, one Ray task per batch (same guarantees; actors are faster).",
 )
 @click.option(
     "--actors",

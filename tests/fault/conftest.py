@@ -2,10 +2,10 @@
 
 The fixtures live in ``support/invariants.py`` (the DLQ integration test uses them too).
 
-Workers run in task mode; ``STREAMTASKS_MODE=actors pytest tests/fault`` runs every scenario
-with actor-mode workers. In the default run, the scenarios marked ``both_modes`` (those that
-go through code only actor mode has: its pool's outage logs, restarts, readiness and drain) run
-in both modes.
+Workers run in actor mode, the CLI's default; ``STREAMTASKS_MODE=tasks pytest tests/fault``
+runs every scenario with task-mode workers. In the default run, the scenarios marked
+``both_modes`` (Redis outages and restarts, kill -9 of a worker, the SIGTERM hand-off) run in
+both modes, and those about a meaning only task mode has pin their workers to it.
 """
 
 from __future__ import annotations

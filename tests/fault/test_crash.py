@@ -68,17 +68,14 @@ async def test_kill9_of_the_worker_mid_batch_loses_nothing(
     assert second.wait() == 0
 
 
+@pytest.mark.parametrize("workers", ["tasks"], indirect=True)
 async def test_kill9_of_a_ray_worker_process_mid_task_reruns_the_batch_without_using_an_attempt(
     inv: Invariants, workers: Workers, ledger: Any
 ) -> None:
-    """A Ray worker process killed mid-task: Ray re-runs the batch (process retries), the
-    entries are handled once, and Redis' delivery count - the handler's attempt - stays 1."""
-    if workers.actors:
-        pytest.skip(
-            "task mode's meaning: a killed actor's batch is a new delivery (attempt 2), as a killed "
-            "worker's is; test_actors.py::test_an_actor_killed_mid_batch_is_replaced_and_its_"
-            "entries_are_handled covers actor mode"
-        )
+    """Task mode: a Ray worker process killed mid-task: Ray re-runs the batch (process
+    retries), the entries are handled once, and Redis' delivery count - the handler's attempt -
+    stays 1. (A killed actor's batch is a new delivery, attempt 2, as a killed worker's is:
+    test_actors.py::test_an_actor_killed_mid_batch_is_replaced_and_its_entries_are_handled.)"""
     w = workers.start()
     keys = await inv.send(20)
     marker = (await inv.send_each([{"pid": "1"}]))[0]

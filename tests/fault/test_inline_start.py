@@ -26,6 +26,7 @@ async def _consumers(redis: aioredis.Redis, workers: Workers) -> bool:
     return any(early.fullmatch(n) for n in names) and "early-inline" not in names
 
 
+@pytest.mark.both_modes
 async def test_the_inline_start_hands_over_to_ray_and_every_entry_is_handled_once(
     inv: Invariants, workers: Workers, redis: aioredis.Redis
 ) -> None:

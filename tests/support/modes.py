@@ -1,7 +1,8 @@
 """The mode the suite's worker subprocesses run in, and what a test needs to know about it.
 
-Workers read ``STREAMTASKS_MODE`` as the CLI does, so ``STREAMTASKS_MODE=actors pytest ...``
-runs every spawned worker in actor mode. There each actor is a consumer of its own
+Workers read ``STREAMTASKS_MODE`` as the CLI does, so ``STREAMTASKS_MODE=tasks pytest ...``
+runs every spawned worker in task mode (actor mode is the default). In actor mode each actor
+is a consumer of its own
 (``<consumer>-a<n>``), and the worker process heartbeats under its own name only while it
 starts. A test that watches one consumer starts its worker with :func:`one_consumer`.
 """
@@ -11,8 +12,8 @@ from __future__ import annotations
 import os
 import re
 
-#: ``STREAMTASKS_MODE`` (as the CLI reads it), else tasks.
-MODE = os.environ.get("STREAMTASKS_MODE", "tasks")
+#: ``STREAMTASKS_MODE`` (as the CLI reads it), else the CLI's default: actors.
+MODE = os.environ.get("STREAMTASKS_MODE", "actors")
 
 
 def one_consumer(name: str, mode: str = MODE) -> tuple[list[str], str]:

@@ -48,6 +48,19 @@ def test_inline_start_with_the_inline_executor_is_a_usage_error() -> None:
     assert "--inline-start is for Ray: with --executor inline every entry runs here" in result.output
 
 
+def test_inline_means_task_mode_when_no_mode_is_given() -> None:
+    """Actor mode is the default, and ``--executor inline`` (typed or from the environment)
+    without a mode is task mode, inline: the app is loaded next (here: it does not exist)."""
+    runner, refused = CliRunner(), "--mode actors runs on Ray: not with --executor inline"
+    unset: dict[str, str | None] = {"STREAMTASKS_EXECUTOR": None, "STREAMTASKS_MODE": None}
+    typed = runner.invoke(main, ["worker", "no_such_app_module_here", "--executor", "inline"], env=unset)
+    assert typed.exit_code == 1 and refused not in typed.output
+    assert "no_such_app_module_here" in typed.output
+    env = {"STREAMTASKS_EXECUTOR": "inline", "STREAMTASKS_MODE": None}
+    from_env = runner.invoke(main, ["worker", "no_such_app_module_here"], env=env)
+    assert from_env.exit_code == 1 and refused not in from_env.output
+
+
 def test_inline_on_the_command_line_wins_over_actor_mode_from_the_environment() -> None:
     """``STREAMTASKS_MODE=actors`` (a deployment's setting) and ``--executor inline`` typed on
     the command line: task mode, inline; the app is loaded next (here: it does not exist). Both
@@ -76,12 +89,13 @@ def test_inline_and_actor_mode_refuse_each_other_unless_inline_is_typed_over_the
     executor: str, executor_from: str, mode: str, mode_from: str
 ) -> None:
     """Every way of giving ``--executor`` and ``--mode``: the pair inline + actors is a usage
-    error, except ``--executor inline`` typed over ``STREAMTASKS_MODE=actors`` from the
-    environment (task mode then). Anything else goes on to load the app (here: missing)."""
+    error, except over the default mode (actors), or ``--executor inline`` typed over
+    ``STREAMTASKS_MODE=actors`` from the environment (task mode then). Anything else goes on
+    to load the app (here: missing)."""
     if executor_from == "default":
         executor = "ray"
     if mode_from == "default":
-        mode = "tasks"
+        mode = "actors"
     args = ["worker", "no_such_app_module_here"]
     env: dict[str, str | None] = {"STREAMTASKS_EXECUTOR": None, "STREAMTASKS_MODE": None}
     for option, value, source in (("executor", executor, executor_from), ("mode", mode, mode_from)):
@@ -91,7 +105,7 @@ def test_inline_and_actor_mode_refuse_each_other_unless_inline_is_typed_over_the
             env[f"STREAMTASKS_{option.upper()}"] = value
     result = CliRunner().invoke(main, args, env=env)
     typed_over_env = executor_from == "command line" and mode_from == "environment"
-    if executor == "inline" and mode == "actors" and not typed_over_env:
+    if executor == "inline" and mode == "actors" and not (typed_over_env or mode_from == "default"):
         assert result.exit_code == 2, result.output
         assert "--mode actors runs on Ray: not with --executor inline" in result.output
     else:
