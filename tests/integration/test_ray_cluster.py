@@ -49,9 +49,8 @@ async def test_two_workers_on_a_two_node_cluster_store_every_entry_once(
     assert set(counts) == set(ids) and set(counts.values()) == {1}
     await wait_until(lambda: _no_pending(redis), timeout=30)
     assert len(await redis.smembers("spread:nodes")) == 2  # both nodes ran batches
-    names = [c["name"].decode() for c in await redis.xinfo_consumers("spread", "core-tests")]
-    # actor mode: each actor is a consumer, <worker's consumer>-a<n>
-    assert len({re.sub(r"-a\d+$", "", n) if MODE == "actors" else n for n in names}) == 2, names
+    # Both joined the group (one may drain the backlog before the other's actors read).
+    await wait_until(lambda: _two_workers(redis), timeout=60, interval=0.2)
     print(f"two workers on a two-node Ray cluster: 20,000 entries in {took:.1f}s (start-up included)")
     for worker in (first, second):
         worker.terminate()
@@ -60,6 +59,12 @@ async def test_two_workers_on_a_two_node_cluster_store_every_entry_once(
 
 async def _count(redis: Redis, n: int) -> bool:
     return len(await handled(redis, "spread")) >= n
+
+
+async def _two_workers(redis: Redis) -> bool:
+    names = [c["name"].decode() for c in await redis.xinfo_consumers("spread", "core-tests")]
+    # actor mode: each actor is a consumer, <worker's consumer>-a<n>
+    return len({re.sub(r"-a\d+$", "", n) if MODE == "actors" else n for n in names}) == 2
 
 
 async def _no_pending(redis: Redis) -> bool:
