@@ -31,6 +31,7 @@ from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, ClassVar
 
+import msgspec
 from attrs import frozen
 
 from ..errors import DecodeError
@@ -81,8 +82,16 @@ _SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignor
 _FAST_SCAN: Callable[[str, int], tuple[Any, int]] = _FAST_DECODER.scan_once  # type: ignore[attr-defined]
 #: Text that may hold a number _parse_float refuses: an exponent of 4+ digits, or a digit run
 #: longer than MAX_NUMBER_LENGTH. Only such text pays for the checked decoder.
-_MAY_BE_OUT_OF_RANGE = re.compile(rf"[eE][+-]?\d{{4}}|\d{{{MAX_NUMBER_LENGTH}}}")
+_EXPONENT_DIGITS = len(str(MAX_NUMBER_EXPONENT))
+_MAY_BE_OUT_OF_RANGE = re.compile(rf"[eE][+-]?\d{{{_EXPONENT_DIGITS}}}|\d{{{MAX_NUMBER_LENGTH}}}")
+#: The same for text too short to hold a number literal longer than MAX_NUMBER_LENGTH: the
+#: exponent alone (3x cheaper to look for than both).
+_MAY_HAVE_A_LARGE_EXPONENT = re.compile(rf"[eE][+-]?\d{{{_EXPONENT_DIGITS}}}")
 _JSON_WHITESPACE = " \t\n\r"
+#: msgspec's C decoder, ~6x faster than the standard one on short text. It is only trusted to
+#: accept: whatever it refuses (NaN, a lone surrogate escape, a float past the double range,
+#: malformed text) goes to the standard decoder, which decides as before and says why.
+_MSGSPEC = msgspec.json.Decoder()
 
 
 #: Longer text goes to the checked decoder without the scan for numbers it may refuse: the scan
@@ -92,8 +101,20 @@ FAST_SCAN_MAX_LENGTH = 2048
 
 
 def _loads(raw: str) -> Any:
-    """``_DECODER.decode`` without its two regex matches when the text starts with a value."""
-    checked = len(raw) > FAST_SCAN_MAX_LENGTH or _MAY_BE_OUT_OF_RANGE.search(raw)
+    """``_DECODER.decode``: by msgspec when no number in the text can be out of range and it
+    accepts the text, else by the standard decoder without its two regex matches when the
+    text starts with a value."""
+    size = len(raw)
+    if size > FAST_SCAN_MAX_LENGTH:
+        checked = True
+    else:
+        scan_for = _MAY_HAVE_A_LARGE_EXPONENT if size <= MAX_NUMBER_LENGTH else _MAY_BE_OUT_OF_RANGE
+        checked = scan_for.search(raw) is not None
+        if not checked:
+            try:
+                return _MSGSPEC.decode(raw)
+            except (msgspec.DecodeError, RecursionError):
+                pass  # the standard decoder decides, and says why
     decoder, scan = (_DECODER, _SCAN) if checked else (_FAST_DECODER, _FAST_SCAN)
     try:
         value, end = scan(raw, 0)

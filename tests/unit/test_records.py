@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamtasks.adserving.records import (
+    _DECODER,
     MAX_JSON_DEPTH,
     MAX_NAME_LENGTH,
     InferenceRecord,
@@ -235,3 +236,39 @@ def test_short_and_long_text_decode_as_the_standard_decoder(values: list[Any], p
     give what ``json.loads`` gives."""
     raw = json.dumps([*values, "p" * pad])
     assert _loads(raw) == json.loads(raw)
+
+
+#: Pieces of JSON and of what is not quite JSON: every case where msgspec and the standard
+#: decoder could disagree (constants, lone surrogates, numbers out of range, control
+#: characters, leading zeros, trailing data, deep nesting).
+JSON_PIECES = st.sampled_from([
+    "[", "]", "{", "}", ",", ":", '"a"', '"\\u0000"', '"\\ud800"', '"\\ud83d\\ude00"', '"\\x41"',
+    "1", "-0", "01", "0.5", ".5", "5.", "1e5", "1E+05", "1e-2000", "1e400", "2e308", "1e0400",
+    "1E1001", "1e-1001", "123456789012345678901234567890", "true", "null", "NaN", "-Infinity",
+    " ", "\n", "\t", "\x0c", "\ufeff", '"x', "\\", "e", "\x00",
+])  # fmt: skip
+
+
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=8))
+KEYS = st.text(max_size=4)
+
+
+@given(
+    st.one_of(
+        st.lists(JSON_PIECES, max_size=30).map("".join),
+        st.recursive(
+            SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=4)
+        ).map(json.dumps),
+        st.text(max_size=60),
+    )
+)
+def test_the_fast_decoder_accepts_and_refuses_exactly_what_the_checked_decoder_does(raw: str) -> None:
+    """Whatever the text: msgspec's fast path gives the value the checked standard decoder
+    gives, or both refuse it (so no entry is stored, or dead-lettered, that was not before)."""
+    try:
+        expected = _DECODER.decode(raw)
+    except (ValueError, RecursionError):
+        with pytest.raises((ValueError, RecursionError)):
+            _loads(raw)
+        return
+    assert _loads(raw) == expected
