@@ -38,8 +38,15 @@ from .config import (
     stream_shards,
 )
 from .db import create_pool
-from .records import InferenceRecord, TrainingRecord, parse_inference, parse_training
-from .store import store_inference, store_training
+from .records import (
+    InferenceRecord,
+    TrainingRecord,
+    inference_row,
+    parse_inference,
+    parse_training,
+    training_row,
+)
+from .store import store_inference, store_inference_rows, store_training, store_training_rows
 
 #: Environment the built-ins read, forwarded to Ray tasks on a cluster (see the README).
 FORWARDED_ENV_PREFIXES = (
@@ -87,7 +94,8 @@ async def _parse_and_store(
     parse: Callable[[Message], R],
     store: Callable[[Any, list[R]], Awaitable[int]],
 ) -> Failures | None:
-    """Parse every entry; store the valid ones in one call; return the invalid ones' errors."""
+    """Parse every entry (into its row); store the valid ones in one call; return the invalid
+    ones' errors."""
     records: list[R] = []
     failures: Failures = {}
     for msg in msgs:
@@ -106,12 +114,12 @@ async def _parse_and_store(
 
 async def store_training_batch(msgs: list[Message]) -> Failures | None:
     """Batch handler: store the valid training entries, fail the invalid ones."""
-    return await _parse_and_store(msgs, parse_training, store_training)
+    return await _parse_and_store(msgs, training_row, store_training_rows)
 
 
 async def store_inference_batch(msgs: list[Message]) -> Failures | None:
     """Batch handler: store the valid inference entries, fail the invalid ones."""
-    return await _parse_and_store(msgs, parse_inference, store_inference)
+    return await _parse_and_store(msgs, inference_row, store_inference_rows)
 
 
 def make_registry(

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 import weakref
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 
@@ -39,13 +39,6 @@ TRAINING_TABLE = "training_data"
 INFERENCE_TABLE = "inference_results"
 _STAGING_PREFIX = "st_stage_"
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
-
-
-class _Record(Protocol):
-    @property
-    def idempotency_key(self) -> str: ...
-
-    def as_row(self) -> tuple[Any, ...]: ...
 
 
 class _Plan:
@@ -76,22 +69,37 @@ _plans: weakref.WeakKeyDictionary[Any, dict[str, _Plan]] = weakref.WeakKeyDictio
 
 async def store_training(conn: Any, records: Iterable[TrainingRecord], *, table: str = TRAINING_TABLE) -> int:
     """Store training records in one transaction; returns the number of new rows."""
-    return await _store(conn, records, table, TrainingRecord.COLUMNS)
+    return await store_training_rows(conn, (r.as_row() for r in records), table=table)
+
+
+async def store_training_rows(
+    conn: Any, rows: Iterable[tuple[Any, ...]], *, table: str = TRAINING_TABLE
+) -> int:
+    """:func:`store_training` of the records' rows (:func:`.records.training_row`)."""
+    return await _store(conn, rows, table, TrainingRecord.COLUMNS)
 
 
 async def store_inference(
     conn: Any, records: Iterable[InferenceRecord], *, table: str = INFERENCE_TABLE
 ) -> int:
     """Store inference records in one transaction; returns the number of new rows."""
-    return await _store(conn, records, table, InferenceRecord.COLUMNS)
+    return await store_inference_rows(conn, (r.as_row() for r in records), table=table)
 
 
-async def _store(conn: Any, records: Iterable[_Record], table: str, columns: Sequence[str]) -> int:
-    # The first record of each key wins; the database would do the same, but staging
+async def store_inference_rows(
+    conn: Any, rows: Iterable[tuple[Any, ...]], *, table: str = INFERENCE_TABLE
+) -> int:
+    """:func:`store_inference` of the records' rows (:func:`.records.inference_row`)."""
+    return await _store(conn, rows, table, InferenceRecord.COLUMNS)
+
+
+async def _store(conn: Any, rows: Iterable[tuple[Any, ...]], table: str, columns: Sequence[str]) -> int:
+    # The first row of each key wins; the database would do the same, but staging
     # duplicates would make the TimescaleDB statement insert both.
+    key_at = columns.index("idempotency_key")
     unique: dict[str, tuple[Any, ...]] = {}
-    for record in records:
-        unique.setdefault(record.idempotency_key, record.as_row())
+    for row in rows:
+        unique.setdefault(row[key_at], row)
     if not unique:
         return 0
     rows = list(unique.values())

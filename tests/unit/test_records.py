@@ -18,8 +18,10 @@ from streamtasks.adserving.records import (
     InferenceRecord,
     TrainingRecord,
     _loads,
+    inference_row,
     parse_inference,
     parse_training,
+    training_row,
 )
 from streamtasks.errors import DecodeError
 from streamtasks.message import Message
@@ -272,3 +274,42 @@ def test_the_fast_decoder_accepts_and_refuses_exactly_what_the_checked_decoder_d
             _loads(raw)
         return
     assert _loads(raw) == expected
+
+
+#: Field values good and bad for every field of both wire formats.
+ANY_VALUE = st.one_of(
+    st.none(),
+    st.sampled_from([
+        "", "m", "x" * 300, "a\x00b", "\ud800", '{"a": 1}', "[1, 2.5]", "[1e2000]", "NaN", "{", "1",
+        "-3", "0.5", "1e400", "true", "0", "yes", "10.0.0.1", "::1", "300.1.1.1", "1700000000000",
+        "99999999999999999", "k" * 600, "e:x", "m:y",
+    ]),
+    st.text(max_size=20),
+)  # fmt: skip
+TRAINING_FIELDS = ("model_name", "request_id", "input_data", "metadata", "source_ip", "_st_mid", "_st_ts")
+INFERENCE_FIELDS = (
+    "model_name", "request_id", "prediction", "confidence", "anomaly_score", "is_anomaly",
+    "processing_time_ms", "metadata", "_st_mid", "_st_ts",
+)  # fmt: skip
+
+
+def _outcome(fn: Any, msg: Message) -> Any:
+    try:
+        return fn(msg)
+    except DecodeError as exc:
+        return ("error", exc.reason, str(exc))
+
+
+@given(st.fixed_dictionaries({}, optional=dict.fromkeys(TRAINING_FIELDS, ANY_VALUE)))
+def test_a_training_row_is_the_records_row_or_the_same_error(values: dict[str, str | None]) -> None:
+    """The built-in handler's path (the row, no record) and ``parse_training(...).as_row()``
+    agree on every entry: the same row, or the same reason and message."""
+    msg = training(**{name: value for name, value in values.items()})
+    assert _outcome(training_row, msg) == _outcome(lambda m: parse_training(m).as_row(), msg)
+
+
+@given(st.fixed_dictionaries({}, optional=dict.fromkeys(INFERENCE_FIELDS, ANY_VALUE)))
+def test_an_inference_row_is_the_records_row_or_the_same_error(values: dict[str, str | None]) -> None:
+    """As above, for inference results."""
+    msg = inference(**{name: value for name, value in values.items()})
+    assert _outcome(inference_row, msg) == _outcome(lambda m: parse_inference(m).as_row(), msg)
