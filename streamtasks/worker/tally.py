@@ -15,6 +15,7 @@ from __future__ import annotations
 import operator
 import time
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -48,9 +49,9 @@ class Buckets:
     def empty(cls, bounds: tuple[float, ...]) -> Buckets:
         return cls(bounds, [0] * (len(bounds) + 1))
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
+    def observe(self, value: float, times: int = 1) -> None:
+        self.counts[bisect_left(self.bounds, value)] += times
+        self.total += value * times
 
     @property
     def count(self) -> int:
@@ -101,10 +102,11 @@ class LaneTally:
         self.size.observe(size)
         if duration > 0:
             self.duration.observe(duration)
-        latency = self.latency
-        for entry_id in done:
-            latency.observe(max(0.0, now - entry_time(entry_id)))
-            self.handled += 1
+        # Entries added in the same millisecond have the same latency: one observation each
+        # (a batch of 1,000 produced at 50,000/s spans ~20 milliseconds).
+        for added, times in Counter(map(entry_time, done)).items():
+            self.latency.observe(max(0.0, now - added), times)
+            self.handled += times
 
     def plus(self, other: LaneTally) -> LaneTally:
         return self._combine(other, operator.add)

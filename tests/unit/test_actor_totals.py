@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import copy
+from unittest import mock
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -99,3 +101,20 @@ def test_reported_growth_adds_up_to_the_work_done_across_restarts(polls: list[tu
         seen = copy.deepcopy(actor)  # what a poll through Ray receives: a copy
     got = total.lanes.get("s", LaneTally("s", "h"))
     assert [got.batches, got.handled] == done
+
+
+@given(st.lists(st.tuples(st.integers(0, 120_000), st.integers(0, 3)), max_size=60))
+def test_a_batchs_latencies_are_observed_as_if_one_entry_at_a_time(ages: list[tuple[int, int]]) -> None:
+    """Entries of one millisecond are observed together: the latency histogram ends as if each
+    entry had been observed alone (ages in ms before the settle, sequence numbers within one ms)."""
+    now_ms = 1_764_440_000_000
+    ids = [f"{now_ms - age}-{seq}" for age, seq in ages]
+    tally = LaneTally("s", "h")
+    alone = Buckets.empty(tally.latency.bounds)
+    with mock.patch("streamtasks.worker.tally.time.time", return_value=now_ms / 1000):
+        tally.record(len(ids), 0.01, 0, 0, ids)
+    for age, _ in ages:
+        alone.observe(max(0.0, now_ms / 1000 - (now_ms - age) / 1000))
+    assert tally.handled == len(ids)
+    assert tally.latency.counts == alone.counts
+    assert tally.latency.total == pytest.approx(alone.total)
