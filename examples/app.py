@@ -17,7 +17,8 @@ registry = Registry(group="examples")
 
 @registry.stream_handler("orders", max_retries=3)
 def on_order(msg: Message) -> None:
-    """Per-entry handler: called once per entry, in a Ray task that runs a whole batch."""
+    """Per-entry handler: called once per entry, by the batch runner (in a Ray actor, or in a
+    Ray task in task mode)."""
     amount = float(msg.json("amount", default=0))
     if amount < 0:
         raise ValueError(f"negative amount {amount}")
