@@ -52,7 +52,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 from support import load_services
-from support.procs import ManagedProcess
+from support.procs import ManagedProcess, reap_orphan_actors
 
 TESTS_DIR = Path(__file__).resolve().parent
 #: pytest's ``pythonpath`` setting puts these on this process' path; subprocesses (workers
@@ -432,7 +432,8 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
     """Factory that starts ``ManagedProcess``es with logs in ``tmp_path/<name>-<n>``.
 
     Call as ``spawn(argv, env=None, cwd=None, name=None)``; every process still alive at
-    the end of the test is SIGKILLed together with its descendants.
+    the end of the test is SIGKILLed together with its descendants, and the actors of the
+    killed actor-mode workers are waited for (:func:`support.procs.reap_orphan_actors`).
     """
     started: list[ManagedProcess] = []
 
@@ -452,3 +453,5 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
     yield _spawn
     for proc in started:
         proc.kill9()
+    if started:
+        reap_orphan_actors()

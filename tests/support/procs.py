@@ -247,3 +247,26 @@ def _read(path: Path) -> str:
         return path.read_text(errors="replace")
     except FileNotFoundError:
         return ""
+
+
+#: The process title Ray gives a streamtasks actor (actor mode).
+ACTOR_TITLE = "ray::WorkerActor"
+
+
+def reap_orphan_actors(timeout: float = REAP_TIMEOUT_S) -> list[int]:
+    """Actor mode, after the test's workers were killed: their actors are children of the Ray
+    node, not of the worker, and run until Ray sees their owner gone (well under a second when
+    idle). Until then they read: after the next test's FLUSHALL one would recreate its group.
+    Wait for every streamtasks actor to end, SIGKILL what is left; returns the pids killed."""
+
+    def title(proc: psutil.Process) -> str:
+        with contextlib.suppress(psutil.Error):
+            return " ".join(proc.cmdline())
+        return ""
+
+    actors = [p for p in psutil.process_iter() if title(p).startswith(ACTOR_TITLE)]
+    _, alive = psutil.wait_procs(actors, timeout=timeout if actors else 0)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    return [proc.pid for proc in alive]
