@@ -134,6 +134,19 @@ def _env(ray_tmpdir: Path, **extra: str) -> dict[str, str]:
 # -- a `ray start --head` cluster with token authentication ------------------------------------
 
 
+WORKER_PORTS = 50
+
+
+def worker_port_range(*taken: int) -> int:
+    """The first of ``WORKER_PORTS`` + 1 ports for Ray's workers, none of them ``taken``: Ray
+    refuses a worker port range that holds a port given to another of its components (the
+    free ports come from the ephemeral range, which a random range could overlap)."""
+    while True:
+        low = 20_000 + secrets.randbelow(20_000)
+        if not any(low <= port <= low + WORKER_PORTS for port in taken):
+            return low
+
+
 @pytest.fixture
 def token_head(spawn: Any, ray_tmpdir: Path) -> Iterator[tuple[str, str]]:
     """``ray start --head`` with token authentication (its own token, temp dir and ports);
@@ -146,11 +159,12 @@ def token_head(spawn: Any, ray_tmpdir: Path) -> Iterator[tuple[str, str]]:
     )  # fmt: skip
     port, *others = free_ports(1 + len(names))  # distinct: Ray refuses a port given twice
     ports = {f"--{name}": str(other) for name, other in zip(names, others, strict=True)}
-    low = 20_000 + secrets.randbelow(20_000)
+    low = worker_port_range(port, *others)
+    high = low + WORKER_PORTS
     head = spawn(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port", str(port),
          "--num-cpus", "1", "--include-dashboard", "false", "--disable-usage-stats",
-         "--temp-dir", str(ray_tmpdir), "--min-worker-port", str(low), "--max-worker-port", str(low + 50),
+         "--temp-dir", str(ray_tmpdir), "--min-worker-port", str(low), "--max-worker-port", str(high),
          *[x for kv in ports.items() for x in kv]],
         env={"RAY_TMPDIR": str(ray_tmpdir), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token},
         name="ray-head",
