@@ -30,6 +30,8 @@ async def fill(redis: Redis, stream: str, n: int, prefix: str = "", **extra: str
 async def read_ack(redis: Redis, stream: str, group: str, count: int, ack: int) -> list[str]:
     """Read ``count`` entries as ``group``; ack the first ``ack`` of them."""
     reply: Any = await redis.xreadgroup(group, "c", {stream: ">"}, count=count)
+    if not reply:  # nothing new (the slow group caught up with the producer)
+        return []
     ids = [i.decode() for i, _ in (reply[0][1] if isinstance(reply, list) else reply[stream.encode()][0])]
     if ack:
         await redis.xack(stream, group, *ids[:ack])
