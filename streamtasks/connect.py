@@ -9,6 +9,15 @@ A plain ``redis://`` / ``rediss://`` URL of any cluster node is enough; ``redis+
 Every part of streamtasks that opens a connection goes through :func:`connect`: the worker,
 the producer, the ``AsyncProcessingSystem`` facade and every CLI command.
 
+**Socket options.** Unless the caller or the URL says otherwise, a client has no socket
+timeout and TCP keepalive that notices a dead peer within about half a minute
+(:data:`CLIENT_DEFAULTS`). redis-py 8 made a 5 s socket timeout the default, which breaks two
+things here: a blocking ``XREADGROUP`` of 5 s or more (``CONSUMER_BLOCK_MS``) fails as a
+timeout, every time; and before Python 3.12 it runs each command's send through
+``asyncio.wait_for``, which loses a task's cancellation when the send completes just as the
+task is cancelled (a third of the cancels that land on a command, measured with redis-py
+8.1 on Python 3.11): a stopping loop would run on. Connecting stays bounded (5 s).
+
 The cluster client is typed as :class:`~redis.asyncio.Redis`: it offers the same command
 methods, and the stages keep one client type. Where the two differ (scripts inside a
 pipeline, multi-key reads), :func:`is_cluster` tells them apart.
@@ -16,6 +25,7 @@ pipeline, multi-key reads), :func:`is_cluster` tells them apart.
 
 from __future__ import annotations
 
+import socket
 from typing import Any, cast
 
 from redis import exceptions as rx
@@ -23,6 +33,20 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+#: TCP keepalive: first probe after 10 s idle, then every 5 s; 3 unanswered end the connection.
+KEEPALIVE_OPTIONS = {
+    option: value
+    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+    if (option := getattr(socket, name, None)) is not None
+}
+#: What every client gets unless the caller's keywords or the URL's query say otherwise.
+CLIENT_DEFAULTS: dict[str, Any] = {
+    "socket_timeout": None,
+    "socket_connect_timeout": 5.0,
+    "socket_keepalive": True,
+    "socket_keepalive_options": KEEPALIVE_OPTIONS,
+}
 
 
 def split_scheme(url: str) -> tuple[str, bool | None]:
@@ -48,6 +72,7 @@ async def connect(url: str, **kw: Any) -> Redis:
     """A connected client for ``url``: a :class:`Redis`, or a :class:`RedisCluster` when the
     node runs in cluster mode. Raises redis-py's connection errors (the caller words them)."""
     url, forced = split_scheme(url)
+    kw = {**CLIENT_DEFAULTS, **kw}
     redis = Redis.from_url(url, **kw)
     if forced is None:
         try:

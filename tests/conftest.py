@@ -54,6 +54,8 @@ import redis.asyncio as aioredis
 from support import load_services
 from support.procs import ManagedProcess, reap_orphan_actors
 
+from streamtasks.connect import CLIENT_DEFAULTS
+
 TESTS_DIR = Path(__file__).resolve().parent
 #: pytest's ``pythonpath`` setting puts these on this process' path; subprocesses (workers
 #: started by tests) and Ray's worker processes import the test apps through PYTHONPATH.
@@ -261,7 +263,7 @@ def redis_url(redis_server: RedisServerLike) -> str:
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     """An async Redis client (bytes responses) on a server emptied with FLUSHALL."""
-    client = aioredis.Redis.from_url(redis_url, decode_responses=False)
+    client = aioredis.Redis.from_url(redis_url, decode_responses=False, **CLIENT_DEFAULTS)
     await client.flushall()
     try:
         yield client

@@ -98,7 +98,9 @@ CONNECT_TIMEOUT_S = 10.0
 
 def redis_client(url: str, **kwargs: Any) -> Redis:
     """A client for ``url`` (not connected yet); a URL that cannot be parsed is one line."""
-    kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_S)
+    from ..connect import CLIENT_DEFAULTS
+
+    kwargs = {**CLIENT_DEFAULTS, "socket_connect_timeout": CONNECT_TIMEOUT_S, **kwargs}
     try:
         return Redis.from_url(url, **kwargs)
     except Exception as exc:  # ValueError, TypeError, IndexError ... from URL parsing
