@@ -4,9 +4,10 @@ seconds; a stop (SIGTERM) meanwhile ends the start-up at once, without the execu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Coroutine
 from typing import Any
+
+from .supervise import cancel_and_wait
 
 
 async def start_unless_stopped(
@@ -27,7 +28,5 @@ async def start_unless_stopped(
     finally:  # both tasks end here, whatever happened
         stopped.cancel()
         if not started:
-            executor.cancel()
-            with contextlib.suppress(BaseException):
-                await executor
+            await cancel_and_wait([executor])
     return started

@@ -9,9 +9,8 @@ references to every task are kept, and all of them are cancelled and awaited on 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from .events import Event, LoopFailed
@@ -20,6 +19,25 @@ log = logging.getLogger("streamtasks.worker")
 
 RESTART_FIRST_S = 0.5
 RESTART_MAX_S = 30.0
+#: Seconds :func:`cancel_and_wait` gives a cancelled task to end before cancelling it again.
+RECANCEL_AFTER_S = 0.5
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait until every one has ended; their errors are not raised.
+
+    A task still running :data:`RECANCEL_AFTER_S` after its cancellation is cancelled again:
+    before Python 3.12 ``asyncio.wait_for`` loses a cancellation that lands just as what it
+    awaits completes, and the task runs on as if never cancelled."""
+    tasks = list(tasks)
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=RECANCEL_AFTER_S)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: not reported as "never retrieved"
 
 
 class Supervisor:
@@ -29,7 +47,8 @@ class Supervisor:
         self.emit = emit
         self.failing: dict[str, str] = {}  # loop name -> its last error, while failing
         #: Set by :meth:`close`; loops that run through a drain check it, since a cancellation
-        #: can be lost (``asyncio.wait_for`` before Python 3.12 may swallow one).
+        #: can be lost (``asyncio.wait_for`` before Python 3.12 may swallow one; :meth:`close`
+        #: cancels again what runs on).
         self.closing = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -75,7 +94,4 @@ class Supervisor:
 
     async def close(self) -> None:
         self.closing = True
-        for task in list(self._tasks):
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)

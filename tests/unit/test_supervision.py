@@ -53,3 +53,55 @@ def test_a_failed_step_outside_a_loop_is_visible_until_it_works_again() -> None:
     assert events == [LoopFailed("settle", "PermissionError: NOPERM xack", 0.0)]
     supervisor.healthy("settle")
     assert supervisor.failing == {}
+
+
+async def test_close_ends_a_loop_that_lost_its_first_cancellation() -> None:
+    """A loop that runs on after a cancellation (as one does when ``asyncio.wait_for`` before
+    Python 3.12 swallows it) is cancelled again: close() returns and the loop has ended."""
+    import asyncio
+
+    from streamtasks.worker.supervise import Supervisor
+
+    swallowed = asyncio.Event()
+    ran_on = 0
+
+    async def loses_one_cancel() -> None:
+        nonlocal ran_on
+        while True:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                if swallowed.is_set():
+                    raise
+                swallowed.set()  # the first one is lost, as in wait_for's race
+            ran_on += swallowed.is_set()
+
+    supervisor = Supervisor(lambda event: None)
+    supervisor.spawn("stubborn", loses_one_cancel)
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(supervisor.close(), timeout=5)
+    assert swallowed.is_set() and ran_on > 0  # it did run on after the first cancellation
+    assert not supervisor._tasks  # and it has ended
+
+
+async def test_cancel_and_wait_leaves_no_error_unretrieved() -> None:
+    import asyncio
+    import gc
+
+    from streamtasks.worker.supervise import cancel_and_wait
+
+    async def fails() -> None:
+        raise ValueError("boom")
+
+    async def sleeps() -> None:
+        await asyncio.sleep(60)
+
+    failed, sleeping = asyncio.create_task(fails()), asyncio.create_task(sleeps())
+    await asyncio.sleep(0)
+    reported: list[object] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: reported.append(context))
+    await cancel_and_wait([failed, sleeping])
+    assert sleeping.cancelled() and isinstance(failed.exception(), ValueError)
+    del failed, sleeping
+    gc.collect()
+    assert reported == []

@@ -28,6 +28,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from ...logs import redact
+from ...worker.supervise import cancel_and_wait
 from ..inspect import gather_status
 from .config import Targets
 
@@ -180,9 +181,7 @@ class Sampler:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
             self._task = None
 
     async def _run(self) -> None:
