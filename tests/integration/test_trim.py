@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from redis.asyncio import Redis
 
 from streamtasks.redisutil import id_key
 from streamtasks.worker import InlineExecutor, Worker, WorkerSettings
+from streamtasks.worker.supervise import cancel_and_wait
 from streamtasks.worker.trim import NO_GROUP, RETENTION, GroupPosition, trim_once, trim_point
 
 pytestmark = pytest.mark.integration
@@ -132,16 +132,42 @@ class TrimRace:
             if got:
                 await self.redis.xack(self.stream, group, *got)
 
+    async def state(self, handled: int, worker: Worker, *tasks: asyncio.Task[Any]) -> str:
+        """What the race looks like, for a failure message."""
+        groups = [
+            (
+                g.name,
+                g.last_delivered,
+                g.oldest_pending,
+                (await self.redis.xpending(self.stream, g.name))["pending"],
+            )
+            for g in await positions(self.redis, self.stream)
+        ]
+        dead = int(await self.redis.xlen(f"{self.stream}:dead"))
+        ended = [
+            t.get_name() + ": " + repr(t.exception() if not t.cancelled() else "cancelled")
+            for t in tasks
+            if t.done()
+        ]
+        return (
+            f"sent {len(self.sent)}, handled {handled}, dead {dead}, stream length "
+            f"{await self.redis.xlen(self.stream)}, groups (name, last delivered, oldest pending, pending) "
+            f"{groups}, {self.trims} trims, violations {self.violations[:5]}, ended tasks {ended}, "
+            f"worker {worker.snapshot()}"
+        )
+
     async def settled(self, handled: int) -> bool:
         dead = int(await self.redis.xlen(f"{self.stream}:dead"))
         b_pending = (await self.redis.xpending(self.stream, "trim-b"))["pending"]
         return handled + dead >= len(self.sent) and b_pending == 0
 
 
-async def until(predicate: Any, timeout: float) -> None:
-    for _ in range(int(timeout * 10)):
-        if await predicate():
-            return
+async def until(predicate: Any, timeout: float, state: Any = None) -> None:
+    """Poll ``predicate`` until it holds; past ``timeout`` seconds fail, with ``state()`` if given."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"not within {timeout} s: {await state() if state else predicate}")
         await asyncio.sleep(0.1)
 
 
@@ -165,7 +191,11 @@ async def test_trimming_never_overtakes_any_group_under_slow_consumers_reclaim_a
     racers = [asyncio.create_task(race.trim_forever()), asyncio.create_task(race.slow_group("trim-b"))]
     race.sent += await fill(redis, stream, n // 2, "b")
     try:
-        await until(lambda: race.settled(len(trim_app.handled)), timeout=60)
+        await until(
+            lambda: race.settled(len(trim_app.handled)),
+            timeout=60,
+            state=lambda: race.state(len(trim_app.handled), worker, task, *racers),
+        )
 
         async def emptied() -> bool:
             await trim_once(redis, stream, 0)
@@ -173,10 +203,7 @@ async def test_trimming_never_overtakes_any_group_under_slow_consumers_reclaim_a
 
         await until(emptied, timeout=10)
     finally:
-        for racer in racers:
-            racer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await racer
+        await cancel_and_wait(racers)
         worker.stop()
         await task
     assert not race.violations, race.violations[:5]
