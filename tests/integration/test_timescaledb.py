@@ -617,10 +617,12 @@ async def test_db_status_shows_hypertables_chunks_compression_and_job_runs(
     job_id = (await jobs(ts))[("policy_refresh_continuous_aggregate", "inference_results_hourly")]["job_id"]
     await ts.execute("SELECT alter_job($1, next_start => now())", job_id)
     for _ in range(300):  # the scheduler picks it up within a second or two
-        runs = await ts.fetchval(
-            "SELECT total_runs FROM timescaledb_information.job_stats WHERE job_id = $1", job_id
+        finished = await ts.fetchval(  # a run that ended (while one runs, its status is unknown)
+            "SELECT total_runs FROM timescaledb_information.job_stats"
+            " WHERE job_id = $1 AND last_run_status IS NOT NULL AND job_status <> 'Running'",
+            job_id,
         )
-        if runs:
+        if finished:
             break
         await asyncio.sleep(0.1)
 
