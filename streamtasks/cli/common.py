@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from .. import logs
 from ..config import RedisConfig
+from ..connect import CLIENT_DEFAULTS, split_scheme
 from ..connect import connect as connect_redis
 from ..errors import StreamtasksError
 from ..redisutil import tls_hint
@@ -98,8 +99,6 @@ CONNECT_TIMEOUT_S = 10.0
 
 def redis_client(url: str, **kwargs: Any) -> Redis:
     """A client for ``url`` (not connected yet); a URL that cannot be parsed is one line."""
-    from ..connect import CLIENT_DEFAULTS
-
     kwargs = {**CLIENT_DEFAULTS, "socket_connect_timeout": CONNECT_TIMEOUT_S, **kwargs}
     try:
         return Redis.from_url(url, **kwargs)
@@ -110,8 +109,6 @@ def redis_client(url: str, **kwargs: Any) -> Redis:
 def _check_url(url: str) -> None:
     """A URL that cannot be parsed is one line (``bad Redis URL ...``), before any I/O."""
     from redis.asyncio.connection import parse_url
-
-    from ..connect import split_scheme
 
     try:
         parse_url(split_scheme(url)[0])
