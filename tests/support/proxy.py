@@ -18,6 +18,8 @@ import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
+from streamtasks.worker.supervise import cancel_and_wait
+
 BUFFER_SIZE = 64 * 1024
 
 
@@ -96,9 +98,7 @@ class TcpProxy:
             self._server.close()
         self.drop_all()
         self._open.set()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
