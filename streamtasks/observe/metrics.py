@@ -7,7 +7,8 @@ created at import time, so several workers can live in one process, e.g. in test
   (:class:`~streamtasks.worker.events.BatchSettled`): entries handled / retried /
   dead-lettered / failed, handler batch duration (``BatchResult.duration``), batch sizes,
   and the end-to-end latency of each done entry, from its XADD (the entry id's milliseconds)
-  to the moment its XACK was sent.
+  to the moment its XACK was sent; and the entries found lost
+  (:class:`~streamtasks.worker.events.Lost`).
 * :class:`RedisCollector` -- gauges sampled from Redis *at scrape time* (so a scrape agrees with
   ``XINFO``/``XPENDING`` read at the same moment) with :func:`~streamtasks.observe.inspect.sample_stream`:
   length, lag, pending, oldest pending age and idle, dead letters, consumers and their idle
@@ -34,7 +35,7 @@ from redis import exceptions as rx
 from .. import keys
 from ..logs import redact
 from ..redisutil import REDIS_DOWN
-from ..worker.events import BatchSettled, Event, Totals, Trimmed
+from ..worker.events import BatchSettled, Event, Lost, Totals, Trimmed
 from ..worker.tally import Buckets, Tally
 from .inspect import group_info, sample_stream
 
@@ -65,7 +66,7 @@ class SettledObserver:
         registry.register(self)
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, BatchSettled):
+        if isinstance(event, (BatchSettled, Lost)):
             self.tally(event)
         elif isinstance(event, Totals):
             self.tally.add(event.grown)
@@ -96,7 +97,14 @@ class SettledObserver:
         }
         for key, (name, doc) in histograms.items():
             families[key] = HistogramMetricFamily(name, doc, labels=_LANE_LABELS)
+        lost = CounterMetricFamily(
+            "streamtasks_entries_lost",
+            "Entries Redis no longer had when this worker came to them: trimmed or deleted before "
+            "delivery, or while pending.",
+            labels=("stream",),
+        )
         for lane in self.tally.lanes.values():
+            lost.add_metric([lane.stream], float(lane.lost))
             labels = [lane.stream, lane.handler]
             values = {"handled": lane.handled, "retried": lane.retried, "dead": lane.dead,
                       "failed": lane.retried + lane.dead, "batches": lane.batches}  # fmt: skip
@@ -106,6 +114,7 @@ class SettledObserver:
                 buckets: Buckets = getattr(lane, key)
                 families[key].add_metric(labels, buckets.cumulative(), buckets.total)
         yield from families.values()
+        yield lost
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
@@ -148,16 +157,10 @@ class RedisCollector:
         held = _gauge(
             "streamtasks_entries_held", "Entries this worker holds (queued or running).", ("stream",)
         )
-        lost = CounterMetricFamily(
-            "streamtasks_entries_lost",
-            "Pending entries Redis no longer had when reclaimed (trimmed or deleted unhandled).",
-            labels=("stream",),
-        )
         for name, lane in snap.lanes.items():
             in_flight.add_metric([name], lane.in_flight)
             queued.add_metric([name], lane.queued)
             held.add_metric([name], lane.held)
-            lost.add_metric([name], lane.lost)
         info = _gauge("streamtasks_worker_info", "This worker (value 1).", ("group", "consumer", "state"))
         info.add_metric([snap.group, snap.consumer, snap.state], 1)
         started = _gauge("streamtasks_worker_start_time_seconds", "When this worker started.", ())
@@ -167,7 +170,7 @@ class RedisCollector:
         )
         for loop in snap.failing_loops:
             failing.add_metric([loop], 1)
-        return [in_flight, queued, held, lost, info, started, failing]
+        return [in_flight, queued, held, info, started, failing]
 
     async def _redis_metrics(self) -> list[Metric]:
         w = self.worker

@@ -64,6 +64,7 @@ class Lost:
     """Entries Redis no longer had: trimmed or deleted before they were handled."""
 
     stream: str
+    handler: str
     count: int
     why: str
 

@@ -215,7 +215,7 @@ class GapWatch:
                 "(the group's read counter is corrected, so its lag can drain)",
                 lost, lane.stream, self.group, extra={"stream": lane.stream},
             )  # fmt: skip
-            self.emit(Lost(lane.stream, lost, "trimmed or deleted before delivery"))
+            self.emit(Lost(lane.stream, lane.spec.name, lost, "trimmed or deleted before delivery"))
 
     async def _correct(self, stream: str, group: GroupState, lost: int) -> bool:
         """Count the lost entries as read, unless the group moved since it was sampled (then

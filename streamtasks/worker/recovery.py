@@ -76,7 +76,7 @@ class Reclaimer:
                 extra={"stream": lane.stream, "consumer": self.consumer, "group": self.group,
                        "entry_ids": [text(i) for i in deleted[:LOGGED_IDS]]},
             )  # fmt: skip
-            self.emit(Lost(lane.stream, len(deleted), "pending entries trimmed or deleted"))
+            self.emit(Lost(lane.stream, lane.spec.name, len(deleted), "pending entries trimmed or deleted"))
         claimed = [
             (raw_id.decode(), raw or [], int(n)) for (raw_id, raw), n in zip(entries, counts, strict=True)
         ]

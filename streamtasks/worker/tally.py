@@ -3,11 +3,13 @@ that can be summed across processes.
 
 One :class:`LaneTally` per stream holds what ``/metrics`` shows of the settled batches (entries
 handled, retried and dead-lettered, batches, handler time per batch, entries per batch, and
-the end-to-end latency of each done entry). In task mode the worker's metrics record each
-:class:`~streamtasks.worker.events.BatchSettled` into one. In actor mode each actor records its
+the end-to-end latency of each done entry) and the entries found lost. In task mode the
+worker's metrics record each :class:`~streamtasks.worker.events.BatchSettled` and
+:class:`~streamtasks.worker.events.Lost` into one. In actor mode each actor records its
 own batches into its own (:class:`Tally`, a listener of its worker), the worker process polls
 them with the actors' snapshots, and adds what each grew by (:meth:`LaneTally.growth`) into its
-metrics: both modes expose the same series, histograms included.
+metrics: both modes expose the same series, histograms included, and a restarted actor's
+counts, new from 0, never make a counter go down.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 from attrs import define, field
 
 from ..redisutil import entry_time
-from .events import BatchSettled, Event, RedisDown, RedisUp
+from .events import BatchSettled, Event, Lost, RedisDown, RedisUp
 
 #: End-to-end latency buckets (seconds): from a few ms (idle system) to 10 min (a backlog).
 LATENCY_BUCKETS = (
@@ -87,6 +89,8 @@ class LaneTally:
     retried: int = 0
     dead: int = 0
     batches: int = 0
+    #: Entries Redis no longer had when the worker came to them (trimmed or deleted unhandled).
+    lost: int = 0
     duration: Buckets = field(factory=lambda: Buckets.empty(DURATION_BUCKETS))
     size: Buckets = field(factory=lambda: Buckets.empty(BATCH_SIZE_BUCKETS))
     latency: Buckets = field(factory=lambda: Buckets.empty(LATENCY_BUCKETS))
@@ -116,15 +120,16 @@ class LaneTally:
 
     def _combine(self, other: LaneTally, op: Callable[[Any, Any], Any]) -> LaneTally:
         return LaneTally(
-            self.stream, self.handler, op(self.handled, other.handled), op(self.retried, other.retried),
-            op(self.dead, other.dead), op(self.batches, other.batches),
-            self.duration.combine(other.duration, op), self.size.combine(other.size, op),
-            self.latency.combine(other.latency, op),
+            self.stream, self.handler, handled=op(self.handled, other.handled),
+            retried=op(self.retried, other.retried), dead=op(self.dead, other.dead),
+            batches=op(self.batches, other.batches), lost=op(self.lost, other.lost),
+            duration=self.duration.combine(other.duration, op), size=self.size.combine(other.size, op),
+            latency=self.latency.combine(other.latency, op),
         )  # fmt: skip
 
     @property
     def empty(self) -> bool:
-        return self.batches == 0
+        return self.batches == 0 and self.lost == 0
 
 
 @define
@@ -145,6 +150,8 @@ class Tally:
             plan = event.plan
             lane = self.lane(event.spec.stream, event.spec.name)
             lane.record(len(event.entries), event.result.duration, plan.retried, len(plan.dead), plan.done)
+        elif isinstance(event, Lost):
+            self.lane(event.stream, event.handler).lost += event.count
         elif isinstance(event, (RedisDown, RedisUp)):
             self.outages = [*self.outages[1 - OUTAGE_EVENTS_KEPT :], (time.time(), event)]
             self.outages_seen += 1

@@ -127,7 +127,7 @@ async def test_a_group_made_on_a_trimmed_stream_does_not_count_what_was_gone_bef
     assert events == []
     await redis.xtrim(STREAM, maxlen=1, approximate=False)
     await watch.check(lane)
-    assert events == [Lost(STREAM, 3, "trimmed or deleted before delivery")]
+    assert events == [Lost(STREAM, lane.spec.name, 3, "trimmed or deleted before delivery")]
 
 
 async def test_a_loss_is_logged_once_however_many_workers_look(
@@ -144,7 +144,8 @@ async def test_a_loss_is_logged_once_however_many_workers_look(
     with caplog.at_level(logging.ERROR, "streamtasks.worker"):
         await a.check(a.lanes[STREAM])
         await b.check(b.lanes[STREAM])
-    assert a_events == [Lost(STREAM, 3, "trimmed or deleted before delivery")] and b_events == []
+    assert a_events == [Lost(STREAM, a.lanes[STREAM].spec.name, 3, "trimmed or deleted before delivery")]
+    assert b_events == []
     assert [r.getMessage() for r in caplog.records] == [
         f"3 entries of {STREAM} were trimmed or deleted before group {GROUP} read them: lost "
         "(the group's read counter is corrected, so its lag can drain)"

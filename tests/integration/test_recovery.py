@@ -182,7 +182,7 @@ async def test_a_pending_entry_deleted_from_the_stream_is_counted_lost(
 ) -> None:
     """An entry trimmed/deleted while pending on a dead consumer is reported as lost (counter
     and metric), and leaves the pending list; nothing runs for it."""
-    from streamtasks.observe.metrics import RedisCollector
+    from streamtasks.observe.metrics import WorkerMetrics
 
     await redis.xgroup_create("async_each", "core-tests", id="0", mkstream=True)
     entry_id = (await redis.xadd("async_each", {"n": "gone"})).decode()
@@ -196,14 +196,13 @@ async def test_a_pending_entry_deleted_from_the_stream_is_counted_lost(
         RayExecutor(),
         WorkerSettings(consumer="survivor", visibility_timeout=5, reclaim_interval=0.2),
     )
+    metrics = WorkerMetrics(worker)  # subscribed before the worker runs: it sees every event
     task = asyncio.create_task(worker.run())
     try:
         await wait_until(lambda: _pending_is_zero(redis), timeout=30)
         assert worker.lanes["async_each"].counts.lost == 1
-        collector = RedisCollector(worker)
-        await collector.refresh()
-        [lost] = [m for m in collector.collect() if m.name == "streamtasks_entries_lost"]
-        assert [s.value for s in lost.samples if s.name.endswith("_total")] == [1.0]
+        lost = metrics.registry.get_sample_value("streamtasks_entries_lost_total", {"stream": "async_each"})
+        assert lost == 1.0
         assert await handled(redis, "async_each") == {}
     finally:
         worker.stop()

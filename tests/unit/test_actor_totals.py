@@ -1,5 +1,6 @@
-"""Settled batches as tallies (pure logic): the histogram state against prometheus_client's own
-``Histogram``, and actor mode's growth between two polls of an actor, restarts included."""
+"""Settled batches and lost entries as tallies (pure logic): the histogram state against
+prometheus_client's own ``Histogram``, actor mode's growth between two polls of an actor,
+restarts included, and the lost-entries counter of both modes."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from streamtasks.observe.metrics import SettledObserver
+from streamtasks.worker.events import Lost, Totals
 from streamtasks.worker.tally import DURATION_BUCKETS, Buckets, LaneTally, Tally, growth
 
 observations = st.lists(
@@ -81,26 +84,60 @@ def test_an_actor_restarted_by_ray_counts_from_zero_again() -> None:
     assert (grown.batches, grown.handled) == (60, 6000)
 
 
-steps = st.tuples(st.integers(0, 20), st.integers(0, 500), st.booleans())
+steps = st.tuples(st.integers(0, 20), st.integers(0, 500), st.integers(0, 3), st.booleans())
 
 
 @given(st.lists(steps, min_size=1, max_size=30))
-def test_reported_growth_adds_up_to_the_work_done_across_restarts(polls: list[tuple[int, int, bool]]) -> None:
-    """Between two polls an actor settles some batches, sometimes after Ray restarted it (a
-    new incarnation, from 0). What the poller adds up is exactly the work done."""
-    actor, seen, total, done = Tally("0"), None, Tally("metrics"), [0, 0]
-    for restarts, (batches, handled, restarted) in enumerate(polls):
+def test_reported_growth_adds_up_to_the_work_done_across_restarts(
+    polls: list[tuple[int, int, int, bool]],
+) -> None:
+    """Between two polls an actor settles some batches and finds some entries lost, sometimes
+    after Ray restarted it (a new incarnation, from 0). What the poller adds up is exactly the
+    work done and the entries lost: no counter ever goes down."""
+    actor, seen, total, done = Tally("0"), None, Tally("metrics"), [0, 0, 0]
+    for restarts, (batches, handled, lost, restarted) in enumerate(polls):
         if restarted:
             actor = Tally(str(restarts + 1))
         for i in range(batches):
             actor.lane("s", "h").record(1, 0.01, 0, 0, [f"{i}-0"] * (handled // max(1, batches)))
-        done = [done[0] + batches, done[1] + batches * (handled // max(1, batches))]
+        if lost:
+            actor(Lost("s", "h", lost, "trimmed or deleted before delivery"))
+        done = [done[0] + batches, done[1] + batches * (handled // max(1, batches)), done[2] + lost]
         for grown in growth(seen, actor):
-            assert grown.batches > 0 and grown.handled >= 0 and min(grown.latency.counts) >= 0
+            assert not grown.empty
+            assert min(grown.batches, grown.handled, grown.lost, *grown.latency.counts) >= 0
             total.add(grown)
         seen = copy.deepcopy(actor)  # what a poll through Ray receives: a copy
     got = total.lanes.get("s", LaneTally("s", "h"))
-    assert [got.batches, got.handled] == done
+    assert [got.batches, got.handled, got.lost] == done
+
+
+def _lost_metric(registry: CollectorRegistry) -> float | None:
+    return registry.get_sample_value("streamtasks_entries_lost_total", {"stream": "s"})
+
+
+def test_lost_entries_are_counted_from_the_workers_own_events_in_task_mode() -> None:
+    registry = CollectorRegistry()
+    observer = SettledObserver(registry)
+    observer(Lost("s", "h", 3, "pending entries trimmed or deleted"))
+    observer(Lost("s", "h", 2, "trimmed or deleted before delivery"))
+    assert _lost_metric(registry) == 5
+
+
+def test_an_actor_restarted_after_finding_entries_lost_does_not_take_the_lost_count_back() -> None:
+    """Actor mode: the worker process adds what each actor's tally grew by. An actor that lost
+    4 entries, then was restarted by Ray and lost 1 more: the counter reads 5, not 1."""
+    registry = CollectorRegistry()
+    observer = SettledObserver(registry)
+    before = Tally("old")
+    before(Lost("s", "h", 4, "trimmed or deleted before delivery"))
+    for grown in growth(None, before):
+        observer(Totals(grown))
+    after = Tally("new")
+    after(Lost("s", "h", 1, "pending entries trimmed or deleted"))
+    for grown in growth(before, after):
+        observer(Totals(grown))
+    assert _lost_metric(registry) == 5
 
 
 @given(st.lists(st.tuples(st.integers(0, 120_000), st.integers(0, 3)), max_size=60))
