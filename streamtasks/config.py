@@ -31,6 +31,22 @@ def env_int(environ: Mapping[str, str], name: str, default: int, minimum: int | 
     return value
 
 
+#: How a worker serves its handlers (``streamtasks worker --mode``, ``STREAMTASKS_MODE``):
+#: Ray actors that each read, run and settle their own batches, or one Ray task per batch.
+MODES = ("tasks", "actors")
+DEFAULT_MODE = "actors"
+
+
+def env_choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    """One of ``choices``, as written (surrounding blanks ignored); anything else is an error."""
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    if raw.strip() in choices:
+        return raw.strip()
+    raise ConfigError(f"{name}={raw!r} is not one of {', '.join(choices)}")
+
+
 _SCHEME_HINTS = {"redis": "redis:// or rediss://", "postgres": "postgresql://"}
 
 

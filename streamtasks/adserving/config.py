@@ -13,7 +13,17 @@ from urllib.parse import quote, unquote, urlsplit
 
 from attrs import field, frozen
 
-from ..config import RedisConfig, env_bool, env_int, env_stream, load_env, split_url
+from ..config import (
+    DEFAULT_MODE,
+    MODES,
+    RedisConfig,
+    env_bool,
+    env_choice,
+    env_int,
+    env_stream,
+    load_env,
+    split_url,
+)
 from ..errors import ConfigError
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -91,10 +101,12 @@ class DatabaseConfig:
 
 @frozen
 class ConsumerConfig:
-    """How workers consume: entries per batch, worker processes, read block time, streams."""
+    """How workers consume: entries per batch, workers (consumers), how they serve (``mode``:
+    Ray actors, or one Ray task per batch), read block time, streams."""
 
     batch_size: int = DEFAULT_CONSUMER_BATCH_SIZE
     num_workers: int = 1
+    mode: str = DEFAULT_MODE
     block_ms: int = DEFAULT_BLOCK_MS
     streams: tuple[str, ...] = (DEFAULT_TRAINING_STREAM, DEFAULT_INFERENCE_STREAM)
     #: Shards of the two streams (0: one unsharded stream each); see ``shards=`` of
@@ -104,12 +116,14 @@ class ConsumerConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ConsumerConfig:
         """``CONSUMER_BATCH_SIZE`` (>= 1), ``ASYNC_PROCESSING_NUM_WORKERS`` (>= 1),
+        ``STREAMTASKS_MODE`` (``actors`` or ``tasks``, as for ``streamtasks worker``),
         ``CONSUMER_BLOCK_MS`` (>= 1), ``TRAINING_DATA_STREAM``, ``INFERENCE_RESULTS_STREAM``,
         ``TRAINING_DATA_SHARDS``, ``INFERENCE_RESULTS_SHARDS`` (>= 0; 0 = not sharded)."""
         env = os.environ if environ is None else environ
         return cls(
             batch_size=env_int(env, "CONSUMER_BATCH_SIZE", DEFAULT_CONSUMER_BATCH_SIZE, minimum=1),
             num_workers=env_int(env, "ASYNC_PROCESSING_NUM_WORKERS", 1, minimum=1),
+            mode=env_choice(env, "STREAMTASKS_MODE", MODES, DEFAULT_MODE),
             block_ms=env_int(env, "CONSUMER_BLOCK_MS", DEFAULT_BLOCK_MS, minimum=1),
             streams=(
                 env_stream(env, "TRAINING_DATA_STREAM", DEFAULT_TRAINING_STREAM),

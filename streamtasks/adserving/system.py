@@ -182,18 +182,21 @@ class AsyncProcessingSystem:
     # -- workers ---------------------------------------------------------------------------
 
     async def start_workers(self, streams: Sequence[str] | None = None) -> None:
-        """Run ``ASYNC_PROCESSING_NUM_WORKERS`` workers in this process, on Ray.
-
-        Returns once they are reading; raises the first worker's error if one fails to
-        start. Production deployments run ``streamtasks worker`` processes instead; this is
-        for one-process setups, examples and tests.
-        """
+        """Run ``ASYNC_PROCESSING_NUM_WORKERS`` consumers on Ray, supervised from here: Ray
+        actors that read, run and settle their own batches (``STREAMTASKS_MODE=actors``, the
+        default, as for ``streamtasks worker``), or workers in this process that run one Ray
+        task per batch (``tasks``). Returns once they read; raises the first one's error if
+        one fails to start. Production runs ``streamtasks worker`` processes; this is for
+        one-process setups, examples and tests."""
         if self.local.workers:
             return
         registry = self.registry.only(list(streams)) if streams else self.registry
         env = {"DATABASE_URL": self.config.database.dsn}
         executor = RayExecutor(address=self.ray_address, env=env)
-        await self.local.start(registry, self._redis(), executor, self.config.consumer.num_workers)
+        consumer = self.config.consumer
+        await self.local.start(
+            registry, self._redis(), self.config.redis.url, executor, consumer.num_workers, consumer.mode
+        )
 
     async def stop_workers(self) -> None:
         """Stop the workers started here: finish in-flight batches, hand back the rest."""
@@ -214,7 +217,7 @@ class AsyncProcessingSystem:
             self._served_streams(),
             database,
             producer={"enabled": self.config.enabled, "redis": self.config.redis.safe_url},
-            local_workers=len(self.local.workers),
+            local_workers=self.local.consumers,
         )
 
     def _served_streams(self) -> list[str]:

@@ -14,6 +14,7 @@ from attrs import evolve
 
 from .. import logs
 from ..app import load_registry
+from ..config import DEFAULT_MODE, MODES
 from ..errors import StreamtasksError
 from ..worker.events import ExecutorStarted, Serving
 from ..worker.executors import RAY_START_TIMEOUT_S
@@ -65,8 +66,8 @@ METRICS_HOST = "0.0.0.0"
 )
 @click.option(
     "--mode",
-    type=click.Choice(["tasks", "actors"]),
-    default="actors",
+    type=click.Choice(list(MODES)),
+    default=DEFAULT_MODE,
     envvar="STREAMTASKS_MODE",
     show_envvar=True,
     show_default=True,

@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from attrs import evolve
 from redis.asyncio import Redis
 from test_worker import wait_until
 
@@ -41,12 +42,17 @@ async def rows(database_url: str, sql: str) -> Any:
         await conn.close()
 
 
+@pytest.mark.parametrize("mode", ["actors", "tasks"])
 async def test_the_readme_snippet_stores_two_rows_of_each_kind_with_correct_stats(
-    redis: Redis, redis_url: str, database_url: str, ray_address: str
+    redis: Redis, redis_url: str, database_url: str, ray_address: str, mode: str
 ) -> None:
-    """The issue's facade snippet, as written: 2 training and 2 inference rows for req_123."""
+    """The issue's facade snippet, as written: 2 training and 2 inference rows for req_123,
+    by start_workers' consumers: a Ray actor (``<consumer>-a0``) in actor mode, the default,
+    or a worker in this process in task mode."""
     settings = WorkerSettings(visibility_timeout=5, reclaim_interval=0.2)
-    async with AsyncProcessingSystem(config(redis_url, database_url), worker_settings=settings) as system:
+    cfg = config(redis_url, database_url)
+    cfg = evolve(cfg, consumer=evolve(cfg.consumer, mode=mode))
+    async with AsyncProcessingSystem(cfg, worker_settings=settings) as system:
         await system.setup_database()
         await system.setup_database()  # idempotent
         mid = await system.send_training_data(
@@ -83,6 +89,9 @@ async def test_the_readme_snippet_stores_two_rows_of_each_kind_with_correct_stat
         assert status["database"]["health"] == "healthy"
         assert status["workers"]["local"] == 1
         assert "training_data_stream" in status["streams"]
+        consumers = [c["name"].decode() for c in await redis.xinfo_consumers("training_data_stream", GROUP)]
+        assert len(consumers) == 1
+        assert consumers[0].endswith("-a0") == (mode == "actors"), consumers
         stored = await rows(
             database_url, f"SELECT input_data::text FROM training_data WHERE idempotency_key = '{mid}'"
         )

@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import re
 
+from streamtasks.config import DEFAULT_MODE
+
 #: ``STREAMTASKS_MODE`` (as the CLI reads it), else the CLI's default: actors.
-MODE = os.environ.get("STREAMTASKS_MODE", "actors")
+MODE = os.environ.get("STREAMTASKS_MODE", DEFAULT_MODE)
 
 
 def one_consumer(name: str, mode: str = MODE) -> tuple[list[str], str]:

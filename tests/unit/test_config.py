@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streamtasks.adserving.config import AsyncProcessingConfig, ConsumerConfig, DatabaseConfig
-from streamtasks.config import env_bool, load_env
+from streamtasks.config import DEFAULT_MODE, MODES, env_bool, env_choice, load_env
 from streamtasks.errors import ConfigError
 from streamtasks.logs import redact
 
@@ -22,6 +25,7 @@ def test_defaults_without_any_variable() -> None:
     assert cfg.consumer == ConsumerConfig()
     assert cfg.consumer.batch_size == 1000
     assert cfg.consumer.streams == ("training_data_stream", "inference_results_stream")
+    assert cfg.consumer.mode == "actors"  # as for `streamtasks worker`
     assert (cfg.enabled, cfg.log_level, cfg.debug) == (True, "INFO", False)
 
 
@@ -35,13 +39,15 @@ def test_values_from_variables() -> None:
             "ASYNC_PROCESSING_ENABLED": "no", "ASYNC_PROCESSING_NUM_WORKERS": "3",
             "CONSUMER_BATCH_SIZE": "250", "CONSUMER_BLOCK_MS": "50",
             "DEBUG_ENABLED": "YES", "ASYNC_PROCESSING_LOG_LEVEL": "debug",
-            "TRAINING_DATA_STREAM": "t", "INFERENCE_RESULTS_STREAM": "i",
+            "TRAINING_DATA_STREAM": "t", "INFERENCE_RESULTS_STREAM": "i", "STREAMTASKS_MODE": "tasks",
         },
         env_file=None,
     )  # fmt: skip
     assert cfg.redis.host == "redis.local" and cfg.redis.port == 6380
     assert cfg.database.dsn == "postgresql://app:p%40ss%2Fword@db.local:5433/ads"
-    assert cfg.consumer == ConsumerConfig(batch_size=250, num_workers=3, block_ms=50, streams=("t", "i"))
+    assert cfg.consumer == ConsumerConfig(
+        batch_size=250, num_workers=3, mode="tasks", block_ms=50, streams=("t", "i")
+    )
     assert (cfg.enabled, cfg.debug, cfg.log_level) == (False, True, "DEBUG")
 
 
@@ -91,7 +97,7 @@ def test_env_template_lists_every_variable_and_loads() -> None:
         "DATABASE_PORT", "DATABASE_NAME", "DATABASE_USER", "DATABASE_PASSWORD", "DATABASE_URL",
         "ASYNC_PROCESSING_ENABLED", "ASYNC_PROCESSING_NUM_WORKERS", "CONSUMER_BATCH_SIZE",
         "CONSUMER_BLOCK_MS", "DEBUG_ENABLED", "ASYNC_PROCESSING_LOG_LEVEL",
-        "TRAINING_DATA_STREAM", "INFERENCE_RESULTS_STREAM",
+        "TRAINING_DATA_STREAM", "INFERENCE_RESULTS_STREAM", "STREAMTASKS_MODE",
     ):  # fmt: skip
         assert name in text, name
     assert AsyncProcessingConfig.from_env({}, env_file=template) == AsyncProcessingConfig.from_env(
@@ -112,6 +118,8 @@ def test_env_template_lists_every_variable_and_loads() -> None:
         ("ASYNC_PROCESSING_ENABLED", "maybe"),
         ("DEBUG_ENABLED", "2"),
         ("ASYNC_PROCESSING_LOG_LEVEL", "LOUD"),
+        ("STREAMTASKS_MODE", "actor"),
+        ("STREAMTASKS_MODE", "ACTORS"),
         ("TRAINING_DATA_STREAM", "has space"),
         ("DATABASE_URL", "mysql://h/d"),
         ("DATABASE_URL", "postgresql://h:port/d"),
@@ -151,3 +159,16 @@ def test_password_from_database_url_is_registered() -> None:
     cfg = DatabaseConfig.from_env({"DATABASE_URL": "postgresql://u:url-s3cret-3@h/d"})
     assert "url-s3cret-3" not in repr(cfg)
     assert redact("error: url-s3cret-3") == "error: ***"
+
+
+@given(st.text(max_size=12))
+def test_a_mode_is_one_of_the_clis_choices_or_an_error_naming_the_variable(raw: str) -> None:
+    """STREAMTASKS_MODE takes what ``streamtasks worker --mode`` takes (blanks around it
+    ignored; empty means the default), and refuses anything else naming the variable."""
+    try:
+        mode = env_choice({"STREAMTASKS_MODE": raw}, "STREAMTASKS_MODE", MODES, DEFAULT_MODE)
+    except ConfigError as exc:
+        assert "STREAMTASKS_MODE" in str(exc) and raw.strip() not in MODES and raw.strip()
+    else:
+        assert mode == (raw.strip() or DEFAULT_MODE)
+        assert mode in click.Choice(list(MODES)).choices
