@@ -14,6 +14,11 @@ runs on them), with no per-entry dict on the hot path. A missing
 group (Redis restarted without persistence, a failover lost it, or it was deleted) is
 recreated just after the last entry this worker read (:func:`restart_point`), so nothing
 added since is skipped.
+
+On one node the blocking read has a connection of its own, whose ``CLIENT ID`` the reader
+knows: :meth:`Reader.unblock` (a worker's stop) ends a read in progress at once with
+``CLIENT UNBLOCK``, which Redis answers as if its ``BLOCK`` had run out (no entry is
+delivered by it), instead of waiting up to ``block`` seconds for it.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from redis.crc import key_slot
 from .. import keys
 from ..connect import is_cluster
 from ..errors import ConfigError
-from ..redisutil import id_key, text
+from ..redisutil import REDIS_DOWN, id_key, text
 from .gaps import read_counter_at_start
 from .lanes import Lane
 from .run import RawEntry
@@ -49,6 +54,8 @@ CLUSTER_POLL_S = 0.05
 #: The command name the reads are sent as: a cluster client has no reply parser registered
 #: for the lower-case name, so replies stay hiredis' flat lists.
 _XREADGROUP = "xreadgroup"
+#: Seconds between two ``CLIENT UNBLOCK`` of a read that did not reach Redis yet.
+UNBLOCK_RETRY_S = 0.02
 
 
 def restart_point(last_generated: str | None, last_read: str | None) -> tuple[str, bool]:
@@ -92,9 +99,15 @@ class Reader:
         self.cluster = is_cluster(redis)
         # One node: a client of our own without redis-py's XREADGROUP reply parser (its
         # callback table ignores case). A cluster's table does not: the lower-case name does it.
-        self._client = redis if self.cluster else Redis(connection_pool=redis.connection_pool)
+        # It holds one connection, so a blocking read can be ended by its CLIENT ID.
+        self._client = redis
         if not self.cluster:
+            self._client = Redis(connection_pool=redis.connection_pool, single_connection_client=True)
             self._client.response_callbacks.pop("XREADGROUP", None)
+        self._client_id: int | None = None  # of the blocking read's connection, when known
+        self._can_unblock = not self.cluster  # and the user may run CLIENT ID
+        self._blocking = False  # a blocking XREADGROUP is in flight
+        self._unblocked = False  # stopped: no blocking read any more
 
     def check_slots(self) -> None:
         """On Redis Cluster: every lane's scripts name keys of one slot, else ConfigError."""
@@ -160,14 +173,51 @@ class Reader:
         if self.cluster and len({key_slot(s.encode()) for s in streams}) > 1:
             await asyncio.sleep(min(block, CLUSTER_POLL_S))
             return {}
+        if self._can_unblock and self._client_id is None:
+            try:
+                self._client_id = int(await self._client.client_id())
+            except rx.ResponseError:  # NOPERM: the least-privilege ACL has no CLIENT
+                self._can_unblock = False  # a stop waits for the read's block instead
+        if self._unblocked:
+            return {}
         command: Any = self._client.execute_command
-        reply = await command(
-            _XREADGROUP, "GROUP", self.group, self.consumer, "COUNT", blocking_count(counts),
-            "BLOCK", max(1, int(block * 1000)), "STREAMS", *streams, *[">"] * len(streams),
-        )  # fmt: skip
+        self._blocking = True
+        try:
+            reply = await command(
+                _XREADGROUP, "GROUP", self.group, self.consumer, "COUNT", blocking_count(counts),
+                "BLOCK", max(1, int(block * 1000)), "STREAMS", *streams, *[">"] * len(streams),
+            )  # fmt: skip
+        except BaseException:
+            self._client_id = None  # the next read may be on a new connection
+            raise
+        finally:
+            self._blocking = False
+        if not reply:
+            self._client_id = None  # idle: asked again before the next read, in case redis-py reconnected
         out: dict[Lane, list[RawEntry]] = {}
         self._collect(reply, out)
         return out
+
+    async def unblock(self) -> None:
+        """End a blocking read in flight at once (``CLIENT UNBLOCK``: it returns as if its
+        block had run out, and delivered nothing), and start no new one. Until the read
+        returns, the unblock is sent again every :data:`UNBLOCK_RETRY_S` (it may reach
+        Redis, on another connection, before the read does). On a cluster, without the
+        permission (``client|id``, ``client|unblock``), or with Redis unreachable, the read
+        ends by itself within its block."""
+        self._unblocked = True
+        while self._blocking and self._client_id is not None and self._can_unblock:
+            try:
+                if await self.redis.client_unblock(self._client_id):
+                    return
+            except (*REDIS_DOWN, rx.ResponseError):
+                return
+            await asyncio.sleep(UNBLOCK_RETRY_S)
+
+    async def close(self) -> None:
+        """Give the blocking read's connection back to the pool."""
+        if not self.cluster:
+            await self._client.aclose(close_connection_pool=False)
 
     def _collect(self, reply: Any, out: dict[Lane, list[RawEntry]]) -> None:
         streams = reply.items() if isinstance(reply, dict) else reply or ()  # RESP3 / RESP2

@@ -39,7 +39,7 @@ from .recovery import Leases, Reclaimer
 from .settle import Settler
 from .shutdown import Shutdown
 from .startup import start_unless_stopped
-from .supervise import Supervisor
+from .supervise import Supervisor, cancel_and_wait
 from .trim import Trimmer
 
 log = logging.getLogger("streamtasks.worker")
@@ -117,13 +117,18 @@ class Worker:
         self._wakeup = asyncio.Event()
         self._executor_started = False
         self._heartbeat_due = asyncio.Event()
+        self._unblocking: asyncio.Task[None] | None = None  # ends a blocking read on stop()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop reading; in-flight batches finish (within the grace period) and are settled."""
+        """Stop reading; in-flight batches finish (within the grace period) and are settled.
+        A blocking read in flight ends at once (:meth:`Reader.unblock`)."""
         self._stopping.set()
         self._wakeup.set()
+        if self._unblocking is None:
+            with contextlib.suppress(RuntimeError):  # no loop running: the read ends within its block
+                self._unblocking = asyncio.get_running_loop().create_task(self.reader.unblock())
 
     @property
     def stopping(self) -> bool:
@@ -263,6 +268,9 @@ class Worker:
         """Hand back unstarted entries at once, finish in-flight ones within the grace period."""
         self._stopping.set()
         self._set_state("draining")
+        if self._unblocking is not None:  # the read it was for is over
+            await cancel_and_wait([self._unblocking])
+        await self.reader.close()
         await self.shutdown.hand_back_queued(self.lanes)
         await self.shutdown.finish_in_flight(self.lanes)
         await self.supervisor.close()
