@@ -214,6 +214,11 @@ class Reader:
                 return
             await asyncio.sleep(UNBLOCK_RETRY_S)
 
+    async def unblock_when(self, stopping: asyncio.Event) -> None:
+        """A worker's loop: :meth:`unblock` once ``stopping`` is set."""
+        await stopping.wait()
+        await self.unblock()
+
     async def close(self) -> None:
         """Give the blocking read's connection back to the pool."""
         if not self.cluster:

@@ -39,7 +39,7 @@ from .recovery import Leases, Reclaimer
 from .settle import Settler
 from .shutdown import Shutdown
 from .startup import start_unless_stopped
-from .supervise import Supervisor, cancel_and_wait
+from .supervise import Supervisor
 from .trim import Trimmer
 
 log = logging.getLogger("streamtasks.worker")
@@ -110,25 +110,19 @@ class Worker:
         self.leases = Leases(self.pending, s.visibility_timeout, self.health)
         self.shutdown = Shutdown(redis, self.pending, s.grace_period, emit)
         self.trimmer = Trimmer(redis, self.health, emit)
-        self.started_at = time.time()
-        self.state = "starting"
+        self.started_at, self.state = time.time(), "starting"
         self.reading = asyncio.Event()  # set once the first XREADGROUP was sent
         self._stopping = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._executor_started = False
         self._heartbeat_due = asyncio.Event()
-        self._unblocking: asyncio.Task[None] | None = None  # ends a blocking read on stop()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop reading; in-flight batches finish (within the grace period) and are settled.
-        A blocking read in flight ends at once (:meth:`Reader.unblock`)."""
+        """Stop reading; in-flight batches finish (within the grace period) and are settled."""
         self._stopping.set()
         self._wakeup.set()
-        if self._unblocking is None:
-            with contextlib.suppress(RuntimeError):  # no loop running: the read ends within its block
-                self._unblocking = asyncio.get_running_loop().create_task(self.reader.unblock())
 
     @property
     def stopping(self) -> bool:
@@ -146,6 +140,7 @@ class Worker:
             await self._start_up()
             if not self._executor_started:  # stop() during start-up: nothing was read
                 return
+            self.supervisor.spawn("unblock", functools.partial(self.reader.unblock_when, self._stopping))
             self.supervisor.spawn("reclaim", self._reclaim_loop)
             self.supervisor.spawn("lease", self._lease_loop)
             self.supervisor.spawn("gaps", self._gap_loop)
@@ -268,8 +263,6 @@ class Worker:
         """Hand back unstarted entries at once, finish in-flight ones within the grace period."""
         self._stopping.set()
         self._set_state("draining")
-        if self._unblocking is not None:  # the read it was for is over
-            await cancel_and_wait([self._unblocking])
         await self.reader.close()
         await self.shutdown.hand_back_queued(self.lanes)
         await self.shutdown.finish_in_flight(self.lanes)
