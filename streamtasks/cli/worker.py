@@ -18,6 +18,7 @@ from ..config import DEFAULT_MODE, MODES
 from ..errors import StreamtasksError
 from ..worker.events import ExecutorStarted, Serving
 from ..worker.executors import RAY_START_TIMEOUT_S
+from ..worker.startup import freeze_after_start
 from .common import (
     check_executor,
     connect,
@@ -241,6 +242,7 @@ def worker(
         # an alarm that aborts the process a few seconds later, mid-drain. Take them back as
         # soon as Ray is up (actor mode reads only seconds later, once its actors are placed).
         w.events.subscribe(lambda e: install() if isinstance(e, ExecutorStarted) else None)
+        w.events.subscribe(freeze_after_start)  # this process is ours: start-up's objects stay
         server = None if metrics_port is None else await _serve_metrics(w, metrics_host, metrics_port)
         board = None if dashboard_port is None else await _start_dashboard(redis, registry, dashboard_port)
         ray_started.append(True)

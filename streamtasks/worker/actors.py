@@ -37,7 +37,7 @@ from .events import Event, Events, ExecutorStarted, LaneSnapshot, Listener, Snap
 from .executors import InlineExecutor, RayExecutor, RayResources
 from .health import OutageFold, RedisHealth
 from .preflight import check_handlers
-from .startup import start_unless_stopped
+from .startup import freeze_after_start, start_unless_stopped
 from .supervise import Supervisor
 from .tally import Tally, growth
 from .worker import Worker, WorkerSettings
@@ -77,7 +77,8 @@ class WorkerActor:
             return  # stopped before Redis answered
         try:
             executor = InlineExecutor(self.threads, RayResources())  # it runs inside Ray
-            self.worker = Worker(self.registry, redis, executor, self.settings, listeners=[self.tally])
+            listeners: list[Listener] = [self.tally, freeze_after_start]  # this process is ours
+            self.worker = Worker(self.registry, redis, executor, self.settings, listeners=listeners)
             self.worker.health.quiet = True  # the worker process logs outages once for all actors
             if self._stopped:  # a stop that came while this actor connected: read nothing
                 self.worker.stop()
