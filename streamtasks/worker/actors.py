@@ -52,6 +52,10 @@ PLACE_WARN_S = 30.0
 PLACED_BY = ("num_cpus", "num_gpus", "memory", "resources", "accelerator_type")
 #: Seconds past the grace period the worker waits for its actors to drain before killing them.
 STOP_SLACK_S = 15.0
+#: Seconds a stopping worker waits, once its actors drained, before it kills them and shuts
+#: Ray down: their log lines reach this process' stderr through Ray's log monitor, which polls
+#: their log files every 0.1 s; lines still on the way when Ray shuts down stay in Ray's logs.
+LOG_FORWARD_S = 0.5
 
 
 class WorkerActor:
@@ -303,6 +307,8 @@ class ActorPool:
                 await handle.stop.remote()
         await self.supervisor.wait(self.settings.grace_period + STOP_SLACK_S)  # the actors drain
         await self.supervisor.close()
+        if self._handles:  # their last lines are in Ray's log files: let Ray forward them here
+            await asyncio.sleep(LOG_FORWARD_S)
         for handle in self._handles:
             with contextlib.suppress(Exception):
                 ray.kill(handle)
