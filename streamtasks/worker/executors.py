@@ -126,6 +126,7 @@ class RayExecutor:
         import ray
 
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        _quiet_sigterm_warning()
         if self.address:
             _token_auth_if_token_available()
             _refused_by(self.address)
@@ -173,6 +174,24 @@ class RayExecutor:
         self._users -= 1
         if self._users <= 0 and self._owns_ray and ray.is_initialized():
             await self._thread.call(ray.shutdown)
+
+
+#: What ``ray.init`` logs when it is called outside the main thread, as here (see
+#: :class:`_RayThread`): it then leaves SIGTERM alone, which is what a worker wants (the worker
+#: command handles SIGTERM itself; a host process of ``start_workers()`` keeps its own).
+SIGTERM_NOT_SET = "SIGTERM handler is not set because current thread is not the main thread."
+
+
+def _drop_sigterm_warning(record: logging.LogRecord) -> bool:
+    return record.getMessage() != SIGTERM_NOT_SET
+
+
+def _quiet_sigterm_warning() -> None:
+    """Keep Ray's :data:`SIGTERM_NOT_SET` warning out of the logs (once per process): every
+    worker's start printed it, and it read as if SIGTERM would not stop the worker."""
+    ray_worker_log = logging.getLogger("ray._private.worker")
+    if _drop_sigterm_warning not in ray_worker_log.filters:
+        ray_worker_log.addFilter(_drop_sigterm_warning)
 
 
 class _RayThread:

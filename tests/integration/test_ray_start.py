@@ -83,6 +83,28 @@ async def test_a_stale_cluster_is_ignored_the_worker_starts_its_own_ray(
     assert worker.wait(timeout=60) == 0, worker.output_tail()
 
 
+async def test_starting_ray_logs_no_sigterm_warning_and_sigterm_still_stops_the_worker(
+    redis: Redis, redis_url: str, spawn: Any, ray_tmpdir: Path
+) -> None:
+    """Ray warns "SIGTERM handler is not set" when started outside the main thread, as the
+    worker does; the worker handles SIGTERM itself, so the line (printed on every start) is
+    dropped, and SIGTERM stops the worker with exit 0."""
+    from streamtasks.worker.executors import SIGTERM_NOT_SET
+
+    argv, reader = one_reader(redis_url, "quiet")
+    worker = spawn(argv, env={"RAY_TMPDIR": str(ray_tmpdir)}, cwd=HERE)
+
+    async def reading() -> bool:
+        return await state_of(redis, reader) == "reading"
+
+    await wait_until(reading, timeout=90, interval=0.2)
+    worker.terminate()
+    assert worker.wait(timeout=60) == 0, worker.output_tail()
+    err = worker.stderr()
+    assert " reading " in err, err[-2000:]  # the worker's log is here: the check below means something
+    assert SIGTERM_NOT_SET not in err
+
+
 @pytest.mark.parametrize("mode", ["tasks", "actors"])
 async def test_sigterm_during_ray_start_up_exits_at_once(
     redis: Redis, redis_url: str, spawn: Any, ray_tmpdir: Path, mode: str
