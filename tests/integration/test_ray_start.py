@@ -66,13 +66,10 @@ def stale_cluster(ray_tmpdir: Path) -> None:
     (ray_tmpdir / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
 
 
-async def test_a_stale_cluster_is_ignored_the_worker_starts_its_own_ray(
-    redis: Redis, redis_url: str, spawn: Any, ray_tmpdir: Path
-) -> None:
-    """No --ray-address: a new local Ray, not the dead cluster Ray's address file names (the
-    worker used to try to join it for minutes and never read)."""
-    stale_cluster(ray_tmpdir)
-    argv, reader = one_reader(redis_url, "fresh")
+async def read_then_sigterm(redis: Redis, redis_url: str, spawn: Any, ray_tmpdir: Path, name: str) -> Any:
+    """A worker starting its own Ray (under ``ray_tmpdir``) until it reads, then SIGTERM: it
+    exits 0. Returns the process, for its output."""
+    argv, reader = one_reader(redis_url, name)
     worker = spawn(argv, env={"RAY_TMPDIR": str(ray_tmpdir)}, cwd=HERE)
 
     async def reading() -> bool:
@@ -81,6 +78,16 @@ async def test_a_stale_cluster_is_ignored_the_worker_starts_its_own_ray(
     await wait_until(reading, timeout=90, interval=0.2)
     worker.terminate()
     assert worker.wait(timeout=60) == 0, worker.output_tail()
+    return worker
+
+
+async def test_a_stale_cluster_is_ignored_the_worker_starts_its_own_ray(
+    redis: Redis, redis_url: str, spawn: Any, ray_tmpdir: Path
+) -> None:
+    """No --ray-address: a new local Ray, not the dead cluster Ray's address file names (the
+    worker used to try to join it for minutes and never read)."""
+    stale_cluster(ray_tmpdir)
+    await read_then_sigterm(redis, redis_url, spawn, ray_tmpdir, "fresh")
 
 
 async def test_starting_ray_logs_no_sigterm_warning_and_sigterm_still_stops_the_worker(
@@ -91,15 +98,7 @@ async def test_starting_ray_logs_no_sigterm_warning_and_sigterm_still_stops_the_
     dropped, and SIGTERM stops the worker with exit 0."""
     from streamtasks.worker.executors import SIGTERM_NOT_SET
 
-    argv, reader = one_reader(redis_url, "quiet")
-    worker = spawn(argv, env={"RAY_TMPDIR": str(ray_tmpdir)}, cwd=HERE)
-
-    async def reading() -> bool:
-        return await state_of(redis, reader) == "reading"
-
-    await wait_until(reading, timeout=90, interval=0.2)
-    worker.terminate()
-    assert worker.wait(timeout=60) == 0, worker.output_tail()
+    worker = await read_then_sigterm(redis, redis_url, spawn, ray_tmpdir, "quiet")
     err = worker.stderr()
     assert " reading " in err, err[-2000:]  # the worker's log is here: the check below means something
     assert SIGTERM_NOT_SET not in err
