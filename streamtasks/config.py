@@ -39,11 +39,10 @@ DEFAULT_MODE = "actors"
 
 def env_choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
     """One of ``choices``, as written (surrounding blanks ignored); anything else is an error."""
-    raw = environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    if raw.strip() in choices:
-        return raw.strip()
+    raw = environ.get(name) or ""
+    value = raw.strip() or default
+    if value in choices:
+        return value
     raise ConfigError(f"{name}={raw!r} is not one of {', '.join(choices)}")
 
 
