@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 from attrs import evolve
 from redis.asyncio import Redis
-from test_worker import wait_until
+from test_worker import equals, wait_until
 
 from streamtasks import AsyncProcessingSystem
 from streamtasks.adserving.config import AsyncProcessingConfig
@@ -73,10 +73,8 @@ async def test_the_readme_snippet_stores_two_rows_of_each_kind_with_correct_stat
         assert mid and mid2 and ids["training_data"] and ids["inference_result"]
         await system.start_workers()
         count = "SELECT count(*) FROM {} WHERE request_id = 'req_123'"
-        await wait_until(
-            lambda: _equals(rows(database_url, count.format("inference_results")), 2), timeout=60
-        )
-        await wait_until(lambda: _equals(rows(database_url, count.format("training_data")), 2), timeout=60)
+        await wait_until(lambda: equals(rows(database_url, count.format("inference_results")), 2), timeout=60)
+        await wait_until(lambda: equals(rows(database_url, count.format("training_data")), 2), timeout=60)
         stats = await system.get_model_performance_stats("fraud_detection", hours=24)
         assert stats["requests"] == 2
         assert stats["p50_ms"] == stats["p99_ms"] == 120
@@ -97,10 +95,6 @@ async def test_the_readme_snippet_stores_two_rows_of_each_kind_with_correct_stat
         )
         assert json.loads(stored)["features"] == [0.1, 0.2, 0.3]
         await system.stop_workers()
-
-
-async def _equals(value: Any, expected: Any) -> bool:
-    return await value == expected
 
 
 def resp(*parts: str | bytes) -> bytes:
@@ -174,7 +168,7 @@ async def test_foreign_backlog_with_malformed_and_resent_entries_lands_exactly_o
 
     spawn(_worker_argv(redis_url, ray_address), env={"DATABASE_URL": database_url})
     total = "SELECT (SELECT count(*) FROM training_data) + (SELECT count(*) FROM inference_results)"
-    await wait_until(lambda: _equals(rows(database_url, total), 19_950), timeout=120, interval=0.2)
+    await wait_until(lambda: equals(rows(database_url, total), 19_950), timeout=120, interval=0.2)
     await wait_until(lambda: _dead_letters(redis, 50), timeout=60)
     await wait_until(lambda: _nothing_pending(redis), timeout=30)
     await asyncio.sleep(1.0)  # a late duplicate would show up now

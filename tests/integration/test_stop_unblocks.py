@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from test_worker import wait_until
+from test_worker import equals, wait_until
 
 from streamtasks import Message, Registry
 from streamtasks.worker import InlineExecutor, Worker, WorkerSettings
@@ -57,7 +57,7 @@ async def test_unblock_ends_a_blocking_read_at_once_and_it_delivers_nothing(redi
     reader, lane = _reader(redis)
     await reader.ensure_groups()
     read = asyncio.create_task(reader.read([lane], block=LONG_BLOCK))
-    await wait_until(lambda: _is(_blocked_reads(redis), 1), timeout=5)
+    await wait_until(lambda: equals(_blocked_reads(redis), 1), timeout=5)
     started = time.monotonic()
     await reader.unblock()
     assert await asyncio.wait_for(read, 5) == {}
@@ -94,8 +94,8 @@ async def test_a_stopped_worker_does_not_wait_for_its_blocking_read(redis: aiore
     task = asyncio.create_task(worker.run())
     await asyncio.wait_for(worker.reading.wait(), 10)
     entry = (await redis.xadd(STREAM, {"n": "1"})).decode()
-    await wait_until(lambda: _true(handled == [entry]), timeout=10)
-    await wait_until(lambda: _is(_blocked_reads(redis), 1), timeout=5)  # idle again, blocked
+    await wait_until(lambda: handled == [entry], timeout=10)
+    await wait_until(lambda: equals(_blocked_reads(redis), 1), timeout=5)  # idle again, blocked
     started = time.monotonic()
     worker.stop()
     await asyncio.wait_for(task, LONG_BLOCK / 2)
@@ -135,16 +135,8 @@ async def test_the_readmes_least_privileged_user_reads_handles_and_stops_without
     task = asyncio.create_task(worker.run())
     await asyncio.wait_for(worker.reading.wait(), 10)
     ids = [(await redis.xadd(STREAM, {"n": str(i)})).decode() for i in range(3)]
-    await wait_until(lambda: _true(sorted(handled) == sorted(ids)), timeout=10)
+    await wait_until(lambda: sorted(handled) == sorted(ids), timeout=10)
     assert not worker.snapshot().failing_loops
     worker.stop()
     await asyncio.wait_for(task, 10)
     assert await _pending(redis) == 0
-
-
-async def _is(value: object, expected: object) -> bool:
-    return await value == expected  # type: ignore[misc]
-
-
-async def _true(condition: bool) -> bool:
-    return condition

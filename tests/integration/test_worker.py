@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,19 @@ async def handled(redis: Redis, stream: str) -> dict[str, int]:
 
 
 async def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> None:
+    """Poll ``predicate()`` (a bool, or an awaitable of one) until it holds, else fail."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if await predicate():
+        held = predicate()
+        if await held if inspect.isawaitable(held) else held:
             return
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+async def equals(value: Awaitable[Any], expected: Any) -> bool:
+    """For :func:`wait_until`: ``value``, once awaited, equals ``expected``."""
+    return await value == expected
 
 
 async def xadd_many(redis: Redis, stream: str, n: int, **extra: str) -> list[str]:
