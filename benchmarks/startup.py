@@ -1,13 +1,14 @@
 """Spawn -> first committed row of the job's streamtasks worker (issue 10, target 4).
 
 The job of :mod:`peers` (five fields -> ``COPY``), a backlog of ``--n`` entries, the worker
-(``streamtasks worker job_streamtasks:registry``) spawned four ways, each ``--repeat`` times,
+(``streamtasks worker job_streamtasks:registry``, in ``--mode``: the default mode unless told)
+spawned four ways, each ``--repeat`` times,
 alternating: starting a local Ray or joining a running one (``ray start --head`` on a free port,
 started here and stopped at the end), each without and with ``--inline-start``. Reported per
 way: spawn -> first entry acked (every consumer acks after its ``COPY`` commits) and spawn ->
 the whole backlog acked.
 
-    python benchmarks/startup.py [--repeat 3] [--n 5000]
+    python benchmarks/startup.py [--repeat 3] [--n 5000] [--mode actors|tasks]
 
 Throwaway Redis and PostgreSQL as in ``run.py``. ``ray stop`` at the end stops every Ray on
 this machine: do not run it beside a test session.
@@ -29,6 +30,8 @@ import peers
 from harness import SERVICES_PATH, Target, acked, fill, job_entry, load_script, sql, target
 from redis.asyncio import Redis
 
+from streamtasks.config import DEFAULT_MODE, MODES
+
 RAY = str(Path(sys.executable).with_name("ray"))
 WAYS = {
     "local Ray": [],
@@ -49,15 +52,20 @@ async def _setup(conn: asyncpg.Connection) -> None:
     await conn.execute(peers.JOB_TABLE_DDL)
 
 
-async def _once(tgt: Target, redis: Redis, n: int, extra: list[str]) -> tuple[float, float]:
+def _kind(mode: str) -> str:
+    """The peer of :mod:`peers` that runs the job's worker in ``mode``."""
+    return "streamtasks-actors" if mode == "actors" else "streamtasks"
+
+
+async def _once(tgt: Target, redis: Redis, n: int, kind: str, extra: list[str]) -> tuple[float, float]:
     await sql(tgt, f"TRUNCATE {peers.TABLE}")
     stream, _ = tgt.streams("startup")
     await fill(redis, stream, n, on_chunk=lambda _: None, entry=job_entry)
-    consumer = peers.start("streamtasks", tgt, stream, n, extra=extra)
+    consumer = peers.start(kind, tgt, stream, n, extra=extra)
     first = None
     try:
         while True:
-            done, _ = await acked(redis, stream, peers.GROUPS["streamtasks"])
+            done, _ = await acked(redis, stream, peers.GROUPS[kind])
             elapsed = time.perf_counter() - consumer.started
             if done and first is None:
                 first = elapsed
@@ -75,7 +83,7 @@ async def _once(tgt: Target, redis: Redis, n: int, extra: list[str]) -> tuple[fl
     return first or elapsed, elapsed
 
 
-async def _main(n: int, repeat: int) -> dict[str, list[tuple[float, float]]]:
+async def _main(n: int, repeat: int, mode: str) -> dict[str, list[tuple[float, float]]]:
     port = load_script(SERVICES_PATH, "streamtasks_bench_services").free_port()
     _ray("start", "--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard=false")
     address = f"127.0.0.1:{port}"
@@ -87,7 +95,7 @@ async def _main(n: int, repeat: int) -> dict[str, list[tuple[float, float]]]:
                 for _ in range(repeat):
                     for way, args in WAYS.items():
                         extra = [a.format(address=address) for a in args]
-                        results[way].append(await _once(tgt, redis, n, extra))
+                        results[way].append(await _once(tgt, redis, n, _kind(mode), extra))
                         click.echo(f"{way}: first row {results[way][-1][0]:.2f} s", err=True)
             finally:
                 await redis.aclose()
@@ -99,11 +107,15 @@ async def _main(n: int, repeat: int) -> dict[str, list[tuple[float, float]]]:
 @click.command()
 @click.option("--n", type=click.IntRange(min=1), default=5000, show_default=True, help="Backlog per run.")
 @click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True)
-def main(n: int, repeat: int) -> None:
+@click.option(
+    "--mode", type=click.Choice(MODES), default=DEFAULT_MODE, show_default=True, help="The worker's mode."
+)
+def main(n: int, repeat: int, mode: str) -> None:
     """Spawn -> first committed row, local Ray vs joining, without and with --inline-start."""
-    results = asyncio.run(_main(n, repeat))
+    results = asyncio.run(_main(n, repeat, mode))
     click.echo(
-        f"| way ({n:,} entries) | spawn -> first row, runs | median | spawn -> all {n:,} acked, median |"
+        f"| way ({n:,} entries, {mode} mode) | spawn -> first row, runs | median "
+        f"| spawn -> all {n:,} acked, median |"
     )
     click.echo("|---|---|---:|---:|")
     for way, runs in results.items():
