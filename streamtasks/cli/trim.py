@@ -53,7 +53,7 @@ def trim(stream: str, redis_url: str | None, keep_acked_seconds: float, as_json:
 
 
 def _held(held_by: str) -> str:
-    from ..worker.trim import NO_GROUP, RETENTION
+    from ..streams import NO_GROUP, RETENTION
 
     if held_by in (RETENTION, NO_GROUP):
         return held_by

@@ -43,7 +43,7 @@ from redis.asyncio import Redis
 
 from .. import keys
 from ..redisutil import REDIS_DOWN, entry_time, text
-from ..worker.gaps import GroupState, StreamState, lost_before_delivery
+from ..streams import GroupPosition, GroupState, StreamState, lost_before_delivery, trim_point
 from .discover import NO_GROUP as NO_GROUP  # re-exported names: status and the dashboard use them
 from .discover import discover_groups as discover_groups
 from .discover import discover_streams as discover_streams
@@ -182,8 +182,6 @@ async def sample_stream(
 
 async def trim_state(redis: Redis, stream: str, length: int) -> dict[str, Any]:
     """What was removed from ``stream`` and what ack-aware trimming waits on (see above)."""
-    from ..worker.trim import GroupPosition, trim_point
-
     try:
         info = _norm(await redis.xinfo_stream(stream))
         groups = [_norm(g) for g in await redis.xinfo_groups(stream)]

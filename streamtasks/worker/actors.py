@@ -30,6 +30,7 @@ from attrs import evolve
 from redis.asyncio import Redis
 
 from .. import keys, logs
+from ..aio import wait_set
 from ..connect import connect
 from ..redisutil import REDIS_DOWN
 from ..registry import Registry
@@ -225,8 +226,7 @@ class ActorPool:
     async def _poll_until_stopped(self) -> None:
         while not self.stopping:
             await self._poll()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), POLL_INTERVAL_S)
+            await wait_set(self._stopping, POLL_INTERVAL_S)
 
     async def _poll(self) -> None:
         reports = await asyncio.gather(*(self._report(i, h) for i, h in enumerate(self._handles)))
@@ -329,8 +329,7 @@ async def announce_starting(pool: ActorPool) -> None:
             with contextlib.suppress(*REDIS_DOWN):  # the actors report outages
                 await pool.redis.set(key, json.dumps(body), ex=max(1, int(pool.settings.heartbeat_ttl)))
             pool.supervisor.healthy("heartbeat")
-            with contextlib.suppress(asyncio.TimeoutError):  # reading, or a stop: at once
-                await asyncio.wait_for(pool.changed.wait(), pool.settings.heartbeat_interval)
+            await wait_set(pool.changed, pool.settings.heartbeat_interval)  # reading, or a stop: at once
             pool.changed.clear()
     finally:
         with contextlib.suppress(*REDIS_DOWN):

@@ -21,17 +21,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from attrs import frozen
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from .. import lua
+from ..aio import wait_set
 from ..redisutil import REDIS_DOWN, id_key, text
+from ..streams import GroupState, StreamState, lost_before_delivery, rewind
 from .events import Event, Lost, RedisUp
 from .health import RedisHealth
 from .lanes import Lane
@@ -41,65 +41,6 @@ log = logging.getLogger("streamtasks.worker")
 
 #: Seconds between two looks at each stream's position (``WorkerSettings.gap_check_interval``).
 CHECK_INTERVAL_S = 5.0
-
-
-@frozen
-class StreamState:
-    """What ``XINFO STREAM`` says about where a stream is."""
-
-    length: int
-    first_id: str | None  # None: empty
-    last_generated_id: str
-    entries_added: int | None  # None: Redis < 7 keeps no such counter
-
-    @property
-    def removed(self) -> int | None:
-        """Entries ever trimmed or deleted from the stream (None: Redis < 7 cannot tell)."""
-        return None if self.entries_added is None else max(0, self.entries_added - self.length)
-
-    @classmethod
-    def of(cls, info: Mapping[Any, Any]) -> StreamState:
-        i = {text(k): v for k, v in info.items()}
-        first = i.get("recorded-first-entry-id") or _entry_id(i.get("first-entry"))
-        added = i.get("entries-added")
-        return cls(
-            length=int(i.get("length") or 0),
-            first_id=text(first) if first and int(i.get("length") or 0) else None,
-            last_generated_id=text(i.get("last-generated-id") or "0-0"),
-            entries_added=None if added is None else int(added),
-        )
-
-
-@frozen
-class GroupState:
-    """What ``XINFO GROUPS`` says about where a consumer group is."""
-
-    last_delivered_id: str
-    entries_read: int | None  # None: Redis cannot tell (e.g. the group was set to an arbitrary id)
-
-    @classmethod
-    def of(cls, info: Mapping[Any, Any]) -> GroupState:
-        i = {text(k): v for k, v in info.items()}
-        read = i.get("entries-read")
-        return cls(text(i.get("last-delivered-id") or "0-0"), None if read is None else int(read))
-
-
-def lost_before_delivery(stream: StreamState, group: GroupState) -> int:
-    """Entries removed (trimmed or deleted) from ``stream`` before ``group`` read them.
-
-    Exact while the group's position is before the stream's first entry (everything left is
-    unread) or at its end (nothing is); 0 when Redis keeps no counters or the group is part-way
-    through the stream (then it cannot be told without reading the rest, and is told later)."""
-    if stream.entries_added is None or group.entries_read is None:
-        return 0
-    position = id_key(group.last_delivered_id)
-    if position >= id_key(stream.last_generated_id) or stream.first_id is None:
-        unread = 0
-    elif position < id_key(stream.first_id):
-        unread = stream.length
-    else:
-        return 0
-    return max(0, stream.entries_added - group.entries_read - unread)
 
 
 async def read_counter_at_start(redis: Redis, stream: str) -> int | None:
@@ -113,12 +54,6 @@ async def read_counter_at_start(redis: Redis, stream: str) -> int | None:
         return 0  # no such stream: MKSTREAM makes a new one
     state = StreamState.of(info)
     return None if state.entries_added is None else state.entries_added - state.length
-
-
-def rewind(last_read: str | None, newest_now: str) -> bool:
-    """True when Redis now has nothing as new as ``last_read``, the newest id this worker read
-    (from the same stream): its writes since a snapshot are gone."""
-    return last_read is not None and id_key(newest_now) < id_key(last_read)
 
 
 def _span(older: str, newer: str) -> str:
@@ -176,8 +111,7 @@ class GapWatch:
                 except REDIS_DOWN as exc:
                     await self.health.failed(exc, "checking stream positions")
             healthy()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.due.wait(), self.interval)
+            await wait_set(self.due, self.interval)
 
     async def check(self, lane: Lane) -> None:
         """One look at ``lane``'s stream and group."""
@@ -235,9 +169,3 @@ class GapWatch:
         )  # fmt: skip
         if lane.last_id == last_read:  # reported: once per incident (unless it read on meanwhile)
             lane.last_id = newest
-
-
-def _entry_id(entry: Any) -> Any:
-    if isinstance(entry, (list, tuple)) and entry:
-        return entry[0]
-    return None

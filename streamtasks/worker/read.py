@@ -12,7 +12,7 @@ is read with one blocking ``XREADGROUP``, which returns at once when entries wai
 Entries stay the flat ``[name, value, ...]`` lists hiredis returns (no redis-py reply parser
 runs on them), with no per-entry dict on the hot path. A missing
 group (Redis restarted without persistence, a failover lost it, or it was deleted) is
-recreated just after the last entry this worker read (:func:`restart_point`), so nothing
+recreated just after the last entry this worker read (:func:`~streamtasks.streams.restart_point`), so nothing
 added since is skipped.
 
 On one node the blocking read has a connection of its own, whose ``CLIENT ID`` the reader
@@ -36,7 +36,8 @@ from redis.crc import key_slot
 from .. import keys
 from ..connect import is_cluster
 from ..errors import ConfigError
-from ..redisutil import REDIS_DOWN, id_key, text
+from ..redisutil import REDIS_DOWN, text
+from ..streams import restart_point
 from .gaps import read_counter_at_start
 from .lanes import Lane
 from .run import RawEntry
@@ -56,20 +57,6 @@ CLUSTER_POLL_S = 0.05
 _XREADGROUP = "xreadgroup"
 #: Seconds between two ``CLIENT UNBLOCK`` of a read that did not reach Redis yet.
 UNBLOCK_RETRY_S = 0.02
-
-
-def restart_point(last_generated: str | None, last_read: str | None) -> tuple[str, bool]:
-    """Where to recreate a lost group, and whether the stream itself was lost.
-
-    ``last_generated`` is the stream's ``last-generated-id`` (None: no such stream);
-    ``last_read`` the newest id this worker read (None: it read nothing)."""
-    if last_generated is None:
-        return "0", True
-    if last_read is None:
-        return "0", False
-    if id_key(last_generated) >= id_key(last_read):
-        return last_read, False
-    return "0", True  # ids went backwards: a new stream under the old name
 
 
 def read_plan(lanes: Sequence[Lane], all_lanes: int, block: float) -> tuple[dict[Lane, int], float]:

@@ -9,8 +9,8 @@ import gc
 from collections.abc import Awaitable, Coroutine
 from typing import Any
 
+from ..aio import cancel_and_wait
 from .events import Event, ExecutorStarted
-from .supervise import cancel_and_wait
 
 
 def freeze_after_start(event: Event) -> None:

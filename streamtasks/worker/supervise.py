@@ -10,34 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
+from ..aio import cancel_and_wait
 from .events import Event, LoopFailed
 
 log = logging.getLogger("streamtasks.worker")
 
 RESTART_FIRST_S = 0.5
 RESTART_MAX_S = 30.0
-#: Seconds :func:`cancel_and_wait` gives a cancelled task to end before cancelling it again.
-RECANCEL_AFTER_S = 0.5
-
-
-async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
-    """Cancel ``tasks`` and wait until every one has ended; their errors are not raised.
-
-    A task still running :data:`RECANCEL_AFTER_S` after its cancellation is cancelled again:
-    before Python 3.12 ``asyncio.wait_for`` loses a cancellation that lands just as what it
-    awaits completes, and the task runs on as if never cancelled."""
-    tasks = list(tasks)
-    pending = {task for task in tasks if not task.done()}
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=RECANCEL_AFTER_S)
-    for task in tasks:
-        if not task.cancelled():
-            task.exception()  # retrieved: not reported as "never retrieved"
 
 
 class Supervisor:

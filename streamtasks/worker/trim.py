@@ -3,7 +3,7 @@
 A group has delivered everything up to its ``last-delivered-id`` and acked all of it except
 its pending entries, so every entry below ``min(oldest pending id, just past last-delivered
 id)`` is done for that group. The stream is trimmed (``XTRIM MINID``) below the lowest such
-bound over *all* its groups (:func:`trim_point`), and no nearer to now than the retention
+bound over *all* its groups (:func:`~streamtasks.streams.trim_point`), and no nearer to now than the retention
 (``keep_seconds`` after the XADD). A group that has not read yet holds everything from its
 position on; a stream without a group is never trimmed. The rule runs as one Lua script
 (:data:`streamtasks.lua.TRIM_ACKED`), so a group created or moved back meanwhile is never
@@ -16,17 +16,18 @@ for handlers declared with ``trim_acked_after=S`` (supervised like every loop).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 from attrs import frozen
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from .. import lua
-from ..redisutil import REDIS_DOWN, id_key, text
+from ..aio import wait_set
+from ..redisutil import REDIS_DOWN, text
+from ..streams import NO_GROUP, RETENTION, cap_id
 from .events import Event, Trimmed
 from .health import RedisHealth
 from .lanes import Lane
@@ -35,49 +36,6 @@ log = logging.getLogger("streamtasks.worker")
 
 #: Seconds between two trimming passes of a worker.
 TRIM_INTERVAL_S = 1.0
-#: ``held_by`` when the retention, not a group, keeps the rest.
-RETENTION = "retention"
-#: ``held_by`` of a stream without consumer groups (never trimmed).
-NO_GROUP = "no consumer group"
-
-
-@frozen
-class GroupPosition:
-    """What trimming needs of one consumer group."""
-
-    name: str
-    last_delivered: str
-    oldest_pending: str | None  # None: nothing pending
-
-
-@frozen
-class TrimPoint:
-    """Entries below ``minid`` may go (None: none may); ``held_by`` keeps the rest."""
-
-    minid: str | None
-    held_by: str
-
-
-def after(entry_id: str) -> str:
-    """The smallest id greater than ``entry_id``."""
-    ms, seq = id_key(entry_id)
-    return f"{ms}-{seq + 1}"
-
-
-def cap_id(now_ms: int, keep_ms: int | None) -> str | None:
-    """Entries added in the last ``keep_ms`` are kept: the id below which the rest is older."""
-    return None if keep_ms is None else f"{max(0, now_ms - keep_ms)}-0"
-
-
-def trim_point(groups: Sequence[GroupPosition], cap: str | None) -> TrimPoint:
-    """The pure rule (see the module docstring); ``cap`` from :func:`cap_id`."""
-    if not groups:
-        return TrimPoint(None, NO_GROUP)
-    bounds = [(g.oldest_pending or after(g.last_delivered), g.name) for g in groups]
-    minid, holder = min(bounds, key=lambda b: id_key(b[0]))
-    if cap is not None and id_key(cap) < id_key(minid):
-        return TrimPoint(cap, RETENTION)
-    return TrimPoint(minid, holder)
 
 
 @frozen
@@ -136,8 +94,7 @@ class Trimmer:
             except REDIS_DOWN as exc:
                 await self.health.failed(exc, "trimming")
             healthy()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stopping.wait(), TRIM_INTERVAL_S)
+            await wait_set(stopping, TRIM_INTERVAL_S)
 
     async def trim(self, lanes: Mapping[str, Lane]) -> None:
         for lane in lanes.values():

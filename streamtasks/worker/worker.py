@@ -24,6 +24,7 @@ from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from .. import keys
+from ..aio import wait_set
 from ..redisutil import REDIS_DOWN
 from ..registry import Registry
 from .dispatch import Dispatcher
@@ -249,13 +250,13 @@ class Worker:
             with contextlib.suppress(*REDIS_DOWN):  # the read loop reports outages
                 await self.redis.set(key, json.dumps(body), ex=ttl)
             self.supervisor.healthy("heartbeat")
-            with contextlib.suppress(asyncio.TimeoutError):  # a new state is announced at once
-                await asyncio.wait_for(self._heartbeat_due.wait(), self.settings.heartbeat_interval)
+            await wait_set(
+                self._heartbeat_due, self.settings.heartbeat_interval
+            )  # a new state is announced at once
             self._heartbeat_due.clear()
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        await wait_set(self._stopping, seconds)
 
     # -- shutdown --------------------------------------------------------------------------
 

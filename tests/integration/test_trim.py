@@ -12,10 +12,11 @@ import pytest
 import trim_app
 from redis.asyncio import Redis
 
+from streamtasks.aio import cancel_and_wait
 from streamtasks.redisutil import id_key
+from streamtasks.streams import NO_GROUP, RETENTION, GroupPosition, trim_point
 from streamtasks.worker import InlineExecutor, Worker, WorkerSettings
-from streamtasks.worker.supervise import cancel_and_wait
-from streamtasks.worker.trim import NO_GROUP, RETENTION, GroupPosition, trim_once, trim_point
+from streamtasks.worker.trim import trim_once
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
-from streamtasks.worker.supervise import cancel_and_wait
+from streamtasks.aio import cancel_and_wait
 
 BUFFER_SIZE = 64 * 1024
 

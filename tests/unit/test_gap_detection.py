@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamtasks.worker.gaps import GroupState, StreamState, lost_before_delivery, rewind
+from streamtasks.streams import GroupState, StreamState, lost_before_delivery, rewind
 
 
 def sid(n: int) -> str:

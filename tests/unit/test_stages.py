@@ -16,11 +16,12 @@ import pytest
 from streamtasks import Message, Registry
 from streamtasks.registry import HandlerSpec
 from streamtasks.retry import Dead, ErrorInfo, RetryLater, RetryPolicy
+from streamtasks.streams import restart_point
 from streamtasks.worker.dispatch import DEADLINE_SLACK_S, batch_deadline
 from streamtasks.worker.events import LoopFailed, RedisDown, RedisUp
 from streamtasks.worker.health import CONFIRM_S, INCIDENT_WINDOW_S, RedisHealth
 from streamtasks.worker.lanes import FIRST_READ_COUNT, Lane
-from streamtasks.worker.read import BUSY_BLOCK, read_plan, restart_point
+from streamtasks.worker.read import BUSY_BLOCK, read_plan
 from streamtasks.worker.recovery import split_exhausted
 from streamtasks.worker.run import BatchResult
 from streamtasks.worker.settle import Settlement

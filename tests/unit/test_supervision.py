@@ -88,7 +88,7 @@ async def test_cancel_and_wait_leaves_no_error_unretrieved() -> None:
     import asyncio
     import gc
 
-    from streamtasks.worker.supervise import cancel_and_wait
+    from streamtasks.aio import cancel_and_wait
 
     async def fails() -> None:
         raise ValueError("boom")

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamtasks.redisutil import id_key
-from streamtasks.worker.trim import NO_GROUP, RETENTION, GroupPosition, after, cap_id, trim_point
+from streamtasks.streams import NO_GROUP, RETENTION, GroupPosition, after, cap_id, trim_point
 
 
 def test_a_stream_without_groups_is_never_trimmed() -> None:

@@ -27,8 +27,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from ...aio import cancel_and_wait
 from ...logs import redact
-from ...worker.supervise import cancel_and_wait
 from ..inspect import gather_status
 from .config import Targets
 
