@@ -33,7 +33,8 @@ from harness import SERVICES_PATH, fill, load_script
 from redis.asyncio import Redis
 
 from streamtasks import Message, Registry
-from streamtasks.worker import RayExecutor, Worker, WorkerSettings
+from streamtasks.ray import RayExecutor
+from streamtasks.worker import Worker, WorkerSettings
 
 GROUP = "noop-bench"
 BATCH = 1000

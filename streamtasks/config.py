@@ -35,6 +35,9 @@ def env_int(environ: Mapping[str, str], name: str, default: int, minimum: int | 
 #: Ray actors that each read, run and settle their own batches, or one Ray task per batch.
 MODES = ("tasks", "actors")
 DEFAULT_MODE = "actors"
+#: Seconds Ray may take to start (or to join a cluster) before the worker gives up
+#: (``--ray-start-timeout``).
+RAY_START_TIMEOUT_S = 60.0
 
 
 def env_choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:

@@ -1,8 +1,8 @@
-"""Workers inside the facade's process (``AsyncProcessingSystem.start_workers``), on one
-shared executor (one Ray connection per process), in the mode ``streamtasks worker`` runs:
-actor mode (the default) serves the registry on ``n`` Ray actors, each a consumer that reads,
-runs and settles its own batches, so the facade's process (an API's) only supervises them;
-task mode runs ``n`` :class:`~streamtasks.worker.Worker` here, one Ray task per batch."""
+"""Workers inside the facade's process (``AsyncProcessingSystem.start_workers``), built by
+:mod:`streamtasks.serve` on one shared executor (one Ray connection per process), in the mode
+``streamtasks worker`` runs: actor mode (the default) serves the registry on ``n`` Ray actors,
+each a consumer that reads, runs and settles its own batches, so the facade's process (an
+API's) only supervises them; task mode runs ``n`` workers here, one Ray task per batch."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from redis.asyncio import Redis
 from ..errors import StreamtasksError
 from ..logs import redact
 from ..registry import Registry
-from ..worker import RayExecutor, Worker, WorkerSettings, default_consumer_name
+from ..serve import RayConfig, ServeConfig, build, make_executor
+from ..worker import WorkerSettings, default_consumer_name
 from ..worker.events import Serving
+from ..worker.executors import Cluster
 
 log = logging.getLogger("streamtasks.system")
 
@@ -28,27 +30,27 @@ class LocalWorkers:
         self.settings = settings
         self.workers: list[tuple[Serving, asyncio.Task[None]]] = []
         self.consumers = 0
+        #: What the workers run on (Ray), once started: the facade's status reports it.
+        self.cluster: Cluster | None = None
 
     async def start(
-        self, registry: Registry, redis: Redis, redis_url: str, executor: RayExecutor, n: int, mode: str
+        self, registry: Registry, redis: Redis, redis_url: str, ray: RayConfig, n: int, mode: str
     ) -> None:
         """``n`` consumers of ``registry``: one pool of ``n`` actors (``mode="actors"``; ``n``
         per group of handlers with equal Ray options), or ``n`` task-mode workers. The actors
         connect to Redis themselves, at ``redis_url``."""
+        settings = evolve(self.settings, consumer=default_consumer_name())
+        config = ServeConfig(
+            mode=mode, actors=n if mode == "actors" else None, workers=n, ray=ray, settings=settings
+        )
+        executor = make_executor(registry, config)
         # Ray starts once, here, not in a race between the workers: each worker's own
         # start() then finds it up, and only the last worker to stop shuts it down.
         await executor.start()
-        if mode == "actors":
-            from ..worker.actors import ActorPool
-
-            settings = evolve(self.settings, consumer=default_consumer_name())
-            servers: list[Serving] = [ActorPool(registry, redis, redis_url, executor, settings, actors=n)]
-        else:
-            servers = [
-                Worker(registry, redis, executor, evolve(self.settings, consumer=default_consumer_name()))
-                for _ in range(n)
-            ]  # each its own name
-        self.workers = [(w, asyncio.create_task(w.run())) for w in servers]
+        self.cluster = executor.cluster
+        self.workers = [
+            (w, asyncio.create_task(w.run())) for w in build(registry, redis, redis_url, config, executor)
+        ]
         try:
             await asyncio.gather(*(_reading(w, task) for w, task in self.workers))
         except BaseException:

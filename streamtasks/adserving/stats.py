@@ -7,6 +7,7 @@ database's numbers (:func:`.modelstats.model_performance_stats`).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -19,6 +20,7 @@ from ..deadletter import PACKED_FIELDS, DeadLetter
 from ..logs import redact
 from ..observe.inspect import gather_status
 from ..registry import Registry
+from ..worker.executors import Cluster
 from . import db, modelstats
 
 #: Dead letters scanned (newest first) to count a model's dead letters in the stats.
@@ -33,6 +35,7 @@ async def system_status(
     *,
     producer: Mapping[str, Any],
     local_workers: int,
+    cluster: Cluster | None = None,
 ) -> dict[str, Any]:
     """Health of Redis, PostgreSQL (``database``: a pool or a DSN) and Ray, per stream
     numbers and the live workers. Never raises for a service being down."""
@@ -49,7 +52,7 @@ async def system_status(
         "error": redis_status["redis"].get("error"),
     }
     status["database"] = await db.database_health(database)
-    status["ray"] = ray_status()
+    status["ray"] = await asyncio.to_thread(ray_status, cluster)
     status["streams"] = {s["stream"]: s for s in redis_status["streams"]}
     status["workers"] = {
         "local": local_workers,
@@ -94,16 +97,19 @@ def _dead_model(dead_id: bytes, fields: dict[bytes, bytes]) -> bytes | None:
     return None
 
 
-def ray_status() -> dict[str, Any]:
+def ray_status(cluster: Cluster | None) -> dict[str, Any]:
+    """Ray's health as the workers started here see it: ``not_started`` before
+    ``start_workers``, else ``healthy`` with its resources (blocking: call it in a thread)."""
     try:
-        import ray
-
-        if not ray.is_initialized():
+        if cluster is None or not cluster.connected():
             return {"health": "not_started"}
-        return {
-            "health": "healthy",
-            "cluster_resources": ray.cluster_resources(),  # type: ignore[no-untyped-call]
-            "available_resources": ray.available_resources(),  # type: ignore[no-untyped-call]
-        }
+        found = cluster.resources()
     except Exception as exc:
         return {"health": "unhealthy", "error": redact(str(exc))}
+    if found is None:
+        return {"health": "unhealthy", "error": "Ray did not answer"}
+    return {
+        "health": "healthy",
+        "cluster_resources": dict(found["total"]),
+        "available_resources": dict(found["available"]),
+    }

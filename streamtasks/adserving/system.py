@@ -25,7 +25,8 @@ from ..keys import FIELD_MESSAGE_ID
 from ..logs import redact
 from ..producer import Producer, new_message_id
 from ..registry import Registry
-from ..worker import RayExecutor, WorkerSettings
+from ..serve import RayConfig
+from ..worker import WorkerSettings
 from . import db, schema, stats
 from .config import AsyncProcessingConfig
 from .handlers import make_registry
@@ -191,11 +192,10 @@ class AsyncProcessingSystem:
         if self.local.workers:
             return
         registry = self.registry.only(list(streams)) if streams else self.registry
-        env = {"DATABASE_URL": self.config.database.dsn}
-        executor = RayExecutor(address=self.ray_address, env=env)
+        ray = RayConfig(address=self.ray_address, env={"DATABASE_URL": self.config.database.dsn})
         consumer = self.config.consumer
         await self.local.start(
-            registry, self._redis(), self.config.redis.url, executor, consumer.num_workers, consumer.mode
+            registry, self._redis(), self.config.redis.url, ray, consumer.num_workers, consumer.mode
         )
 
     async def stop_workers(self) -> None:
@@ -218,6 +218,7 @@ class AsyncProcessingSystem:
             database,
             producer={"enabled": self.config.enabled, "redis": self.config.redis.safe_url},
             local_workers=self.local.consumers,
+            cluster=self.local.cluster,
         )
 
     def _served_streams(self) -> list[str]:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -14,10 +14,11 @@ from attrs import evolve
 
 from .. import logs
 from ..app import load_registry
-from ..config import DEFAULT_MODE, MODES
+from ..config import DEFAULT_MODE, MODES, RAY_START_TIMEOUT_S
 from ..errors import StreamtasksError
+from ..serve import RayConfig, ServeConfig, build
+from ..serve import inline_start as inline_start_beside
 from ..worker.events import ExecutorStarted, Serving
-from ..worker.executors import RAY_START_TIMEOUT_S
 from ..worker.startup import freeze_after_start
 from .common import (
     check_executor,
@@ -34,7 +35,6 @@ from .common import (
 
 if TYPE_CHECKING:
     from ..registry import Registry
-    from ..worker import RayExecutor
 
 log = logging.getLogger("streamtasks.cli")
 #: ``--metrics-host`` default: :data:`streamtasks.observe.http.DEFAULT_HOST` (not imported
@@ -219,6 +219,10 @@ def worker(
         registry = _load(app, streams, batch_size, log_format)
         settings = WorkerSettings(visibility_timeout=visibility_timeout, grace_period=grace_period)
         settings = evolve(settings, consumer=consumer) if consumer else settings
+        ray = RayConfig(address=ray_address, num_cpus=num_cpus, start_timeout=ray_start_timeout)
+        config = ServeConfig(
+            mode=mode, executor=executor, actors=actors, inline_start=inline_start, ray=ray, settings=settings
+        )
         url = redis_url_of(redis_url)
     except StreamtasksError as exc:
         if reload:
@@ -231,8 +235,8 @@ def worker(
     async def serve() -> None:
         nonlocal reloader
         redis = await connect(url)
-        ray_options = {"address": ray_address, "num_cpus": num_cpus, "start_timeout": ray_start_timeout}
-        w = _serving(mode, executor, actors, registry, redis, url, settings, ray_options)
+        _actor_logs(mode)
+        [w] = build(registry, redis, url, config)
         if reload:
             reloader = Reloader(watched_dirs(app), w.stop)
             w.supervisor.spawn("reload", reloader.watch)
@@ -244,9 +248,9 @@ def worker(
         w.events.subscribe(lambda e: install() if isinstance(e, ExecutorStarted) else None)
         w.events.subscribe(freeze_after_start)  # this process is ours: start-up's objects stay
         server = None if metrics_port is None else await _serve_metrics(w, metrics_host, metrics_port)
-        board = None if dashboard_port is None else await _start_dashboard(redis, registry, dashboard_port)
+        board = None if dashboard_port is None else await _start_dashboard(redis, registry, dashboard_port, w)
         ray_started.append(True)
-        stop_inline_start = _inline_start(inline_start, mode, registry, redis, settings, w)
+        stop_inline_start = inline_start_beside(registry, redis, config, w)
         try:
             await w.run()
         finally:
@@ -296,60 +300,19 @@ async def _serve_metrics(w: Serving, host: str, port: int) -> Any:
         raise click.ClickException(f"cannot serve metrics on {host}:{port}: {one_line(exc)}") from None
 
 
-def _serving(
-    mode: str, executor: str, actors: int | None, registry: Registry, redis: Any, url: str,
-    settings: Any, ray_options: dict[str, Any],
-) -> Serving:  # fmt: skip
-    """The worker (task mode, on Ray or inline) or the pool of actors (actor mode)."""
-    from ..worker import InlineExecutor, Worker
-
-    if mode == "actors":
-        from ..worker.actors import ActorPool
-
-        # The actors log like this process (text or JSON lines) to their stderr, which Ray
-        # forwards here: without its "(WorkerActor pid=...)" prefix (JSON lines would not parse)
-        # and without folding the same line from two actors into one (read before Ray's import),
-        # each line whole even when Ray's thread prints while this one logs.
-        os.environ.setdefault("RAY_DISABLE_WORKER_LOG_PREFIX", "1")
-        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-        logs.whole_lines()
-        return ActorPool(
-            registry, redis, url, _ray_executor(registry, **ray_options), settings, actors=actors
-        )
-    inline = executor == "inline"
-    return Worker(
-        registry, redis, InlineExecutor() if inline else _ray_executor(registry, **ray_options), settings
-    )
+def _actor_logs(mode: str) -> None:
+    """In actor mode, the actors log like this process (text or JSON lines) to their stderr, which Ray
+    forwards here: without its "(WorkerActor pid=...)" prefix (JSON lines would not parse) and
+    without folding the same line from two actors into one (read before Ray's import), each
+    line whole even when Ray's thread prints while this one logs."""
+    if mode != "actors":
+        return
+    os.environ.setdefault("RAY_DISABLE_WORKER_LOG_PREFIX", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    logs.whole_lines()
 
 
-def _inline_start(
-    wanted: bool, mode: str, registry: Registry, redis: Any, settings: Any, serving: Serving
-) -> Callable[[], Awaitable[None]]:
-    """Start the inline start beside ``serving`` when ``wanted`` (see
-    :mod:`streamtasks.worker.inline_start`); returns what stops it and waits for its drain."""
-    from ..worker.inline_start import InlineStart
-
-    first_batch = mode == "tasks"  # actors run their first batch as soon as they read
-    early = InlineStart.of(registry, redis, settings, serving, first_batch) if wanted else None
-    if early is None:
-        return _nothing
-    early.start()
-    return early.stop
-
-
-async def _nothing() -> None:
-    return None
-
-
-def _ray_executor(registry: Registry, **options: Any) -> RayExecutor:
-    """Ray: a new local one, or the cluster at ``address``, which gets the handlers' env."""
-    from ..worker import RayExecutor
-
-    env = registry.forwarded_env(os.environ) if options.get("address") else None
-    return RayExecutor(env=env, **options)
-
-
-async def _start_dashboard(redis: Any, registry: Any, port: int) -> Any:
+async def _start_dashboard(redis: Any, registry: Any, port: int, serving: Serving) -> Any:
     """The web dashboard on this worker's loop (it reads Redis like ``streamtasks dashboard``,
     and shows this process' Ray)."""
     from .dashboard import dashboard_package
@@ -357,7 +320,9 @@ async def _start_dashboard(redis: Any, registry: Any, port: int) -> Any:
     d = dashboard_package()
     host = os.environ.get("STREAMTASKS_DASHBOARD_HOST") or d.DEFAULT_HOST
     targets, access = d.Targets.of(registry), d.Access.from_env()
-    board = d.Dashboard(redis, targets, access, registry=registry, panels=d.installed_panels())
+    board = d.Dashboard(
+        redis, targets, access, registry=registry, panels=d.installed_panels(), cluster=serving.cluster
+    )
     return await d.DashboardServer(board, port, host).start()
 
 

@@ -3,17 +3,18 @@
 Two sources feed one private :class:`~prometheus_client.CollectorRegistry` (nothing global is
 created at import time, so several workers can live in one process, e.g. in tests):
 
-* :class:`SettledObserver` -- a listener of the worker's events counting every settled batch
-  (:class:`~streamtasks.worker.events.BatchSettled`): entries handled / retried /
-  dead-lettered / failed, handler batch duration (``BatchResult.duration``), batch sizes,
-  and the end-to-end latency of each done entry, from its XADD (the entry id's milliseconds)
-  to the moment its XACK was sent; and the entries found lost
-  (:class:`~streamtasks.worker.events.Lost`).
+* :class:`SettledObserver` -- the worker's counts, read from its one
+  :class:`~streamtasks.worker.tally.Tally` at scrape time (in actor mode: its actors' added
+  up): entries handled / retried / dead-lettered / failed / reclaimed / lost / trimmed,
+  handler batch duration (``BatchResult.duration``), batch sizes, and the end-to-end latency
+  of each done entry, from its XADD (the entry id's milliseconds) to the moment its XACK was
+  sent.
 * :class:`RedisCollector` -- gauges sampled from Redis *at scrape time* (so a scrape agrees with
   ``XINFO``/``XPENDING`` read at the same moment) with :func:`~streamtasks.observe.inspect.sample_stream`:
   length, lag, pending, oldest pending age and idle, dead letters, consumers and their idle
   time; this worker's heartbeat age and the number of live workers of the group; batches in
-  flight / queued per lane (from :meth:`Worker.snapshot`); and Ray's resources in use.
+  flight / queued per lane (from :meth:`Worker.snapshot`); and the cluster's resources in use
+  (the worker's :class:`~streamtasks.worker.executors.Cluster`: Ray's).
 
 The HTTP endpoints (``/metrics``, ``/healthz``, ``/readyz``) are in :mod:`.http`.
 """
@@ -28,14 +29,14 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from redis import exceptions as rx
 
 from .. import keys
 from ..logs import redact
 from ..redisutil import REDIS_DOWN
-from ..worker.events import BatchSettled, Event, Lost, Totals, Trimmed
+from ..worker.executors import Cluster
 from ..worker.tally import Buckets, Tally
 from .inspect import group_info, sample_stream
 
@@ -50,28 +51,12 @@ _LANE_LABELS = ("stream", "handler")
 
 
 class SettledObserver:
-    """Counters and histograms of the settled batches, one :class:`LaneTally` per stream: fed
-    by each ``BatchSettled`` (task mode) or by what the actors' own tallies grew by
-    (``Totals``, actor mode), exposed as a collector of its registry."""
+    """Counters and histograms of a worker's :class:`Tally`, exposed as a collector of its
+    registry: what the worker settled, found lost, reclaimed and trimmed."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.tally = Tally("metrics")
-        self.trimmed = Counter(
-            "streamtasks_entries_trimmed",
-            "Entries deleted by ack-aware trimming (every group had acked them), and dead letters "
-            "past their retention; held_by: what kept the rest (a group, or retention).",
-            ("stream", "held_by"),
-            registry=registry,
-        )
+    def __init__(self, registry: CollectorRegistry, tally: Tally) -> None:
+        self.tally = tally
         registry.register(self)
-
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, (BatchSettled, Lost)):
-            self.tally(event)
-        elif isinstance(event, Totals):
-            self.tally.add(event.grown)
-        elif isinstance(event, Trimmed):
-            self.trimmed.labels(event.stream, event.held_by).inc(event.removed)
 
     def collect(self) -> Iterator[Metric]:
         counters = {
@@ -103,8 +88,22 @@ class SettledObserver:
             "delivery, or while pending.",
             labels=("stream",),
         )
+        reclaimed = CounterMetricFamily(
+            "streamtasks_entries_reclaimed",
+            "Entries idle past the visibility timeout (a dead consumer's) claimed to run again.",
+            labels=("stream",),
+        )
+        trimmed = CounterMetricFamily(
+            "streamtasks_entries_trimmed",
+            "Entries deleted by ack-aware trimming (every group had acked them), and dead letters "
+            "past their retention; held_by: what kept the rest (a group, or retention).",
+            labels=("stream", "held_by"),
+        )
+        for (stream, held_by), removed in sorted(self.tally.trimmed.items()):
+            trimmed.add_metric([stream, held_by], float(removed))
         for lane in self.tally.lanes.values():
             lost.add_metric([lane.stream], float(lane.lost))
+            reclaimed.add_metric([lane.stream], float(lane.reclaimed))
             labels = [lane.stream, lane.handler]
             values = {"handled": lane.handled, "retried": lane.retried, "dead": lane.dead,
                       "failed": lane.retried + lane.dead, "batches": lane.batches}  # fmt: skip
@@ -114,7 +113,7 @@ class SettledObserver:
                 buckets: Buckets = getattr(lane, key)
                 families[key].add_metric(labels, buckets.cumulative(), buckets.total)
         yield from families.values()
-        yield lost
+        yield from (lost, reclaimed, trimmed)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
@@ -144,7 +143,9 @@ class RedisCollector:
         redis_up.add_metric([], up)
         metrics.append(redis_up)
         with contextlib.suppress(asyncio.TimeoutError):
-            metrics += await asyncio.wait_for(asyncio.to_thread(_ray_metrics), SAMPLE_TIMEOUT_S)
+            metrics += await asyncio.wait_for(
+                asyncio.to_thread(_cluster_metrics, self.worker.cluster), SAMPLE_TIMEOUT_S
+            )
         self._metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
@@ -246,25 +247,16 @@ class RedisCollector:
         return [age, live]
 
 
-def _ray_metrics() -> list[Metric]:
-    """Ray cluster resources (total and in use), if Ray is connected; runs in a thread."""
-    try:
-        import ray
-
-        api: Any = ray  # ray's resource calls are untyped
-        if not api.is_initialized():
-            return []
-        total, free = api.cluster_resources(), api.available_resources()
-    except Exception as exc:  # Ray's client raises many types while the GCS is unreachable
-        log.debug("metrics: reading Ray resources failed: %s", exc)
+def _cluster_metrics(cluster: Cluster | None) -> list[Metric]:
+    """The cluster's resources (total and in use), if the worker runs on one; in a thread."""
+    found = None if cluster is None else cluster.resources()
+    if found is None:
         return []
     total_g = _gauge("streamtasks_ray_cluster_resources", "Ray cluster resources.", ("resource",))
     used_g = _gauge("streamtasks_ray_resources_used", "Ray cluster resources in use.", ("resource",))
-    for name, amount in sorted(total.items()):
-        if name.startswith("node:"):
-            continue
-        total_g.add_metric([name], float(amount))
-        used_g.add_metric([name], max(0.0, float(amount) - float(free.get(name, 0.0))))
+    for name, amount in found["total"].items():
+        total_g.add_metric([name], amount)
+        used_g.add_metric([name], max(0.0, amount - found["available"].get(name, 0.0)))
     return [total_g, used_g]
 
 
@@ -274,10 +266,9 @@ class WorkerMetrics:
     def __init__(self, worker: Serving) -> None:
         self.worker = worker
         self.registry = CollectorRegistry(auto_describe=False)
-        self.observer = SettledObserver(self.registry)
+        self.observer = SettledObserver(self.registry, worker.tally)
         self.collector = RedisCollector(worker)
         self.registry.register(self.collector)
-        worker.events.subscribe(self.observer)
 
     async def exposition(self) -> bytes:
         """Sample Redis/Ray and return the text exposition of every metric."""
@@ -302,15 +293,7 @@ class WorkerMetrics:
             return f"Redis unreachable: {type(exc).__name__}"
         if snap.redis_down_since is not None:
             return "Redis unreachable (the worker is reconnecting)"
-        if not _ray_connected():
+        cluster = w.cluster
+        if cluster is not None and not await asyncio.to_thread(cluster.connected):
             return "Ray is not connected"
         return None
-
-
-def _ray_connected() -> bool:
-    try:
-        import ray
-
-        return bool(ray.is_initialized())
-    except Exception:  # an import or client failure means "not connected"
-        return False

@@ -19,10 +19,11 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from ..registry import HandlerSpec, Registry
+    from .executors import Cluster
     from .run import BatchResult, RawEntry
     from .settle import Settlement
     from .supervise import Supervisor
-    from .tally import LaneTally
+    from .tally import Tally
 
 log = logging.getLogger("streamtasks.worker")
 
@@ -44,18 +45,11 @@ class BatchSettled:
 
 
 @frozen
-class Totals:
-    """What one of this worker's actors settled since the last report: its counters' and
-    histograms' growth, for one stream."""
-
-    grown: LaneTally
-
-
-@frozen
 class Reclaimed:
     """Entries idle past the visibility timeout (a dead consumer's) were claimed to run again."""
 
     stream: str
+    handler: str
     count: int
 
 
@@ -121,7 +115,6 @@ class ExecutorStarted:
 Event = (
     BatchStarted
     | BatchSettled
-    | Totals
     | Reclaimed
     | Lost
     | HandedBack
@@ -163,6 +156,13 @@ class Serving(Protocol):
     events: Events
     reading: asyncio.Event
     supervisor: Supervisor
+    #: Every count of what it settled (actor mode: its actors' added up).
+    tally: Tally
+
+    @property
+    def cluster(self) -> Cluster | None:
+        """What its batches run on, for monitoring (None: this process only)."""
+        ...
 
     @property
     def stopping(self) -> bool: ...

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from attrs import define, field
 
 from ..registry import HandlerSpec
-from .events import BatchSettled, Event, LaneSnapshot, Lost, Reclaimed
+from .events import LaneSnapshot
 from .run import RawEntry
+from .tally import LaneTally
 
 #: Entries in a lane's first read when its stream was empty at start (sizes still unknown).
 FIRST_READ_COUNT = 50
@@ -29,17 +30,6 @@ class Batch:
     @property
     def ids(self) -> list[str]:
         return [e[0] for e in self.entries]
-
-
-@define
-class LaneCounts:
-    """Running totals of one lane, kept from the worker's own events."""
-
-    handled: int = 0
-    retried: int = 0
-    dead: int = 0
-    reclaimed: int = 0
-    lost: int = 0
 
 
 @define(eq=False)
@@ -55,7 +45,6 @@ class Lane:
     held: dict[str, float] = field(factory=dict)  # entry id -> last lease renewal (monotonic)
     cursor: str = "0-0"  # XAUTOCLAIM's cursor
     last_id: str | None = None  # the newest entry id this worker read
-    counts: LaneCounts = field(factory=LaneCounts)
     #: Held while a batch's outcome is applied and while leases are renewed: a renewal that
     #: ran between a retry's "claimable in 0.4 s" and the release would push it back to a
     #: whole visibility timeout (and again, and again).
@@ -119,23 +108,17 @@ class Lane:
             if entry_id in self.held:
                 self.held[entry_id] = now
 
-    def snapshot(self) -> LaneSnapshot:
-        c = self.counts
+    def snapshot(self, counts: LaneTally) -> LaneSnapshot:
+        """This lane now, with its worker's ``counts`` of it."""
         return LaneSnapshot(
-            stream=self.stream, handler=self.spec.name, in_flight=len(self.in_flight),
-            queued=len(self.queue), held=len(self.held), handled=c.handled, retried=c.retried,
-            dead=c.dead, reclaimed=c.reclaimed, lost=c.lost,
-        )  # fmt: skip
-
-
-def tally(lanes: Mapping[str, Lane], event: Event) -> None:
-    """Keep the lanes' running totals from the worker's own events."""
-    if isinstance(event, BatchSettled):
-        c = lanes[event.spec.stream].counts
-        c.handled += len(event.plan.done)
-        c.retried += event.plan.retried
-        c.dead += len(event.plan.dead)
-    elif isinstance(event, Reclaimed):
-        lanes[event.stream].counts.reclaimed += event.count
-    elif isinstance(event, Lost):
-        lanes[event.stream].counts.lost += event.count
+            stream=self.stream,
+            handler=self.spec.name,
+            in_flight=len(self.in_flight),
+            queued=len(self.queue),
+            held=len(self.held),
+            handled=counts.handled,
+            retried=counts.retried,
+            dead=counts.dead,
+            reclaimed=counts.reclaimed,
+            lost=counts.lost,
+        )

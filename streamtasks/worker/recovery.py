@@ -86,7 +86,7 @@ class Reclaimer:
             result = BatchResult(len(exhausted), dict.fromkeys(range(len(exhausted)), dead))
             await self.dispatcher.settle(lane, exhausted, result)
         if fresh:
-            self.emit(Reclaimed(lane.stream, len(fresh)))
+            self.emit(Reclaimed(lane.stream, lane.spec.name, len(fresh)))
             lane.accept(fresh)
             self.start()
         return len(entries) >= want

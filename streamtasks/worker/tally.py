@@ -1,14 +1,13 @@
-"""What a handler's settled batches added up to: counters and bucketed histograms, as plain data
-that can be summed across processes.
+"""What a worker counted: one :class:`Tally` per worker, the one place every count lives.
 
-One :class:`LaneTally` per stream holds what ``/metrics`` shows of the settled batches (entries
-handled, retried and dead-lettered, batches, handler time per batch, entries per batch, and
-the end-to-end latency of each done entry) and the entries found lost. In task mode the
-worker's metrics record each :class:`~streamtasks.worker.events.BatchSettled` and
-:class:`~streamtasks.worker.events.Lost` into one. In actor mode each actor records its
-own batches into its own (:class:`Tally`, a listener of its worker), the worker process polls
-them with the actors' snapshots, and adds what each grew by (:meth:`LaneTally.growth`) into its
-metrics: both modes expose the same series, histograms included, and a restarted actor's
+Per stream a :class:`LaneTally` holds what ``/metrics``, ``status``, the snapshot and the
+actors' roll-up all read: entries handled, retried, dead-lettered, reclaimed and found lost,
+batches, handler time per batch, entries per batch and the end-to-end latency of each done
+entry; beside them, the entries ack-aware trimming removed (per stream and what held the rest)
+and the latest Redis outage events. A :class:`Tally` is a listener of its worker's events, and
+plain data that can be pickled, subtracted and added: in actor mode each actor's worker keeps
+its own, the worker process polls them and adds what each grew by (:func:`growth`) into its
+own tally, so both modes expose the same series, histograms included, and a restarted actor's
 counts, new from 0, never make a counter go down.
 """
 
@@ -21,10 +20,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from attrs import define, field
+from attrs import define, field, frozen
 
 from ..redisutil import entry_time
-from .events import BatchSettled, Event, Lost, RedisDown, RedisUp
+from .events import BatchSettled, Event, Lost, Reclaimed, RedisDown, RedisUp, Trimmed
 
 #: End-to-end latency buckets (seconds): from a few ms (idle system) to 10 min (a backlog).
 LATENCY_BUCKETS = (
@@ -91,6 +90,8 @@ class LaneTally:
     batches: int = 0
     #: Entries Redis no longer had when the worker came to them (trimmed or deleted unhandled).
     lost: int = 0
+    #: Entries idle past the visibility timeout (a dead consumer's) claimed to run again.
+    reclaimed: int = 0
     duration: Buckets = field(factory=lambda: Buckets.empty(DURATION_BUCKETS))
     size: Buckets = field(factory=lambda: Buckets.empty(BATCH_SIZE_BUCKETS))
     latency: Buckets = field(factory=lambda: Buckets.empty(LATENCY_BUCKETS))
@@ -123,13 +124,14 @@ class LaneTally:
             self.stream, self.handler, handled=op(self.handled, other.handled),
             retried=op(self.retried, other.retried), dead=op(self.dead, other.dead),
             batches=op(self.batches, other.batches), lost=op(self.lost, other.lost),
+            reclaimed=op(self.reclaimed, other.reclaimed),
             duration=self.duration.combine(other.duration, op), size=self.size.combine(other.size, op),
             latency=self.latency.combine(other.latency, op),
         )  # fmt: skip
 
     @property
     def empty(self) -> bool:
-        return self.batches == 0 and self.lost == 0
+        return self.batches == 0 and self.lost == 0 and self.reclaimed == 0
 
 
 @define
@@ -144,6 +146,8 @@ class Tally:
     #: ``outages_seen`` = n takes the ones numbered n + 1 ... on: :meth:`outages_since`).
     outages: list[tuple[float, RedisDown | RedisUp]] = field(factory=list)  # (when, event)
     outages_seen: int = 0
+    #: Entries removed by ack-aware trimming: (stream, what held the rest back) -> how many.
+    trimmed: dict[tuple[str, str], int] = field(factory=dict)
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, BatchSettled):
@@ -152,6 +156,11 @@ class Tally:
             lane.record(len(event.entries), event.result.duration, plan.retried, len(plan.dead), plan.done)
         elif isinstance(event, Lost):
             self.lane(event.stream, event.handler).lost += event.count
+        elif isinstance(event, Reclaimed):
+            self.lane(event.stream, event.handler).reclaimed += event.count
+        elif isinstance(event, Trimmed):
+            key = (event.stream, event.held_by)
+            self.trimmed[key] = self.trimmed.get(key, 0) + event.removed
         elif isinstance(event, (RedisDown, RedisUp)):
             self.outages = [*self.outages[1 - OUTAGE_EVENTS_KEPT :], (time.time(), event)]
             self.outages_seen += 1
@@ -161,9 +170,12 @@ class Tally:
         seen = 0 if before is None or before.incarnation != self.incarnation else before.outages_seen
         return self.outages[len(self.outages) - min(len(self.outages), self.outages_seen - seen) :]
 
-    def add(self, grown: LaneTally) -> None:
-        """Add what another worker's lane grew by (an actor's, in actor mode)."""
-        self.lanes[grown.stream] = self.lane(grown.stream, grown.handler).plus(grown)
+    def add(self, grown: Growth) -> None:
+        """Add what another worker's tally grew by (an actor's, in actor mode)."""
+        for lane in grown.lanes:
+            self.lanes[lane.stream] = self.lane(lane.stream, lane.handler).plus(lane)
+        for key, removed in grown.trimmed.items():
+            self.trimmed[key] = self.trimmed.get(key, 0) + removed
 
     def lane(self, stream: str, handler: str) -> LaneTally:
         lane = self.lanes.get(stream)
@@ -172,15 +184,29 @@ class Tally:
         return lane
 
 
-def growth(before: Tally | None, now: Tally) -> list[LaneTally]:
-    """What ``now`` added since ``before`` was seen, per stream: everything when ``before`` is
-    of another incarnation (first seen, or restarted), never a negative count."""
+@frozen
+class Growth:
+    """What a tally grew by between two looks: per stream, and entries trimmed."""
+
+    lanes: list[LaneTally]
+    trimmed: dict[tuple[str, str], int]
+
+    @property
+    def empty(self) -> bool:
+        return not self.lanes and not self.trimmed
+
+
+def growth(before: Tally | None, now: Tally) -> Growth:
+    """What ``now`` added since ``before`` was seen: everything when ``before`` is of another
+    incarnation (first seen, or restarted), never a negative count."""
     if before is None or before.incarnation != now.incarnation:
-        return [lane for lane in now.lanes.values() if not lane.empty]
+        lanes = [lane for lane in now.lanes.values() if not lane.empty]
+        return Growth(lanes, {k: v for k, v in now.trimmed.items() if v})
     grown = []
     for stream, lane in now.lanes.items():
         seen = before.lanes.get(stream)
         delta = lane if seen is None else lane.minus(seen)
         if not delta.empty:
             grown.append(delta)
-    return grown
+    trimmed = {k: v - before.trimmed.get(k, 0) for k, v in now.trimmed.items()}
+    return Growth(grown, {k: v for k, v in trimmed.items() if v > 0})

@@ -11,19 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
-import os
-import socket
 import time
 import uuid
 from collections.abc import Sequence
 
-from attrs import field, frozen
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
-from .. import keys
 from ..aio import wait_set
 from ..redisutil import REDIS_DOWN
 from ..registry import Registry
@@ -32,44 +27,21 @@ from .events import Events, ExecutorStarted, Listener, Snapshot, StateChanged
 from .executors import Executor
 from .gaps import GapWatch
 from .health import RedisHealth
-from .lanes import Lane, tally
+from .heartbeat import Heartbeat
+from .lanes import Lane
 from .pending import PendingEntries
 from .preflight import check_handlers
 from .read import Reader
 from .recovery import Leases, Reclaimer
+from .settings import WorkerSettings
 from .settle import Settler
 from .shutdown import Shutdown
 from .startup import start_unless_stopped
 from .supervise import Supervisor
+from .tally import Tally
 from .trim import Trimmer
 
 log = logging.getLogger("streamtasks.worker")
-
-
-def default_consumer_name() -> str:
-    """``<host>-<pid>-<random>``: unique per process, readable in ``XINFO CONSUMERS``."""
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-@frozen
-class WorkerSettings:
-    """Knobs of the read/settle loop. Times in seconds."""
-
-    consumer: str = field(factory=default_consumer_name)
-    block: float = 1.0
-    visibility_timeout: float = 30.0
-    reclaim_interval: float = 1.0
-    grace_period: float = 30.0
-    prefetch: int | None = None  # batches read ahead per handler; default: max_in_flight
-    heartbeat_interval: float = 2.0
-    heartbeat_ttl: float = 10.0
-    dead_letter_maxlen: int = 0  # approximate MAXLEN of dead-letter streams; 0 = unbounded
-    max_batch_bytes: int = 4 * 1024 * 1024  # big entries make smaller batches; 0 = count only
-    gap_check_interval: float = 5.0  # seconds between looks for entries trimmed before delivery
-
-    @property
-    def visibility_ms(self) -> int:
-        return int(self.visibility_timeout * 1000)
 
 
 class Worker:
@@ -82,6 +54,7 @@ class Worker:
         executor: Executor,
         settings: WorkerSettings | None = None,
         listeners: Sequence[Listener] = (),
+        tally: Tally | None = None,
     ) -> None:
         if not registry.handlers:
             raise ValueError("the registry has no handlers")
@@ -93,7 +66,9 @@ class Worker:
             for name, spec in registry.handlers.items()
         }
         self.events = Events()
-        self.events.subscribe(functools.partial(tally, self.lanes))
+        #: Every count of this worker (a new incarnation for each worker, unless given one).
+        self.tally = tally or Tally(uuid.uuid4().hex)
+        self.events.subscribe(self.tally)
         for listener in listeners:
             self.events.subscribe(listener)
         emit = self.events.emit
@@ -111,12 +86,13 @@ class Worker:
         self.leases = Leases(self.pending, s.visibility_timeout, self.health)
         self.shutdown = Shutdown(redis, self.pending, s.grace_period, emit)
         self.trimmer = Trimmer(redis, self.health, emit)
+        self.cluster = executor.cluster
+        self.heartbeat = Heartbeat(redis, self.group, s, self.snapshot, self.cluster)
         self.started_at, self.state = time.time(), "starting"
         self.reading = asyncio.Event()  # set once the first XREADGROUP was sent
         self._stopping = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._executor_started = False
-        self._heartbeat_due = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -136,7 +112,8 @@ class Worker:
         """Serve until :meth:`stop`; then hand back unstarted entries and drain."""
         specs = (lane.spec for lane in self.lanes.values())
         await check_handlers(self.redis, specs, self.group, self.consumer)  # before anything
-        self.supervisor.spawn("heartbeat", self._heartbeat_loop)  # announce "starting" at once
+        beat = functools.partial(self.heartbeat.beat, lambda: self.supervisor.closing, self._beaten)
+        self.supervisor.spawn("heartbeat", beat)  # announce "starting" at once, beat through the drain
         try:
             await self._start_up()
             if not self._executor_started:  # stop() during start-up: nothing was read
@@ -163,15 +140,22 @@ class Worker:
             self.events.emit(ExecutorStarted())
 
     def snapshot(self) -> Snapshot:
+        lanes = {
+            name: lane.snapshot(self.tally.lane(name, lane.spec.name)) for name, lane in self.lanes.items()
+        }
         return Snapshot(
-            consumer=self.consumer, group=self.group, state=self.state, started_at=self.started_at,
-            lanes={name: lane.snapshot() for name, lane in self.lanes.items()},
-            redis_down_since=self.health.down_since, failing_loops=dict(self.supervisor.failing),
-        )  # fmt: skip
+            consumer=self.consumer,
+            group=self.group,
+            state=self.state,
+            started_at=self.started_at,
+            lanes=lanes,
+            redis_down_since=self.health.down_since,
+            failing_loops=dict(self.supervisor.failing),
+        )
 
     def _set_state(self, state: str) -> None:
         self.state = state
-        self._heartbeat_due.set()
+        self.heartbeat.due.set()
         self.events.emit(StateChanged(state))
 
     # -- the data path ---------------------------------------------------------------------
@@ -239,21 +223,8 @@ class Worker:
     async def _trim_loop(self) -> None:
         await self.trimmer.run(self.lanes, self._stopping, lambda: self.supervisor.healthy("trim"))
 
-    async def _heartbeat_loop(self) -> None:
-        key = keys.heartbeat_key(self.group, self.consumer)
-        ttl = max(1, int(self.settings.heartbeat_ttl))
-        host, pid = socket.gethostname(), os.getpid()
-        while not self.supervisor.closing:  # through the drain: status shows it draining
-            body = self.snapshot().heartbeat(host, pid, time.time())
-            probe = getattr(self.executor, "resources", None)  # Ray's, shown by the dashboard
-            body["ray"] = await probe() if probe is not None else None
-            with contextlib.suppress(*REDIS_DOWN):  # the read loop reports outages
-                await self.redis.set(key, json.dumps(body), ex=ttl)
-            self.supervisor.healthy("heartbeat")
-            await wait_set(
-                self._heartbeat_due, self.settings.heartbeat_interval
-            )  # a new state is announced at once
-            self._heartbeat_due.clear()
+    def _beaten(self) -> None:
+        self.supervisor.healthy("heartbeat")
 
     async def _sleep(self, seconds: float) -> None:
         await wait_set(self._stopping, seconds)

@@ -12,8 +12,8 @@ import pytest
 from test_worker import wait_until
 
 from streamtasks import Message, Registry, logs
+from streamtasks.ray.actor import WorkerActor
 from streamtasks.worker import WorkerSettings
-from streamtasks.worker.actors import WorkerActor
 from streamtasks.worker.events import RedisDown, RedisUp
 
 pytestmark = pytest.mark.integration

@@ -52,6 +52,7 @@ async def test_inline_worker_handles_its_first_entry_fast_without_importing_ray(
         line.rsplit("|", 1)[-1].strip() for line in worker.stderr().splitlines() if "import time:" in line
     ]
     assert "streamtasks.worker.executors" in imported
+    assert "streamtasks.ray" not in imported
     assert not [m for m in imported if m == "ray" or m.startswith("ray.")]
 
 

@@ -13,8 +13,9 @@ import scenario_app
 from redis.asyncio import Redis
 
 from streamtasks.deadletter import DeadLetter
+from streamtasks.ray import RayExecutor
 from streamtasks.testing import InMemoryApp
-from streamtasks.worker import RayExecutor, Worker, WorkerSettings
+from streamtasks.worker import Worker, WorkerSettings
 
 pytestmark = pytest.mark.integration
 

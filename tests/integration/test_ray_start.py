@@ -96,7 +96,7 @@ async def test_starting_ray_logs_no_sigterm_warning_and_sigterm_still_stops_the_
     """Ray warns "SIGTERM handler is not set" when started outside the main thread, as the
     worker does; the worker handles SIGTERM itself, so the line (printed on every start) is
     dropped, and SIGTERM stops the worker with exit 0."""
-    from streamtasks.worker.executors import SIGTERM_NOT_SET
+    from streamtasks.ray.start import SIGTERM_NOT_SET
 
     worker = await read_then_sigterm(redis, redis_url, spawn, ray_tmpdir, "quiet")
     err = worker.stderr()

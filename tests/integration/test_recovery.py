@@ -20,7 +20,8 @@ from test_worker import handled, pending, wait_until
 
 from streamtasks import AsyncProcessingSystem
 from streamtasks.adserving.config import AsyncProcessingConfig
-from streamtasks.worker import RayExecutor, Worker, WorkerSettings
+from streamtasks.ray import RayExecutor
+from streamtasks.worker import Worker, WorkerSettings
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.integration
@@ -200,7 +201,7 @@ async def test_a_pending_entry_deleted_from_the_stream_is_counted_lost(
     task = asyncio.create_task(worker.run())
     try:
         await wait_until(lambda: _pending_is_zero(redis), timeout=30)
-        assert worker.lanes["async_each"].counts.lost == 1
+        assert worker.tally.lanes["async_each"].lost == 1
         lost = metrics.registry.get_sample_value("streamtasks_entries_lost_total", {"stream": "async_each"})
         assert lost == 1.0
         assert await handled(redis, "async_each") == {}

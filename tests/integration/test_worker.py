@@ -13,7 +13,8 @@ import core_app
 import pytest
 from redis.asyncio import Redis
 
-from streamtasks.worker import RayExecutor, Worker, WorkerSettings
+from streamtasks.ray import RayExecutor
+from streamtasks.worker import Worker, WorkerSettings
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from streamtasks import Registry
-from streamtasks.worker import actors
-from streamtasks.worker.actors import ActorPool
+from streamtasks.ray import pool as actors
+from streamtasks.ray.pool import ActorPool
 from streamtasks.worker.events import Snapshot
 from streamtasks.worker.tally import Tally
 
@@ -43,8 +43,15 @@ class Actor:
         self.report = Method(None if snap is None else (snap, Tally("x")))
 
 
+class NoRay:
+    """Stands for the Ray executor: this test never starts Ray."""
+
+    cluster = None
+    env: dict[str, str] = {}
+
+
 def pool(*states: str | None) -> ActorPool:
-    p = ActorPool(registry, None, "redis://", None)  # type: ignore[arg-type]
+    p = ActorPool(registry, None, "redis://", NoRay())  # type: ignore[arg-type]
     p._handles = [Actor(state) for state in states]
     p._asks = [f"s asks for num_cpus=1.0 (actor {i})" for i in range(len(states))]
     return p

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamtasks import Registry
-from streamtasks.worker.actors import plan
+from streamtasks.ray.placement import plan
 
 
 def groups(*options: dict[str, Any]) -> list[tuple[Registry, dict[str, Any]]]:
@@ -23,12 +23,12 @@ def test_one_group_gets_an_actor_per_cpu_reserving_nothing_and_spread() -> None:
 
 
 def test_more_groups_than_cpus_get_one_actor_each() -> None:
-    out = plan(groups({}, {"max_retries": 1}, {"runtime_env": {}}), None, 2.0)
+    out = plan(groups({}, {"memory": 2**30}, {"runtime_env": {}}), None, 2.0)
     assert [count for _, _, count in out] == [1, 1, 1]
 
 
 def test_actors_asked_for_are_started_per_group() -> None:
-    assert [count for _, _, count in plan(groups({}, {"max_retries": 1}), 3, 2.0)] == [3, 3]
+    assert [count for _, _, count in plan(groups({}, {"memory": 2**30}), 3, 2.0)] == [3, 3]
 
 
 def test_a_handlers_own_resources_and_strategy_are_kept() -> None:
@@ -41,7 +41,7 @@ def test_a_handlers_own_resources_and_strategy_are_kept() -> None:
 def test_every_group_is_served_within_the_cpus_when_it_can_be(
     n: int, cpus: float, per_group: int | None
 ) -> None:
-    out = plan(groups(*({"max_retries": i} for i in range(n))), per_group, cpus)
+    out = plan(groups(*({"runtime_env": {"env_vars": {"GROUP": str(i)}}} for i in range(n))), per_group, cpus)
     counts = [count for _, _, count in out]
     assert len(out) == n and min(counts) >= 1
     if per_group is not None:

@@ -15,7 +15,7 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from streamtasks.observe.metrics import SettledObserver
-from streamtasks.worker.events import Lost, Totals
+from streamtasks.worker.events import Lost
 from streamtasks.worker.tally import DURATION_BUCKETS, Buckets, LaneTally, Tally, growth
 
 observations = st.lists(
@@ -64,23 +64,23 @@ def tally(incarnation: str, *lanes: LaneTally) -> Tally:
 
 
 def test_an_actor_seen_for_the_first_time_counts_everything_it_did() -> None:
-    [grown] = growth(None, tally("x", lane(3, 120, (0.1, 0.2))))
+    [grown] = growth(None, tally("x", lane(3, 120, (0.1, 0.2)))).lanes
     assert (grown.batches, grown.handled, grown.latency.count) == (3, 120, 2)  # the first poll's work
 
 
 def test_growth_between_two_polls() -> None:
-    [grown] = growth(tally("x", lane(3, 100, (0.1,))), tally("x", lane(5, 150, (0.1, 7.0))))
+    [grown] = growth(tally("x", lane(3, 100, (0.1,))), tally("x", lane(5, 150, (0.1, 7.0)))).lanes
     assert (grown.batches, grown.handled, grown.latency.count) == (2, 50, 1)
     assert grown.latency.total == 7.0
 
 
 def test_nothing_new_reports_nothing() -> None:
-    assert growth(tally("x", lane(3, 100)), tally("x", lane(3, 100))) == []
+    assert growth(tally("x", lane(3, 100)), tally("x", lane(3, 100))).empty
 
 
 def test_an_actor_restarted_by_ray_counts_from_zero_again() -> None:
     """A new incarnation: all it did, even when it already did more than the old one."""
-    [grown] = growth(tally("old", lane(50, 5000)), tally("new", lane(60, 6000)))
+    [grown] = growth(tally("old", lane(50, 5000)), tally("new", lane(60, 6000))).lanes
     assert (grown.batches, grown.handled) == (60, 6000)
 
 
@@ -103,10 +103,13 @@ def test_reported_growth_adds_up_to_the_work_done_across_restarts(
         if lost:
             actor(Lost("s", "h", lost, "trimmed or deleted before delivery"))
         done = [done[0] + batches, done[1] + batches * (handled // max(1, batches)), done[2] + lost]
-        for grown in growth(seen, actor):
-            assert not grown.empty
-            assert min(grown.batches, grown.handled, grown.lost, *grown.latency.counts) >= 0
-            total.add(grown)
+        grown = growth(seen, actor)
+        for lane_grown in grown.lanes:
+            assert not lane_grown.empty
+            assert (
+                min(lane_grown.batches, lane_grown.handled, lane_grown.lost, *lane_grown.latency.counts) >= 0
+            )
+        total.add(grown)
         seen = copy.deepcopy(actor)  # what a poll through Ray receives: a copy
     got = total.lanes.get("s", LaneTally("s", "h"))
     assert [got.batches, got.handled, got.lost] == done
@@ -118,9 +121,10 @@ def _lost_metric(registry: CollectorRegistry) -> float | None:
 
 def test_lost_entries_are_counted_from_the_workers_own_events_in_task_mode() -> None:
     registry = CollectorRegistry()
-    observer = SettledObserver(registry)
-    observer(Lost("s", "h", 3, "pending entries trimmed or deleted"))
-    observer(Lost("s", "h", 2, "trimmed or deleted before delivery"))
+    worker = Tally("w")  # the worker's own tally, a listener of its events
+    SettledObserver(registry, worker)
+    worker(Lost("s", "h", 3, "pending entries trimmed or deleted"))
+    worker(Lost("s", "h", 2, "trimmed or deleted before delivery"))
     assert _lost_metric(registry) == 5
 
 
@@ -128,15 +132,14 @@ def test_an_actor_restarted_after_finding_entries_lost_does_not_take_the_lost_co
     """Actor mode: the worker process adds what each actor's tally grew by. An actor that lost
     4 entries, then was restarted by Ray and lost 1 more: the counter reads 5, not 1."""
     registry = CollectorRegistry()
-    observer = SettledObserver(registry)
+    pool = Tally("pool")  # the worker process' tally: what its actors' tallies grew by
+    SettledObserver(registry, pool)
     before = Tally("old")
     before(Lost("s", "h", 4, "trimmed or deleted before delivery"))
-    for grown in growth(None, before):
-        observer(Totals(grown))
+    pool.add(growth(None, before))
     after = Tally("new")
     after(Lost("s", "h", 1, "pending entries trimmed or deleted"))
-    for grown in growth(before, after):
-        observer(Totals(grown))
+    pool.add(growth(before, after))
     assert _lost_metric(registry) == 5
 
 

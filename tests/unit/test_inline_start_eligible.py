@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from streamtasks import Registry
-from streamtasks.worker.inline_start import runs_here
+from streamtasks.ray.inline_start import runs_here
 
 ENV = {"LEDGER_URL": "redis://ledger", "HOME": "/root"}
 

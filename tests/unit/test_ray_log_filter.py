@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from streamtasks.worker.executors import SIGTERM_NOT_SET, _quiet_sigterm_warning
+from streamtasks.ray.start import SIGTERM_NOT_SET, _quiet_sigterm_warning
 
 
 def _passes(message: str) -> bool:

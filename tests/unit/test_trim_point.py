@@ -90,10 +90,12 @@ def test_trimmed_events_feed_the_trimmed_entries_metric() -> None:
 
     from streamtasks.observe.metrics import SettledObserver
     from streamtasks.worker.events import Trimmed
+    from streamtasks.worker.tally import Tally
 
     registry = CollectorRegistry()
-    observer = SettledObserver(registry)
-    observer(Trimmed("orders", 5, "billing"))
-    observer(Trimmed("orders", 2, "billing"))
+    worker = Tally("w")  # the worker's tally, a listener of its events
+    SettledObserver(registry, worker)
+    worker(Trimmed("orders", 5, "billing"))
+    worker(Trimmed("orders", 2, "billing"))
     text = generate_latest(registry).decode()
     assert 'streamtasks_entries_trimmed_total{held_by="billing",stream="orders"} 7.0' in text

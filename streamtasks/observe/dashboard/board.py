@@ -12,6 +12,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from ...registry import Registry
+from ...worker.executors import Cluster
 from .config import Access, Targets
 from .panels import Panel, PanelContext
 from .sampler import Sampler
@@ -42,6 +43,7 @@ class Dashboard:
         registry: Registry | None = None,
         panels: Sequence[Panel] = (),
         interval: float = 1.0,
+        cluster: Cluster | None = None,
     ) -> None:
         self.redis, self.targets, self.access = redis, targets, access
         #: Host header names accepted (None: any); a loopback-bound server accepts only
@@ -54,7 +56,7 @@ class Dashboard:
         self.panels = {p.name: p for p in panels}
         self.context = PanelContext(redis, targets, registry)
         probes = [_probe(p, self.context) for p in panels if p.health is not None]
-        self.sampler = Sampler(redis, targets, interval=interval, probes=probes)
+        self.sampler = Sampler(redis, targets, interval=interval, probes=probes, cluster=cluster)
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"),
             autoescape=True,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,6 +28,7 @@ from redis.asyncio import Redis
 
 from ...aio import cancel_and_wait
 from ...logs import redact
+from ...worker.executors import Cluster
 from ..inspect import gather_status
 from .config import Targets
 
@@ -92,7 +92,9 @@ class Sampler:
         interval: float = 1.0,
         probes: Sequence[HealthProbe] = (),
         history: int = HISTORY,
+        cluster: Cluster | None = None,
     ) -> None:
+        self.cluster = cluster  # the Ray of the worker this dashboard runs in, if it does
         self.woken = False  # set by wake(): waiters return at once (the server closes)
         self.redis, self.targets, self.interval = redis, targets, interval
         self.probes = list(probes)
@@ -158,7 +160,7 @@ class Sampler:
                     {"health": "unhealthy", "error": redact(str(exc))},
                 )
             services[name] = health
-        services["ray"] = ray_health(status["workers"])
+        services["ray"] = await ray_health(status["workers"], self.cluster)
         return services
 
     async def next_after(self, version: int, timeout: float) -> dict[str, Any] | None:
@@ -194,28 +196,27 @@ class Sampler:
             await asyncio.sleep(max(0.05, self.interval - (time.monotonic() - started)))
 
 
-def ray_health(workers: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
-    """Ray's resources when this process is a Ray driver, else as the live workers' heartbeats
-    report them; the dashboard never starts Ray."""
-    ray = sys.modules.get("ray")
-    if ray is None or not ray.is_initialized():
-        seen = [w["ray"] for w in workers if w.get("ray") and w.get("state") not in ("dead", "stopped")]
-        if seen:
-            return {
-                "health": "healthy",
-                "note": f"reported by {len(seen)} live worker(s)",
-                "cluster_resources": seen[0].get("total"),
-                "available_resources": seen[0].get("available"),
-            }
-        return {
-            "health": "unknown",
-            "note": "no live worker reports Ray, and this process is not connected to it",
-        }
-    try:
+async def ray_health(
+    workers: Sequence[dict[str, Any]] = (), cluster: Cluster | None = None
+) -> dict[str, Any]:
+    """Ray's resources as the worker this dashboard runs in sees them (``cluster``), else as
+    the live workers' heartbeats report them; the dashboard never starts Ray."""
+    found = None if cluster is None else await asyncio.to_thread(cluster.resources)
+    if found is not None:
         return {
             "health": "healthy",
-            "cluster_resources": ray.cluster_resources(),
-            "available_resources": ray.available_resources(),
+            "cluster_resources": dict(found["total"]),
+            "available_resources": dict(found["available"]),
         }
-    except Exception as exc:
-        return {"health": "unhealthy", "error": redact(str(exc))}
+    seen = [w["ray"] for w in workers if w.get("ray") and w.get("state") not in ("dead", "stopped")]
+    if seen:
+        return {
+            "health": "healthy",
+            "note": f"reported by {len(seen)} live worker(s)",
+            "cluster_resources": seen[0].get("total"),
+            "available_resources": seen[0].get("available"),
+        }
+    return {
+        "health": "unknown",
+        "note": "no live worker reports Ray, and this process is not connected to it",
+    }

@@ -30,14 +30,13 @@ from redis.asyncio import Redis
 
 from ..registry import HandlerSpec, Registry
 from ..resources import close_process_resources
-from .events import BatchSettled, Event, Reclaimed, Serving, StateChanged
-from .executors import InlineExecutor
-from .worker import Worker, WorkerSettings
+from ..worker import InlineExecutor, Worker, WorkerSettings
+from ..worker.events import BatchSettled, Event, Reclaimed, Serving, StateChanged
 
 log = logging.getLogger("streamtasks.worker")
 
 #: Ray options that only weigh a task for scheduling: a handler with these may run here.
-SCHEDULING_ONLY = frozenset({"num_cpus", "max_retries"})
+SCHEDULING_ONLY = frozenset({"num_cpus"})
 #: States of the real worker that end the inline start at once.
 STOPPING_STATES = frozenset({"draining", "stopped"})
 #: Seconds the inline worker goes on beside a real worker that reads but settled no batch yet.
