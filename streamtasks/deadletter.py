@@ -42,6 +42,7 @@ from .errors import StreamtasksError
 from .keys import DEAD_FIELD_PREFIX, FIELD_ORIGIN_ID, FIELD_ORIGIN_STREAM
 from .logs import redact
 from .message import RawFields, field_pairs
+from .redisutil import flat_fields
 from .retry import ErrorInfo
 
 #: Entries with more fields than this are dead-lettered with their fields packed into one
@@ -227,17 +228,13 @@ def _raw_client(redis: Redis) -> Redis:
     return raw
 
 
-def _flat(fields: Any) -> Any:
-    return [b for kv in fields.items() for b in kv] if isinstance(fields, dict) else fields or []
-
-
 async def _xrange(redis: Redis, dead_stream: str, start: str, end: str, count: int) -> list[DeadLetter]:
     if is_cluster(redis):  # a cluster's callback table is case-sensitive: the lower-case name is raw
         raw: Any = redis  # RedisCluster.execute_command is untyped
         entries: Any = await raw.execute_command("xrange", dead_stream, start, end, "COUNT", count)
     else:
         entries = await _raw_client(redis).xrange(dead_stream, min=start, max=end, count=count)
-    return [DeadLetter.from_entry(i, _flat(f)) for i, f in entries]
+    return [DeadLetter.from_entry(i, flat_fields(f)) for i, f in entries]
 
 
 async def list_dead(redis: Redis, dead_stream: str, count: int = 100, start: str = "-") -> list[DeadLetter]:

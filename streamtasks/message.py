@@ -147,7 +147,7 @@ class Message:
         instead (logged once per stream). Raises :class:`DecodeError` for a bad origin id.
         """
         _, origin_id = self.origin
-        when = entry_time(origin_id, what=FIELD_ORIGIN_ID if FIELD_ORIGIN_ID in self.fields else "entry id")
+        when = id_datetime(origin_id, what=FIELD_ORIGIN_ID if FIELD_ORIGIN_ID in self.fields else "entry id")
         if when is None:
             if self.stream not in _future_logged:
                 _future_logged.add(self.stream)
@@ -214,7 +214,7 @@ def parse_entry_id(entry_id: str, what: str = "entry id") -> tuple[int, int]:
     return int(ms), int(seq)
 
 
-def entry_time(entry_id: str, now_ms: int | None = None, *, what: str = "entry id") -> datetime | None:
+def id_datetime(entry_id: str, now_ms: int | None = None, *, what: str = "entry id") -> datetime | None:
     """The time encoded in a stream entry id (``<ms>-<seq>``), or ``None`` when it is more
     than :data:`FUTURE_SKEW_MS` past ``now_ms`` (default: the clock) and so not a time."""
     ms, _ = parse_entry_id(entry_id, what)

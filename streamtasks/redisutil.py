@@ -21,9 +21,18 @@ def text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def entry_time(entry_id: str) -> float:
-    """The XADD time (seconds since the epoch) carried by an entry id ``"<ms>-<seq>"``."""
+def id_seconds(entry_id: str) -> float:
+    """The XADD time carried by an entry id ``"<ms>-<seq>"``, in seconds since the epoch
+    (unchecked: for ids Redis gave; :func:`streamtasks.message.id_datetime` checks one)."""
     return int(entry_id.partition("-")[0]) / 1000.0
+
+
+def flat_fields(fields: Any) -> list[bytes]:
+    """An entry's fields as the flat ``[name, value, ...]`` list hiredis returns, whether a
+    reply parser made them a dict or not (None: no fields)."""
+    if not fields:
+        return []
+    return [b for kv in fields.items() for b in kv] if isinstance(fields, dict) else list(fields)
 
 
 def id_key(entry_id: str) -> tuple[int, int]:

@@ -45,7 +45,6 @@ RAY_OPTIONS = frozenset(
         "accelerator_type",
         "runtime_env",
         "scheduling_strategy",
-        "max_retries",
     }
 )
 
@@ -265,7 +264,9 @@ class Registry:
         * ``trim_acked_after``: delete entries every consumer group has acked, this many
           seconds after their XADD (``0``: as soon as acked); ``None``: never trim.
         * ``dead_letter_retention``: delete dead letters older than this many seconds.
-        * ``num_cpus``, ``num_gpus``, ``memory``, ``resources``, ...: Ray task options.
+        * ``num_cpus``, ``num_gpus``, ``memory``, ``resources``, ``accelerator_type``,
+          ``runtime_env``, ``scheduling_strategy``: Ray options of the actor (actor mode) or
+          task (task mode) that runs the handler.
         """
         validate_name("stream", stream)
         if shards is not None and shards < 1:

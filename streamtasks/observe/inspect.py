@@ -42,7 +42,7 @@ from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from .. import keys
-from ..redisutil import REDIS_DOWN, entry_time, text
+from ..redisutil import REDIS_DOWN, id_seconds, text
 from ..streams import GroupPosition, GroupState, StreamState, lost_before_delivery, trim_point
 from .discover import NO_GROUP as NO_GROUP  # re-exported names: status and the dashboard use them
 from .discover import discover_groups as discover_groups
@@ -101,7 +101,7 @@ async def _pending(redis: Redis, stream: str, group: str, now: float) -> dict[st
     oldest = summary.get("min")
     if out["pending"] and oldest:
         out["oldest_pending_id"] = oldest
-        out["oldest_pending_age"] = max(0.0, now - entry_time(oldest))
+        out["oldest_pending_age"] = max(0.0, now - id_seconds(oldest))
         rows = await redis.xpending_range(stream, group, oldest, oldest, 1)
         if rows:
             row = _norm(rows[0])

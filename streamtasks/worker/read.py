@@ -36,7 +36,7 @@ from redis.crc import key_slot
 from .. import keys
 from ..connect import is_cluster
 from ..errors import ConfigError
-from ..redisutil import REDIS_DOWN, text
+from ..redisutil import REDIS_DOWN, flat_fields, text
 from ..streams import restart_point
 from .gaps import read_counter_at_start
 from .lanes import Lane
@@ -116,7 +116,7 @@ class Reader:
             # read a full count at a time before the lane has measured them.
             newest: Any = await self.redis.xrevrange(lane.stream, count=1)
             if newest:
-                lane.sample_size([(text(newest[0][0]), _flat(newest[0][1]), 1)])
+                lane.sample_size([(text(newest[0][0]), flat_fields(newest[0][1]), 1)])
 
     async def read(self, lanes: Sequence[Lane], block: float) -> dict[Lane, list[RawEntry]]:
         """Read ``lanes``, each at its own COUNT; entries by lane (see the module docstring).
@@ -258,9 +258,3 @@ class Reader:
 def _group_lost(exc: Exception) -> bool:
     # NOGROUP: the group is gone; UNBLOCKED: the stream was deleted while we waited.
     return str(exc).startswith(("NOGROUP", "UNBLOCKED"))
-
-
-def _flat(fields: Any) -> list[bytes]:
-    if not fields:
-        return []
-    return [b for kv in fields.items() for b in kv] if isinstance(fields, dict) else list(fields)

@@ -22,7 +22,7 @@ from typing import Any
 
 from attrs import define, field, frozen
 
-from ..redisutil import entry_time
+from ..redisutil import id_seconds
 from .events import BatchSettled, Event, Lost, Reclaimed, RedisDown, RedisUp, Trimmed
 
 #: End-to-end latency buckets (seconds): from a few ms (idle system) to 10 min (a backlog).
@@ -109,7 +109,7 @@ class LaneTally:
             self.duration.observe(duration)
         # Entries added in the same millisecond have the same latency: one observation each
         # (a batch of 1,000 produced at 50,000/s spans ~20 milliseconds).
-        for added, times in Counter(map(entry_time, done)).items():
+        for added, times in Counter(map(id_seconds, done)).items():
             self.latency.observe(max(0.0, now - added), times)
             self.handled += times
 

@@ -10,7 +10,7 @@ import pytest
 
 from streamtasks import DecodeError, Message, Registry
 from streamtasks.adserving.records import parse_inference, parse_training
-from streamtasks.message import MAX_TIME_MS, decode_entry, entry_time
+from streamtasks.message import MAX_TIME_MS, decode_entry, id_datetime
 from streamtasks.retry import Dead
 from streamtasks.worker import RawEntry, run_batch
 
@@ -149,8 +149,8 @@ def test_a_replayed_entry_with_a_future_origin_falls_back_too() -> None:
 
 
 def test_ordinary_ids_keep_their_own_time() -> None:
-    assert entry_time("1700000000123-4") == datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=timezone.utc)
-    assert entry_time("0-1") == datetime(1970, 1, 1, tzinfo=timezone.utc)
+    assert id_datetime("1700000000123-4") == datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=timezone.utc)
+    assert id_datetime("0-1") == datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 # --- item 3: idempotency keys of entries with and without a message id ----------------------

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from ... import deadletter
 from ...deadletter import DeadLetter
-from ...redisutil import entry_time, text
+from ...redisutil import id_seconds, text
 from ..inspect import sample_stream
 from .config import Targets
 
@@ -109,7 +109,7 @@ async def stream_detail(redis: Redis, targets: Targets, stream: str, limit: int)
             idle = int(row["time_since_delivered"]) / 1000.0
             pending.append({
                 "id": pid, "consumer": text(row["consumer"]), "idle": idle,
-                "deliveries": int(row["times_delivered"]), "age": max(0.0, now - entry_time(pid)),
+                "deliveries": int(row["times_delivered"]), "age": max(0.0, now - id_seconds(pid)),
             })  # fmt: skip
     newest = []
     latest: Any = await redis.xrevrange(stream, "+", "-", count=limit)
