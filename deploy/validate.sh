@@ -5,7 +5,7 @@
 #      has no schema for: its head and worker pod templates are checked as PodTemplates.
 #   2. docker-compose.yml with `docker compose config` (or the standalone `docker-compose`).
 #   3. The Dockerfile's build steps, run as a script: the COPY'd files into a fresh
-#      python3.11 venv, `pip install .`, then the image's CMD with --help.
+#      python3.11 venv, `pip install '.[adserving]'`, then the image's CMD with --help.
 # Tools go into a temporary venv, never into the project. Usage: deploy/validate.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,7 +45,7 @@ mkdir -p "$ctx"
 cp pyproject.toml README.md "$ctx/"
 cp -r streamtasks schema "$ctx/"
 python3.11 -m venv "$work/image"
-(cd "$ctx" && PIP_NO_CACHE_DIR=1 "$work/image/bin/pip" install -q .)
+(cd "$ctx" && PIP_NO_CACHE_DIR=1 "$work/image/bin/pip" install -q '.[adserving]')
 "$work/image/bin/streamtasks" worker --help | grep -q -- "--metrics-port"
 "$work/image/bin/python" -c "import streamtasks.builtins, streamtasks.observe.metrics, streamtasks.observe.inspect"
 echo "deploy/: all offline checks passed"

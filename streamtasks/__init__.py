@@ -17,12 +17,11 @@ from .registry import Handler, HandlerSpec, Registry, Resource, default_registry
 from .retry import RetryPolicy, backoff
 
 if TYPE_CHECKING:
-    from .adserving.system import AsyncProcessingSystem  # type: ignore[import-untyped,unused-ignore]
+    from .adserving.system import AsyncProcessingSystem as AsyncProcessingSystem
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AsyncProcessingSystem",
     "ConfigError",
     "DecodeError",
     "Handler",
@@ -42,7 +41,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The facade pulls in asyncpg and the built-ins: load it only when asked for.
+    # Kept for code written before the product became an extra: the facade lives in
+    # streamtasks.adserving (asyncpg and the built-ins: the adserving extra), loaded only when
+    # asked for; without the extra this raises MissingExtra, one line naming it.
     if name == "AsyncProcessingSystem":
         from .adserving.system import AsyncProcessingSystem
 

@@ -6,7 +6,7 @@ import importlib
 import os
 import sys
 
-from .errors import ConfigError
+from .errors import ConfigError, MissingExtra
 from .registry import Registry
 
 
@@ -25,6 +25,8 @@ def load_registry(spec: str) -> Registry:
         sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
+    except MissingExtra as exc:
+        raise ConfigError(str(exc)) from None
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
             raise ConfigError(f"cannot import module {module_name!r}: not found (cwd: {cwd})") from None

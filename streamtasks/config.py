@@ -1,5 +1,5 @@
 """Core configuration: where Redis is, and the helpers that read typed values from the
-environment and a ``.env`` file (the adserving product's settings are in
+environment (the adserving product's settings, and its ``.env`` file, are in
 :mod:`streamtasks.adserving.config`).
 
 Every value has a documented environment variable; a value that cannot be used raises
@@ -133,17 +133,3 @@ def env_stream(environ: Mapping[str, str], name: str, default: str) -> str:
         return validate_name("stream", value)
     except ConfigError as exc:
         raise ConfigError(f"{name}: {exc}") from None
-
-
-def load_env(
-    environ: Mapping[str, str] | None = None,
-    env_file: str | os.PathLike[str] | None = ".env",
-) -> dict[str, str]:
-    """``env_file``'s values (if the file exists) overridden by ``environ``."""
-    merged: dict[str, str] = {}
-    if env_file is not None and os.path.isfile(env_file):
-        from dotenv import dotenv_values
-
-        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-    merged.update(os.environ if environ is None else environ)
-    return merged

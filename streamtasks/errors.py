@@ -17,6 +17,16 @@ class ConfigError(StreamtasksError):
     """A setting (option, env var, ``.env`` line) has a value that cannot be used."""
 
 
+class MissingExtra(StreamtasksError, ImportError):
+    """A part of streamtasks needs an optional extra that is not installed: one line saying
+    which (``pip install 'streamtasks[adserving]'``)."""
+
+    def __init__(self, part: str, extra: str, missing: str | None = None) -> None:
+        lacking = f" ({missing} is not installed)" if missing else ""
+        super().__init__(f"{part} needs the {extra} extra{lacking}: pip install 'streamtasks[{extra}]'")
+        self.extra = extra
+
+
 class RegistryError(StreamtasksError):
     """A handler was registered in a way the worker cannot serve (e.g. two on one stream)."""
 

@@ -9,4 +9,34 @@
 :mod:`.system`      :class:`AsyncProcessingSystem`, the facade an ad-serving API uses
 :mod:`.cli`         ``streamtasks db`` and ``streamtasks stats``
 ==================  ===============================================================
+
+Installed with the ``adserving`` extra (``pip install 'streamtasks[adserving]'``: asyncpg,
+python-dotenv); without it, importing this package raises :class:`~streamtasks.errors.MissingExtra`.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import MissingExtra
+
+try:
+    import asyncpg  # noqa: F401
+    import dotenv  # noqa: F401
+except ImportError as exc:
+    raise MissingExtra("streamtasks.adserving", "adserving", exc.name) from None
+
+if TYPE_CHECKING:
+    from .system import AsyncProcessingSystem
+
+__all__ = ["AsyncProcessingSystem"]
+
+
+def __getattr__(name: str) -> Any:
+    # The facade pulls in the built-ins and the database code: only when asked for (the
+    # product's commands and dashboard panel import parts of this package without it).
+    if name == "AsyncProcessingSystem":
+        from .system import AsyncProcessingSystem
+
+        return AsyncProcessingSystem
+    raise AttributeError(f"module 'streamtasks.adserving' has no attribute {name!r}")

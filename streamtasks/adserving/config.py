@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from urllib.parse import quote, unquote, urlsplit
 
 from attrs import field, frozen
+from dotenv import dotenv_values
 
 from ..config import (
     DEFAULT_MODE,
@@ -21,7 +22,6 @@ from ..config import (
     env_choice,
     env_int,
     env_stream,
-    load_env,
     split_url,
 )
 from ..errors import ConfigError
@@ -36,6 +36,18 @@ DEFAULT_CONSUMER_BATCH_SIZE = 1000
 DEFAULT_BLOCK_MS = 1000
 DEFAULT_DATABASE_NAME = "streamtasks"
 DEFAULT_DATABASE_USER = "postgres"
+
+
+def load_env(
+    environ: Mapping[str, str] | None = None,
+    env_file: str | os.PathLike[str] | None = ".env",
+) -> dict[str, str]:
+    """``env_file``'s values (if the file exists) overridden by ``environ``."""
+    merged: dict[str, str] = {}
+    if env_file is not None and os.path.isfile(env_file):
+        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    merged.update(os.environ if environ is None else environ)
+    return merged
 
 
 @frozen

@@ -15,6 +15,7 @@ from ..observe.dashboard import Chart, Figures, Panel, PanelContext, Param, Tabl
 from ..observe.dashboard.queries import MAX_FILTER_CHARS, BadInput, only_params
 from . import db, modelstats, stats
 from .config import DatabaseConfig
+from .handlers import serves_builtins
 
 #: The windows offered, in hours.
 WINDOWS = ("1", "6", "24", "72", "168")
@@ -89,7 +90,9 @@ class ModelsPanel:
             await pool.close()
 
     def panel(self) -> Panel:
-        return Panel("models", "Models", self.data, view, self.params, self.health, self.close)
+        return Panel(
+            "models", "Models", self.data, view, self.params, self.health, self.close, applies=serves_builtins
+        )
 
 
 def _num(value: Any, fmt: str = "{:,.1f}") -> str:

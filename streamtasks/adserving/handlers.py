@@ -26,7 +26,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from ..config import env_bool, env_int, env_stream, load_env
+from ..config import env_bool, env_int, env_stream
 from ..errors import DecodeError
 from ..message import Message
 from ..registry import Registry, Resource
@@ -35,6 +35,7 @@ from .config import (
     DEFAULT_INFERENCE_STREAM,
     DEFAULT_TRAINING_STREAM,
     DatabaseConfig,
+    load_env,
     stream_shards,
 )
 from .db import create_pool
@@ -169,3 +170,10 @@ registry = make_registry(
     shards=stream_shards(os.environ),
 )
 registry.log_level = seed_log_level(os.environ)
+
+
+def serves_builtins(registry: Registry) -> bool:
+    """Whether ``registry`` serves one of the built-in handlers (the product's dashboard panel
+    and PostgreSQL's health are shown for such an app only)."""
+    builtins = {store_training_batch, store_inference_batch}
+    return any(spec.fn in builtins for spec in registry.handlers.values())

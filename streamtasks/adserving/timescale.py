@@ -12,8 +12,8 @@ from typing import Any
 
 import asyncpg
 
-from ..config import load_env
 from ..errors import ConfigError
+from .config import load_env
 from .db import connection
 
 log = logging.getLogger("streamtasks.db")

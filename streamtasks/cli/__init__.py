@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingExtra
 from .common import EXIT_STATUS_HELP, Cli, with_exit_status
 from .dashboard import dashboard
 from .dlq import dlq
@@ -42,9 +42,29 @@ class _Commands(Cli):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
         if command is None and (entry := self._plugins().get(cmd_name)) is not None:
-            command = _with_exit_status_everywhere(entry.load())
+            try:
+                command = _with_exit_status_everywhere(entry.load())
+            except MissingExtra as exc:
+                command = _needs_extra(cmd_name, exc)
             self.add_command(command, cmd_name)
         return command
+
+
+def _needs_extra(name: str, missing: MissingExtra) -> click.Command:
+    """A command whose extra is not installed: listed (its help says what to install), and
+    run, any arguments given, it says so in one line and exits 1."""
+
+    def fail(args: tuple[str, ...]) -> None:
+        raise click.ClickException(f"streamtasks {name}: {missing}")
+
+    return click.Command(
+        name,
+        callback=fail,
+        params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+        help=f"(not installed: pip install 'streamtasks[{missing.extra}]')",
+        context_settings={"ignore_unknown_options": True, "help_option_names": []},
+        add_help_option=False,
+    )
 
 
 @click.group(

@@ -76,7 +76,7 @@ def dashboard(
     async def serve() -> None:
         redis = await connect(url)
         board = d.Dashboard(redis, targets, d.Access.from_env(read_only), registry=registry,
-                            panels=d.installed_panels(), interval=interval)  # fmt: skip
+                            panels=d.installed_panels(registry), interval=interval)  # fmt: skip
         try:
             server = await d.DashboardServer(board, port, host).start()
         except OSError as exc:

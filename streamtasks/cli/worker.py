@@ -321,7 +321,12 @@ async def _start_dashboard(redis: Any, registry: Any, port: int, serving: Servin
     host = os.environ.get("STREAMTASKS_DASHBOARD_HOST") or d.DEFAULT_HOST
     targets, access = d.Targets.of(registry), d.Access.from_env()
     board = d.Dashboard(
-        redis, targets, access, registry=registry, panels=d.installed_panels(), cluster=serving.cluster
+        redis,
+        targets,
+        access,
+        registry=registry,
+        panels=d.installed_panels(registry),
+        cluster=serving.cluster,
     )
     return await d.DashboardServer(board, port, host).start()
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamtasks.adserving.config import AsyncProcessingConfig, ConsumerConfig, DatabaseConfig
-from streamtasks.config import DEFAULT_MODE, MODES, env_bool, env_choice, load_env
+from streamtasks.adserving.config import AsyncProcessingConfig, ConsumerConfig, DatabaseConfig, load_env
+from streamtasks.config import DEFAULT_MODE, MODES, env_bool, env_choice
 from streamtasks.errors import ConfigError
 from streamtasks.logs import redact
 

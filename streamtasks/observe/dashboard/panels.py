@@ -17,6 +17,7 @@ from typing import Any
 from attrs import field, frozen
 from redis.asyncio import Redis
 
+from ...errors import MissingExtra
 from ...registry import Registry
 from .config import Targets
 
@@ -81,19 +82,26 @@ class Panel:
     params: Callable[[PanelContext], Awaitable[Sequence[Param]]]
     health: Callable[[PanelContext], Awaitable[tuple[str, dict[str, Any]]]] | None = None
     close: Callable[[], Awaitable[None]] | None = field(default=None)
+    #: Whether the panel (and its health) belongs on the dashboard of the app with this
+    #: registry: the package decides (the product's panel only where its handlers are served).
+    applies: Callable[[Registry], bool] | None = None
 
 
-def installed_panels() -> list[Panel]:
-    """The panels declared under :data:`PANELS_GROUP` by installed packages."""
+def installed_panels(registry: Registry) -> list[Panel]:
+    """The panels declared under :data:`PANELS_GROUP` by installed packages that apply to the
+    app of ``registry``; a package whose extra is not installed has none."""
     from importlib.metadata import entry_points
 
     found = []
     for entry in entry_points(group=PANELS_GROUP):
         try:
             panel = entry.load()
+        except MissingExtra as exc:  # an optional part that is not installed: not a fault
+            log.debug("dashboard panel %s: %s", entry.name, exc)
+            continue
         except Exception:  # a broken plugin costs its panel, not the dashboard
             log.exception("cannot load dashboard panel %s", entry.name)
             continue
-        if isinstance(panel, Panel):
+        if isinstance(panel, Panel) and (panel.applies is None or panel.applies(registry)):
             found.append(panel)
     return found
