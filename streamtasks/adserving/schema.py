@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from .db import connection
-from .timescale import TimescaleSettings, _apply_timescale_policies, _check_intervals
+from .timescale import TimescaleSettings, apply_policies, check_intervals
 
 log = logging.getLogger("streamtasks.db")
 
@@ -91,7 +91,7 @@ async def _setup_once(
         await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK_KEY)
         use_tsdb = await _enable_timescaledb(conn, timescaledb)
         if use_tsdb:
-            await _check_intervals(conn, settings)
+            await check_intervals(conn, settings)
             await conn.execute(
                 "SELECT set_config('streamtasks.chunk_interval', $1, true)", settings.chunk_interval
             )
@@ -102,7 +102,7 @@ async def _setup_once(
             await conn.execute(path.read_text(encoding="utf-8"))
             applied.append(path.name)
         if use_tsdb and await conn.fetchval("SELECT to_regclass('training_data_keys') IS NOT NULL"):
-            await _apply_timescale_policies(conn, settings)
+            await apply_policies(conn, settings)
     log.info("schema applied: %s (timescaledb=%s)", ", ".join(applied), use_tsdb)
     return {"timescaledb": use_tsdb, "files": applied}
 

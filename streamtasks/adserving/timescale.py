@@ -81,7 +81,7 @@ class TimescaleSettings:
         }
 
 
-async def _check_intervals(conn: Any, settings: TimescaleSettings) -> None:
+async def check_intervals(conn: Any, settings: TimescaleSettings) -> None:
     """ConfigError naming the variable whose value is not a positive PostgreSQL interval."""
     for name, value in settings.named().items():
         if value is None:
@@ -131,7 +131,7 @@ async def _same_interval(conn: Any, a: str | None, b: str) -> bool:
     return bool(await conn.fetchval("SELECT $1::text::interval = $2::text::interval", a, b))
 
 
-async def _apply_timescale_policies(conn: Any, settings: TimescaleSettings) -> None:
+async def apply_policies(conn: Any, settings: TimescaleSettings) -> None:
     """Chunk interval, compression, retention, key cleanup and refresh policies; unchanged
     ones are left alone."""
     for table in HYPERTABLES:
