@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__ as __version__
 from .errors import ConfigError, DecodeError, Reject, Retry, StreamtasksError
 from .message import Message
 from .producer import Producer
@@ -19,7 +20,6 @@ from .retry import RetryPolicy, backoff
 if TYPE_CHECKING:
     from .adserving.system import AsyncProcessingSystem as AsyncProcessingSystem
 
-__version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",

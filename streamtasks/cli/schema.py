@@ -49,7 +49,7 @@ def json_schema(registry: Registry) -> dict[str, Any]:
 
 def asyncapi(registry: Registry) -> dict[str, Any]:
     """An AsyncAPI 3 document: one channel per stream, one receive operation per handler."""
-    from .. import __version__
+    from .._version import __version__
 
     schemas, defs = stream_schemas(registry, "#/components/schemas/{name}")
     channels = {

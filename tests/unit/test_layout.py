@@ -1,5 +1,6 @@
-"""The package's shape, checked: small modules and classes, no import cycle, and a core that
-knows nothing of the adserving product.
+"""The package's shape, checked: small modules and classes, no import cycle, layers that import
+only downwards (``docs/architecture.md``), Ray imported by one package, and a core that knows
+nothing of the adserving product.
 
 Run alone as the "import cycle" check: ``pytest tests/unit/test_layout.py``.
 """
@@ -7,6 +8,7 @@ Run alone as the "import cycle" check: ``pytest tests/unit/test_layout.py``.
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,12 +28,23 @@ def _modules() -> Iterator[tuple[str, Path]]:
 
 
 def _resolve(module: str, path: Path, node: ast.ImportFrom) -> list[str]:
+    """What ``from X import a, b`` imports: the modules ``X.a`` and ``X.b`` where they are
+    modules (``from .. import keys``), else ``X`` itself."""
     if node.level == 0:
         base = node.module or ""
     else:
         package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
         base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
-    return [base] + [f"{base}.{alias.name}" for alias in node.names]
+    names = [f"{base}.{alias.name}" for alias in node.names]
+    known = _module_names()
+    if all(name in known for name in names):
+        return names
+    return [base, *names]
+
+
+@functools.cache
+def _module_names() -> frozenset[str]:
+    return frozenset(name for name, _ in _modules())
 
 
 def _imports(module: str, path: Path, top_level_only: bool) -> set[str]:
@@ -44,7 +57,7 @@ def _imports(module: str, path: Path, top_level_only: bool) -> set[str]:
             found.update(_resolve(module, path, node))
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-    known = {name for name, _ in _modules()}
+    known = _module_names()
     return {name for name in found if name in known and name != module}
 
 
@@ -119,3 +132,54 @@ def test_test_modules_have_unique_basenames() -> None:
     ``test_x.py`` in different directories stop the whole run at collection."""
     names = [p.name for p in (PACKAGE.parent / "tests").rglob("test_*.py")]
     assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+#: The layers, bottom up, and what each may import (besides itself). A module's layer is its
+#: subpackage; modules directly under ``streamtasks/`` are the ground floor, but for the public
+#: face (``streamtasks``, ``streamtasks.builtins``, ``streamtasks.__main__``).
+MAY_IMPORT = {
+    "ground": set(),
+    "worker": {"ground"},
+    "ray": {"ground", "worker"},
+    "serve": {"ground", "worker", "ray"},
+    "observe": {"ground", "worker"},
+    "testing": {"ground", "worker"},
+    "cli": {"ground", "worker", "serve", "observe"},
+    "adserving": {"ground", "worker", "serve", "observe", "cli"},
+    "face": {"ground", "cli", "adserving"},
+}
+FACE = {"streamtasks", "streamtasks.builtins", "streamtasks.__main__"}
+
+
+def _layer(module: str) -> str:
+    if module in FACE:
+        return "face"
+    parts = module.split(".")
+    if parts[1] in MAY_IMPORT:
+        return parts[1]
+    return "serve" if parts[1] == "serve" else "ground"
+
+
+def test_layers_import_only_what_is_below_them() -> None:
+    """Function-level imports included: a lazy import is still a dependency."""
+    wrong = sorted(
+        f"{name} -> {dep}"
+        for name, deps in _graph(top_level_only=False).items()
+        for dep in deps
+        if _layer(dep) != _layer(name) and _layer(dep) not in MAY_IMPORT[_layer(name)]
+    )
+    assert wrong == []
+
+
+def test_only_the_ray_package_imports_ray() -> None:
+    found = []
+    for name, path in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            if any(n == "ray" or n.startswith("ray.") for n in names) and not name.startswith(
+                "streamtasks.ray"
+            ):
+                found.append(name)
+    assert found == []
