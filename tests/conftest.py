@@ -49,6 +49,10 @@ from typing import Any, NoReturn, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+
+# Loaded here, before any test: its entry points run trio's plugin, whose warning would
+# otherwise fail a run of tests that never import hypothesis, at its summary (filterwarnings=error).
+import hypothesis  # noqa: F401
 import pytest
 import redis.asyncio as aioredis
 from support import load_services
