@@ -255,14 +255,21 @@ def reap_orphan_actors(timeout: float = REAP_TIMEOUT_S) -> list[int]:
     """Actor mode, after the test's workers were killed: their actors are children of the Ray
     node, not of the worker, and run until Ray sees their owner gone (well under a second when
     idle). Until then they read: after the next test's FLUSHALL one would recreate its group.
-    Wait for every streamtasks actor to end, SIGKILL what is left; returns the pids killed."""
+    Wait for every streamtasks actor of this test session's Ray to end, SIGKILL what is left;
+    returns the pids killed.
+
+    Only this process' descendants: the actors of the session's Ray (``ray_address``) that a
+    killed worker left. A worker's own local Ray dies with it (:meth:`ManagedProcess.kill9`
+    kills its descendants), and actors of any other Ray on the machine (another test run, a
+    user's workers) are never touched."""
 
     def title(proc: psutil.Process) -> str:
         with contextlib.suppress(psutil.Error):
             return " ".join(proc.cmdline())
         return ""
 
-    actors = [p for p in psutil.process_iter() if title(p).startswith(ACTOR_TITLE)]
+    mine = psutil.Process().children(recursive=True)
+    actors = [p for p in mine if title(p).startswith(ACTOR_TITLE)]
     _, alive = psutil.wait_procs(actors, timeout=timeout if actors else 0)
     for proc in alive:
         with contextlib.suppress(psutil.NoSuchProcess):

@@ -7,6 +7,7 @@ Put it between a worker and Redis or PostgreSQL and break the network on command
     proxy.drop_all()                    # reset every open connection (both sides)
     proxy.pause()                       # hold new connections until resume()
     proxy.pause(refuse=True)            # close new connections at once
+    proxy.blackhole()                   # nothing gets through, nothing is reset (a partition)
     proxy.resume()
     await proxy.stop()
 """
@@ -42,7 +43,10 @@ class TcpProxy:
 
     ``drop_all()`` aborts the open connections; ``pause()`` holds new connections (they are
     accepted but not forwarded until ``resume()``), ``pause(refuse=True)`` closes them as
-    soon as they arrive. Existing connections are not affected by pause/resume.
+    soon as they arrive. Existing connections are not affected by pause/resume, but by
+    ``blackhole()``: a network partition, where packets are dropped and nothing is reset; the
+    open connections carry nothing (what was sent arrives after ``resume()``, as TCP resends
+    it once the network heals) and new ones are held.
     """
 
     def __init__(self, target_host: str, target_port: int, listen_port: int = 0) -> None:
@@ -55,6 +59,8 @@ class TcpProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self._open = asyncio.Event()
         self._open.set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self._refuse = False
 
     @property
@@ -79,10 +85,16 @@ class TcpProxy:
         self._refuse = refuse
         self._open.clear()
 
+    def blackhole(self) -> None:
+        """Carry nothing on open connections and hold new ones until ``resume()``."""
+        self._flowing.clear()
+        self.pause()
+
     def resume(self) -> None:
-        """Forward new (and held) connections again."""
+        """Forward new (and held) connections again, and what the open ones hold."""
         self._refuse = False
         self._open.set()
+        self._flowing.set()
 
     def drop_all(self) -> int:
         """Abort every open connection on both sides; return how many were dropped."""
@@ -98,6 +110,7 @@ class TcpProxy:
             self._server.close()
         self.drop_all()
         self._open.set()
+        self._flowing.set()
         await cancel_and_wait(self._tasks)
         if self._server is not None:
             await self._server.wait_closed()
@@ -141,6 +154,7 @@ class TcpProxy:
         """Copy bytes from ``reader`` to ``writer``; close the whole link when either ends."""
         try:
             while data := await reader.read(BUFFER_SIZE):
+                await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
         except OSError:
