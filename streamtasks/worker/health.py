@@ -4,6 +4,13 @@ Every loop and every pooled connection trips over an outage separately; :class:`
 folds them into one incident with one "unavailable" line and one "back" line. A failure just
 after a recovery may be a pooled connection that has not yet noticed the server came back: it
 is reported once it lasts :data:`CONFIRM_S`, so a real second outage is never swallowed.
+
+A Redis that stops answering without closing anything (a network partition: packets dropped,
+no reset) fails no command: they all wait, as the clients have no socket timeout on purpose
+(:mod:`streamtasks.connect`). :func:`probe`, a supervised loop of every worker, asks ``PING``
+every :data:`PROBE_EVERY_S` and counts no answer within :data:`PROBE_TIMEOUT_S` as a failure,
+so such an outage is logged (in actor mode once for the whole worker: :class:`OutageFold`),
+shows in ``/readyz`` and ``status``, and its end is logged with its duration.
 """
 
 from __future__ import annotations
@@ -13,6 +20,10 @@ import logging
 import time
 from collections.abc import Callable
 
+from redis.asyncio import Redis
+
+from ..aio import wait_set
+from ..redisutil import REDIS_DOWN
 from .events import Event, RedisDown, RedisUp
 
 log = logging.getLogger("streamtasks.worker")
@@ -23,6 +34,10 @@ INCIDENT_WINDOW_S = 10.0
 CONFIRM_S = 1.0
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
+#: Seconds between two PINGs of :func:`probe`, and how long one may take before it counts as
+#: a failure (more than a busy Redis takes to answer, well under the visibility timeout).
+PROBE_EVERY_S = 1.0
+PROBE_TIMEOUT_S = 3.0
 
 
 class RedisHealth:
@@ -42,12 +57,13 @@ class RedisHealth:
         self.delay = BACKOFF_FIRST_S
         self._last_error = ""
 
-    def failure(self, exc: BaseException, doing: str) -> None:
-        """Record a failure (pure bookkeeping and logging; no sleep)."""
+    def failure(self, exc: BaseException, doing: str, since: float | None = None) -> None:
+        """Record a failure (pure bookkeeping and logging; no sleep); ``since``: when what
+        failed began (a command that got no answer), if before now."""
         now = self.clock()
         self._last_error = f"{type(exc).__name__}: {exc}"
         if self.down_since is None:
-            self.down_since = now
+            self.down_since = now if since is None else min(now, since)
             self.reported = False
             suspect = self.back_at is not None and now - self.back_at < INCIDENT_WINDOW_S
             if suspect:
@@ -79,6 +95,25 @@ class RedisHealth:
         self.down_since = None
         self.back_at = self.clock()
         self.delay = BACKOFF_FIRST_S
+
+
+async def probe(
+    redis: Redis, health: RedisHealth, stopping: asyncio.Event, healthy: Callable[[], None]
+) -> None:
+    """PING Redis every :data:`PROBE_EVERY_S` until ``stopping`` is set: no answer within
+    :data:`PROBE_TIMEOUT_S`, or an error, is a failure of ``health``; an answer, its end."""
+    while not stopping.is_set():
+        sent = health.clock()
+        try:
+            await asyncio.wait_for(redis.ping(), PROBE_TIMEOUT_S)
+        except asyncio.TimeoutError:  # down since the PING went unanswered
+            health.failure(TimeoutError(f"no answer within {PROBE_TIMEOUT_S:.0f}s"), "probing", sent)
+        except REDIS_DOWN as exc:
+            health.failure(exc, "probing")
+        else:
+            health.ok()
+        healthy()
+        await wait_set(stopping, PROBE_EVERY_S)
 
 
 def log_down(event: RedisDown) -> None:

@@ -9,17 +9,13 @@ read (:mod:`.read`) -> lanes (:mod:`.lanes`) -> dispatch (:mod:`.dispatch`, on a
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
 import time
 import uuid
 from collections.abc import Sequence
 
-from redis import exceptions as rx
 from redis.asyncio import Redis
 
-from ..aio import wait_set
 from ..redisutil import REDIS_DOWN
 from ..registry import Registry
 from .dispatch import Dispatcher
@@ -29,6 +25,7 @@ from .gaps import GapWatch
 from .health import RedisHealth
 from .heartbeat import Heartbeat
 from .lanes import Lane
+from .loops import Loops
 from .pending import PendingEntries
 from .preflight import check_handlers
 from .read import Reader
@@ -93,6 +90,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._executor_started = False
+        self.loops = Loops(self, self._stopping)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -112,22 +110,15 @@ class Worker:
         """Serve until :meth:`stop`; then hand back unstarted entries and drain."""
         specs = (lane.spec for lane in self.lanes.values())
         await check_handlers(self.redis, specs, self.group, self.consumer)  # before anything
-        beat = functools.partial(self.heartbeat.beat, lambda: self.supervisor.closing, self._beaten)
-        self.supervisor.spawn("heartbeat", beat)  # announce "starting" at once, beat through the drain
+        self.loops.start_heartbeat()
         try:
             await self._start_up()
             if not self._executor_started:  # stop() during start-up: nothing was read
                 return
-            self.supervisor.spawn("unblock", functools.partial(self.reader.unblock_when, self._stopping))
-            self.supervisor.spawn("reclaim", self._reclaim_loop)
-            self.supervisor.spawn("lease", self._lease_loop)
-            self.supervisor.spawn("gaps", self._gap_loop)
-            if self.trimmer.wanted(self.lanes):
-                self.supervisor.spawn("trim", self._trim_loop)
-            log.info(
-                "worker %s reading %s as group %s", self.consumer, ", ".join(self.lanes), self.group,
-                extra={"consumer": self.consumer, "group": self.group, "streams": list(self.lanes)},
-            )  # fmt: skip
+            self.loops.start()
+            streams = ", ".join(self.lanes)
+            extra = {"consumer": self.consumer, "group": self.group, "streams": list(self.lanes)}
+            log.info("worker %s reading %s as group %s", self.consumer, streams, self.group, extra=extra)
             self._set_state("reading")
             await self._read_loop()
         finally:
@@ -187,47 +178,6 @@ class Worker:
     def _batch_done(self) -> None:
         self._start()
         self._wakeup.set()
-
-    # -- background loops (supervised) -----------------------------------------------------
-
-    async def _reclaim_loop(self) -> None:
-        while not self.stopping:
-            more = False
-            for lane in self.lanes.values():
-                try:
-                    more |= await self.reclaimer.reclaim(lane)
-                    self.health.ok()
-                except REDIS_DOWN as exc:
-                    await self.health.failed(exc, "reclaiming")
-                except rx.ResponseError as exc:
-                    if "NOGROUP" not in str(exc):  # NOGROUP: the read loop recreates the group
-                        raise
-            self.supervisor.healthy("reclaim")
-            if self.dispatcher.unsettled:
-                with contextlib.suppress(*REDIS_DOWN, rx.ResponseError):  # asked again next round
-                    await self.dispatcher.settled_elsewhere(self.pending)
-            if not more:  # a full page may mean more are waiting: go again at once
-                await self._sleep(self.settings.reclaim_interval)
-
-    async def _lease_loop(self) -> None:
-        # Until the drain is over (the supervisor cancels it): in-flight batches keep their
-        # leases through the grace period, so no other worker reclaims and runs them twice.
-        while not self.supervisor.closing:
-            await asyncio.sleep(self.leases.period)
-            await self.leases.renew(self.lanes)
-            self.supervisor.healthy("lease")
-
-    async def _gap_loop(self) -> None:
-        await self.gaps.run(lambda: self.stopping, lambda: self.supervisor.healthy("gaps"))
-
-    async def _trim_loop(self) -> None:
-        await self.trimmer.run(self.lanes, self._stopping, lambda: self.supervisor.healthy("trim"))
-
-    def _beaten(self) -> None:
-        self.supervisor.healthy("heartbeat")
-
-    async def _sleep(self, seconds: float) -> None:
-        await wait_set(self._stopping, seconds)
 
     # -- shutdown --------------------------------------------------------------------------
 

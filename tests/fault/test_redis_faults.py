@@ -1,6 +1,6 @@
 """Redis itself fails: restarted without persistence under load, the consumer group
-destroyed mid-run. The worker recreates the group, logs once per incident, does not spin,
-and keeps serving."""
+destroyed mid-run, unreachable behind a network partition. The worker recreates the group,
+logs once per incident, does not spin, and keeps serving."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from typing import Any
 import psutil
 import pytest
 import redis.asyncio as aioredis
-from support.invariants import VISIBILITY_S, Invariants, Workers, poll
+from support.invariants import READY_LOG, VISIBILITY_S, WORKER_START_S, Invariants, Workers, poll
+from support.proxy import TcpProxy
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
@@ -97,3 +98,37 @@ async def test_destroyed_consumer_group_is_recreated_once_without_losing_entries
     print(f"group destroyed: settled {took:.1f}s after; idle CPU {cpu:.1%}")
     w.terminate()
     assert w.wait() == 0
+
+
+BACK = re.compile(r"Redis is back after (\d+\.\d)s")
+PARTITION_S = 6.0
+
+
+@pytest.mark.both_modes
+async def test_a_network_partition_is_logged_once_when_it_starts_and_once_when_it_ends(
+    inv: Invariants, workers: Workers, redis_server: Any
+) -> None:
+    """Redis unreachable with nothing reset (packets dropped, as in a network partition): no
+    command fails, they all wait, so only the worker's probe notices. One line when the outage
+    starts, one when it ends with its duration, once per worker (actor mode: once for all its
+    actors, from its own process); every entry is handled once after."""
+    async with TcpProxy("127.0.0.1", redis_server.port) as proxy:  # runs on this test's loop:
+        w = workers.start(name="w", redis_url=f"redis://127.0.0.1:{proxy.port}/0", wait=False)
+        await poll(lambda: re.search(READY_LOG, w.output()), WORKER_START_S, "worker ready", workers.logs)
+        before = await inv.send(200)
+        await poll(lambda: len(inv.handled()) >= len(before), 30, "handled before", workers.logs)
+        proxy.blackhole()
+        started = time.monotonic()
+        await poll(lambda: UNAVAILABLE.search(w.output()), 15, "outage logged", workers.logs)
+        noticed = time.monotonic() - started
+        await poll(lambda: time.monotonic() - started >= PARTITION_S, PARTITION_S + 1, "the partition")
+        proxy.resume()
+        await poll(lambda: BACK.search(w.output()), 15, "end of the outage logged", workers.logs)
+        after = await inv.send(200)
+        out, _ = await inv.check(60, logs=workers.logs)
+    assert set(after) <= set(out.handled)
+    log = w.output()
+    assert len(UNAVAILABLE.findall(log)) == 1, log
+    [down_for] = BACK.findall(log)
+    assert PARTITION_S - 1.5 <= float(down_for) <= PARTITION_S + 4, log  # from the unanswered PING
+    print(f"partition of {PARTITION_S:.0f}s: noticed after {noticed:.1f}s, logged as {down_for}s")
