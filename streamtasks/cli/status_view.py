@@ -78,7 +78,8 @@ class StatusView:
             yield Text("no live workers", style="yellow")
         yield from _not_checked(status)
         if status["ok"]:
-            yield Text("healthy", style="bold green")
+            partly = " (as far as this Redis user may read: see above)" if status.get("not_checked") else ""
+            yield Text(f"healthy{partly}", style="bold green")
         else:
             yield Text("UNHEALTHY", style="bold red")
             yield from (Text(f"  - {p}", style="red") for p in status["problems"])
