@@ -18,16 +18,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from click.testing import CliRunner
 from redis import exceptions as rx
 from redis.asyncio import Redis
+from support.dashboard import served
 
 from streamtasks.app import load_registry
 from streamtasks.cli import main as cli
 from streamtasks.cli.common import EXIT_OK
 from streamtasks.keys import heartbeat_key
-from streamtasks.observe.dashboard import Targets
+from streamtasks.observe.dashboard import Access, Targets
 from streamtasks.observe.dashboard.queries import DeadFilter, find_dead, stream_detail
 from streamtasks.observe.dashboard.sampler import Sampler
 from streamtasks.observe.inspect import gather_status
@@ -145,6 +147,18 @@ async def test_the_readme_monitoring_acl_reads_everything_and_writes_nothing(
     assert out["show"].exit_code == 0 and json.loads(out["show"].output)["reason"] == "rejected"
     monitor = Redis.from_url(url)
     try:
+        async with served(monitor, access=Access(read_only=True)) as server, aiohttp.ClientSession() as http:
+            for page in (
+                "/",
+                "/api/overview",
+                "/streams/obs_work",
+                "/api/streams/obs_work",
+                "/deadletters?stream=obs_work",
+                "/api/deadletters/obs_work",
+            ):
+                async with http.get(server.url + page) as r:
+                    assert r.status == 200, (page, await r.text())
+                    assert "NOPERM" not in await r.text() and "not checked" not in await r.text()
         for write in (
             monitor.xadd("obs_work", {"n": "x"}),
             monitor.xack("obs_work", GROUP, "1-0"),
