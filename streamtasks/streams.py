@@ -84,6 +84,17 @@ def lost_before_delivery(stream: StreamState, group: GroupState) -> int:
     return max(0, stream.entries_added - group.entries_read - unread)
 
 
+def undelivered(lag: int | None, length: int | None, lost: int) -> int | None:
+    """Entries still in the stream that the group was not given yet: its ``lag`` less the
+    entries removed before it read them (``lost``, :func:`lost_before_delivery`), and never
+    more than the stream's ``length`` (after a trim Redis may count removed entries in the lag
+    when it cannot tell how many). None when Redis cannot tell the lag."""
+    if lag is None:
+        return None
+    waiting = max(0, lag - lost)
+    return waiting if length is None else min(waiting, max(0, length))
+
+
 def rewind(last_read: str | None, newest_now: str) -> bool:
     """True when Redis now has nothing as new as ``last_read``, the newest id this worker read
     (from the same stream): its writes since a snapshot are gone."""

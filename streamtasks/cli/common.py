@@ -89,6 +89,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         raise click.ClickException(f"Redis refused the credentials: {one_line(exc)}") from None
     except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
         raise click.ClickException(f"cannot reach Redis: {one_line(exc)}") from None
+    except rx.NoPermissionError as exc:
+        raise click.ClickException(f"the Redis user may not do this: {one_line(exc)} (NOPERM)") from None
     except rx.RedisError as exc:
         raise click.ClickException(f"Redis error: {one_line(exc)}") from None
 
@@ -122,7 +124,8 @@ async def connect(url: str) -> Redis:
     redis: Redis | None = None
     try:
         redis = await connect_redis(url, socket_connect_timeout=CONNECT_TIMEOUT_S)
-        await redis.ping()
+        with contextlib.suppress(rx.NoPermissionError):  # a user without PING: it answered
+            await redis.ping()
     except rx.AuthenticationError as exc:  # a subclass of ConnectionError: first
         if redis is not None:
             await redis.aclose()

@@ -36,10 +36,14 @@ def dead_option(command: Any) -> Any:
     )(command)  # fmt: skip
 
 
-async def _dead_names(redis: Any, stream: str, dead_stream: str | None, app: str | None = None) -> list[str]:
+async def _dead_names(
+    redis: Any, stream: str, dead_stream: str | None, app: str | None = None, findings: Any = None
+) -> list[str]:
     """Where STREAM's dead letters are: ``--dead-stream``, else STREAM's ``dead_letter_stream``
-    in APP, else ``STREAM:dead``; for a sharded stream, one per shard."""
+    in APP, else ``STREAM:dead``; for a sharded stream, one per shard (a user who may not run
+    ``EXISTS``: STREAM's own, noted in ``findings``)."""
     from ..observe.inspect import shards_of
+    from ..observe.readings import Findings
 
     if dead_stream:
         return [dead_stream]
@@ -47,7 +51,10 @@ async def _dead_names(redis: Any, stream: str, dead_stream: str | None, app: str
         return _app_dead_names(stream, app)
     if stream.endswith(":dead"):
         return [stream]
-    return [dead_letter_stream(s) for s in await shards_of(redis, stream)]
+    f = Findings() if findings is None else findings
+    return [
+        dead_letter_stream(s) for s in await f.read("EXISTS", shards_of(redis, stream), [stream], key=stream)
+    ]
 
 
 async def _by_stream(redis: Any, names: list[str], ids: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
@@ -91,41 +98,60 @@ def dlq_list(
 ) -> None:
     """List the dead letters of STREAM (oldest first; a sharded stream: every shard's)."""
     from ..deadletter import list_dead
+    from ..observe.readings import Findings
 
-    async def go() -> tuple[dict[str, int], list[Any]]:
+    found = Findings()
+
+    async def go() -> tuple[dict[str, int | None], list[Any]]:
         async with connected(redis_url) as redis:
-            by_stream: dict[str, int] = {}
+            by_stream: dict[str, int | None] = {}
             letters: list[Any] = []
-            for dead in await _dead_names(redis, stream, dead_stream, app):
-                by_stream[dead] = int(await redis.xlen(dead))
-                letters += await list_dead(redis, dead, count - len(letters)) if len(letters) < count else []
+            for dead in await _dead_names(redis, stream, dead_stream, app, found):
+                by_stream[dead] = await found.read("XLEN", redis.xlen(dead), None, key=dead)
+                if len(letters) < count:
+                    letters += await found.read(
+                        "XRANGE", list_dead(redis, dead, count - len(letters)), [], key=dead
+                    )
             return by_stream, letters
 
     by_stream, letters = run(go())
-    total = sum(by_stream.values())
+    known = [n for n in by_stream.values() if n is not None]
+    total = sum(known) if len(known) == len(by_stream) else None
     name = next(iter(by_stream)) if len(by_stream) == 1 else f"{stream} ({len(by_stream)} shards)"
     if as_json:
-        doc = {"dead_stream": name, "total": total, "entries": [d.as_dict() for d in letters]}
+        doc: dict[str, Any] = {"dead_stream": name, "total": total, "entries": [d.as_dict() for d in letters]}
         if len(by_stream) > 1:
             doc["shards"] = by_stream
+        doc["not_checked"] = found.not_checked()
         click.echo(json.dumps(doc, indent=2))
         return
+    _print_letters(name, total, letters, found.not_checked())
+
+
+def _print_letters(name: str, total: int | None, letters: list[Any], not_checked: list[str]) -> None:
+    """The dead letters as a table (every value plain text, never rich markup), and what the
+    Redis user may not read."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"{name}: {total} dead letter(s)")
+    table = Table(title=Text(f"{name}: {'-' if total is None else total} dead letter(s)"))
     for col in ("dead id", "entry id", "reason", "error", "attempts", "last failure"):
         table.add_column(col)
     for d in letters:
-        table.add_row(
+        cells = [
             d.dead_id,
             d.id,
             d.reason,
             f"{d.error_type}: {d.error}"[:80],
             str(d.attempts),
             _ms_text(d.last_failure_ms),
-        )
-    Console().print(table)
+        ]
+        table.add_row(*map(Text, cells))
+    console = Console()
+    console.print(table)
+    for line in not_checked:
+        console.print(Text(f"not read: {line}", style="yellow"))
 
 
 @dlq.command("show")

@@ -10,96 +10,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..connect import connect
-from ..observe.inspect import DEFAULT_STUCK_AFTER, NO_GROUP, gather_status, secs
+from ..observe.inspect import DEFAULT_STUCK_AFTER, gather_status
 from ..redisutil import REDIS_DOWN
 from .common import EXIT_ERROR, EXIT_UNHEALTHY, redis_client, redis_url_option, split_streams
 
 # -- rendering ---------------------------------------------------------------------------------
 
 
-def _num(value: int | None) -> str:
-    return "-" if value is None else f"{value:,}"
-
-
-def _consumer_text(c: Mapping[str, Any]) -> str:
-    if c.get("live") and not c["pending"]:
-        return f"{c['name']} (idle {secs(c['idle'])})"
-    dead = "" if c.get("live") else ", DEAD"
-    return f"{c['name']} ({c['pending']} pending, idle {secs(c['idle'])}{dead})"
-
-
 def render(status: Mapping[str, Any]) -> Any:
-    """A rich renderable (streams table, workers table, verdict) of a :func:`gather_status` dict."""
-    from rich.console import Group
-    from rich.text import Text
+    """A rich renderable of a :func:`gather_status` dict (streams and workers tables, what could
+    not be checked, the verdict), fitted to the width it is drawn at (:mod:`.status_view`)."""
+    from .status_view import StatusView
 
-    if not status["redis"]["ok"]:  # nothing else to show: one line
-        return Text(f"UNHEALTHY: {status['problems'][0]}", style="bold red")
-    parts: list[Any] = [_streams_table(status)]
-    if status["group"] is None and not status["streams"]:
-        parts.append(Text("no consumer groups in this Redis (no worker has started on it)"))
-    parts.append(_workers_table(status) if status["workers"] else Text("no live workers", style="yellow"))
-    if status["ok"]:
-        parts.append(Text("healthy", style="bold green"))
-    else:
-        parts.append(Text("UNHEALTHY", style="bold red"))
-        parts.extend(Text(f"  - {p}", style="red") for p in status["problems"])
-    return Group(*parts)
-
-
-def _streams_table(status: Mapping[str, Any]) -> Any:
-    from rich.table import Table
-
-    every_group = status["group"] is None
-    title = f"streams (group {status['group']})" if not every_group else "streams (every consumer group)"
-    table = Table(title=title, title_justify="left")
-    columns = ["stream", "length", "lag", "pending", "oldest pending", "dead letters", "added/1m"]
-    columns += ["trimmed (held by)", "consumers"]
-    if every_group:
-        columns.insert(1, "group")
-    for col in columns:
-        table.add_column(col, justify="left" if col in ("stream", "group", "consumers") else "right")
-    for s in status["streams"]:
-        row = _stream_row(s)
-        if every_group:
-            row.insert(1, s["group"] if s["group"] != NO_GROUP else "-")
-        table.add_row(*row)
-    for base, t in (status.get("shards") or {}).items():
-        row = [
-            f"{base} (all {t['shards']} shards)", _num(t["length"]), _num(t["lag"]), _num(t["pending"]),
-            "", _num(t["dead_letters"]), "", "", "",
-        ]  # fmt: skip
-        if every_group:
-            row.insert(1, "")
-        table.add_row(*row)
-    return table
-
-
-def _stream_row(s: Mapping[str, Any]) -> list[str]:
-    consumers = ", ".join(_consumer_text(c) for c in s["consumers"])
-    added = _num(s.get("added_1m")) + ("+" if s.get("added_1m_capped") else "")
-    group = "" if s["group_exists"] else " (no group)"
-    trim = s.get("trim") or {}
-    trimmed = f"{_num(trim.get('removed'))} ({trim.get('held_by') or '-'})"
-    return [
-        s["stream"] + group, _num(s["length"]), _num(s["lag"]), _num(s["pending"]),
-        secs(s["oldest_pending_age"]), _num(s["dead_letters"]), added, trimmed, consumers or "-",
-    ]  # fmt: skip
-
-
-def _workers_table(status: Mapping[str, Any]) -> Any:
-    from rich.table import Table
-
-    workers = Table(title="live workers", title_justify="left")
-    for col in ("consumer", "group", "state", "host", "pid", "last heartbeat", "in flight", "streams"):
-        workers.add_column(col)
-    for w in status["workers"]:
-        workers.add_row(
-            str(w["consumer"]), str(w.get("group") or "-"), str(w.get("state") or "-"),
-            str(w["host"] or "-"), str(w["pid"] or "-"), secs(w["heartbeat_age"]) + " ago",
-            _num(w["in_flight"]), ", ".join(w["streams"]),
-        )  # fmt: skip
-    return workers
+    return StatusView(status)
 
 
 # -- the command -----------------------------------------------------------------------------

@@ -3,55 +3,69 @@ of a sharded stream, read straight from Redis."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
+import msgspec
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from .. import keys
 from ..connect import is_cluster
 from ..redisutil import text
+from .judge import NO_GROUP as NO_GROUP  # where it was first defined
+from .readings import Findings, Unreadable, decode_heartbeat, printable
 
-#: The group of a named stream that has no consumer group at all (``group=None``).
-NO_GROUP = ""
 
-
-async def live_workers(redis: Redis, group: str, *, now: float | None = None) -> list[dict[str, Any]]:
+async def live_workers(
+    redis: Redis, group: str, *, now: float | None = None, findings: Findings | None = None
+) -> list[dict[str, Any]]:
     """The heartbeats of ``group``'s workers (each key expires ~10 s after its worker died).
 
     ``state`` is what the worker announced: ``starting`` (creating its groups, starting Ray),
-    ``reading``, ``draining`` or ``stopped``; a starting worker is alive and will read.
+    ``reading``, ``draining`` or ``stopped``; a starting worker is alive and will read. A key
+    whose value is not a heartbeat (:func:`~.readings.decode_heartbeat`) is skipped and noted
+    in ``findings``; reads the user may not run are noted there too (no workers then).
     """
     now = time.time() if now is None else now
-    found = [k async for k in redis.scan_iter(match=keys.heartbeat_pattern(group), count=500)]
-    values = await _mget(redis, found) if found else []
+    findings = Findings() if findings is None else findings
+    found = await findings.read("SCAN", _scan(redis, keys.heartbeat_pattern(group)), [])
+    values = await findings.read("MGET", _mget(redis, found), []) if found else []
     workers = []
-    for key, value in zip(found, values, strict=True):
-        if value is None:  # expired between SCAN and MGET
+    for key, value in zip(found, values, strict=False):
+        if value is None:  # expired between SCAN and MGET, or not a string
+            await _not_a_string(redis, key, findings)
             continue
         try:
-            beat = json.loads(value)
-        except ValueError:
-            beat = {}
-        consumer = beat.get("consumer") or text(key).rsplit(":", 1)[-1]
-        ts = beat.get("ts")
+            beat = decode_heartbeat(value)
+        except Unreadable as exc:
+            findings.skip(key, str(exc))
+            continue
         workers.append(
             {
-                "consumer": consumer,
+                "consumer": beat.consumer or printable(key).rsplit(":", 1)[-1],
                 "group": group,
-                "state": beat.get("state"),
-                "host": beat.get("host"),
-                "pid": beat.get("pid"),
-                "streams": beat.get("streams", []),
-                "in_flight": beat.get("in_flight"),
-                "failing_loops": beat.get("failing_loops") or [],
-                "ray": beat.get("ray"),
-                "heartbeat_age": max(0.0, now - float(ts)) if ts is not None else None,
+                "state": beat.state,
+                "host": beat.host,
+                "pid": beat.pid,
+                "streams": beat.streams,
+                "in_flight": beat.in_flight,
+                "failing_loops": beat.failing_loops,
+                "ray": msgspec.to_builtins(beat.ray) if beat.ray is not None else None,
+                "heartbeat_age": max(0.0, now - beat.ts),
             }
         )
     return sorted(workers, key=lambda w: str(w["consumer"]))
+
+
+async def _scan(redis: Redis, pattern: str) -> list[Any]:
+    return [k async for k in redis.scan_iter(match=pattern, count=500)]
+
+
+async def _not_a_string(redis: Redis, key: Any, findings: Findings) -> None:
+    kind = text(await findings.read("TYPE", redis.type(key), b"none"))
+    if kind not in ("none", "string"):
+        findings.skip(key, f"a {kind}, not a heartbeat (a JSON string)")
 
 
 async def _mget(redis: Redis, found: list[Any]) -> list[Any]:
@@ -78,21 +92,49 @@ async def shards_of(redis: Redis, stream: str) -> list[str]:
     return found or [stream]
 
 
-async def discover_streams(redis: Redis, group: str) -> list[str]:
+async def discover_streams(redis: Redis, group: str, findings: Findings | None = None) -> list[str]:
     """Streams that have consumer group ``group`` (dead-letter streams excluded)."""
-    return [stream for stream, g in await discover_groups(redis) if g == group]
+    return [stream for stream, g in await discover_groups(redis, findings) if g == group]
 
 
-async def discover_groups(redis: Redis) -> list[tuple[str, str]]:
-    """Every ``(stream, group)`` pair in this Redis (dead-letter streams excluded), sorted."""
+async def discover_groups(redis: Redis, findings: Findings | None = None) -> list[tuple[str, str]]:
+    """Every ``(stream, group)`` pair in this Redis (dead-letter streams excluded), sorted.
+
+    A stream or group whose name is not UTF-8 cannot be named in a command here: it is
+    skipped and noted in ``findings``, as are reads the user may not run."""
+    findings = Findings() if findings is None else findings
     found: list[tuple[str, str]] = []
-    async for raw in redis.scan_iter(count=1000, _type="stream"):
-        name = text(raw)
+    for raw in await findings.read("SCAN", _scan_streams(redis), []):
+        name = _utf8(raw)
+        if name is None:
+            findings.skip(raw, "a stream whose name is not UTF-8")
+            continue
         if name.endswith(":dead"):
             continue
         try:
-            groups: Any = await redis.xinfo_groups(name)
+            groups: Any = await findings.read("XINFO GROUPS", redis.xinfo_groups(name), [], key=name)
         except rx.ResponseError:  # deleted since the scan
             continue
-        found.extend((name, text(g.get("name") or g.get(b"name") or "")) for g in groups)
+        for g in groups:
+            group = _utf8(g.get("name") or g.get(b"name") or b"")
+            if group is None:
+                findings.skip(
+                    name, f"its group {printable(g.get('name') or b'')!r} has a name that is not UTF-8"
+                )
+            else:
+                found.append((name, group))
     return sorted(found)
+
+
+async def _scan_streams(redis: Redis) -> list[Any]:
+    return [k async for k in redis.scan_iter(count=1000, _type="stream")]
+
+
+def _utf8(value: bytes | str) -> str | None:
+    """``value`` as text, or None if it is bytes that are not UTF-8."""
+    if isinstance(value, str):
+        return value
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return None

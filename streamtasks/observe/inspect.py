@@ -12,8 +12,10 @@ worker running, and agrees with what ``XINFO`` / ``XPENDING`` say:
   time), and ``oldest_pending_idle`` -- seconds since that entry was last delivered or had
   its lease renewed (``XPENDING`` range ``idle``);
 * ``undeliverable`` -- entries trimmed or deleted before the group read them, which its
-  ``lag`` still counts, so the lag cannot drain (see :mod:`streamtasks.worker.gaps`; a running
+  ``lag`` still counts, so the lag cannot drain (see :mod:`streamtasks.streams`; a running
   worker reports them as lost and corrects the count);
+* ``undelivered`` -- the part of ``lag`` still in the stream: ``lag`` less ``undeliverable``,
+  never more than ``length`` (:func:`streamtasks.streams.undelivered`);
 * ``dead_letters`` -- ``XLEN`` of the dead-letter stream;
 * ``consumers`` -- ``XINFO CONSUMERS`` (name, pending, idle) joined with the worker
   heartbeat keys: a consumer with pending entries and no live heartbeat is *dead*;
@@ -21,13 +23,15 @@ worker running, and agrees with what ``XINFO`` / ``XPENDING`` say:
   the length: ack-aware trimming, ``MAXLEN``, ``XDEL``), and what ack-aware trimming waits on
   right now: ``held_by`` (the group furthest behind, ``no consumer group``) at ``minid``;
 * ``shards`` (in :func:`gather_status`) -- per sharded stream (``orders`` for ``orders:{0}``
-  ...), the shards' length, lag, pending and dead letters added up;
+  ...), the shards' length, lag, undelivered, pending and dead letters added up;
 * ``added_1m`` -- entries added in the last 60 s, counted with ``XRANGE`` from the id
   ``now-60s`` (capped at :data:`THROUGHPUT_SCAN_CAP`; ``added_1m_capped`` says so).
   This is the arrival rate; whether the group keeps up shows in ``lag``.
 
 :func:`gather_status` returns one JSON-able dict with ``ok`` and ``problems`` (one readable
-line per problem); :func:`streamtasks.cli.status.render` draws it as a rich table.
+line per problem); :func:`streamtasks.cli.status.render` draws it as a rich table. A number
+the Redis user may not read is ``None`` (and named in ``not_checked``); a key whose value or
+type does not fit is skipped and named (``bad_keys``, :mod:`.readings`); the rest is reported.
 """
 
 from __future__ import annotations
@@ -43,12 +47,14 @@ from redis.asyncio import Redis
 
 from .. import keys
 from ..redisutil import REDIS_DOWN, id_seconds, text
-from ..streams import GroupPosition, GroupState, StreamState, lost_before_delivery, trim_point
+from ..streams import GroupPosition, GroupState, StreamState, lost_before_delivery, trim_point, undelivered
 from .discover import NO_GROUP as NO_GROUP  # re-exported names: status and the dashboard use them
 from .discover import discover_groups as discover_groups
 from .discover import discover_streams as discover_streams
 from .discover import live_workers as live_workers
 from .discover import shards_of as shards_of
+from .judge import judge
+from .readings import Findings
 
 #: Default for ``--stuck-after``: a pending entry older than this (since XADD) is "stuck".
 DEFAULT_STUCK_AFTER = 300.0
@@ -77,10 +83,13 @@ def _norm(mapping: Mapping[Any, Any]) -> dict[str, Any]:
 
 
 async def group_info(redis: Redis, stream: str, group: str) -> dict[str, Any] | None:
-    """``group``'s row of ``XINFO GROUPS stream`` (str keys), or ``None`` if either is missing."""
+    """``group``'s row of ``XINFO GROUPS stream`` (str keys), or ``None`` if either is missing
+    (``NoPermissionError`` when the user may not ask)."""
     try:
         groups = await redis.xinfo_groups(stream)
-    except rx.ResponseError:  # no such key
+    except rx.NoPermissionError:
+        raise
+    except rx.ResponseError:  # no such key, or not a stream
         return None
     for raw in groups:
         info = _norm(raw)
@@ -136,65 +145,120 @@ async def sample_stream(
     now: float | None = None,
     throughput: bool = True,
     consumers: bool = True,
+    findings: Findings | None = None,
 ) -> dict[str, Any]:
-    """Everything Redis says about ``stream`` and ``group`` (see the module docstring)."""
+    """Everything Redis says about ``stream`` and ``group`` (see the module docstring).
+
+    A read the user may not run leaves its numbers ``None`` (``group_exists`` too: unknown)
+    and is noted in ``findings``."""
     now = time.time() if now is None else now
-    dead = dead_letter_stream or keys.dead_letter_stream(stream)
-    length = int(await redis.xlen(stream))
-    info = await group_info(redis, stream, group)
-    sample: dict[str, Any] = {
+    f = Findings() if findings is None else findings
+    sample = blank_sample(stream, group, dead_letter_stream)
+    length = sample["length"] = await f.read("XLEN", redis.xlen(stream), None, key=stream)
+    exists = True if length else await f.read("EXISTS", redis.exists(stream), None, key=stream)
+    sample["exists"] = None if exists is None else bool(exists)
+    dead = sample["dead_letter_stream"]
+    sample["dead_letters"] = await _dead_letters(redis, dead, f)
+    info = await f.read("XINFO GROUPS", group_info(redis, stream, group), DENIED, key=stream)
+    sample["group_exists"] = None if info is DENIED else info is not None
+    if info is None:
+        sample["pending"] = 0  # no group: nothing was delivered
+    if isinstance(info, dict):
+        await _group_numbers(redis, sample, info, now, f)
+        if consumers:
+            sample["consumers"] = await f.read(
+                "XINFO CONSUMERS", _consumers(redis, stream, group), [], key=stream
+            )
+    if throughput:
+        added = await f.read("XRANGE", _added_since(redis, stream, now), (None, False), key=stream)
+        sample["added_1m"], sample["added_1m_capped"] = added
+    if sample["exists"]:
+        sample["trim"] = await trim_state(redis, stream, sample["length"], f)
+    return sample
+
+
+async def _dead_letters(redis: Redis, dead: str, f: Findings) -> int | None:
+    """``XLEN`` of the dead-letter stream; a key of another type there is skipped and named."""
+    try:
+        return await f.read("XLEN", redis.xlen(dead), None, key=dead)
+    except rx.ResponseError as exc:
+        f.skip(dead, f"cannot be read as a stream: {exc}")
+        return None
+
+
+#: ``group_info`` when the user may not run ``XINFO GROUPS``.
+DENIED: Any = object()
+
+
+def blank_sample(stream: str, group: str, dead_letter_stream: str | None = None) -> dict[str, Any]:
+    """A stream's sample with nothing known yet (what is left when it cannot be read)."""
+    return {
         "stream": stream,
         "group": group,
-        "exists": bool(length) or bool(await redis.exists(stream)),
-        "group_exists": info is not None,
-        "length": length,
+        "exists": None,
+        "group_exists": None,
+        "length": None,
         "lag": None,
+        "undelivered": None,
         "entries_read": None,
         "last_delivered_id": None,
-        "pending": 0,
+        "pending": None,
         "oldest_pending_id": None,
         "oldest_pending_age": None,
         "oldest_pending_idle": None,
         "oldest_pending_deliveries": None,
         "undeliverable": 0,
-        "dead_letter_stream": dead,
-        "dead_letters": int(await redis.xlen(dead)),
+        "dead_letter_stream": dead_letter_stream or keys.dead_letter_stream(stream),
+        "dead_letters": None,
         "consumers": [],
     }
-    if info is not None:
-        lag = info.get("lag")
-        sample["lag"] = int(lag) if lag is not None else None
-        read = info.get("entries-read")
-        sample["entries_read"] = int(read) if read is not None else None
-        sample["last_delivered_id"] = info.get("last-delivered-id")
-        with contextlib.suppress(rx.ResponseError):  # deleted since: nothing to say
-            stream_state = StreamState.of(await redis.xinfo_stream(stream))
-            sample["undeliverable"] = lost_before_delivery(stream_state, GroupState.of(info))
-        sample.update(await _pending(redis, stream, group, now))
-        if consumers:
-            sample["consumers"] = await _consumers(redis, stream, group)
-    if throughput:
-        sample["added_1m"], sample["added_1m_capped"] = await _added_since(redis, stream, now)
-    if sample["exists"]:
-        sample["trim"] = await trim_state(redis, stream, length)
-    return sample
 
 
-async def trim_state(redis: Redis, stream: str, length: int) -> dict[str, Any]:
+async def _group_numbers(
+    redis: Redis, sample: dict[str, Any], info: dict[str, Any], now: float, f: Findings
+) -> None:
+    """Lag, read counter, position, entries lost before delivery and pending, of one group."""
+    stream, group = sample["stream"], sample["group"]
+    lag, read = info.get("lag"), info.get("entries-read")
+    sample["lag"] = int(lag) if lag is not None else None
+    sample["entries_read"] = int(read) if read is not None else None
+    sample["last_delivered_id"] = info.get("last-delivered-id")
+    with contextlib.suppress(rx.ResponseError):  # deleted since: nothing to say
+        raw = await f.read("XINFO STREAM", redis.xinfo_stream(stream), None, key=stream)
+        if raw is not None:
+            state = StreamState.of(raw)
+            sample["undeliverable"] = lost_before_delivery(state, GroupState.of(info))
+            if sample["length"] is None:
+                sample["length"] = state.length
+    sample["undelivered"] = undelivered(sample["lag"], sample["length"], sample["undeliverable"])
+    pending = await f.read("XPENDING", _pending(redis, stream, group, now), None, key=stream)
+    sample.update(pending or {})
+
+
+async def trim_state(
+    redis: Redis, stream: str, length: int | None, findings: Findings | None = None
+) -> dict[str, Any]:
     """What was removed from ``stream`` and what ack-aware trimming waits on (see above)."""
+    f = Findings() if findings is None else findings
+    unknown: dict[str, Any] = {"removed": None, "held_by": None, "minid": None}
     try:
-        info = _norm(await redis.xinfo_stream(stream))
-        groups = [_norm(g) for g in await redis.xinfo_groups(stream)]
+        info = await f.read("XINFO STREAM", redis.xinfo_stream(stream), None, key=stream)
+        groups = await f.read("XINFO GROUPS", redis.xinfo_groups(stream), None, key=stream)
+        if info is None or groups is None:
+            return unknown
+        positions = []
+        for g in map(_norm, groups):
+            summary = _norm(await redis.xpending(stream, g["name"]))
+            oldest = summary.get("min") if summary.get("pending") else None
+            positions.append(GroupPosition(g["name"], g["last-delivered-id"], oldest))
+    except rx.NoPermissionError:
+        f.deny("XPENDING", stream)
+        return unknown
     except rx.ResponseError:
-        return {"removed": None, "held_by": None, "minid": None}
-    positions = []
-    for g in groups:
-        summary = _norm(await redis.xpending(stream, g["name"]))
-        oldest = summary.get("min") if summary.get("pending") else None
-        positions.append(GroupPosition(g["name"], g["last-delivered-id"], oldest))
+        return unknown
     point = trim_point(positions, None)
-    added = info.get("entries-added")
-    removed = int(added) - length if added is not None else None
+    added = _norm(info).get("entries-added")
+    removed = int(added) - length if added is not None and length is not None else None
     return {"removed": removed, "held_by": point.held_by, "minid": point.minid}
 
 
@@ -205,80 +269,18 @@ def shard_totals(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, An
         base = keys.shard_base(s["stream"])
         if base is None:
             continue
-        total = out.setdefault(base, {"shards": 0, "length": 0, "lag": 0, "pending": 0, "dead_letters": 0})
+        total = out.setdefault(
+            base, {"shards": 0, "length": 0, "lag": 0, "undelivered": 0, "pending": 0, "dead_letters": 0}
+        )
         total["shards"] += 1
         for name in ("length", "pending", "dead_letters"):
             total[name] += int(s[name] or 0)
-        total["lag"] = None if total["lag"] is None or s["lag"] is None else total["lag"] + s["lag"]
+        for name in ("lag", "undelivered"):
+            total[name] = None if total[name] is None or s[name] is None else total[name] + s[name]
     return out
 
 
 # -- the whole picture ---------------------------------------------------------------------
-
-
-def _failing_or_lost(streams: list[dict[str, Any]], workers: list[dict[str, Any]]) -> list[str]:
-    """Workers whose background loops fail; lags that cannot drain (entries trimmed unread)."""
-    problems = [
-        f"worker {w['consumer']}: background loop {', '.join(map(repr, w['failing_loops']))} failing "
-        "(see its log)"
-        for w in workers
-        if w.get("failing_loops")
-    ]
-    problems += [
-        f"{s['stream']}: lag {s['lag']} cannot drain: {s['undeliverable']} entries were trimmed or "
-        f"deleted before group {s['group']!r} read them (lost)"
-        for s in streams
-        if s.get("undeliverable")
-    ]
-    return problems
-
-
-def _judge(
-    streams: list[dict[str, Any]],
-    workers: list[dict[str, Any]],
-    stuck_after: float,
-    named: Collection[str] = (),
-) -> tuple[list[str], list[dict[str, Any]]]:
-    """Problems (one line each) and dead consumers (pending entries, no live heartbeat).
-
-    A stream without its group is a problem when it has entries, or when it is ``named``
-    (asked for by name: nothing reads it, perhaps a typo), unless a live worker of the group
-    serves it (a starting worker creates its group).
-    """
-    problems: list[str] = _failing_or_lost(streams, workers)
-    dead: list[dict[str, Any]] = []
-    for s in streams:
-        name = s["stream"]
-        of_group = [w for w in workers if w.get("group", s["group"]) == s["group"]]
-        live = {w["consumer"] for w in of_group}
-        serving = [w for w in of_group if not w["streams"] or name in w["streams"]]
-        if not s["group_exists"]:
-            if not serving and (s["length"] or name in named):
-                what = f"{s['length']} entries" if s["length"] else "no entries"
-                grp = f" {s['group']!r}" if s["group"] != NO_GROUP else ""
-                problems.append(f"{name}: {what} and no consumer group{grp}: no worker reads it")
-            continue
-        for c in s["consumers"]:
-            c["live"] = c["name"] in live
-            if c["pending"] and not c["live"]:
-                dead.append(
-                    {"stream": name, "consumer": c["name"], "pending": c["pending"], "idle": c["idle"]}
-                )
-                problems.append(
-                    f"{name}: dead consumer {c['name']} holds {c['pending']} pending entries "
-                    f"(no heartbeat; idle {c['idle']:.0f}s)"
-                )
-        age = s["oldest_pending_age"]
-        if age is not None and age > stuck_after:
-            problems.append(
-                f"{name}: oldest pending entry {s['oldest_pending_id']} is {age:.0f}s old "
-                f"(> --stuck-after {stuck_after:.0f}s)"
-            )
-        if not serving and (s["pending"] or s["lag"]):
-            problems.append(
-                f"{name}: no live worker, but {s['pending']} pending and {s['lag'] or 0} undelivered entries"
-            )
-    return problems, dead
 
 
 async def gather_status(
@@ -299,53 +301,79 @@ async def gather_status(
     ``groups`` (the groups looked at), ``redis`` (``{"ok", "error", "version", "refused"}``:
     ``refused`` when Redis rejected the credentials), ``streams`` (one :func:`sample_stream`
     dict each, with its ``group``), ``workers`` (live heartbeats, each with its ``group`` and
-    ``state``), ``dead_consumers``. Never raises for Redis being down: that is a problem.
+    ``state``; ``workers_known`` False when they could not be read), ``dead_consumers``,
+    ``bad_keys`` (``{"count", "keys": [{"key", "error"}]}``: keys skipped because their value
+    does not fit; each is a problem too) and ``not_checked`` (reads the Redis user may not
+    run, one line each: ``INFO: no permission (NOPERM)``). Never raises for Redis being down
+    (that is a problem), nor for a key of the wrong type or shape, nor for a denied read.
     """
     now = time.time()
+    findings = Findings()
     out: dict[str, Any] = {
         "ok": False, "problems": [], "checked_at": now, "group": group, "groups": [],
         "stuck_after": stuck_after, "redis": {"ok": False, "error": None, "version": None, "refused": False},
-        "streams": [], "shards": {}, "workers": [], "dead_consumers": [],
+        "streams": [], "shards": {}, "workers": [], "workers_known": True, "dead_consumers": [],
+        "bad_keys": findings.as_dict(), "not_checked": [],
     }  # fmt: skip
     try:
-        server = await redis.info("server")
+        server = await findings.read("INFO", redis.info("server"), {})
         out["redis"].update(ok=True, version=_norm(server).get("redis_version"))
-        pairs = await _targets(redis, streams, group)
+        pairs = await _targets(redis, streams, group, findings)
         out["groups"] = sorted({g for _, g in pairs} | ({group} if group else set()))
         dead_names = dict(dead_letter_streams or {})
-        out["streams"] = list(
-            await asyncio.gather(
-                *(
-                    sample_stream(redis, s, g, dead_names.get(s), now=now, throughput=throughput)
-                    for s, g in pairs
-                )
-            )
+        samples = (
+            sample_or_skip(redis, s, g, dead_names.get(s), now, throughput, findings) for s, g in pairs
         )
+        out["streams"] = list(await asyncio.gather(*samples))
         out["shards"] = shard_totals(out["streams"])
         for g in out["groups"]:
-            out["workers"] += await live_workers(redis, g, now=now)
+            out["workers"] += await live_workers(redis, g, now=now, findings=findings)
     except REDIS_DOWN as exc:
-        from ..logs import redact
-
-        out["redis"]["error"] = redact(f"{type(exc).__name__}: {exc}")
-        if isinstance(exc, rx.AuthenticationError):
-            out["redis"]["refused"] = True
-            out["problems"] = [f"Redis refused the credentials: {out['redis']['error']}"]
-        else:
-            out["problems"] = [f"Redis is unreachable: {out['redis']['error']}"]
-        return out
-    out["problems"], out["dead_consumers"] = _judge(out["streams"], out["workers"], stuck_after, named)
+        return _unreachable(out, exc)
+    out["workers_known"] = not findings.denied_any("SCAN", "MGET")
+    workers = out["workers"] if out["workers_known"] else None
+    out["problems"], out["dead_consumers"] = judge(out["streams"], workers, stuck_after, named)
+    out["problems"] += findings.problems()
+    out["bad_keys"], out["not_checked"] = findings.as_dict(), findings.not_checked()
     out["ok"] = not out["problems"]
     return out
 
 
-async def _targets(redis: Redis, streams: Sequence[str] | None, group: str | None) -> list[tuple[str, str]]:
+async def sample_or_skip(
+    redis: Redis, stream: str, group: str, dead: str | None, now: float, throughput: bool, findings: Findings
+) -> dict[str, Any]:
+    """:func:`sample_stream`, or, for a key that is not a stream (``WRONGTYPE``) or gone
+    meanwhile, what is left: the key skipped and named."""
+    try:
+        return await sample_stream(
+            redis, stream, group, dead, now=now, throughput=throughput, findings=findings
+        )
+    except rx.ResponseError as exc:
+        findings.skip(stream, f"cannot be read as a stream: {exc}")
+        return blank_sample(stream, group, dead)
+
+
+def _unreachable(out: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    from ..logs import redact
+
+    out["redis"]["error"] = redact(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, rx.AuthenticationError):
+        out["redis"]["refused"] = True
+        out["problems"] = [f"Redis refused the credentials: {out['redis']['error']}"]
+    else:
+        out["problems"] = [f"Redis is unreachable: {out['redis']['error']}"]
+    return out
+
+
+async def _targets(
+    redis: Redis, streams: Sequence[str] | None, group: str | None, findings: Findings
+) -> list[tuple[str, str]]:
     """The ``(stream, group)`` pairs to sample."""
     if group is None:
-        pairs = await discover_groups(redis)
+        pairs = await discover_groups(redis, findings)
         if streams is None:
             return pairs
         # A named stream without any group is still sampled (as group NO_GROUP): a problem.
         return [p for s in streams for p in ([q for q in pairs if q[0] == s] or [(s, NO_GROUP)])]
-    names = list(streams) if streams is not None else await discover_streams(redis, group)
+    names = list(streams) if streams is not None else await discover_streams(redis, group, findings)
     return [(s, group) for s in names]

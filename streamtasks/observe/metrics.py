@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -33,12 +32,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from redis import exceptions as rx
 
-from .. import keys
 from ..logs import redact
 from ..redisutil import REDIS_DOWN
 from ..worker.executors import Cluster
 from ..worker.tally import Buckets, Tally
-from .inspect import group_info, sample_stream
+from .discover import live_workers
+from .inspect import group_info, sample_or_skip
+from .readings import Findings
 
 if TYPE_CHECKING:
     from ..worker.events import Serving
@@ -176,9 +176,10 @@ class RedisCollector:
     async def _redis_metrics(self) -> list[Metric]:
         w = self.worker
         now = time.time()
+        found = Findings()
         samples = await asyncio.gather(
             *(
-                sample_stream(w.redis, s, w.group, lane.dead_letter_stream, now=now, throughput=False)
+                sample_or_skip(w.redis, s, w.group, lane.dead_letter_stream, now, False, found)
                 for s, lane in w.registry.handlers.items()
             )
         )
@@ -215,6 +216,7 @@ class RedisCollector:
                     key in ("oldest_pending_age", "oldest_pending_idle")
                     and value is None
                     and s["group_exists"]
+                    and s["pending"] is not None
                 ):
                     value = 0.0  # nothing pending: age 0 rather than a gap in the graph
                 if value is not None:
@@ -223,28 +225,44 @@ class RedisCollector:
             for c in s["consumers"]:
                 c_idle.add_metric([*values, c["name"]], c["idle"])
                 c_pending.add_metric([*values, c["name"]], c["pending"])
-        return [*fams.values(), consumers, c_idle, c_pending, *await self._heartbeat_metrics(now)]
+        heartbeats = await self._heartbeat_metrics(now, found)
+        return [*fams.values(), consumers, c_idle, c_pending, *heartbeats, *_findings_metrics(found)]
 
-    async def _heartbeat_metrics(self, now: float) -> list[Metric]:
+    async def _heartbeat_metrics(self, now: float, found: Findings) -> list[Metric]:
         w = self.worker
         age = _gauge(
             "streamtasks_worker_heartbeat_age_seconds",
             "Age of this worker's heartbeat key (actor mode: the oldest of its actors').", (),
         )  # fmt: skip
-        ages: list[float] = []
-        consumers = w.heartbeat_consumers()
-        for consumer in consumers:
-            raw = await w.redis.get(keys.heartbeat_key(w.group, consumer))
-            with contextlib.suppress(TypeError, ValueError, KeyError):  # missing or malformed: none
-                ages.append(max(0.0, now - float(json.loads(raw or "")["ts"])))
-        if ages and len(ages) == len(consumers):  # one missing: no sample, as for a worker without one
-            age.add_metric([], max(ages))
         live = _gauge("streamtasks_live_workers", "Workers of the group with a live heartbeat.", ("group",))
-        count = 0
-        async for _ in w.redis.scan_iter(match=keys.heartbeat_pattern(w.group), count=500):
-            count += 1
-        live.add_metric([w.group], count)
+        workers = await live_workers(w.redis, w.group, now=now, findings=found)
+        if not found.denied_any("SCAN", "MGET"):
+            live.add_metric([w.group], len(workers))
+        ages = {x["consumer"]: x["heartbeat_age"] for x in workers}
+        consumers = w.heartbeat_consumers()
+        if consumers and all(c in ages for c in consumers):  # one missing: no sample
+            age.add_metric([], max(ages[c] for c in consumers))
         return [age, live]
+
+
+def _findings_metrics(found: Findings) -> list[Metric]:
+    """Keys skipped because their value does not fit, and reads the Redis user may not run."""
+    unreadable = _gauge(
+        "streamtasks_unreadable_keys",
+        "Keys monitoring read and skipped because their value or type does not fit (e.g. a "
+        "malformed heartbeat); status and the dashboard name them.",
+        (),
+    )
+    unreadable.add_metric([], len(found.bad))
+    denied = _gauge(
+        "streamtasks_monitoring_denied",
+        "1 for each Redis command this scrape needed and the Redis user may not run (NOPERM): "
+        "the gauges it feeds are left out.",
+        ("command",),
+    )
+    for command in found.denied:
+        denied.add_metric([command], 1)
+    return [unreadable, denied]
 
 
 def _cluster_metrics(cluster: Cluster | None) -> list[Metric]:
@@ -291,6 +309,8 @@ class WorkerMetrics:
                     return f"consumer group {w.group!r} missing on {stream!r}"
         except (*REDIS_DOWN, asyncio.TimeoutError) as exc:
             return f"Redis unreachable: {type(exc).__name__}"
+        except rx.NoPermissionError:
+            return "the Redis user may not run XINFO GROUPS: no permission (NOPERM)"
         if snap.redis_down_since is not None:
             return "Redis unreachable (the worker is reconnecting)"
         cluster = w.cluster

@@ -167,6 +167,7 @@ async def test_status_and_dlq_work_on_a_cluster(redis_cluster: Any, cluster_redi
         "shards": 16,
         "length": 32,
         "lag": 32,
+        "undelivered": 32,
         "pending": 0,
         "dead_letters": 0,
     }

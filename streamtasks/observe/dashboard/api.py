@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,7 +47,7 @@ def _json(value: Any, status: int = 200) -> web.Response:
 async def overview(request: web.Request) -> web.Response:
     queries.only_params(request.query, ())
     board = _board(request)
-    return _json(board.sampler.latest or await board.sampler.sample())
+    return _json(await board.sampler.view())
 
 
 async def events(request: web.Request) -> web.StreamResponse:
@@ -57,23 +58,33 @@ async def events(request: web.Request) -> web.StreamResponse:
     response.headers.update({k: v for k, v in SECURITY_HEADERS.items() if k != "Cache-Control"})
     await response.prepare(request)
     sampler = board.sampler
-    latest = sampler.latest or await sampler.sample()
-    version = sampler.version
     board.live[id(request)] = request
     try:
-        await response.write(f"event: overview\ndata: {dumps(latest)}\n\n".encode())
+        await _overview_event(response, await sampler.view())
+        version, last = sampler.version, time.monotonic()
         while not board.closing:
-            sample = await sampler.next_after(version, SSE_KEEPALIVE_S)
-            if sample is None:
+            wait = max(0.05, min(SSE_KEEPALIVE_S - (time.monotonic() - last), sampler.stale_after))
+            newer = await sampler.next_after(version, wait)
+            current = sampler.current()
+            if newer is not None:
+                version = sampler.version
+                await _overview_event(response, current)
+            elif current is not None and current["sample"]["stale"]:
+                await _overview_event(response, current)  # no new sample: how old the last one is
+            elif time.monotonic() - last >= SSE_KEEPALIVE_S:
                 await response.write(b": keep-alive\n\n")
+            else:
                 continue
-            version = sampler.version
-            await response.write(f"event: overview\ndata: {dumps(sample)}\n\n".encode())
+            last = time.monotonic()
     except ConnectionResetError:  # the page went away (or the server closed it)
         pass
     finally:
         board.live.pop(id(request), None)
     return response
+
+
+async def _overview_event(response: web.StreamResponse, sample: Any) -> None:
+    await response.write(f"event: overview\ndata: {dumps(sample)}\n\n".encode())
 
 
 async def stream(request: web.Request) -> web.Response:

@@ -39,8 +39,15 @@ def ray_text(ray: dict[str, Any] | None) -> str:
 async def overview(request: web.Request) -> web.Response:
     board = _board(request)
     queries.only_params(request.query, ())
-    status = board.sampler.latest or await board.sampler.sample()
-    return board.render("overview.html", status=status, secs=secs, ray_text=ray_text, page="overview")
+    status = await board.sampler.view()
+    return board.render(
+        "overview.html",
+        status=status,
+        secs=secs,
+        ray_text=ray_text,
+        page="overview",
+        stale_after=board.sampler.stale_after,
+    )
 
 
 async def stream(request: web.Request) -> web.Response:

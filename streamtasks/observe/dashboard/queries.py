@@ -22,6 +22,7 @@ from ... import deadletter
 from ...deadletter import DeadLetter
 from ...redisutil import id_seconds, text
 from ..inspect import sample_stream
+from ..readings import Findings
 from .config import Targets
 
 MAX_PAGE = 500
@@ -98,12 +99,16 @@ def only_params(query: Mapping[str, str], allowed: Sequence[str]) -> None:
 
 
 async def stream_detail(redis: Redis, targets: Targets, stream: str, limit: int) -> dict[str, Any]:
-    """The stream's numbers, its pending entries (owner, idle, deliveries) and newest entries."""
+    """The stream's numbers, its pending entries (owner, idle, deliveries) and newest entries;
+    what the Redis user may not read is left out and named in ``not_checked``."""
     now = time.time()
-    sample = await sample_stream(redis, stream, targets.group, targets.dead_of(stream), now=now)
+    f = Findings()
+    sample = await sample_stream(redis, stream, targets.group, targets.dead_of(stream), now=now, findings=f)
     pending: list[dict[str, Any]] = []
     if sample["group_exists"] and sample["pending"]:
-        rows = await redis.xpending_range(stream, targets.group, "-", "+", limit)
+        rows = await f.read(
+            "XPENDING", redis.xpending_range(stream, targets.group, "-", "+", limit), [], key=stream
+        )
         for row in rows:
             pid = text(row["message_id"])
             idle = int(row["time_since_delivered"]) / 1000.0
@@ -112,12 +117,13 @@ async def stream_detail(redis: Redis, targets: Targets, stream: str, limit: int)
                 "deliveries": int(row["times_delivered"]), "age": max(0.0, now - id_seconds(pid)),
             })  # fmt: skip
     newest = []
-    latest: Any = await redis.xrevrange(stream, "+", "-", count=limit)
+    latest: Any = await f.read("XREVRANGE", redis.xrevrange(stream, "+", "-", count=limit), [], key=stream)
     for raw_id, fields in latest:
         newest.append({"id": text(raw_id), "fields": {text(k): _preview(v) for k, v in fields.items()}})
     sample["pending_entries"] = pending
     sample["newest"] = newest
     sample["retention"] = None  # trimming/retention state: not tracked by streamtasks yet
+    sample["not_checked"] = f.not_checked()
     return sample
 
 

@@ -11,7 +11,10 @@
 * the health of the services that panels report (PostgreSQL from the adserving panel) and
   of Ray when this process is a Ray driver (the worker's ``--dashboard-port``).
 
-Pages get the latest sample; the event stream (SSE) pushes each new one.
+Pages get the latest sample (:meth:`Sampler.current`) with its ``age``, marked ``stale`` when
+no new one came for :attr:`Sampler.stale_after` seconds (the sampler failing, or a sample
+hanging on a Redis that does not answer: each is cut off after :data:`SAMPLE_TIMEOUT_S`), with
+the sampler's last ``error``; the event stream (SSE) pushes each new one, and the stale marker.
 """
 
 from __future__ import annotations
@@ -38,6 +41,12 @@ log = logging.getLogger("streamtasks.dashboard")
 HISTORY = 120
 #: A worker whose heartbeat vanished stays on the page (dead or stopped) this long.
 FORGET_AFTER_S = 600.0
+#: A sample that takes longer than this is given up (and the sampler reports the failure).
+SAMPLE_TIMEOUT_S = 10.0
+#: The latest sample is stale after this many intervals without a new one (at least
+#: :data:`STALE_MIN_S` seconds).
+STALE_INTERVALS = 3
+STALE_MIN_S = 2.0
 #: States of a worker whose heartbeat vanished after a clean stop.
 STOPPING_STATES = ("draining", "stopped")
 
@@ -101,6 +110,11 @@ class Sampler:
         self.workers = WorkerBook()
         self.latest: dict[str, Any] | None = None
         self.version = 0
+        #: Seconds without a new sample after which the latest is marked stale.
+        self.stale_after = max(STALE_MIN_S, STALE_INTERVALS * interval)
+        #: Why the last attempt to sample failed (None once one succeeds again), and since when.
+        self.error: str | None = None
+        self._stale_since: float | None = None
         self._history: dict[str, deque[tuple[float, float | None, float | None]]] = {}
         self._totals: dict[str, tuple[float, int | None, int | None]] = {}
         self._size = history
@@ -111,9 +125,12 @@ class Sampler:
     async def sample(self) -> dict[str, Any]:
         """Take one sample now (and publish it)."""
         async with self._lock:
-            status = await gather_status(
-                self.redis, list(self.targets.streams), self.targets.group,
-                dead_letter_streams=self.targets.dead_letter_streams,
+            status = await asyncio.wait_for(
+                gather_status(
+                    self.redis, list(self.targets.streams), self.targets.group,
+                    dead_letter_streams=self.targets.dead_letter_streams,
+                ),
+                SAMPLE_TIMEOUT_S,
             )  # fmt: skip
             now = status["checked_at"]
             for s in status["streams"]:
@@ -122,17 +139,35 @@ class Sampler:
             status["services"] = await self._services(status)
             self.latest = status
             self.version += 1
-        self.woken = True
+            self.error = None
         async with self._changed:
             self._changed.notify_all()
         return status
+
+    async def view(self) -> dict[str, Any]:
+        """:meth:`current`, after taking the first sample if there is none yet."""
+        if self.latest is None:
+            await self.sample()
+        found = self.current()
+        assert found is not None
+        return found
+
+    def current(self, now: float | None = None) -> dict[str, Any] | None:
+        """The latest sample with ``sample``: its ``age`` in seconds, ``stale`` (no new sample
+        for :attr:`stale_after` seconds, or the last attempt failed) and the sampler's
+        ``error``."""
+        if self.latest is None:
+            return None
+        age = max(0.0, (time.time() if now is None else now) - self.latest["checked_at"])
+        stale = age > self.stale_after or self.error is not None
+        return {**self.latest, "sample": {"age": age, "stale": stale, "error": self.error}}
 
     def _rates(self, s: dict[str, Any], now: float) -> None:
         read, lag, pending = s["entries_read"], s["lag"], s["pending"]
         if read is None and s["last_delivered_id"] == "0-0":
             read = 0  # a group that has read nothing yet (Redis says nil)
         added = read + lag if read is not None and lag is not None else None
-        done = read - pending if read is not None else None
+        done = read - pending if read is not None and pending is not None else None
         before = self._totals.get(s["stream"])
         rate_in = rate_out = None
         if before is not None and now > before[0]:
@@ -173,7 +208,9 @@ class Sampler:
         return self.latest if self.version > version else None
 
     async def wake(self) -> None:
-        """Wake every :meth:`next_after` waiter (it returns None unless a sample is newer)."""
+        """Wake every :meth:`next_after` waiter, now and from now on (the server closes): it
+        returns None unless a sample is newer."""
+        self.woken = True
         async with self._changed:
             self._changed.notify_all()
 
@@ -191,9 +228,30 @@ class Sampler:
             started = time.monotonic()
             try:
                 await self.sample()
-            except Exception:  # gather_status reports Redis outages itself; anything else is a bug
-                log.exception("dashboard sample failed")
+            except Exception as exc:  # gather_status reports Redis outages itself
+                self._failed(exc)
+            else:
+                self._recovered()
             await asyncio.sleep(max(0.05, self.interval - (time.monotonic() - started)))
+
+    def _failed(self, exc: Exception) -> None:
+        """Note why sampling failed; logged once (with the traceback) until it succeeds again."""
+        timed_out = isinstance(exc, asyncio.TimeoutError)
+        error = f"sampling took longer than {SAMPLE_TIMEOUT_S:g}s" if timed_out else None
+        first = self.error is None
+        self.error = redact(error or f"{type(exc).__name__}: {exc}")
+        if first:
+            log.error(
+                "dashboard sample failed: %s (the pages show the last sample, marked stale)",
+                self.error,
+                exc_info=exc,
+            )
+            self._stale_since = time.monotonic()
+
+    def _recovered(self) -> None:
+        if self._stale_since is not None:
+            log.info("dashboard sampling recovered after %.1fs", time.monotonic() - self._stale_since)
+            self._stale_since = None
 
 
 async def ray_health(

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from redis import exceptions as rx
 
 from ...logs import redact
 from ...redisutil import REDIS_DOWN
@@ -50,6 +51,10 @@ async def guard(
         response = _error(exc.status, str(exc), is_api)
     except REDIS_DOWN as exc:
         response = _error(503, f"Redis is unreachable: {redact(f'{type(exc).__name__}: {exc}')}", is_api)
+    except rx.NoPermissionError as exc:
+        response = _error(403, f"the Redis user may not read this: no permission (NOPERM): {exc}", is_api)
+    except rx.ResponseError as exc:  # e.g. a key of another type than this page reads
+        response = _error(500, f"Redis answered: {redact(str(exc))}", is_api)
     except web.HTTPException as exc:
         if exc.status < 400 or not is_api:
             raise

@@ -37,7 +37,21 @@ function spark(svg, hist) {
   }
 }
 
+// The sample's age as the server told it, growing while no new sample comes (the sampler
+// failing, or Redis not answering): marked stale past the server's stale_after.
+let sampleAge = null;
+function showStale() {
+  const marker = document.getElementById("stale");
+  if (!marker || !sampleAge) return;
+  const age = sampleAge.age + (Date.now() - sampleAge.at) / 1000;
+  const stale = sampleAge.stale || age > Number(marker.dataset.staleAfter);
+  marker.hidden = !stale;
+  if (stale) marker.textContent = "STALE: this sample is " + secs(age) + " old" +
+    (sampleAge.error ? " (sampling fails: " + sampleAge.error + ")" : "");
+}
 function showOverview(status) {
+  sampleAge = { age: status.sample.age, stale: status.sample.stale, error: status.sample.error, at: Date.now() };
+  showStale();
   const stamp = document.getElementById("checked-at");
   stamp.dataset.ts = status.checked_at;
   stamp.textContent = "sampled " + new Date(status.checked_at * 1000).toLocaleTimeString();
@@ -46,6 +60,9 @@ function showOverview(status) {
   verdict.className = status.ok ? "ok" : "bad";
   const problems = document.getElementById("problems");
   problems.replaceChildren(...status.problems.map((p) => { const li = document.createElement("li"); li.textContent = p; return li; }));
+  document.getElementById("not-checked").replaceChildren(...(status.not_checked || []).map((n) => {
+    const li = document.createElement("li"); li.textContent = "not checked: " + n; return li;
+  }));
   const services = document.querySelector("#services tbody");
   services.replaceChildren(...Object.entries(status.services).map(([name, s]) => {
     const tr = document.createElement("tr");
@@ -58,7 +75,7 @@ function showOverview(status) {
     const row = document.querySelector('#streams tr[data-stream="' + CSS.escape(s.stream) + '"]');
     if (!row) continue;
     const set = (k, text) => { row.querySelector('[data-k="' + k + '"]').textContent = text; };
-    set("length", num(s.length)); set("lag", num(s.lag)); set("pending", num(s.pending));
+    set("length", num(s.length)); set("lag", num(s.undelivered ?? s.lag)); set("pending", num(s.pending));
     set("oldest_pending_age", secs(s.oldest_pending_age));
     row.querySelector('[data-k="dead_letters"] a').textContent = num(s.dead_letters);
     set("rate_in", num(s.rate_in, 1)); set("rate_out", num(s.rate_out, 1));
@@ -82,6 +99,9 @@ function showOverview(status) {
 }
 
 function liveOverview() {
+  const marker = document.getElementById("stale");
+  if (marker) sampleAge = { age: Number(marker.dataset.age), stale: !marker.hidden, error: marker.dataset.error || null, at: Date.now() };
+  setInterval(showStale, 1000);
   const source = new EventSource("/api/events");
   source.addEventListener("overview", (e) => showOverview(JSON.parse(e.data)));
 }
