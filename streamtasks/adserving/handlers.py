@@ -48,7 +48,7 @@ from .records import (
 )
 from .store import store_inference, store_inference_rows, store_training, store_training_rows
 
-#: Environment the built-ins read, forwarded to Ray tasks on a cluster (see the README).
+#: Environment the built-ins read, forwarded to Ray tasks on a cluster (docs/guides/scaling.md).
 FORWARDED_ENV_PREFIXES = (
     "DATABASE_", "ASYNC_PROCESSING_", "CONSUMER_", "TRAINING_DATA_STREAM", "INFERENCE_RESULTS_STREAM",
     "TRAINING_DATA_SHARDS", "INFERENCE_RESULTS_SHARDS",
