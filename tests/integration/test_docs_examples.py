@@ -3,9 +3,10 @@ from the code. The rules (what runs, what a marker says) are in :mod:`support.do
 
 A page runs top to bottom in a directory of its own, against the session's real services:
 Redis (emptied first), a new PostgreSQL database when the page talks to one, the session's
-Ray (a worker the page starts joins it through ``STREAMTASKS_RAY_ADDRESS``, as ``--ray-address``
-would), and the session's Redis Cluster for the page that shards on one. The environment
-carries ``REDIS_URL`` and ``DATABASE_URL``; the URLs an example spells out for a reader
+Ray (a worker the page starts joins it through ``STREAMTASKS_RAY_ADDRESS``, as
+``--ray-address`` would, with one actor, ``STREAMTASKS_ACTORS=1``, to keep the test short),
+and the session's Redis Cluster for the page that shards on one. The environment carries
+``REDIS_URL`` and ``DATABASE_URL``; the URLs an example spells out for a reader
 (``redis://127.0.0.1:6379/0``, ``redis://any-cluster-node:6379/0``) are replaced by the
 session's before it runs.
 """
@@ -97,6 +98,7 @@ def _services(
         env["DATABASE_URL"] = request.getfixturevalue("database_url")
     if any(b.kind == "background" for b in todo) or "start_workers" in text:
         env["STREAMTASKS_RAY_ADDRESS"] = request.getfixturevalue("ray_address")
+        env["STREAMTASKS_ACTORS"] = "1"
     return urls, env
 
 
