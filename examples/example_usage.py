@@ -2,9 +2,9 @@
 
     python examples/example_usage.py        # needs REDIS_URL and DATABASE_URL (scripts/demo sets them)
 
-It sends the README's sample request plus a small batch of synthetic traffic, starts the
-built-in workers (Ray), waits until every row has landed, prints the system status and the
-model's performance stats, and stops.
+It sends the docs' sample request (docs/guides/adserving.md) plus a small batch of synthetic
+traffic, starts the built-in workers (Ray), waits until every row has landed, prints the system
+status and the model's performance stats, and stops.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from streamtasks import AsyncProcessingSystem
+from streamtasks.adserving import AsyncProcessingSystem
 from streamtasks.adserving.cli import print_stats
 
 MODEL = "fraud_detection"

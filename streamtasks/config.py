@@ -73,10 +73,15 @@ class RedisConfig:
     """
 
     host: str = "127.0.0.1"
+    """``REDIS_HOST``."""
     port: int = 6379
+    """``REDIS_PORT``."""
     db: int = 0
+    """``REDIS_DB``."""
     password: str | None = field(default=None, repr=False)
+    """``REDIS_PASSWORD`` (kept out of ``repr`` and logs)."""
     url_override: str | None = field(default=None, repr=False)
+    """``REDIS_URL``: wins over the fields above."""
 
     @property
     def url(self) -> str:
@@ -88,12 +93,15 @@ class RedisConfig:
 
     @property
     def safe_url(self) -> str:
+        """The connection URL with its password redacted: safe to log."""
         from .logs import redact
 
         return redact(self.url)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RedisConfig:
+        """From ``REDIS_URL``, else ``REDIS_HOST``/``PORT``/``PASSWORD``/``DB`` (default:
+        ``os.environ``)."""
         env = os.environ if environ is None else environ
         url = env.get("REDIS_URL") or None
         if url is not None:

@@ -131,24 +131,37 @@ class DeadLetter:
     """A decoded dead-letter entry."""
 
     dead_id: str
+    """The dead letter's own id, in the dead-letter stream."""
     stream: str
+    """The stream the entry came from."""
     id: str
+    """The entry's id in that stream."""
     group: str
+    """The consumer group that gave up on it."""
     handler: str
+    """The handler's name (``module.function``)."""
     reason: str
+    """A reason code: ``handler_error``, ``invalid_json``, ``too_large``, ``rejected``,
+    ``delivery_limit``, ``invalid`` ..."""
     error_type: str
+    """The error's type name."""
     error: str
+    """The error's message (passwords redacted)."""
     traceback: str
+    """The traceback, truncated and redacted."""
     attempts: int
+    """Attempts made."""
     first_failure_ms: int
+    """When the first attempt failed (ms since the epoch)."""
     last_failure_ms: int
-    #: The original fields by name; a name that is not UTF-8 is decoded with
-    #: ``surrogateescape`` (``name.encode("utf-8", "surrogateescape")`` gives its bytes back).
+    """When the last attempt failed (ms since the epoch)."""
     fields: Mapping[str, bytes]
-    #: The original fields as they were: bytes, in order, repeated names included.
+    """The original fields by name; a name that is not UTF-8 is decoded with ``surrogateescape``
+    (``name.encode("utf-8", "surrogateescape")`` gives its bytes back)."""
     pairs: tuple[tuple[bytes, bytes], ...] = field(
         default=Factory(lambda self: _pairs_of(self.fields), takes_self=True)
     )
+    """The original fields as they were: bytes, in order, repeated names included."""
 
     @classmethod
     def from_entry(cls, dead_id: bytes | str, raw: RawFields) -> DeadLetter:

@@ -42,7 +42,9 @@ class DecodeError(StreamtasksError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+        """The reason code (see above)."""
         self.detail = detail
+        """What was wrong, for a person: the field, the value's problem."""
 
 
 class MissingFieldError(DecodeError, KeyError):
@@ -66,6 +68,7 @@ class Retry(StreamtasksError):
     def __init__(self, after: float | None = None, reason: str = "") -> None:
         super().__init__(reason or (f"retry requested after {after}s" if after else "retry requested"))
         self.after = after
+        """Seconds until the next attempt; ``None``: the handler's backoff."""
 
 
 class Reject(StreamtasksError):
@@ -74,3 +77,4 @@ class Reject(StreamtasksError):
     def __init__(self, reason: str = "rejected", *, code: str = "rejected") -> None:
         super().__init__(reason)
         self.code = code
+        """The dead letter's reason code (``rejected`` unless given)."""

@@ -73,9 +73,13 @@ class Message:
     """
 
     stream: str
+    """The stream the entry was read from."""
     id: str
+    """The entry id (``<ms>-<seq>``)."""
     fields: Mapping[str, str] = field(converter=_freeze)
+    """The entry's fields, as text (read JSON ones with :meth:`json`)."""
     attempt: int = 1
+    """The delivery attempt, from 1 (Redis' delivery counter)."""
 
     @classmethod
     def owning(cls, stream: str, entry_id: str, fields: dict[str, str], attempt: int) -> Message:
@@ -97,6 +101,7 @@ class Message:
             raise MissingFieldError(name) from None
 
     def get(self, name: str, default: str | None = None) -> str | None:
+        """The field ``name``, or ``default`` if the entry has none."""
         return self.fields.get(name, default)
 
     def json(self, name: str, default: Any = _MISSING) -> Any:

@@ -65,12 +65,16 @@ class Producer:
         self._owns_redis = redis is None
         self._connecting: asyncio.Lock | None = None
         self.maxlen = maxlen
+        """Approximate ``MAXLEN ~`` of every stream written (``None``: no trimming)."""
         self.message_ids = message_ids
+        """Give every entry a message id (``_st_mid``, the idempotency key)."""
         self.shards = dict(shards or {})
+        """Shard counts of sharded streams, by stream name."""
         self._turns: dict[str, Iterator[int]] = {}
         self._queue: list[_Item] = []
         self._flusher: asyncio.Task[None] | None = None
-        self.flushes = 0  # coalesced pipelines sent (for tests and benchmarks)
+        self.flushes = 0
+        """Coalesced pipelines sent so far (for tests and benchmarks)."""
 
     @property
     def redis(self) -> Redis:
@@ -190,9 +194,11 @@ class Producer:
                 future.set_result(_text(result))
 
     async def ping(self) -> bool:
+        """Whether Redis answers ``PING``."""
         return bool(await (await self._client()).ping())
 
     async def close(self) -> None:
+        """Wait for the sends under way, then close the connection (if this producer opened it)."""
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
         if self._owns_redis and self._redis is not None:

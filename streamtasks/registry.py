@@ -66,26 +66,35 @@ class HandlerSpec:
     stream: str
     fn: Callable[..., Any]
     name: str
+    """The handler's name in dead letters, logs and metrics: ``module.function``."""
     batch: bool = False
+    """``True``: the function takes a list of entries, once per batch."""
     batch_size: int = field(default=DEFAULT_BATCH_SIZE, validator=_positive)
+    """Entries per batch at most (per-entry handlers are run in batches too)."""
     max_in_flight: int = field(default=DEFAULT_MAX_IN_FLIGHT, validator=_positive)
+    """Batches of this handler running at once, per consumer."""
     concurrency: int = field(default=DEFAULT_CONCURRENCY, validator=_positive)
+    """An async per-entry handler: entries of one batch run at once, at most this many."""
     timeout: float | None = field(default=None, validator=_positive)
+    """Seconds per call; a batch past its deadline is cancelled and retried. ``None``: no limit."""
     retry: RetryPolicy = field(factory=RetryPolicy)
+    """Retries, backoff, and which errors are retried."""
     dead_letter_stream: str = ""
+    """Where dead letters go; empty: ``<stream>:dead``."""
     max_entry_bytes: int = field(default=DEFAULT_MAX_ENTRY_BYTES, validator=_positive)
+    """An entry larger than this is dead-lettered unread (reason ``too_large``)."""
     ray_options: Mapping[str, Any] = field(factory=dict)
-    #: The declared entry type (:mod:`streamtasks.typed`); ``None``: the handler takes Message.
+    """Ray options: ``num_cpus``, ``num_gpus``, ``memory``, ``resources``, ``runtime_env`` ..."""
     message_type: type[Any] | None = None
-    #: On one shard of a sharded stream: the number of shards and the stream they shard
-    #: (``orders`` for ``orders:{3}``); on the spec a sharded ``Handler`` keeps: its shard count.
+    """The declared entry type (:mod:`streamtasks.typed`); ``None``: the handler takes Message."""
     shards: int = 0
+    """Shards: of the sharded stream (on a shard's spec), or its own (a sharded Handler's); 0: none."""
     shard_of: str = ""
-    #: Ack-aware trimming: entries every group acked are deleted this many seconds after
-    #: their XADD (None: never trimmed); see :mod:`streamtasks.worker.trim`.
+    """On one shard's spec: the sharded stream's name (``orders`` for ``orders:{3}``)."""
     trim_acked_after: float | None = field(default=None, validator=_non_negative)
-    #: Dead letters older than this many seconds are trimmed (None: kept).
+    """Delete entries every group acked this many seconds after their XADD (None: never)."""
     dead_letter_retention: float | None = field(default=None, validator=_non_negative)
+    """Dead letters older than this many seconds are trimmed (None: kept)."""
 
     @property
     def is_async(self) -> bool:
@@ -207,13 +216,14 @@ class Registry:
 
     def __init__(self, group: str = DEFAULT_GROUP, *, env_forward: Iterable[str] = ()) -> None:
         self.group = validate_name("group", group)
+        """The consumer group the workers of this registry join."""
         self._handlers: dict[str, HandlerSpec] = {}
         self.resources: list[Resource[Any]] = []
-        #: Prefixes of environment variables the handlers read: a worker that joins a Ray
-        #: cluster sends them to its tasks (the cluster's nodes do not share its environment).
+        """Per-process resources declared with :meth:`resource`."""
         self.env_forward: tuple[str, ...] = tuple(env_forward)
-        #: The log level ``streamtasks worker`` uses when none is given on its command line.
+        """Prefixes of variables the handlers read, sent to Ray tasks by a worker on a cluster."""
         self.log_level: str | None = None
+        """The log level ``streamtasks worker`` uses when none is given on its command line."""
 
     @property
     def handlers(self) -> Mapping[str, HandlerSpec]:
@@ -222,6 +232,7 @@ class Registry:
 
     @property
     def streams(self) -> list[str]:
+        """The streams served, in the order the handlers were added."""
         return list(self._handlers)
 
     def stream_handler(
@@ -381,8 +392,8 @@ def shard_specs(spec: HandlerSpec, dead_letter_stream: str | None) -> list[Handl
     return out
 
 
-#: The registry the module-level :func:`stream_handler` registers on.
 default_registry = Registry()
+"""The registry of the module-level :func:`stream_handler` (group ``streamtasks``)."""
 
 
 def stream_handler(stream: str, **options: Any) -> HandlerDecorator:

@@ -73,7 +73,9 @@ class Resource(Generic[T]):
 
     def __init__(self, factory: Callable[[], AsyncIterator[T]]) -> None:
         self.factory = factory
+        """The decorated async generator: what it yields is the value, what follows the yield its cleanup."""
         self.key = f"{factory.__module__}.{factory.__qualname__}"
+        """The resource's name in this process' cache: ``module.function``."""
         self.__doc__ = factory.__doc__
 
     async def get(self) -> T:

@@ -95,10 +95,15 @@ class RetryPolicy:
     """Per-handler retry options. ``max_retries`` retries means ``max_retries + 1`` attempts."""
 
     max_retries: int = field(default=DEFAULT_MAX_RETRIES)
+    """Retries after the first attempt (``max_retries + 1`` attempts in all)."""
     backoff_base: float = DEFAULT_BACKOFF_BASE
+    """Seconds: the backoff's scale (the delay after attempt ``n`` is at most ``base * 2**(n-1)``)."""
     backoff_max: float = DEFAULT_BACKOFF_MAX
+    """Seconds: no delay is longer (nor longer than the visibility timeout)."""
     retry_on: tuple[type[BaseException], ...] = field(default=(Exception,), converter=_exc_types)
+    """Errors that are retried; any other is dead-lettered at once."""
     dont_retry_on: tuple[type[BaseException], ...] = field(default=(), converter=_exc_types)
+    """Errors dead-lettered at once, even if ``retry_on`` names them."""
 
     @max_retries.validator
     def _check_retries(self, _attr: object, value: int) -> None:
@@ -133,6 +138,7 @@ class RetryPolicy:
         return deliveries > self.delivery_limit
 
     def delivery_limit_error(self) -> ErrorInfo:
+        """The error of a dead letter with reason ``delivery_limit``."""
         return ErrorInfo(
             type="DeliveryLimitExceeded",
             message=f"delivered more than {self.delivery_limit} times without completing "

@@ -75,7 +75,8 @@ RAY_NUM_CPUS = 2
 #: Several workers (Ray drivers) share the session's Ray, each with worker processes of its own.
 #: Ray's default keeps one idle process per CPU across all drivers and kills the rest after a
 #: second: with two workers on two CPUs they are started and killed all the time, and on a busy
-#: machine a batch waits seconds for one (README, "Several task-mode workers on one Ray").
+#: machine a batch waits seconds for one (docs/guides/scaling.md, "Several task-mode workers on
+#: one small Ray cluster").
 RAY_SYSTEM_CONFIG = {"num_workers_soft_limit": 4 * RAY_NUM_CPUS}
 SESSION_DIR_PREFIX = "streamtasks-test-"
 

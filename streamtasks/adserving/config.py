@@ -55,11 +55,17 @@ class DatabaseConfig:
     """Where PostgreSQL is. ``DATABASE_URL`` wins over the ``DATABASE_*`` variables."""
 
     host: str = "127.0.0.1"
+    """``DATABASE_HOST``."""
     port: int = 5432
+    """``DATABASE_PORT``."""
     name: str = DEFAULT_DATABASE_NAME
+    """``DATABASE_NAME``."""
     user: str = DEFAULT_DATABASE_USER
+    """``DATABASE_USER``."""
     password: str | None = field(default=None, repr=False)
+    """``DATABASE_PASSWORD`` (kept out of ``repr`` and logs)."""
     url_override: str | None = field(default=None, repr=False)
+    """``DATABASE_URL``: wins over the fields above."""
 
     @property
     def dsn(self) -> str:
@@ -73,6 +79,7 @@ class DatabaseConfig:
 
     @property
     def safe_dsn(self) -> str:
+        """The connection URL with its password redacted: safe to log."""
         from ..logs import redact
 
         return redact(self.dsn)
@@ -117,13 +124,19 @@ class ConsumerConfig:
     Ray actors, or one Ray task per batch), read block time, streams."""
 
     batch_size: int = DEFAULT_CONSUMER_BATCH_SIZE
+    """``CONSUMER_BATCH_SIZE``: entries per batch of the built-ins."""
     num_workers: int = 1
+    """``ASYNC_PROCESSING_NUM_WORKERS``: the consumers that
+    :meth:`~streamtasks.adserving.AsyncProcessingSystem.start_workers` runs."""
     mode: str = DEFAULT_MODE
+    """``STREAMTASKS_MODE``: ``actors`` (the default) or ``tasks``."""
     block_ms: int = DEFAULT_BLOCK_MS
+    """``CONSUMER_BLOCK_MS``: how long a read waits for entries."""
     streams: tuple[str, ...] = (DEFAULT_TRAINING_STREAM, DEFAULT_INFERENCE_STREAM)
-    #: Shards of the two streams (0: one unsharded stream each); see ``shards=`` of
-    #: :meth:`~streamtasks.Registry.stream_handler`.
+    """``TRAINING_DATA_STREAM``, ``INFERENCE_RESULTS_STREAM``."""
     shards: tuple[int, int] = (0, 0)
+    """Shards of the two streams (0: one unsharded stream each); see ``shards=`` of
+    :meth:`~streamtasks.Registry.stream_handler`."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ConsumerConfig:
@@ -155,15 +168,20 @@ def stream_shards(env: Mapping[str, str]) -> tuple[int, int]:
 
 @frozen
 class AsyncProcessingConfig:
-    """Everything :class:`~streamtasks.AsyncProcessingSystem` needs, from env and ``.env``."""
+    """Everything :class:`~streamtasks.adserving.AsyncProcessingSystem` needs, from env and ``.env``."""
 
     redis: RedisConfig = field(factory=RedisConfig)
+    """Where Redis is."""
     database: DatabaseConfig = field(factory=DatabaseConfig)
+    """Where PostgreSQL is."""
     consumer: ConsumerConfig = field(factory=ConsumerConfig)
-    #: ``ASYNC_PROCESSING_ENABLED=false`` turns sending into a no-op.
+    """How the workers consume."""
     enabled: bool = True
+    """``ASYNC_PROCESSING_ENABLED=false`` turns sending into a no-op."""
     log_level: str = "INFO"
+    """``ASYNC_PROCESSING_LOG_LEVEL``."""
     debug: bool = False
+    """``DEBUG_ENABLED``: logs at ``DEBUG``."""
 
     @classmethod
     def from_env(

@@ -49,7 +49,7 @@ from .records import (
 )
 from .store import store_inference, store_inference_rows, store_training, store_training_rows
 
-#: Environment the built-ins read, forwarded to Ray tasks on a cluster (see the README).
+#: Environment the built-ins read, forwarded to Ray tasks on a cluster (docs/guides/scaling.md).
 FORWARDED_ENV_PREFIXES = (
     "DATABASE_", "ASYNC_PROCESSING_", "CONSUMER_", "TRAINING_DATA_STREAM", "INFERENCE_RESULTS_STREAM",
     "TRAINING_DATA_SHARDS", "INFERENCE_RESULTS_SHARDS",
@@ -162,13 +162,15 @@ def seed_log_level(environ: Mapping[str, str]) -> str | None:
     return level or None
 
 
-#: The built-in registry, named from the environment at import.
 registry = make_registry(
     training_stream=env_stream(os.environ, "TRAINING_DATA_STREAM", DEFAULT_TRAINING_STREAM),
     inference_stream=env_stream(os.environ, "INFERENCE_RESULTS_STREAM", DEFAULT_INFERENCE_STREAM),
     batch_size=env_int(os.environ, "CONSUMER_BATCH_SIZE", DEFAULT_CONSUMER_BATCH_SIZE, minimum=1),
     shards=stream_shards(os.environ),
 )
+"""The built-in registry (``streamtasks worker streamtasks.builtins:registry``): group
+``streamtasks-adserving``, its streams named from the environment at import
+(``TRAINING_DATA_STREAM``, ``INFERENCE_RESULTS_STREAM``, their ``*_SHARDS``)."""
 registry.log_level = seed_log_level(os.environ)
 
 

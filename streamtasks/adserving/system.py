@@ -47,6 +47,7 @@ class AsyncProcessingSystem:
         worker_settings: WorkerSettings | None = None,
     ) -> None:
         self.config = config or AsyncProcessingConfig.from_env()
+        """The configuration (from the environment and ``.env`` unless given)."""
         consumer = self.config.consumer
         self.training_stream, self.inference_stream = consumer.streams
         self.registry = registry or make_registry(

@@ -51,9 +51,13 @@ class TimescaleSettings:
     """
 
     chunk_interval: str = "1 day"
+    """``TIMESCALEDB_CHUNK_INTERVAL``: the time span of new chunks."""
     compress_after: str | None = "7 days"
+    """``TIMESCALEDB_COMPRESS_AFTER``: compress chunks older than this (``None``: never)."""
     retention: str | None = None
+    """``TIMESCALEDB_RETENTION``: drop chunks older than this (``None``: keep everything)."""
     aggregate_refresh: str = "30 minutes"
+    """``TIMESCALEDB_AGGREGATE_REFRESH``: how often the hourly aggregates are refreshed."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TimescaleSettings:

@@ -16,7 +16,7 @@ from ..errors import StreamtasksError
 from ..registry import Registry
 from .common import split_streams, streams_option
 
-#: What a stream of an untyped handler takes: flat string fields (README, "Wire format").
+#: What a stream of an untyped handler takes: flat string fields (docs/guides/producing.md, "Wire format").
 UNTYPED = {
     "type": "object",
     "additionalProperties": {"type": "string"},

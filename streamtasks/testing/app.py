@@ -52,10 +52,15 @@ class InMemoryApp:
         visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
     ) -> None:
         self.registry = registry
+        """The registry served."""
         self.group = registry.group
+        """Its consumer group."""
         self.clock = clock or FakeClock()
+        """The fake clock retries wait on (:meth:`advance` moves it)."""
         self.visibility_ms = int(visibility_timeout * 1000)
+        """The visibility timeout, in ms: the longest retry delay, as on Redis."""
         self.streams: dict[str, MemoryStream] = {}
+        """The in-memory streams, by name."""
         self._token: contextvars.Token[Sender | None] | None = None
         self._turns: dict[str, Iterator[int]] = {}
 
@@ -90,6 +95,7 @@ class InMemoryApp:
         return self
 
     def deactivate(self) -> None:
+        """Undo :meth:`activate`: ``handler.send(...)`` goes to Redis again."""
         if self._token is not None:
             try:
                 sender_override.reset(self._token)

@@ -23,14 +23,17 @@ class FakeClock:
     """Seconds since the epoch that move only when told to (``advance``)."""
 
     now: float = field(factory=time.time)
+    """The fake time, in seconds since the epoch."""
 
     def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` forward (never back)."""
         if seconds < 0:
             raise ValueError("the clock only moves forward")
         self.now += seconds
 
     @property
     def ms(self) -> int:
+        """The fake time in milliseconds."""
         return int(self.now * 1000)
 
 

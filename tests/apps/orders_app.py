@@ -1,4 +1,5 @@
-"""The README's example app, for the in-memory test helpers (tests/unit/test_testing.py)."""
+"""The docs' example app (docs/guides/testing.md), for the in-memory test helpers
+(tests/unit/test_testing.py)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from attrs import evolve
 from redis.asyncio import Redis
 from test_worker import equals, wait_until
 
-from streamtasks import AsyncProcessingSystem
+from streamtasks.adserving import AsyncProcessingSystem
 from streamtasks.adserving.config import AsyncProcessingConfig
 from streamtasks.worker import WorkerSettings
 
@@ -255,7 +255,7 @@ async def _pending_zero(redis: Redis) -> bool:
 
 FACADE_SCRIPT = """
 import asyncio, json
-from streamtasks import AsyncProcessingSystem
+from streamtasks.adserving import AsyncProcessingSystem
 
 async def main():
     async with AsyncProcessingSystem() as system:          # config from the seed's variables
@@ -286,9 +286,10 @@ asyncio.run(main())
 def test_the_readme_facade_with_the_seeds_three_workers_runs_to_completion(
     redis_url: str, database_url: str, tmp_path: Path
 ) -> None:
-    """A new user's run: the README's facade snippet in a fresh process (its own local Ray),
-    configured by the seed's variables with ASYNC_PROCESSING_NUM_WORKERS=3. It used to hang in
-    start_workers (the workers raced to start Ray); now it stores every row and prints stats."""
+    """A new user's run: the facade snippet of docs/guides/adserving.md in a fresh process (its
+    own local Ray), configured by the seed's variables with ASYNC_PROCESSING_NUM_WORKERS=3. It
+    used to hang in start_workers (the workers raced to start Ray); now it stores every row and
+    prints stats."""
     from urllib.parse import urlsplit
 
     redis_parts, db_parts = urlsplit(redis_url), urlsplit(database_url)

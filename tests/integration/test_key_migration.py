@@ -1,4 +1,4 @@
-"""The key migration SQL in schema/README.md (issue 12, item 3) turns keys stored before
+"""The key migration SQL in docs/guides/schema.md (issue 12, item 3) turns keys stored before
 the change into the keys :attr:`Message.idempotency_key` gives now."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from streamtasks import Message
 from streamtasks.adserving import schema
 
 pytestmark = pytest.mark.integration
-README = Path(__file__).resolve().parents[2] / "schema" / "README.md"
+SCHEMA_PAGE = Path(__file__).resolve().parents[2] / "docs" / "guides" / "schema.md"
 STREAM = "inference_results_stream"
 
 
 def migration_sql() -> str:
-    text = README.read_text(encoding="utf-8")
+    text = SCHEMA_PAGE.read_text(encoding="utf-8")
     section = text[text.index("**Upgrading from the unprefixed keys.**") :]
     match = re.search(r"```sql\n(.*?)```", section, re.S)
     assert match, "no SQL block in the upgrade section"

@@ -1,7 +1,7 @@
 """Monitoring under least privilege (issue 25, item 4), with real Redis ACL users made by the
-test: the README's read-only monitoring ACL lets ``status``, ``dlq list``/``show``, the
+test: the configuration guide's read-only monitoring ACL lets ``status``, ``dlq list``/``show``, the
 dashboard's sampler and pages read everything and write nothing; each permission in it is
-needed (taken away, something names it); and a user with less -- the README's worker ACL,
+needed (taken away, something names it); and a user with less -- the configuration guide's worker ACL,
 which has no INFO, XLEN, SCAN ... -- gets what it may read, never a failure as a whole
 (before: ``NoPermissionError: this user has no permissions to run the 'info' command``)."""
 
@@ -38,23 +38,23 @@ from streamtasks.worker import InlineExecutor, Worker, WorkerSettings
 
 pytestmark = pytest.mark.integration
 HERE = Path(__file__).resolve().parent
-README = HERE.parents[1] / "README.md"
+ACL_DOC = HERE.parents[1] / "docs" / "guides" / "configuration.md"
 GROUP = "obs-tests"
 APP = "obs_app:registry"
 PASSWORD = "monitor-acl-pw"
 
 
 def readme_acl(user: str) -> list[str]:
-    """The rules of the README's ``ACL SETUSER <user> on >password ...`` block."""
-    text = README.read_text().replace("\\\n", " ")
+    """The rules of the configuration guide's ``ACL SETUSER <user> on >password ...`` block."""
+    text = ACL_DOC.read_text().replace("\\\n", " ")
     found = re.search(rf"^ACL SETUSER {user} on >password (.*)$", text, re.M)
-    assert found, f"no ACL for {user!r} in the README"
+    assert found, f"no ACL for {user!r} in docs/guides/configuration.md"
     return found.group(1).split()
 
 
 MONITOR = readme_acl("monitor")
 WORKER = readme_acl("app")
-#: What /metrics needs beyond the worker's ACL (the README says so).
+#: What /metrics needs beyond the worker's ACL (the configuration guide says so).
 METRICS_EXTRA = ["+xlen", "+exists", "+xinfo|consumers", "+scan", "+mget", "+type"]
 
 
@@ -228,8 +228,8 @@ async def test_status_and_dlq_as_the_readme_worker_user_say_what_they_could_not_
 async def test_metrics_as_the_worker_user_leave_out_what_it_may_not_read_and_name_it(
     redis: Redis, acl: Any
 ) -> None:
-    """``/metrics`` of a worker whose user has the README's worker ACL: Redis up, the gauges
-    it may read, ``streamtasks_monitoring_denied`` for the rest; with the README's additions
+    """``/metrics`` of a worker whose user has the configuration guide's worker ACL: Redis up, the gauges
+    it may read, ``streamtasks_monitoring_denied`` for the rest; with the configuration guide's additions
     for ``--metrics-port``, every gauge and nothing denied."""
     await setup(redis)
     values = {}

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from test_builtins_e2e import rows, training_fields
 from test_worker import handled, pending, wait_until
 
-from streamtasks import AsyncProcessingSystem
+from streamtasks.adserving import AsyncProcessingSystem
 from streamtasks.adserving.config import AsyncProcessingConfig
 from streamtasks.ray import RayExecutor
 from streamtasks.worker import Worker, WorkerSettings

@@ -14,7 +14,7 @@ import sys
 import pytest
 from redis.asyncio import Redis
 
-from streamtasks import AsyncProcessingSystem
+from streamtasks.adserving import AsyncProcessingSystem
 from streamtasks.adserving.config import AsyncProcessingConfig
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,7 @@
 """A stop ends a worker's blocking read at once (``CLIENT UNBLOCK``) instead of waiting for its
 ``BLOCK`` to run out, whenever the stop comes; a user without the ``CLIENT`` permission (the
-README's least-privilege ACL) reads, handles and stops as before. Real redis-server."""
+docs' least-privilege ACL, docs/guides/configuration.md) reads, handles and stops as before.
+Real redis-server."""
 
 from __future__ import annotations
 
@@ -103,17 +104,18 @@ async def test_a_stopped_worker_does_not_wait_for_its_blocking_read(redis: aiore
     assert await _pending(redis) == 0
 
 
-def _readme_acl_rules() -> list[str]:
-    """The rules of the README's least-privilege ``ACL SETUSER app ...`` (no CLIENT among them)."""
-    text = (ROOT / "README.md").read_text()
+def _docs_acl_rules() -> list[str]:
+    """The rules of the documented least-privilege ``ACL SETUSER app ...`` (no CLIENT among
+    them), in docs/guides/configuration.md ("Redis permissions")."""
+    text = (ROOT / "docs" / "guides" / "configuration.md").read_text()
     block = re.search(r"ACL SETUSER app on >password (.+?)\n```", text, re.S)
-    assert block, "the README's ACL example is gone"
+    assert block, "the documented ACL example is gone"
     return block.group(1).replace("\\\n", " ").split()
 
 
 @pytest.fixture
 async def least_privileged(redis: aioredis.Redis, redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    rules = _readme_acl_rules()
+    rules = _docs_acl_rules()
     assert not any(r.startswith("+client") for r in rules)
     await redis.execute_command("ACL", "SETUSER", USER, "reset", "on", f">{PASSWORD}", *rules)
     client = aioredis.Redis.from_url(redis_url.replace("redis://", f"redis://{USER}:{PASSWORD}@"))
@@ -124,10 +126,10 @@ async def least_privileged(redis: aioredis.Redis, redis_url: str) -> AsyncIterat
         await redis.execute_command("ACL", "DELUSER", USER)
 
 
-async def test_the_readmes_least_privileged_user_reads_handles_and_stops_without_client(
+async def test_the_documented_least_privileged_user_reads_handles_and_stops_without_client(
     redis: aioredis.Redis, least_privileged: aioredis.Redis
 ) -> None:
-    """The README's ACL (no CLIENT): the worker reads and handles entries as before; its stop
+    """The documented ACL (no CLIENT): the worker reads and handles entries as before; its stop
     falls back to waiting for the read's block (1 s here) instead of failing."""
     handled: list[str] = []
     settings = WorkerSettings(consumer="least", block=1.0)

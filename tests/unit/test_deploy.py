@@ -1,7 +1,7 @@
 """deploy/: every YAML and JSON file parses, and the pieces agree with each other and with the
 worker (probe paths and port, drain time vs grace period, the built-in registry, metric names).
 Schema validation and ``docker compose config`` need tools outside the project: see
-docs/operations.md (and deploy/validate.sh)."""
+docs/guides/operations.md (and deploy/validate.sh)."""
 
 from __future__ import annotations
 
