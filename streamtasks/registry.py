@@ -1,209 +1,40 @@
 """The :class:`Registry` of handlers and the ``@stream_handler`` decorators.
 
-Decorating connects to nothing: it records a :class:`HandlerSpec` and returns a
-:class:`Handler` that is still callable like the function it wraps.
+Decorating connects to nothing: it records a :class:`~streamtasks.spec.HandlerSpec` and
+returns a :class:`~streamtasks.handler.Handler` that is still callable like the function it
+wraps.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar
 
-from attrs import evolve, field, fields, frozen
+from attrs import evolve
 
 from . import keys
 from .errors import RegistryError
+from .handler import Handler as Handler
+from .handler import HandlerDecorator as HandlerDecorator
+from .handler import TypedHandler as TypedHandler
 from .keys import DEFAULT_GROUP, validate_name
-from .message import DEFAULT_MAX_ENTRY_BYTES, FieldValue, Message
+from .message import DEFAULT_MAX_ENTRY_BYTES
 from .resources import Resource as Resource
-from .resources import import_attr
 from .retry import DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_RETRIES, RetryPolicy
-from .typed import codec_for, message_type_of
-
-if TYPE_CHECKING:
-    from .producer import Producer
+from .spec import DEFAULT_BATCH_SIZE as DEFAULT_BATCH_SIZE
+from .spec import DEFAULT_CONCURRENCY as DEFAULT_CONCURRENCY
+from .spec import DEFAULT_MAX_IN_FLIGHT as DEFAULT_MAX_IN_FLIGHT
+from .spec import RAY_OPTIONS as RAY_OPTIONS
+from .spec import HandlerSpec as HandlerSpec
+from .spec import shard_specs
+from .typed import message_type_of
 
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
-M = TypeVar("M")
 
 #: Environment variables every worker forwards to Ray tasks it runs on a cluster.
 CORE_ENV_PREFIXES = ("STREAMTASKS_", "REDIS_")
-DEFAULT_BATCH_SIZE = 500
-DEFAULT_MAX_IN_FLIGHT = 4
-DEFAULT_CONCURRENCY = 16
-#: Ray options a handler may set; anything else is an error, not silently ignored.
-RAY_OPTIONS = frozenset(
-    {
-        "num_cpus",
-        "num_gpus",
-        "memory",
-        "resources",
-        "accelerator_type",
-        "runtime_env",
-        "scheduling_strategy",
-    }
-)
-
-
-def _positive(_inst: object, attr: Any, value: int | float | None) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attr.name} must be > 0, got {value!r}")
-
-
-def _non_negative(_inst: object, attr: Any, value: float | None) -> None:
-    if value is not None and value < 0:
-        raise ValueError(f"{attr.name} must be >= 0, got {value!r}")
-
-
-@frozen
-class HandlerSpec:
-    """Everything the worker needs to know about one handler. Immutable."""
-
-    stream: str
-    fn: Callable[..., Any]
-    name: str
-    """The handler's name in dead letters, logs and metrics: ``module.function``."""
-    batch: bool = False
-    """``True``: the function takes a list of entries, once per batch."""
-    batch_size: int = field(default=DEFAULT_BATCH_SIZE, validator=_positive)
-    """Entries per batch at most (per-entry handlers are run in batches too)."""
-    max_in_flight: int = field(default=DEFAULT_MAX_IN_FLIGHT, validator=_positive)
-    """Batches of this handler running at once, per consumer."""
-    concurrency: int = field(default=DEFAULT_CONCURRENCY, validator=_positive)
-    """An async per-entry handler: entries of one batch run at once, at most this many."""
-    timeout: float | None = field(default=None, validator=_positive)
-    """Seconds per call; a batch past its deadline is cancelled and retried. ``None``: no limit."""
-    retry: RetryPolicy = field(factory=RetryPolicy)
-    """Retries, backoff, and which errors are retried."""
-    dead_letter_stream: str = ""
-    """Where dead letters go; empty: ``<stream>:dead``."""
-    max_entry_bytes: int = field(default=DEFAULT_MAX_ENTRY_BYTES, validator=_positive)
-    """An entry larger than this is dead-lettered unread (reason ``too_large``)."""
-    ray_options: Mapping[str, Any] = field(factory=dict)
-    """Ray options: ``num_cpus``, ``num_gpus``, ``memory``, ``resources``, ``runtime_env`` ..."""
-    message_type: type[Any] | None = None
-    """The declared entry type (:mod:`streamtasks.typed`); ``None``: the handler takes Message."""
-    shards: int = 0
-    """Shards: of the sharded stream (on a shard's spec), or its own (a sharded Handler's); 0: none."""
-    shard_of: str = ""
-    """On one shard's spec: the sharded stream's name (``orders`` for ``orders:{3}``)."""
-    trim_acked_after: float | None = field(default=None, validator=_non_negative)
-    """Delete entries every group acked this many seconds after their XADD (None: never)."""
-    dead_letter_retention: float | None = field(default=None, validator=_non_negative)
-    """Dead letters older than this many seconds are trimmed (None: kept)."""
-
-    @property
-    def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.fn)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # The function travels by reference (module, qualname) when it is importable, so a
-        # Ray worker imports the user's module instead of unpickling a copy of its code.
-        state = {a.name: getattr(self, a.name) for a in fields(HandlerSpec) if a.name != "fn"}
-        return (_rebuild_spec, (_fn_reference(self.fn), state))
-
-
-def _fn_reference(fn: Callable[..., Any]) -> Any:
-    module, qualname = fn.__module__, fn.__qualname__
-    if module == "__main__" or "<locals>" in qualname:
-        return fn
-    return (module, qualname)
-
-
-def _rebuild_spec(fn_ref: Any, state: dict[str, Any]) -> HandlerSpec:
-    if isinstance(fn_ref, tuple):
-        obj = import_attr(*fn_ref)
-        fn_ref = obj.spec.fn if isinstance(obj, _Registered) else obj
-    return HandlerSpec(fn=fn_ref, **state)
-
-
-class _Registered(Generic[P, R]):
-    """What every registered handler is: callable like its function, pickled by reference."""
-
-    def __init__(self, spec: HandlerSpec) -> None:
-        self.spec = spec
-        functools.update_wrapper(self, spec.fn)
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        result: R = self.spec.fn(*args, **kwargs)
-        return result
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.spec.name} on {self.spec.stream!r}>"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Pickled by reference when importable, so Ray workers import the user's module.
-        module, qualname = self.spec.fn.__module__, self.spec.fn.__qualname__
-        if module != "__main__" and "<locals>" not in qualname:
-            return (import_attr, (module, qualname))
-        return (type(self), (self.spec,))
-
-
-class Handler(_Registered[P, R]):
-    """A registered handler: call it like the function, or ``await handler.send(...)``."""
-
-    async def send(
-        self,
-        fields: Mapping[str, FieldValue] | None = None,
-        /,
-        *,
-        producer: Producer | None = None,
-        shard_key: str | bytes | None = None,
-        **kwargs: FieldValue,
-    ) -> str:
-        """Add an entry to this handler's stream (the analogue of Celery's ``.delay``).
-
-        Uses ``producer`` or a shared :class:`~streamtasks.Producer` configured from the
-        environment (``REDIS_URL`` ...). Returns the new entry id. On a sharded stream,
-        ``shard_key`` picks the shard (same key, same shard, order kept); without one, shards
-        take turns. (Not ``key=``: keyword arguments are fields.)
-        """
-        from .producer import current_sender
-
-        payload = {**(fields or {}), **kwargs}
-        spec = self.spec
-        return await (producer or current_sender()).send(
-            spec.stream, payload, key=shard_key, shards=spec.shards or None
-        )
-
-
-class TypedHandler(_Registered[P, R], Generic[P, R, M]):
-    """A handler that declared its entry type ``M``: ``await handler.send(M(...))``."""
-
-    async def send(
-        self, payload: M, /, *, producer: Producer | None = None, shard_key: str | bytes | None = None
-    ) -> str:
-        """Add ``payload`` (an instance of the declared type) to this handler's stream
-        (``shard_key`` picks the shard of a sharded stream, as for :meth:`Handler.send`)."""
-        from .producer import current_sender
-
-        spec = self.spec
-        fields = codec_for(spec.message_type or type(payload)).encode(payload)
-        return await (producer or current_sender()).send(
-            spec.stream, fields, key=shard_key, shards=spec.shards or None
-        )
-
-
-class HandlerDecorator(Protocol):
-    """What ``@registry.stream_handler(...)`` returns: a :class:`TypedHandler` for a function
-    that declares its entry type, else a :class:`Handler`."""
-
-    # A function taking Message also matches the typed overloads (M = Message): the first
-    # match wins, so these overlaps are intended.
-    @overload
-    def __call__(self, fn: Callable[[Message], R], /) -> Handler[[Message], R]: ...
-    @overload
-    def __call__(self, fn: Callable[[list[Message]], R], /) -> Handler[[list[Message]], R]: ...
-    @overload
-    def __call__(self, fn: Callable[[list[M]], R], /) -> TypedHandler[[list[M]], R, M]: ...
-    @overload
-    def __call__(self, fn: Callable[[M], R], /) -> TypedHandler[[M], R, M]: ...
-    @overload
-    def __call__(self, fn: Callable[P, R], /) -> Handler[P, R]: ...
 
 
 class Registry:
@@ -378,18 +209,6 @@ class Registry:
 
     def __repr__(self) -> str:
         return f"<Registry group={self.group!r} streams={self.streams}>"
-
-
-def shard_specs(spec: HandlerSpec, dead_letter_stream: str | None) -> list[HandlerSpec]:
-    """One spec per shard of ``spec`` (``spec.shards`` of them), each with its own stream and
-    dead-letter stream (``<dead_letter_stream>:{i}`` when one was given)."""
-    out = []
-    for i, name in enumerate(keys.shard_streams(spec.stream, spec.shards)):
-        dead = keys.dead_letter_stream(name)
-        if dead_letter_stream:
-            dead = keys.shard_stream(dead_letter_stream, i)
-        out.append(evolve(spec, stream=name, shard_of=spec.stream, dead_letter_stream=dead))
-    return out
 
 
 default_registry = Registry()
