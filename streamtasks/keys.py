@@ -96,6 +96,16 @@ def same_slot_problem(stream: str, others: list[str]) -> str | None:
     )
 
 
+#: The most shards a stream may have (a recorded count above it is not trusted).
+MAX_SHARDS = 4096
+
+
+def shard_count_key(stream: str) -> str:
+    """Where the workers serving sharded ``stream`` record its shard count, for producers that
+    were not told it (``Producer.send(stream, fields, key=...)``)."""
+    return f"{_KEY_PREFIX}:shards:{stream}"
+
+
 def heartbeat_key(group: str, consumer: str) -> str:
     """A live worker's heartbeat (a JSON string with a TTL)."""
     return f"{_KEY_PREFIX}:worker:{group}:{consumer}"

@@ -8,10 +8,12 @@ Every entry gets a producer-assigned message id in the reserved field ``_st_mid`
 ``message_id`` is given), so a retried send of the same message is stored once by the
 built-in handlers.
 
-Sharded streams (``stream_handler("orders", shards=16)``): ``send("orders", fields, key=k,
-shards=16)`` -- or ``Producer(shards={"orders": 16})`` once -- writes to ``orders:{i}`` with
-``i`` = CRC-32 of ``k`` modulo 16, so one key's entries keep their order within one shard;
-without a key, the shards take turns.
+Sharded streams (``stream_handler("orders", shards=16)``): ``send("orders", fields, key=k)``
+writes to ``orders:{i}`` with ``i`` = CRC-32 of ``k`` modulo 16, so one key's entries keep
+their order within one shard; without a key, the shards take turns. The count comes from
+``shards=16`` on the send, ``Producer(shards={"orders": 16})``, or else what the workers
+serving ``orders`` recorded in Redis (looked up once, trusted :data:`SHARDS_TTL_S`); a key for
+a stream nothing says is sharded is an error, never an entry in a stream no worker reads.
 """
 
 from __future__ import annotations
@@ -20,19 +22,23 @@ import asyncio
 import contextvars
 import itertools
 import logging
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
-from .keys import FIELD_MESSAGE_ID, pick_shard, shard_stream, validate_name
+from .errors import ConfigError
+from .keys import FIELD_MESSAGE_ID, MAX_SHARDS, pick_shard, shard_count_key, shard_stream, validate_name
 from .message import FieldValue, encode_fields
 
 log = logging.getLogger("streamtasks.producer")
 
 #: At most this many sends go into one coalesced pipeline.
 MAX_PIPELINE = 1000
+#: Seconds a producer trusts the shard count it looked up for a stream (or that it has none).
+SHARDS_TTL_S = 30.0
 
 _Item = tuple[str, dict[str, str | bytes], int | None, "asyncio.Future[str]"]
 
@@ -70,6 +76,8 @@ class Producer:
         """Give every entry a message id (``_st_mid``, the idempotency key)."""
         self.shards = dict(shards or {})
         """Shard counts of sharded streams, by stream name."""
+        self._recorded: dict[str, tuple[int, float]] = {}  # stream -> (shards looked up, when)
+        self._lookups: dict[str, asyncio.Task[int]] = {}
         self._turns: dict[str, Iterator[int]] = {}
         self._queue: list[_Item] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -94,8 +102,44 @@ class Producer:
                     self._redis = await connect(self._url or RedisConfig.from_env().url)
         return self._redis
 
+    async def shard_count(self, stream: str, shards: int | None = None) -> int:
+        """How many shards ``stream`` has (0: not sharded): ``shards``, the producer's map, or
+        what the workers serving it recorded in Redis, looked up at most every
+        :data:`SHARDS_TTL_S` (concurrent sends share one lookup)."""
+        known = shards or self.shards.get(stream)
+        if known:
+            return known
+        recorded = self._recorded.get(stream)
+        if recorded is not None and time.monotonic() - recorded[1] < SHARDS_TTL_S:
+            return recorded[0]
+        lookup = self._lookups.get(stream)
+        if lookup is None:
+            lookup = self._lookups[stream] = asyncio.ensure_future(self._look_up(stream))
+            lookup.add_done_callback(lambda _: self._lookups.pop(stream, None))
+        return await asyncio.shield(lookup)
+
+    async def _look_up(self, stream: str) -> int:
+        key = shard_count_key(stream)
+        raw = await (await self._client()).get(key)
+        count = 0 if raw is None else _shard_count(key, raw)
+        self._recorded[stream] = (count, time.monotonic())
+        return count
+
+    async def _keyed_count(self, stream: str, keyed: bool, shards: int | None) -> int:
+        """:meth:`shard_count`; a key for a stream nothing says is sharded is an error."""
+        count = await self.shard_count(stream, shards)
+        if keyed and not count:
+            raise ConfigError(
+                f"a key was given for stream {stream!r}, but nothing says it is sharded: no worker "
+                f"recorded its shards ({shard_count_key(stream)}) and this producer was not told "
+                f"them; pass shards= (on the send, or Producer(shards={{{stream!r}: N}})), start "
+                "the workers that serve it first, or send without a key"
+            )
+        return count
+
     def target(self, stream: str, key: str | bytes | None = None, shards: int | None = None) -> str:
-        """The stream an entry for ``stream`` goes to: a shard when ``stream`` is sharded."""
+        """The stream an entry for ``stream`` goes to: a shard when ``stream`` is sharded
+        (``shards``, or the producer's map; :meth:`shard_count` also asks Redis)."""
         count = shards or self.shards.get(stream)
         if not count:
             return stream
@@ -126,7 +170,7 @@ class Producer:
         stream (``shards``, or the producer's ``shards`` map), ``key`` picks the shard."""
         validate_name("stream", stream)
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        target = self.target(stream, key, shards)
+        target = self.target(stream, key, await self._keyed_count(stream, key is not None, shards))
         self._queue.append((target, self._prepare(fields, message_id), maxlen or self.maxlen, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_all())
@@ -148,8 +192,9 @@ class Producer:
         limit = maxlen or self.maxlen
         ids: list[str] = []
         batch: list[tuple[str, dict[str, str | bytes]]] = []
+        count = await self._keyed_count(stream, bool(keys), shards)
         for i, fields in enumerate(items):
-            target = self.target(stream, keys[i] if keys is not None else None, shards)
+            target = self.target(stream, keys[i] if keys is not None else None, count)
             batch.append((target, self._prepare(fields, None)))
             if len(batch) >= chunk:
                 ids += await self._pipeline(batch, limit)
@@ -210,6 +255,15 @@ class Producer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _shard_count(key: str, raw: Any) -> int:
+    """A recorded shard count, checked: a value another process wrote that does not fit is an
+    error naming the key, never a guess."""
+    value = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_SHARDS:
+        raise ConfigError(f"{key} holds {value[:40]!r}, not a shard count (1-{MAX_SHARDS})")
+    return int(value)
 
 
 def _text(value: Any) -> str:

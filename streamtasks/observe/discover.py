@@ -138,3 +138,24 @@ def _utf8(value: bytes | str) -> str | None:
         return value.decode()
     except UnicodeDecodeError:
         return None
+
+
+async def unread_unsharded(redis: Redis, streams: list[str], findings: Findings) -> list[str]:
+    """Problems: the unsharded stream of a sharded one (``orders`` beside ``orders:{3}``) that
+    holds entries no consumer group reads -- sent without the shard count (a producer that was
+    not told it, before any worker recorded it), they wait where no worker looks."""
+    problems = []
+    for base in sorted({b for s in streams if (b := keys.shard_base(s)) is not None} - set(streams)):
+        length = await findings.read("XLEN", redis.xlen(base), 0, base)
+        if not length:
+            continue
+        groups: Any = await findings.read("XINFO GROUPS", redis.xinfo_groups(base), None, base)
+        if groups is None or groups:
+            continue  # not known, or read by a group of its own
+        problems.append(
+            f"{base}: {length} entries and no consumer group, but its handler is sharded "
+            f"({keys.shard_stream(base, 0)}, ...): sent without the shard count, they wait where "
+            f"no worker reads; producers find the count at {keys.shard_count_key(base)} once a "
+            "worker serving it started (or pass shards=)"
+        )
+    return problems

@@ -53,6 +53,7 @@ from .discover import discover_groups as discover_groups
 from .discover import discover_streams as discover_streams
 from .discover import live_workers as live_workers
 from .discover import shards_of as shards_of
+from .discover import unread_unsharded
 from .judge import judge
 from .readings import Findings
 
@@ -333,6 +334,8 @@ async def gather_status(
     out["workers_known"] = not findings.denied_any("SCAN", "MGET")
     workers = out["workers"] if out["workers_known"] else None
     out["problems"], out["dead_consumers"] = judge(out["streams"], workers, stuck_after, named)
+    with contextlib.suppress(*REDIS_DOWN, rx.ResponseError):  # the rest of the report stands
+        out["problems"] += await unread_unsharded(redis, [s for s, _ in pairs], findings)
     out["problems"] += findings.problems()
     out["bad_keys"], out["not_checked"] = findings.as_dict(), findings.not_checked()
     out["ok"] = not out["problems"]

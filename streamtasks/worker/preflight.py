@@ -62,7 +62,11 @@ class Probe:
 
 
 def probes(
-    streams: Sequence[tuple[str, str]], group: str, consumer: str, trimmed: Sequence[str] = ()
+    streams: Sequence[tuple[str, str]],
+    group: str,
+    consumer: str,
+    trimmed: Sequence[str] = (),
+    recorded: Sequence[str] = (),
 ) -> list[Probe]:
     """Every command of the worker (``worker/*.py``, ``lua.py``, redis-py's script loading) for
     ``streams`` (``(stream, dead-letter stream)`` pairs)."""
@@ -97,15 +101,22 @@ def probes(
         ]
     # trimming (trim_acked_after=, dead_letter_retention=): no id is below 0-0
     out += [Probe("XTRIM", ("XTRIM", key, "MINID", "0")) for key in trimmed]
+    # sharded streams: their shard counts are recorded (an expiry of 0 is refused)
+    out += [Probe("SET", ("SET", key, "0", "EX", "0")) for key in recorded]
     return out
 
 
 async def check_permissions(
-    redis: Redis, streams: Sequence[tuple[str, str]], group: str, consumer: str, trimmed: Sequence[str] = ()
+    redis: Redis,
+    streams: Sequence[tuple[str, str]],
+    group: str,
+    consumer: str,
+    trimmed: Sequence[str] = (),
+    recorded: Sequence[str] = (),
 ) -> None:
     """Raise :class:`MissingPermissions` naming every command the user may not run
-    (``trimmed``: the keys the worker trims)."""
-    checks = probes(streams, group, consumer, trimmed)
+    (``trimmed``: the keys the worker trims; ``recorded``: the keys it sets)."""
+    checks = probes(streams, group, consumer, trimmed, recorded)
     try:
         user = await _whoami(redis)
         denied = await _dry_run(redis, user, checks) if user is not None else None
@@ -129,7 +140,8 @@ async def check_handlers(redis: Redis, specs: Iterable[HandlerSpec], group: str,
     streams = [(spec.stream, spec.dead_letter_stream) for spec in specs]
     trimmed = [s.stream for s in specs if s.trim_acked_after is not None]
     trimmed += [s.dead_letter_stream for s in specs if s.dead_letter_retention is not None]
-    await check_permissions(redis, streams, group, consumer, trimmed)
+    recorded = sorted({keys.shard_count_key(s.shard_of) for s in specs if s.shard_of})
+    await check_permissions(redis, streams, group, consumer, trimmed, recorded)
 
 
 async def _whoami(redis: Redis) -> str | None:

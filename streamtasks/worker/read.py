@@ -108,6 +108,7 @@ class Reader:
 
     async def ensure_groups(self) -> None:
         self.check_slots()
+        await self.record_shards()
         for lane in self.lanes.values():
             with contextlib.suppress(rx.ResponseError):  # BUSYGROUP: it exists
                 read = await read_counter_at_start(self.redis, lane.stream)  # trims stay visible
@@ -117,6 +118,26 @@ class Reader:
             newest: Any = await self.redis.xrevrange(lane.stream, count=1)
             if newest:
                 lane.sample_size([(text(newest[0][0]), flat_fields(newest[0][1]), 1)])
+
+    async def record_shards(self) -> None:
+        """Record each sharded stream's shard count (``keys.shard_count_key``), so a producer
+        not told it still sends a keyed entry to the right shard, never to a stream no worker
+        reads. Another count recorded before (a deployment changing it) is logged."""
+        counts = {spec.shard_of: spec.shards for spec in (lane.spec for lane in self.lanes.values())}
+        for stream, count in counts.items():
+            if not stream:
+                continue
+            before = await self.redis.set(keys.shard_count_key(stream), str(count), get=True)
+            if before is not None and text(before) != str(count):
+                recorded = text(before)
+                log.warning(
+                    "stream %s was recorded with %s shards; this worker serves %d, and producers "
+                    "that look the count up now send to %d",
+                    stream,
+                    recorded,
+                    count,
+                    count,
+                )
 
     async def read(self, lanes: Sequence[Lane], block: float) -> dict[Lane, list[RawEntry]]:
         """Read ``lanes``, each at its own COUNT; entries by lane (see the module docstring).
