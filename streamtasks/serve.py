@@ -81,11 +81,23 @@ def make_executor(registry: Registry, config: ServeConfig) -> Executor:
     """Task mode's inline executor, or the Ray executor (task mode's tasks, actor mode's Ray)."""
     if config.executor == "inline":
         return InlineExecutor()
+    if config.mode == "actors":
+        _plain_actor_lines()
     from .ray import RayExecutor
 
     ray = config.ray
     env = ray.env if ray.env is not None else registry.forwarded_env(os.environ) if ray.address else None
     return RayExecutor(ray.address, ray.num_cpus, env=env, start_timeout=ray.start_timeout)
+
+
+def _plain_actor_lines() -> None:
+    """Actor mode: the actors log like this process (text or JSON lines) to their stderr, which
+    Ray forwards here: without its coloured "(WorkerActor pid=...)" prefix (JSON lines would not
+    parse, and a log file is not a terminal) and without folding the same line from two actors
+    into one. Ray reads both when it is imported: set before this process imports it (the
+    worker command's own process, and a facade's unless it imported Ray before)."""
+    os.environ.setdefault("RAY_DISABLE_WORKER_LOG_PREFIX", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
 def build(

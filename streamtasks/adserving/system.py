@@ -178,7 +178,8 @@ class AsyncProcessingSystem:
         mid = message_id or new_message_id()
         fields[FIELD_MESSAGE_ID] = mid
         # A sharded stream: one request's entries share a shard (the key picks it).
-        await self.producer.send(stream, fields, key=str(fields.get("request_id", mid)))
+        key = str(fields.get("request_id", mid)) if self.producer.shards.get(stream) else None
+        await self.producer.send(stream, fields, key=key)
         return mid
 
     # -- workers ---------------------------------------------------------------------------

@@ -301,15 +301,11 @@ async def _serve_metrics(w: Serving, host: str, port: int) -> Any:
 
 
 def _actor_logs(mode: str) -> None:
-    """In actor mode, the actors log like this process (text or JSON lines) to their stderr, which Ray
-    forwards here: without its "(WorkerActor pid=...)" prefix (JSON lines would not parse) and
-    without folding the same line from two actors into one (read before Ray's import), each
-    line whole even when Ray's thread prints while this one logs."""
-    if mode != "actors":
-        return
-    os.environ.setdefault("RAY_DISABLE_WORKER_LOG_PREFIX", "1")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    logs.whole_lines()
+    """In actor mode, the actors' lines reach this process' stderr through Ray's thread (plain:
+    :func:`streamtasks.serve.make_executor`): each line stays whole even when Ray's thread
+    prints while this one logs."""
+    if mode == "actors":
+        logs.whole_lines()
 
 
 async def _start_dashboard(redis: Any, registry: Any, port: int, serving: Serving) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -311,6 +312,11 @@ def test_the_readme_facade_with_the_seeds_three_workers_runs_to_completion(
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert out.returncode == 0, out.stderr[-3000:]
+    # the actors' lines, forwarded by Ray into a log that is not a terminal: plain, as the
+    # worker command prints them (no "(WorkerActor pid=...)" prefix, no colour codes)
+    actor_lines = [line for line in out.stderr.splitlines() if re.search(r"worker \S+-a\d+ reading", line)]
+    assert len(actor_lines) == 3, out.stderr[-3000:]
+    assert "(WorkerActor pid=" not in out.stderr and "\x1b[" not in out.stderr, out.stderr[-3000:]
     printed = json.loads(out.stdout.strip().splitlines()[-1])
     print("stats printed by the facade:", printed["stats"])
     assert printed["local"] == 3
