@@ -22,6 +22,8 @@ from ..errors import StreamtasksError
 from ..registry import HandlerSpec
 from .run import BatchResult, RawEntry, run_batch, run_packed_batch
 
+log = logging.getLogger("streamtasks.worker")
+
 #: Threads of the inline executor: batches of different handlers run side by side.
 INLINE_THREADS = 4
 #: Ray's retries of a task whose worker *process* died (not of handler errors).
@@ -132,6 +134,7 @@ class RayExecutor:
             _refused_by(self.address)
             ray.init(address=self.address, log_to_driver=True, logging_level=logging.WARNING)
         else:
+            _quiet_token_auth_warning()
             ray.init(
                 address="local",  # a new Ray: not one recorded by `ray start`, not RAY_ADDRESS
                 num_cpus=self.num_cpus,
@@ -139,6 +142,7 @@ class RayExecutor:
                 log_to_driver=True,
                 logging_level=logging.WARNING,
             )
+            log.info("started a local Ray (token authentication %s)", _token_auth_state())
         self._owns_ray = True  # our driver connection: closed by close(); a joined cluster stays
 
     def _task(self, spec: HandlerSpec) -> Any:
@@ -192,6 +196,29 @@ def _quiet_sigterm_warning() -> None:
     ray_worker_log = logging.getLogger("ray._private.worker")
     if _drop_sigterm_warning not in ray_worker_log.filters:
         ray_worker_log.addFilter(_drop_sigterm_warning)
+
+
+#: What Ray logs as a WARNING when ``ray.init`` starts a local Ray with ``RAY_AUTH_MODE`` unset:
+#: it turned token authentication on for it. Nothing the user can act on (it is the Ray the worker
+#: started for itself): the worker says what it did at INFO instead.
+TOKEN_AUTH_ON = "Token authentication is enabled for this Ray cluster."
+TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def _drop_token_auth_warning(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(TOKEN_AUTH_ON)
+
+
+def _quiet_token_auth_warning() -> None:
+    """Keep Ray's :data:`TOKEN_AUTH_ON` warning out of the logs (the filter added once)."""
+    ray_auth_log = logging.getLogger(TOKEN_AUTH_LOGGER)
+    if _drop_token_auth_warning not in ray_auth_log.filters:
+        ray_auth_log.addFilter(_drop_token_auth_warning)
+
+
+def _token_auth_state() -> str:
+    """``on`` or ``off``: what ``ray.init`` chose (it sets ``RAY_AUTH_MODE`` in this process)."""
+    return "on" if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else "off"
 
 
 class _RayThread:

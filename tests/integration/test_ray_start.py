@@ -90,18 +90,24 @@ async def test_a_stale_cluster_is_ignored_the_worker_starts_its_own_ray(
     await read_then_sigterm(redis, redis_url, spawn, ray_tmpdir, "fresh")
 
 
-async def test_starting_ray_logs_no_sigterm_warning_and_sigterm_still_stops_the_worker(
+async def test_starting_ray_logs_what_it_did_at_info_no_ray_warnings_and_sigterm_still_stops_the_worker(
     redis: Redis, redis_url: str, spawn: Any, ray_tmpdir: Path
 ) -> None:
     """Ray warns "SIGTERM handler is not set" when started outside the main thread, as the
     worker does; the worker handles SIGTERM itself, so the line (printed on every start) is
-    dropped, and SIGTERM stops the worker with exit 0."""
-    from streamtasks.worker.executors import SIGTERM_NOT_SET
+    dropped, and SIGTERM stops the worker with exit 0. Ray's "Token authentication is enabled
+    for this Ray cluster" warning, about the local Ray the worker started for itself, is dropped
+    too: the worker says once, at INFO, what it did."""
+    from streamtasks.worker.executors import SIGTERM_NOT_SET, TOKEN_AUTH_ON
 
     worker = await read_then_sigterm(redis, redis_url, spawn, ray_tmpdir, "quiet")
     err = worker.stderr()
-    assert " reading " in err, err[-2000:]  # the worker's log is here: the check below means something
+    assert " reading " in err, err[-2000:]  # the worker's log is here: the checks below mean something
     assert SIGTERM_NOT_SET not in err
+    assert TOKEN_AUTH_ON not in err and "RAY_AUTH_MODE" not in err, err[-2000:]
+    started = [line for line in err.splitlines() if "started a local Ray" in line]
+    assert len(started) == 1 and " INFO " in started[0], err[-2000:]
+    assert started[0].endswith("started a local Ray (token authentication on)"), started
 
 
 @pytest.mark.parametrize("mode", ["tasks", "actors"])
