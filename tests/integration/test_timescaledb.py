@@ -761,8 +761,10 @@ async def db_status_cli(dsn: str, *options: str) -> subprocess.CompletedProcess[
     return await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "streamtasks", "db", "status", *options, "--database-url", dsn],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def test_every_background_job_runs_success_on_its_own_schedule(
@@ -775,10 +777,8 @@ async def test_every_background_job_runs_success_on_its_own_schedule(
     await setup_database(ts, timescale=TimescaleSettings(retention="30 days"))
     now = await db_now(ts)
     ages = {"gone": timedelta(days=40), "compressed": timedelta(days=10), "recent": timedelta(hours=2)}
-    await store_inference(ts, [
-        parse_inference(inference_msg(f"{name}{i}", at=now - age - timedelta(minutes=i), mid=f"{name}{i}"))
-        for name, age in ages.items() for i in range(3)
-    ])  # fmt: skip
+    sent = {f"{name}{i}": now - age - timedelta(minutes=i) for name, age in ages.items() for i in range(3)}
+    await store_inference(ts, [parse_inference(inference_msg(k, at=at, mid=k)) for k, at in sent.items()])
     by_kind = {
         kind: [j["job_id"] for (k, _), j in (await jobs(ts)).items() if k == kind] for kind in JOB_KINDS
     }

@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from support.doc_examples import example_files
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,11 +34,15 @@ def new_project(where: Path) -> Path:
 
 def run_pytest(project: Path, *options: str) -> subprocess.CompletedProcess[str]:
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "PYTHONPATH", "REDIS"))}
+    config = ["--rootdir", str(project), "-c", str(project / "pytest.ini"), "-p", "no:cacheprovider"]
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rootdir", str(project),
-         "-c", str(project / "pytest.ini"), "-q", *options],
-        cwd=project, env={**keep, "REDIS_URL": CLOSED_PORT_URL}, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [sys.executable, "-m", "pytest", "-q", *config, *options],
+        cwd=project,
+        env={**keep, "REDIS_URL": CLOSED_PORT_URL},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_the_example_has_its_app_and_its_tests() -> None:
@@ -48,18 +51,21 @@ def test_the_example_has_its_app_and_its_tests() -> None:
     assert "async def test_" in files["test_shop.py"] and "streamtasks_app" in files["test_shop.py"]
 
 
-@pytest.mark.parametrize(
-    "options",
-    [(), ("-p", "no:asyncio")],
-    ids=["with-pytest-asyncio-strict", "without-pytest-asyncio"],
-)
-async def test_the_readme_example_runs_verbatim_in_a_new_project(
-    tmp_path: Path, options: tuple[str, ...]
-) -> None:
-    project = new_project(tmp_path / "shop")
-    done = await asyncio.to_thread(run_pytest, project, *options)
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out
-    assert "2 passed" in out and "skipped" not in out, out
-    warned = [line for line in out.splitlines() if re.search(r"\w+Warning: |warnings? summary", line)]
-    assert all(PYTEST_ASYNCIO_NOTICE in line for line in warned), out
+#: The two setups a new project may have: pytest-asyncio installed (default strict mode), or not.
+SETUPS = {"with pytest-asyncio (strict)": (), "without pytest-asyncio": ("-p", "no:asyncio")}
+
+
+async def test_the_readme_example_runs_verbatim_in_a_new_project(tmp_path: Path) -> None:
+    """Both setups at once (each a pytest of its own, a few seconds)."""
+    runs = await asyncio.gather(
+        *(
+            asyncio.to_thread(run_pytest, new_project(tmp_path / f"shop{n}"), *options)
+            for n, options in enumerate(SETUPS.values())
+        )
+    )
+    for setup, done in zip(SETUPS, runs, strict=True):
+        out = f"{setup}:\n{done.stdout}{done.stderr}"
+        assert done.returncode == 0, out
+        assert "2 passed" in out and "skipped" not in out, out
+        warned = [line for line in out.splitlines() if re.search(r"\w+Warning: |warnings? summary", line)]
+        assert all(PYTEST_ASYNCIO_NOTICE in line for line in warned), out
