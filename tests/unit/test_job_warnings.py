@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamtasks.adserving.timescale import job_warnings
@@ -35,6 +35,7 @@ def test_a_failure_with_no_error_or_time_recorded_still_warns() -> None:
 statuses = st.one_of(st.none(), st.sampled_from(["Success", "Failed", "failed", "Running"]), st.text())
 
 
+@settings(deadline=None)  # pure and fast; a loaded machine must not fail it
 @given(st.lists(st.tuples(statuses, st.one_of(st.none(), st.text()))))
 def test_one_line_per_failed_job_whatever_the_texts(runs: list[tuple[str | None, str | None]]) -> None:
     lines = job_warnings([job(status, last_error=error) for status, error in runs])

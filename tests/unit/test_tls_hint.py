@@ -5,7 +5,7 @@ handshake the server ended names the client certificate and the version/cipher c
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis import exceptions as rx
 
@@ -126,6 +126,7 @@ cased = texts.flatmap(lambda t: st.sampled_from([t, t.upper(), t.title()]))
 noise = st.text(alphabet=st.characters(categories=["Nd", "P", "Zs"]), max_size=30)
 
 
+@settings(deadline=None)  # pure and fast; a loaded machine must not fail it
 @given(cased)
 def test_redis_is_suggested_only_for_a_plain_answer_or_none(said: str) -> None:
     """``use redis://`` only when the text says the server answered in plain text or timed out;
@@ -140,6 +141,7 @@ def test_redis_is_suggested_only_for_a_plain_answer_or_none(said: str) -> None:
             assert any(w in lower for w in tlshint.PLAIN_REPLY)
 
 
+@settings(deadline=None)  # pure and fast; a loaded machine must not fail it
 @given(noise, st.sampled_from(tlshint.ENDED), noise)
 def test_a_handshake_the_server_ended_never_sends_the_user_to_redis(
     before: str, ended: str, after: str
@@ -149,11 +151,13 @@ def test_a_handshake_the_server_ended_never_sends_the_user_to_redis(
     assert "client certificate" in trouble.value and "use redis://" not in trouble.value
 
 
+@settings(deadline=None)  # pure and fast; a loaded machine must not fail it
 @given(noise, st.sampled_from(tlshint.PLAIN_REPLY), noise)
 def test_a_plain_text_answer_suggests_redis(before: str, plain: str, after: str) -> None:
     assert classify(True, f"{before}{plain.upper()}{after}") is TlsTrouble.PLAIN_REPLY
 
 
+@settings(deadline=None)  # pure and fast; a loaded machine must not fail it
 @given(st.text(), st.text())
 def test_any_url_and_error_give_a_hint_or_nothing_and_never_fail(url: str, message: str) -> None:
     hint = tls_hint(url, rx.ConnectionError(message))
