@@ -261,21 +261,32 @@ def timescaledb_installed(bindir: Path | None = None) -> bool:
 def ensure_timescaledb(installer: Path = TIMESCALEDB_INSTALL) -> str:
     """Install TimescaleDB with ``installer`` when it exists and we are root; say what happened.
 
-    Never raises: without TimescaleDB the TimescaleDB tests skip (with one line saying why).
+    The installer runs even when TimescaleDB is installed already: it is idempotent (it says
+    "already installed" when the files match), and it replaces an older build of the same
+    version in place (2.28.3 without the background-job fix of ``../shared/timescaledb``), which
+    a check for the files alone would keep. A server that had loaded the replaced files needs a
+    restart (the test servers are new each session). Never raises: without TimescaleDB the
+    TimescaleDB tests skip (with one line saying why).
     """
     bindir = find_pg_bindir()
     if bindir is None:
         return "timescaledb: no PostgreSQL"
-    if timescaledb_installed(bindir):
-        return "timescaledb: installed"
+    installed = timescaledb_installed(bindir)
     if not installer.exists():
+        if installed:
+            return "timescaledb: installed"
         return f"timescaledb: not installed, and no installer at {installer}"
     if not is_root():
+        if installed:
+            return f"timescaledb: installed (not root: not compared with {installer})"
         return f"timescaledb: not installed; run {installer} as root"
     result = subprocess.run([str(installer), pg_major(bindir)], capture_output=True, text=True, check=False)
     if result.returncode != 0 or not timescaledb_installed(bindir):
         return f"timescaledb: {installer} failed (exit {result.returncode}): {result.stderr.strip()[-500:]}"
-    return f"timescaledb: {result.stdout.strip() or 'installed'}"
+    said = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "installed"
+    if installed and "already installed" not in said:
+        said += " (restart the PostgreSQL servers that had loaded the old files: scripts/services.py stop)"
+    return f"timescaledb: {said}"
 
 
 # --------------------------------------------------------------------------- redis

@@ -10,35 +10,29 @@ built-in handlers.
 
 Sharded streams (``stream_handler("orders", shards=16)``): ``send("orders", fields, key=k)``
 writes to ``orders:{i}`` with ``i`` = CRC-32 of ``k`` modulo 16, so one key's entries keep
-their order within one shard; without a key, the shards take turns. The count comes from
-``shards=16`` on the send, ``Producer(shards={"orders": 16})``, or else what the workers
-serving ``orders`` recorded in Redis (looked up once, trusted :data:`SHARDS_TTL_S`); a key for
-a stream nothing says is sharded is an error, never an entry in a stream no worker reads.
+their order within one shard; without a key, the shards take turns (:mod:`streamtasks.shards`
+says where the count comes from).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import itertools
 import logging
-import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
-from .errors import ConfigError
-from .keys import FIELD_MESSAGE_ID, MAX_SHARDS, pick_shard, shard_count_key, shard_stream, validate_name
+from .keys import FIELD_MESSAGE_ID, validate_name
 from .message import FieldValue, encode_fields
+from .shards import ShardCounts
 
 log = logging.getLogger("streamtasks.producer")
 
 #: At most this many sends go into one coalesced pipeline.
 MAX_PIPELINE = 1000
-#: Seconds a producer trusts the shard count it looked up for a stream (or that it has none).
-SHARDS_TTL_S = 30.0
 
 _Item = tuple[str, dict[str, str | bytes], int | None, "asyncio.Future[str]"]
 
@@ -74,11 +68,9 @@ class Producer:
         """Approximate ``MAXLEN ~`` of every stream written (``None``: no trimming)."""
         self.message_ids = message_ids
         """Give every entry a message id (``_st_mid``, the idempotency key)."""
-        self.shards = dict(shards or {})
+        self._sharding = ShardCounts(shards)
+        self.shards = self._sharding.known
         """Shard counts of sharded streams, by stream name."""
-        self._recorded: dict[str, tuple[int, float]] = {}  # stream -> (shards looked up, when)
-        self._lookups: dict[str, asyncio.Task[int]] = {}
-        self._turns: dict[str, Iterator[int]] = {}
         self._queue: list[_Item] = []
         self._flusher: asyncio.Task[None] | None = None
         self.flushes = 0
@@ -103,50 +95,13 @@ class Producer:
         return self._redis
 
     async def shard_count(self, stream: str, shards: int | None = None) -> int:
-        """How many shards ``stream`` has (0: not sharded): ``shards``, the producer's map, or
-        what the workers serving it recorded in Redis, looked up at most every
-        :data:`SHARDS_TTL_S` (concurrent sends share one lookup)."""
-        known = shards or self.shards.get(stream)
-        if known:
-            return known
-        recorded = self._recorded.get(stream)
-        if recorded is not None and time.monotonic() - recorded[1] < SHARDS_TTL_S:
-            return recorded[0]
-        lookup = self._lookups.get(stream)
-        if lookup is None:
-            lookup = self._lookups[stream] = asyncio.ensure_future(self._look_up(stream))
-            lookup.add_done_callback(lambda _: self._lookups.pop(stream, None))
-        return await asyncio.shield(lookup)
-
-    async def _look_up(self, stream: str) -> int:
-        key = shard_count_key(stream)
-        raw = await (await self._client()).get(key)
-        count = 0 if raw is None else _shard_count(key, raw)
-        self._recorded[stream] = (count, time.monotonic())
-        return count
-
-    async def _keyed_count(self, stream: str, keyed: bool, shards: int | None) -> int:
-        """:meth:`shard_count`; a key for a stream nothing says is sharded is an error."""
-        count = await self.shard_count(stream, shards)
-        if keyed and not count:
-            raise ConfigError(
-                f"a key was given for stream {stream!r}, but nothing says it is sharded: no worker "
-                f"recorded its shards ({shard_count_key(stream)}) and this producer was not told "
-                f"them; pass shards= (on the send, or Producer(shards={{{stream!r}: N}})), start "
-                "the workers that serve it first, or send without a key"
-            )
-        return count
+        """How many shards ``stream`` has (0: not sharded); see :class:`ShardCounts`."""
+        return await self._sharding.count(stream, shards, self._client)
 
     def target(self, stream: str, key: str | bytes | None = None, shards: int | None = None) -> str:
         """The stream an entry for ``stream`` goes to: a shard when ``stream`` is sharded
         (``shards``, or the producer's map; :meth:`shard_count` also asks Redis)."""
-        count = shards or self.shards.get(stream)
-        if not count:
-            return stream
-        if key is None:
-            turn = self._turns.setdefault(stream, itertools.cycle(range(count)))
-            return shard_stream(stream, next(turn) % count)
-        return shard_stream(stream, pick_shard(key, count))
+        return self._sharding.target(stream, key, shards or self.shards.get(stream) or 0)
 
     def _prepare(self, fields: Mapping[str, FieldValue], message_id: str | None) -> dict[str, str | bytes]:
         encoded = encode_fields(fields)
@@ -170,7 +125,9 @@ class Producer:
         stream (``shards``, or the producer's ``shards`` map), ``key`` picks the shard."""
         validate_name("stream", stream)
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        target = self.target(stream, key, await self._keyed_count(stream, key is not None, shards))
+        target = self.target(
+            stream, key, await self._sharding.keyed(stream, key is not None, shards, self._client)
+        )
         self._queue.append((target, self._prepare(fields, message_id), maxlen or self.maxlen, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_all())
@@ -192,7 +149,7 @@ class Producer:
         limit = maxlen or self.maxlen
         ids: list[str] = []
         batch: list[tuple[str, dict[str, str | bytes]]] = []
-        count = await self._keyed_count(stream, bool(keys), shards)
+        count = await self._sharding.keyed(stream, bool(keys), shards, self._client)
         for i, fields in enumerate(items):
             target = self.target(stream, keys[i] if keys is not None else None, count)
             batch.append((target, self._prepare(fields, None)))
@@ -255,15 +212,6 @@ class Producer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-def _shard_count(key: str, raw: Any) -> int:
-    """A recorded shard count, checked: a value another process wrote that does not fit is an
-    error naming the key, never a guess."""
-    value = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_SHARDS:
-        raise ConfigError(f"{key} holds {value[:40]!r}, not a shard count (1-{MAX_SHARDS})")
-    return int(value)
 
 
 def _text(value: Any) -> str:

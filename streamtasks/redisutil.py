@@ -39,20 +39,3 @@ def id_key(entry_id: str) -> tuple[int, int]:
     """An entry id as a sortable ``(ms, seq)``."""
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
-
-
-def tls_hint(url: str, error: BaseException) -> str:
-    """What to add to a failed connection's message when TLS is the likely cause: ``rediss://``
-    to a plain port (the handshake is never answered: a timeout), a certificate problem, or
-    ``redis://`` to a TLS port (the server drops the connection)."""
-    said = str(error).lower()
-    if url.startswith("rediss://"):
-        if "ssl" in said or "certificate" in said:
-            return " (TLS: check ssl_ca_certs, ssl_certfile, ssl_keyfile and ssl_cert_reqs in the URL)"
-        return (
-            " (rediss:// means TLS, and the server did not complete a TLS handshake: "
-            "is this a TLS port? use redis:// for a plain one)"
-        )
-    if "reset by peer" in said or "closed by server" in said:
-        return " (if this port expects TLS, use rediss://)"
-    return ""

@@ -241,3 +241,32 @@ async def test_timescale_server_preloads_timescaledb(
         in services.PostgresServer("/tmp/x", preload=("timescaledb",)).settings
     )
     assert services.PostgresServer("/tmp/x").settings == ()
+
+
+@pytest.mark.parametrize(
+    ("said", "installed_before", "note"),
+    [
+        ("timescaledb 2.28.3 (bgw fix) already installed for PostgreSQL 15", True, False),
+        ("timescaledb 2.28.3 (bgw fix) installed for PostgreSQL 15", True, True),  # replaced old files
+        ("timescaledb 2.28.3 (bgw fix) installed for PostgreSQL 15", False, False),
+    ],
+)
+def test_ensure_timescaledb_runs_the_installer_even_when_timescaledb_is_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, said: str, installed_before: bool, note: bool
+) -> None:
+    """The check for the files alone kept an older build of the same version (2.28.3 without
+    the background-job fix): the installer (idempotent) runs as root whenever it is there, and a
+    replaced build comes with the advice to restart the servers that had loaded it."""
+    marker = tmp_path / "ran"
+    installer = tmp_path / "install.sh"
+    installer.write_text(f"#!/bin/sh\necho \"$1\" > {marker}\necho '{said}'\n")
+    installer.chmod(0o755)
+    monkeypatch.setattr(services, "is_root", lambda: True)
+    answers = iter([installed_before, True])  # before the installer, after it
+    monkeypatch.setattr(services, "timescaledb_installed", lambda bindir=None: next(answers))
+    if services.find_pg_bindir() is None:
+        pytest.fail("no PostgreSQL binaries (scripts/services.py ensure-binaries)", pytrace=False)
+    said_back = services.ensure_timescaledb(installer)
+    assert marker.read_text().strip() == services.pg_major(services.find_pg_bindir())
+    assert said_back.startswith(f"timescaledb: {said}")
+    assert ("restart" in said_back) is note

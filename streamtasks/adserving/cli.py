@@ -92,14 +92,6 @@ def db_status(database_url: str | None, as_json: bool) -> None:
         print_timescale_status(status)
 
 
-_JOB_NAMES = {
-    "policy_compression": "compression",
-    "policy_retention": "retention",
-    "policy_refresh_continuous_aggregate": "refresh",
-    "streamtasks_prune_keys": "prune keys",
-}
-
-
 def _interval(value: Any) -> str:
     if not isinstance(value, timedelta):
         return "-" if value is None else str(value)
@@ -145,14 +137,13 @@ def print_timescale_status(status: dict[str, Any]) -> None:
         jobs.add_column(col)
     for j in status["jobs"]:
         jobs.add_row(
-            str(j["job_id"]), _JOB_NAMES.get(j["kind"], j["kind"]), j["target"] or "-",
+            str(j["job_id"]), timescale.JOB_NAMES.get(j["kind"], j["kind"]), j["target"] or "-",
             _interval(j["schedule_interval"]), _when(j["last_run_started_at"]), j["last_run_status"] or "-",
             str(j["total_runs"] or 0), str(j["total_failures"] or 0), _when(j["next_start"]),
         )  # fmt: skip
     console.print(jobs)
-    for j in status["jobs"]:
-        if j["last_error"]:
-            console.print(f"job {j['job_id']} last error: {j['last_error']}", markup=False)
+    for warning in status["warnings"]:
+        console.print(f"WARNING: {warning}", style="bold yellow", markup=False, soft_wrap=True)
 
 
 @click.command("stats")

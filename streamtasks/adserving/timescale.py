@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -25,6 +26,13 @@ HYPERTABLES = ("training_data", "inference_results")
 HOURLY_AGGREGATES = ("training_data_hourly", "inference_results_hourly")
 #: How often the key-table cleanup job (streamtasks_prune_keys) runs.
 PRUNE_KEYS_EVERY = "1 day"
+#: The jobs ``db init`` schedules, by their procedure, as ``db status`` names them.
+JOB_NAMES = {
+    "policy_compression": "compression",
+    "policy_retention": "retention",
+    "policy_refresh_continuous_aggregate": "refresh",
+    "streamtasks_prune_keys": "prune keys",
+}
 _OFF = frozenset({"", "off", "none", "never", "0"})
 
 
@@ -273,13 +281,14 @@ async def timescale_status(pool: Any) -> dict[str, Any]:
     (``job_id`` >= 1000: the policies and the key cleanup) ``kind``, ``target``,
     ``schedule_interval``, ``scheduled``, ``last_run_started_at``, ``last_run_status``,
     ``last_successful_finish``, ``last_run_duration``, ``next_start``, ``total_runs``,
-    ``total_failures`` and ``last_error`` (times None where TimescaleDB says ±infinity).
+    ``total_failures`` and ``last_error`` (times None where TimescaleDB says ±infinity);
+    ``warnings``: one line per job whose last run failed (:func:`job_warnings`).
     Without the extension everything but ``timescaledb`` is empty.
     """
     async with connection(pool) as conn:
         version = await conn.fetchval(_TSDB_VERSION)
         if version is None:
-            return {"timescaledb": None, "hypertables": [], "aggregates": [], "jobs": []}
+            return {"timescaledb": None, "hypertables": [], "aggregates": [], "jobs": [], "warnings": []}
         hypertables = []
         for row in await conn.fetch(_HYPERTABLES):
             info = dict(row)
@@ -312,4 +321,26 @@ async def timescale_status(pool: Any) -> dict[str, Any]:
             job = dict(row)
             job["config"] = json.loads(job["config"]) if job["config"] else None
             jobs.append(job)
-    return {"timescaledb": version, "hypertables": hypertables, "aggregates": aggregates, "jobs": jobs}
+    warnings = job_warnings(jobs)
+    return {
+        "timescaledb": version,
+        "hypertables": hypertables,
+        "aggregates": aggregates,
+        "jobs": jobs,
+        "warnings": warnings,
+    }
+
+
+def job_warnings(jobs: list[dict[str, Any]]) -> list[str]:
+    """One line per job whose last run failed: which job, on what, when, and its error."""
+    out = []
+    for job in jobs:
+        if str(job.get("last_run_status") or "").lower() != "failed":
+            continue
+        kind = str(job.get("kind") or "job")
+        started = job.get("last_run_started_at")
+        when = f" (started {started.isoformat(timespec='seconds')})" if isinstance(started, datetime) else ""
+        error = " ".join(str(job.get("last_error") or "no error recorded").split())
+        what = f"job {job.get('job_id')} ({JOB_NAMES.get(kind, kind)} on {job.get('target') or '-'})"
+        out.append(f"{what} failed its last run{when}: {error}")
+    return out

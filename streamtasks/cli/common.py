@@ -27,7 +27,7 @@ from ..config import RedisConfig
 from ..connect import CLIENT_DEFAULTS, split_scheme
 from ..connect import connect as connect_redis
 from ..errors import StreamtasksError
-from ..redisutil import tls_hint
+from ..tlshint import tls_hint
 
 T = TypeVar("T")
 

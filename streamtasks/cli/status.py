@@ -12,6 +12,7 @@ from typing import Any
 from ..connect import connect
 from ..observe.inspect import DEFAULT_STUCK_AFTER, gather_status
 from ..redisutil import REDIS_DOWN
+from ..tlshint import tls_hint
 from .common import EXIT_ERROR, EXIT_UNHEALTHY, redis_client, redis_url_option, split_streams
 
 # -- rendering ---------------------------------------------------------------------------------
@@ -46,14 +47,19 @@ def _targets(
 
 async def _status_once(url: str, **kw: Any) -> dict[str, Any]:
     opts: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 10}
+    hint = ""
     try:
         redis = await connect(url, **opts)
-    except REDIS_DOWN:  # unreachable: gather_status reports it as a problem
+    except REDIS_DOWN as exc:  # unreachable: gather_status reports it as a problem
+        hint = tls_hint(url, exc)  # the same advice as every other command's
         redis = redis_client(url, **opts)
     try:
-        return await gather_status(redis, **kw)
+        status = await gather_status(redis, **kw)
     finally:
         await redis.aclose()
+    if hint and not status["redis"]["ok"] and not status["redis"]["refused"]:
+        status["problems"][0] += hint
+    return status
 
 
 def _watch(url: str, interval: float, as_json: bool, kw: dict[str, Any]) -> dict[str, Any]:

@@ -16,23 +16,10 @@ from ray import _raylet
 from ray.exceptions import AuthenticationError
 
 from ..errors import StreamtasksError
+from .leftovers import stop_leftover_agents
+from .quiet import quiet_sigterm_warning, quiet_token_auth_warning, token_auth_state
 
-#: What ``ray.init`` logs when it is called outside the main thread, as here (see
-#: :class:`_RayThread`): it then leaves SIGTERM alone, which is what a worker wants (the worker
-#: command handles SIGTERM itself; a host process of ``start_workers()`` keeps its own).
-SIGTERM_NOT_SET = "SIGTERM handler is not set because current thread is not the main thread."
-
-
-def _drop_sigterm_warning(record: logging.LogRecord) -> bool:
-    return record.getMessage() != SIGTERM_NOT_SET
-
-
-def _quiet_sigterm_warning() -> None:
-    """Keep Ray's :data:`SIGTERM_NOT_SET` warning out of the logs (once per process): every
-    worker's start printed it, and it read as if SIGTERM would not stop the worker."""
-    ray_worker_log = logging.getLogger("ray._private.worker")
-    if _drop_sigterm_warning not in ray_worker_log.filters:
-        ray_worker_log.addFilter(_drop_sigterm_warning)
+log = logging.getLogger("streamtasks.worker")
 
 
 class RayThread:
@@ -97,12 +84,14 @@ async def start_ray(thread: RayThread, address: str | None, num_cpus: int | None
 
 def _init_ray(address: str | None, num_cpus: int | None) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    _quiet_sigterm_warning()
+    quiet_sigterm_warning()
     if address:
         _token_auth_if_token_available()
         _refused_by(address)
         ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
     else:
+        stop_leftover_agents()
+        quiet_token_auth_warning()
         ray.init(
             address="local",  # a new Ray: not one recorded by `ray start`, not RAY_ADDRESS
             num_cpus=num_cpus,
@@ -110,6 +99,7 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
             log_to_driver=True,
             logging_level=logging.WARNING,
         )
+        log.info("started a local Ray (token authentication %s)", token_auth_state())
 
 
 def _token_auth_if_token_available() -> None:

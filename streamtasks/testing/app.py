@@ -17,6 +17,7 @@ import asyncio
 import contextvars
 import itertools
 import math
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -40,8 +41,8 @@ CONSUMER = "in-memory"
 
 class InMemoryApp:
     """Serves ``registry`` from in-memory streams; ``await app.send(...)`` then
-    ``await app.run_until_idle()``, and look at :meth:`dead_letters`, :meth:`acked`,
-    :meth:`pending`. While it is active (:meth:`activate`, ``async with``, or the pytest
+    ``await app.run_until_idle()``, and look at :meth:`handled`, :meth:`dead_letters`,
+    :meth:`acked` (both), :meth:`pending`. While it is active (:meth:`activate`, ``async with``, or the pytest
     fixture), ``await handler.send(...)`` adds to this app instead of Redis."""
 
     def __init__(
@@ -82,12 +83,21 @@ class InMemoryApp:
             stream = shard_stream(stream, pick_shard(key, shards) if key is not None else next(turn) % shards)
         encoded = encode_fields(fields)
         encoded[FIELD_MESSAGE_ID] = message_id or str(encoded.get(FIELD_MESSAGE_ID) or new_message_id())
-        return self.add_raw(stream, encoded)
+        return self._xadd(stream, encoded)
+
+    async def send_raw(self, stream: str, fields: Mapping[str, str | bytes]) -> str:
+        """Add an entry as a foreign producer would (``XADD``): no message id, any bytes.
+        Awaited like :meth:`send` and like the ``XADD`` it stands for."""
+        return self._xadd(stream, fields)
 
     def add_raw(self, stream: str, fields: Mapping[str, str | bytes]) -> str:
-        """Add an entry as a foreign producer would (``XADD``): no message id, any bytes."""
-        raw = [b for kv in fields.items() for b in (_bytes(kv[0]), _bytes(kv[1]))]
-        return self._stream(stream).add(raw, self.clock.ms)
+        """Deprecated: ``await app.send_raw(stream, fields)``. Adds the entry at once."""
+        warnings.warn(
+            "InMemoryApp.add_raw() is deprecated: use `await app.send_raw(stream, fields)`",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._xadd(stream, fields)
 
     def activate(self) -> InMemoryApp:
         """Make ``handler.send(...)`` (the default producer) add to this app, in this context."""
@@ -153,8 +163,13 @@ class InMemoryApp:
             for i, r in dead.entries.items()
         ]
 
+    def handled(self, stream: str) -> list[str]:
+        """Entry ids whose handler succeeded, in the order they were acknowledged."""
+        return list(self._stream(stream).handled)
+
     def acked(self, stream: str) -> list[str]:
-        """Entry ids handled successfully (acknowledged), in order."""
+        """Every entry id the group acknowledged, in order: the handled ones and the
+        dead-lettered ones (the worker acks an entry once its dead letter is written)."""
         return list(self._stream(stream).acked)
 
     def pending(self, stream: str) -> dict[str, int]:
@@ -167,6 +182,10 @@ class InMemoryApp:
         return [(i, {k.decode(): v for k, v in _as_dict(raw).items()}) for i, raw in entries]
 
     # -- internals -------------------------------------------------------------------------------
+
+    def _xadd(self, stream: str, fields: Mapping[str, str | bytes]) -> str:
+        raw = [b for kv in fields.items() for b in (_bytes(kv[0]), _bytes(kv[1]))]
+        return self._stream(stream).add(raw, self.clock.ms)
 
     def _stream(self, name: str) -> MemoryStream:
         if name not in self.streams:
@@ -199,27 +218,14 @@ class InMemoryApp:
             )
             entries = [e for i, e in enumerate(entries) if i not in set(exhausted)]
         if entries:
-            self._settle(spec, entries, await self._execute(spec, entries))
-
-    async def _execute(self, spec: HandlerSpec, entries: Sequence[RawEntry]) -> BatchResult:
-        """The batch on a thread (async handlers on the process loop, as in a Ray worker),
-        bounded by the worker's deadline; a batch that fails as a whole gets the policy's outcome."""
-        try:
-            return await asyncio.wait_for(
-                asyncio.to_thread(run_batch, spec, list(entries)), batch_deadline(spec, len(entries))
-            )
-        except asyncio.TimeoutError:
-            error: BaseException = TimeoutError(f"batch of {len(entries)} exceeded its deadline")
-        except Exception as exc:
-            error = exc
-        return BatchResult(len(entries), spec.retry.decide_all(error, [e[2] for e in entries]))
+            self._settle(spec, entries, await execute(spec, entries))
 
     def _settle(self, spec: HandlerSpec, entries: Sequence[RawEntry], result: BatchResult) -> None:
         """Apply the worker's settlement plan to the in-memory group, as the Lua scripts do."""
         plan = Settlement.of(entries, result, self.visibility_ms)
         stream, now_ms = self._stream(spec.stream), self.clock.ms
         for entry_id in plan.done:
-            stream.ack(entry_id)
+            stream.ack(entry_id, handled=True)
             stream.first_failure_ms.pop(entry_id, None)
         for idle, ids in plan.delays.items():
             for entry_id in ids:
@@ -231,8 +237,22 @@ class InMemoryApp:
                 error=error, attempts=attempt, raw=raw, now_ms=now_ms,
             )  # fmt: skip
             first = stream.first_failure_ms.pop(entry_id, now_ms)
-            self.add_raw(spec.dead_letter_stream, _pairs(["first_failure_ms", str(first), *fields]))
-            stream.pending.pop(entry_id, None)
+            self._xadd(spec.dead_letter_stream, _pairs(["first_failure_ms", str(first), *fields]))
+            stream.ack(entry_id, handled=False)
+
+
+async def execute(spec: HandlerSpec, entries: Sequence[RawEntry]) -> BatchResult:
+    """The batch on a thread (async handlers on the process loop, as in a Ray worker),
+    bounded by the worker's deadline; a batch that fails as a whole gets the policy's outcome."""
+    try:
+        return await asyncio.wait_for(
+            asyncio.to_thread(run_batch, spec, list(entries)), batch_deadline(spec, len(entries))
+        )
+    except asyncio.TimeoutError:
+        error: BaseException = TimeoutError(f"batch of {len(entries)} exceeded its deadline")
+    except Exception as exc:
+        error = exc
+    return BatchResult(len(entries), spec.retry.decide_all(error, [e[2] for e in entries]))
 
 
 def _bytes(value: str | bytes) -> bytes:

@@ -23,7 +23,6 @@ class FakeClock:
     """Seconds since the epoch that move only when told to (``advance``)."""
 
     now: float = field(factory=time.time)
-    """The fake time, in seconds since the epoch."""
 
     def advance(self, seconds: float) -> None:
         """Move the clock ``seconds`` forward (never back)."""
@@ -33,7 +32,7 @@ class FakeClock:
 
     @property
     def ms(self) -> int:
-        """The fake time in milliseconds."""
+        """The time in whole milliseconds (what entry ids are made of)."""
         return int(self.now * 1000)
 
 
@@ -54,7 +53,8 @@ class MemoryStream:
     entries: dict[str, list[bytes]] = field(factory=dict)
     unread: deque[str] = field(factory=deque)
     pending: dict[str, Pending] = field(factory=dict)
-    acked: list[str] = field(factory=list)
+    acked: list[str] = field(factory=list)  # handled and dead-lettered, in ack order
+    handled: list[str] = field(factory=list)
     first_failure_ms: dict[str, int] = field(factory=dict)
     _last: tuple[int, int] = (0, 0)
 
@@ -90,9 +90,13 @@ class MemoryStream:
         return out
 
     def next_due(self) -> float | None:
+        """When the first pending retry becomes claimable (None: none waits)."""
         dues = [p.due for p in self.pending.values() if p.due != float("inf")]
         return min(dues) if dues else None
 
-    def ack(self, entry_id: str) -> None:
+    def ack(self, entry_id: str, *, handled: bool) -> None:
+        """XACK a pending entry: ``handled`` (its handler succeeded) or dead-lettered."""
         if self.pending.pop(entry_id, None) is not None:
             self.acked.append(entry_id)
+            if handled:
+                self.handled.append(entry_id)

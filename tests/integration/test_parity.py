@@ -70,7 +70,7 @@ def outcomes(handled: list[Mapping[str, bytes]], dead: list[DeadLetter]) -> Outc
 async def run_in_memory() -> Outcomes:
     async with InMemoryApp(scenario_app.registry) as app:
         for stream, fields in entries():
-            app.add_raw(stream, fields)
+            await app.send_raw(stream, fields)
         await app.drain()
         handled = [fields for _, fields in app.entries(scenario_app.HANDLED)]
         dead = app.dead_letters("scenario_each") + app.dead_letters("scenario_batch")

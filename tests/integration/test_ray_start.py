@@ -5,9 +5,11 @@ at once without it). Each test starts its own Ray in its own temp dir, on free p
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,7 +22,7 @@ import pytest
 from redis.asyncio import Redis
 from support.modes import one_consumer
 from support.procs import free_port, free_ports
-from test_worker import wait_until
+from test_worker import equals, wait_until
 
 from streamtasks.keys import heartbeat_key
 
@@ -90,18 +92,24 @@ async def test_a_stale_cluster_is_ignored_the_worker_starts_its_own_ray(
     await read_then_sigterm(redis, redis_url, spawn, ray_tmpdir, "fresh")
 
 
-async def test_starting_ray_logs_no_sigterm_warning_and_sigterm_still_stops_the_worker(
+async def test_starting_ray_logs_what_it_did_at_info_no_ray_warnings_and_sigterm_still_stops_the_worker(
     redis: Redis, redis_url: str, spawn: Any, ray_tmpdir: Path
 ) -> None:
     """Ray warns "SIGTERM handler is not set" when started outside the main thread, as the
     worker does; the worker handles SIGTERM itself, so the line (printed on every start) is
-    dropped, and SIGTERM stops the worker with exit 0."""
-    from streamtasks.ray.start import SIGTERM_NOT_SET
+    dropped, and SIGTERM stops the worker with exit 0. Ray's "Token authentication is enabled
+    for this Ray cluster" warning, about the local Ray the worker started for itself, is dropped
+    too: the worker says once, at INFO, what it did."""
+    from streamtasks.ray.quiet import SIGTERM_NOT_SET, TOKEN_AUTH_ON
 
     worker = await read_then_sigterm(redis, redis_url, spawn, ray_tmpdir, "quiet")
     err = worker.stderr()
-    assert " reading " in err, err[-2000:]  # the worker's log is here: the check below means something
+    assert " reading " in err, err[-2000:]  # the worker's log is here: the checks below mean something
     assert SIGTERM_NOT_SET not in err
+    assert TOKEN_AUTH_ON not in err and "RAY_AUTH_MODE" not in err, err[-2000:]
+    started = [line for line in err.splitlines() if "started a local Ray" in line]
+    assert len(started) == 1 and " INFO " in started[0], err[-2000:]
+    assert started[0].endswith("started a local Ray (token authentication on)"), started
 
 
 @pytest.mark.parametrize("mode", ["tasks", "actors"])
@@ -236,3 +244,42 @@ def test_a_cluster_that_refuses_fails_fast_in_one_line(
     assert "Traceback" not in out.stderr
     print(f"{credentials}: refused after {took:.1f}s")
     assert took < 15
+
+
+async def test_a_local_ray_left_by_a_killed_worker_is_stopped_by_the_next_start_and_only_it(
+    redis: Redis, redis_url: str, spawn: Any, ray_tmpdir: Path
+) -> None:
+    """kill -9 of a worker that started its own Ray: its raylet and GCS go with it, but Ray's two
+    agents live on, reparented, for a minute or more (60-90 s measured). The next worker that
+    starts a local Ray stops them, saying so in one INFO line; the agents of a live Ray are not
+    touched."""
+    import psutil
+
+    from streamtasks.ray.leftovers import AGENT_TITLES
+
+    def agents(root: psutil.Process) -> list[psutil.Process]:
+        return [p for p in root.children(recursive=True) if " ".join(p.cmdline()).startswith(AGENT_TITLES)]
+
+    argv, reader = one_reader(redis_url, "doomed")
+    doomed = spawn(argv, env={"RAY_TMPDIR": str(ray_tmpdir)}, cwd=HERE)
+    await wait_until(lambda: equals(state_of(redis, reader), "reading"), timeout=90, interval=0.2)
+    left = agents(psutil.Process(doomed.pid))
+    assert len(left) == 2, left
+    alive_elsewhere = [p for p in psutil.process_iter() if p not in left and _is_agent(p, AGENT_TITLES)]
+    doomed.signal(signal.SIGKILL)  # the worker process only, as the OOM killer would
+    await wait_until(lambda: all(p.is_running() and p.ppid() == 1 for p in left), timeout=30)
+    await asyncio.sleep(2)
+    assert all(p.is_running() for p in left), "the agents ended by themselves: nothing to test"
+    after = await read_then_sigterm(redis, redis_url, spawn, ray_tmpdir, "next")
+    psutil.wait_procs(left, timeout=10)
+    assert not [p for p in left if p.is_running()]
+    [line] = [line for line in after.stderr().splitlines() if "a local Ray left when its worker died" in line]
+    assert " INFO " in line and "stopped 2 process(es)" in line, line
+    assert all(p.is_running() for p in alive_elsewhere if p.ppid() != 1)
+
+
+def _is_agent(proc: Any, titles: tuple[str, ...]) -> bool:
+    try:
+        return " ".join(proc.cmdline()).startswith(titles)
+    except Exception:  # gone, or not ours to read
+        return False

@@ -647,7 +647,8 @@ async def test_db_status_shows_hypertables_chunks_compression_and_job_runs(
            for t in ("training_data", "inference_results")]
     )  # fmt: skip
     ran = next(j for j in status["jobs"] if j["job_id"] == job_id)
-    assert ran["total_runs"] >= 1 and ran["last_run_started_at"] is not None and ran["last_run_status"]
+    assert ran["total_runs"] >= 1 and ran["last_run_started_at"] is not None
+    assert ran["last_run_status"] == "Success" and ran["total_failures"] == 0, ran
     assert ran["next_start"] > ran["last_run_started_at"]
 
     out = await asyncio.to_thread(
@@ -674,6 +675,160 @@ async def test_db_status_shows_hypertables_chunks_compression_and_job_runs(
             "hypertables": [],
             "aggregates": [],
             "jobs": [],
+            "warnings": [],
         }
     finally:
         await plain.close()
+
+
+# --------------------------------------------------------------------------- background jobs
+
+#: The kinds of job ``db init`` schedules (with retention on; one per table each), in the order
+#: the test runs them: one kind at a time, since jobs of different kinds on one hypertable can
+#: collide when forced to run together every second (retention dropping the chunk compression
+#: is compressing: "deadlock detected", "cache lookup failed"), which their real schedules
+#: (hours apart) make rare and TimescaleDB retries.
+JOB_KINDS = (
+    "policy_compression",
+    "policy_retention",
+    "streamtasks_prune_keys",
+    "policy_refresh_continuous_aggregate",
+)
+
+
+@pytest.fixture
+async def paused_after(ts: Any) -> AsyncIterator[None]:
+    """Pause the jobs of ``ts``'s database after the test: a job on a 1-second schedule would
+    keep running (or failing) in the background for the rest of the session."""
+    try:
+        yield
+    finally:
+        await pause_jobs(ts)
+
+
+async def every_second(conn: Any, ids: list[int]) -> None:
+    """Put these jobs on a 1-second schedule, starting now."""
+    for job_id in ids:
+        await conn.execute(
+            "SELECT alter_job($1, schedule_interval => '1 second', next_start => now())", job_id
+        )
+
+
+async def job_stats(conn: Any, ids: list[int]) -> dict[int, dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT job_id, last_run_status, total_runs, total_successes, total_failures,"
+        " next_start > now() + interval '30 minutes' AS next_run_later"
+        " FROM timescaledb_information.job_stats WHERE job_id = ANY($1::int[])",
+        ids,
+    )
+    return {r["job_id"]: dict(r) for r in rows}
+
+
+async def poll(check: Any, timeout: float = 30.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+
+
+async def scheduled_runs(conn: Any, ids: list[int], runs: int) -> None:
+    """Let TimescaleDB's scheduler run these jobs ``runs`` times each, 1 s apart, then put them
+    an hour away and wait until no run is in progress (a run in progress has no status yet).
+    Not by pausing them: the scheduler cancels a running job that is unscheduled (a failure)."""
+    await every_second(conn, ids)
+
+    async def ended() -> bool:  # total_runs counts a run as it starts
+        stats = (await job_stats(conn, ids)).values()
+        return len(stats) == len(ids) and all(
+            s["total_successes"] + s["total_failures"] >= runs for s in stats
+        )
+
+    await poll(ended)
+    for job_id in ids:
+        await conn.execute(
+            "SELECT alter_job($1, schedule_interval => '1 hour', next_start => now() + interval '1 hour')",
+            job_id,
+        )
+
+    async def settled() -> bool:
+        stats = (await job_stats(conn, ids)).values()
+        return all(s["last_run_status"] is not None and s["next_run_later"] for s in stats)
+
+    await poll(settled)
+
+
+async def db_status_cli(dsn: str, *options: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "streamtasks", "db", "status", *options, "--database-url", dsn],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_every_background_job_runs_success_on_its_own_schedule(
+    ts: Any, paused_after: None, timescale_database_url: str
+) -> None:
+    """Compression, retention, key cleanup and aggregate refresh, run by TimescaleDB's scheduler
+    (not ``CALL run_job``) on a 1-second schedule: two runs each, all ``Success``, their work
+    done, and ``db status`` shows it with no warning. With TimescaleDB 2.28.3 unpatched on
+    PostgreSQL 15.20 every one of these runs ended ``Failed`` (schema/README.md)."""
+    await setup_database(ts, timescale=TimescaleSettings(retention="30 days"))
+    now = await db_now(ts)
+    ages = {"gone": timedelta(days=40), "compressed": timedelta(days=10), "recent": timedelta(hours=2)}
+    sent = {f"{name}{i}": now - age - timedelta(minutes=i) for name, age in ages.items() for i in range(3)}
+    await store_inference(ts, [parse_inference(inference_msg(k, at=at, mid=k)) for k, at in sent.items()])
+    by_kind = {
+        kind: [j["job_id"] for (k, _), j in (await jobs(ts)).items() if k == kind] for kind in JOB_KINDS
+    }
+    assert [len(ids) for ids in by_kind.values()] == [2, 2, 2, 2]
+    ids = [job_id for kind_ids in by_kind.values() for job_id in kind_ids]
+    for kind_ids in by_kind.values():
+        await scheduled_runs(ts, kind_ids, runs=2)
+
+    stats = await job_stats(ts, ids)
+    errors = await ts.fetch("SELECT job_id, err_message FROM timescaledb_information.job_errors")
+    assert all(s["total_successes"] >= 2 and s["total_failures"] == 0 for s in stats.values()), (
+        stats,
+        errors,
+    )
+    assert await compressed_chunks(ts, "inference_results") >= 1
+    kept = {r[0] for r in await ts.fetch("SELECT request_id FROM inference_results")}
+    assert kept == {f"{name}{i}" for name in ("compressed", "recent") for i in range(3)}
+    keys = {r[0] for r in await ts.fetch("SELECT idempotency_key FROM inference_results_keys")}
+    assert keys == kept  # the keys of the dropped rows are gone
+    assert await ts.fetchval("SELECT count(*) FROM inference_results_hourly") >= 1
+
+    out = await db_status_cli(timescale_database_url, "--json")
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert status["warnings"] == []
+    assert {j["job_id"]: j["last_run_status"] for j in status["jobs"]} == dict.fromkeys(ids, "Success")
+    assert all(j["total_runs"] >= 2 and j["total_failures"] == 0 for j in status["jobs"]), status["jobs"]
+    text = await db_status_cli(timescale_database_url)
+    assert text.returncode == 0 and "Success" in text.stdout and "WARNING" not in text.stdout, text
+
+
+async def test_db_status_warns_when_a_job_failed_its_last_run(
+    ts: Any, paused_after: None, timescale_database_url: str
+) -> None:
+    """A key cleanup whose key table is gone from its config fails on its schedule: ``db
+    status`` names the job, its table and the error (JSON ``warnings`` too); the others stay quiet."""
+    await setup_database(ts, timescale=TimescaleSettings(retention="30 days"))
+    prune = (await jobs(ts))[("streamtasks_prune_keys", "training_data")]
+    broken = {**prune["config"], "keys": "public.no_such_keys"}
+    await ts.execute("SELECT alter_job($1, config => $2::text::jsonb)", prune["job_id"], json.dumps(broken))
+    await scheduled_runs(ts, [prune["job_id"]], runs=1)
+    assert (await job_stats(ts, [prune["job_id"]]))[prune["job_id"]]["last_run_status"] == "Failed"
+
+    out = await db_status_cli(timescale_database_url, "--json")
+    assert out.returncode == 0, out.stderr
+    [warning] = json.loads(out.stdout)["warnings"]
+    assert warning.startswith(
+        f"job {prune['job_id']} (prune keys on public.training_data) failed its last run"
+    )
+    assert "no_such_keys" in warning, warning
+    text = await db_status_cli(timescale_database_url)
+    lines = [line for line in text.stdout.splitlines() if line.startswith("WARNING:")]
+    assert text.returncode == 0 and len(lines) == 1 and "no_such_keys" in lines[0], text.stdout

@@ -80,17 +80,50 @@ async def test_the_cli_over_tls(tls_redis_server: Any) -> None:
     await client.aclose()
 
 
-async def test_rediss_to_a_plain_port_and_redis_to_a_tls_port_say_tls(
-    redis_server: Any, tls_redis_server: Any
-) -> None:
-    """One line, exit 1, naming TLS either way."""
-    for url, words in (
-        (f"rediss://127.0.0.1:{redis_server.port}/0", "rediss:// means TLS"),
-        (f"redis://127.0.0.1:{tls_redis_server.port}/0", "if this port expects TLS, use rediss://"),
-    ):
-        done = await asyncio.to_thread(_cli, "send", "clis", "a=1", "--redis-url", url)
-        assert done.returncode == 1, done.stderr
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("Error: cannot reach Redis") and words in lines[0], (
-            lines
-        )
+#: The commands a user meets first, each with the exit status a refused connection gives.
+COMMANDS = (
+    (("worker", "core_app:registry", "--executor", "inline"), 1),
+    (("send", "clis", "a=1"), 1),
+    (("status",), 3),
+)
+
+
+async def _one_line_each(url: str) -> list[str]:
+    """The one line each of :data:`COMMANDS` prints for ``url``, after checking its exit status."""
+    runs = await asyncio.gather(*(asyncio.to_thread(_cli, *argv, "--redis-url", url) for argv, _ in COMMANDS))
+    lines = []
+    for (argv, code), done in zip(COMMANDS, runs, strict=True):
+        out = (done.stdout + done.stderr).strip().splitlines()
+        assert done.returncode == code and len(out) == 1 and "Traceback" not in out[0], (argv, out)
+        lines.append(out[0])
+    return lines
+
+
+async def test_a_tls_port_that_requires_a_client_certificate_is_named_as_such(tls_redis_server: Any) -> None:
+    """``rediss://`` with only ``ssl_ca_certs`` to a server with ``tls-auth-clients yes``: every
+    command names the client certificate (whether the alert or only the reset arrived) and none
+    sends the user to ``redis://``."""
+    certs = tls_redis_server.certs
+    url = f"rediss://127.0.0.1:{tls_redis_server.port}/0?{certs.query(with_cert=False)}"
+    for line in await _one_line_each(url):
+        assert "client certificate" in line and "ssl_certfile" in line, line
+        assert "redis://" not in line.replace("rediss://", ""), line
+
+
+async def test_rediss_to_a_plain_port_still_says_use_redis(redis_server: Any) -> None:
+    """A plain Redis never answers a ClientHello (or answers it in plain text): every command
+    suggests ``redis://``."""
+    url = f"rediss://127.0.0.1:{redis_server.port}/0?socket_connect_timeout=1"
+    for line in await _one_line_each(url):
+        assert "rediss:// means TLS" in line and "use redis:// for a plain one" in line, line
+
+
+async def test_redis_to_a_tls_port_says_tls(tls_redis_server: Any) -> None:
+    """One line, exit 1, naming TLS."""
+    done = await asyncio.to_thread(
+        _cli, "send", "clis", "a=1", "--redis-url", f"redis://127.0.0.1:{tls_redis_server.port}/0"
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: cannot reach Redis"), lines
+    assert "if this port expects TLS, use rediss://" in lines[0], lines
