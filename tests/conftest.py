@@ -59,6 +59,7 @@ from support import load_services
 from support.procs import ManagedProcess, reap_orphan_actors
 
 from streamtasks.connect import CLIENT_DEFAULTS
+from streamtasks.ray.start import LOCAL_SYSTEM_CONFIG
 
 TESTS_DIR = Path(__file__).resolve().parent
 #: pytest's ``pythonpath`` setting puts these on this process' path; subprocesses (workers
@@ -77,7 +78,7 @@ RAY_NUM_CPUS = 2
 #: second: with two workers on two CPUs they are started and killed all the time, and on a busy
 #: machine a batch waits seconds for one (docs/guides/scaling.md, "Several task-mode workers on
 #: one small Ray cluster").
-RAY_SYSTEM_CONFIG = {"num_workers_soft_limit": 4 * RAY_NUM_CPUS}
+RAY_SYSTEM_CONFIG = {"num_workers_soft_limit": 4 * RAY_NUM_CPUS, **LOCAL_SYSTEM_CONFIG}
 SESSION_DIR_PREFIX = "streamtasks-test-"
 
 services = load_services()
