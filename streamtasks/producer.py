@@ -12,6 +12,11 @@ Sharded streams (``stream_handler("orders", shards=16)``): ``send("orders", fiel
 shards=16)`` -- or ``Producer(shards={"orders": 16})`` once -- writes to ``orders:{i}`` with
 ``i`` = CRC-32 of ``k`` modulo 16, so one key's entries keep their order within one shard;
 without a key, the shards take turns.
+
+Delayed entries (``send(..., delay=30)`` or ``eta=datetime``; ``send_many`` takes one for all or
+one per entry): the entry waits in Redis until it is due (:mod:`streamtasks.delayed`), written
+in the same pipelines as the plain sends (one script call per stream and pipeline in
+``send_many``); the send returns its message id, since its entry id is made when it is moved.
 """
 
 from __future__ import annotations
@@ -20,12 +25,15 @@ import asyncio
 import contextvars
 import itertools
 import logging
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
+from .delayed import Delay, due_ms, due_times, queue_schedule, scheduled_fields
 from .keys import FIELD_MESSAGE_ID, pick_shard, shard_stream, validate_name
 from .message import FieldValue, encode_fields
 
@@ -34,7 +42,10 @@ log = logging.getLogger("streamtasks.producer")
 #: At most this many sends go into one coalesced pipeline.
 MAX_PIPELINE = 1000
 
-_Item = tuple[str, dict[str, str | bytes], int | None, "asyncio.Future[str]"]
+#: A queued send: target stream, fields, maxlen, due time (ms; None: now), its future.
+_Item = tuple[str, dict[str, str | bytes], int | None, int | None, "asyncio.Future[str]"]
+#: One entry of a pipeline: target stream, fields, due time (ms; None: now).
+_Row = tuple[str, dict[str, str | bytes], int | None]
 
 
 def new_message_id() -> str:
@@ -100,11 +111,13 @@ class Producer:
             return shard_stream(stream, next(turn) % count)
         return shard_stream(stream, pick_shard(key, count))
 
-    def _prepare(self, fields: Mapping[str, FieldValue], message_id: str | None) -> dict[str, str | bytes]:
+    def _prepare(
+        self, fields: Mapping[str, FieldValue], message_id: str | None, delayed: bool = False
+    ) -> dict[str, str | bytes]:
         encoded = encode_fields(fields)
         if message_id is not None:
             encoded[FIELD_MESSAGE_ID] = message_id
-        elif self.message_ids and FIELD_MESSAGE_ID not in encoded:
+        elif (self.message_ids or delayed) and FIELD_MESSAGE_ID not in encoded:
             encoded[FIELD_MESSAGE_ID] = new_message_id()
         return encoded
 
@@ -117,13 +130,19 @@ class Producer:
         maxlen: int | None = None,
         key: str | bytes | None = None,
         shards: int | None = None,
+        delay: Delay | None = None,
+        eta: datetime | None = None,
     ) -> str:
         """Add one entry; returns its entry id. Concurrent calls share pipelines. On a sharded
-        stream (``shards``, or the producer's ``shards`` map), ``key`` picks the shard."""
+        stream (``shards``, or the producer's ``shards`` map), ``key`` picks the shard. With
+        ``delay`` (seconds or a timedelta) or ``eta`` (a timezone-aware datetime) in the future,
+        the entry waits in Redis until then, and its message id is returned."""
         validate_name("stream", stream)
+        due = due_ms(delay, eta, time.time())
+        encoded = self._prepare(fields, message_id, due is not None)
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         target = self.target(stream, key, shards)
-        self._queue.append((target, self._prepare(fields, message_id), maxlen or self.maxlen, future))
+        self._queue.append((target, encoded, maxlen or self.maxlen, due, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_all())
         return await future
@@ -137,16 +156,24 @@ class Producer:
         chunk: int = MAX_PIPELINE,
         keys: Sequence[str | bytes] | None = None,
         shards: int | None = None,
+        delay: Delay | Sequence[Delay] | None = None,
+        eta: datetime | Sequence[datetime] | None = None,
     ) -> list[str]:
         """Add many entries with explicit pipelines of ``chunk`` XADDs; returns their ids.
-        On a sharded stream, ``keys`` (one per item) pick the shards."""
+        On a sharded stream, ``keys`` (one per item) pick the shards. ``delay`` / ``eta``: one
+        for all entries or one per entry, as for :meth:`send` (a delayed entry's message id is
+        returned)."""
         validate_name("stream", stream)
         limit = maxlen or self.maxlen
+        entries = list(items)
+        dues: Sequence[int | None] = [None] * len(entries)
+        if delay is not None or eta is not None:
+            dues = due_times(len(entries), delay, eta, time.time())
         ids: list[str] = []
-        batch: list[tuple[str, dict[str, str | bytes]]] = []
-        for i, fields in enumerate(items):
+        batch: list[_Row] = []
+        for i, fields in enumerate(entries):
             target = self.target(stream, keys[i] if keys is not None else None, shards)
-            batch.append((target, self._prepare(fields, None)))
+            batch.append((target, self._prepare(fields, None, dues[i] is not None), dues[i]))
             if len(batch) >= chunk:
                 ids += await self._pipeline(batch, limit)
                 batch = []
@@ -154,13 +181,25 @@ class Producer:
             ids += await self._pipeline(batch, limit)
         return ids
 
-    async def _pipeline(
-        self, batch: list[tuple[str, dict[str, str | bytes]]], maxlen: int | None
-    ) -> list[str]:
-        pipe = (await self._client()).pipeline(transaction=False)
-        for target, encoded in batch:
-            pipe.xadd(target, encoded, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
-        return [_text(i) for i in await pipe.execute()]
+    async def _pipeline(self, batch: list[_Row], maxlen: int | None) -> list[str]:
+        """XADD the plain entries of ``batch``; the delayed ones go in one script call per
+        stream. Returns entry ids, and message ids for the delayed entries."""
+        redis = await self._client()
+        pipe = redis.pipeline(transaction=False)
+        slots: list[int | str] = []  # per entry: its XADD's place in the replies, or its message id
+        delayed: dict[str, list[tuple[str, int, bytes]]] = {}
+        for target, encoded, due in batch:
+            if due is None:
+                pipe.xadd(target, encoded, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+                slots.append(sum(isinstance(s, int) for s in slots))
+            else:
+                mid = _text(encoded[FIELD_MESSAGE_ID])
+                delayed.setdefault(target, []).append((mid, due, scheduled_fields(encoded, due)))
+                slots.append(mid)
+        for target, rows in delayed.items():
+            await queue_schedule(redis, pipe, target, rows)
+        replies = await pipe.execute()
+        return [_text(replies[s]) if isinstance(s, int) else s for s in slots]
 
     async def _flush_all(self) -> None:
         # Yield once so every send() issued in this loop iteration joins the first pipeline.
@@ -172,22 +211,27 @@ class Producer:
     async def _flush(self, items: list[_Item]) -> None:
         self.flushes += 1
         try:
-            pipe = (await self._client()).pipeline(transaction=False)
-            for stream, encoded, maxlen, _ in items:
-                pipe.xadd(stream, encoded, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+            redis = await self._client()
+            pipe = redis.pipeline(transaction=False)
+            for stream, encoded, maxlen, due, _ in items:
+                if due is None:
+                    pipe.xadd(stream, encoded, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+                else:
+                    mid = _text(encoded[FIELD_MESSAGE_ID])
+                    await queue_schedule(redis, pipe, stream, [(mid, due, scheduled_fields(encoded, due))])
             results = await pipe.execute(raise_on_error=False)
         except Exception as exc:  # the whole pipeline failed (connection lost ...)
             for *_, future in items:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (*_, future), result in zip(items, results, strict=True):
+        for (_, encoded, _, due, future), result in zip(items, results, strict=True):
             if future.done():
                 continue
             if isinstance(result, Exception):
                 future.set_exception(result)
             else:
-                future.set_result(_text(result))
+                future.set_result(_text(result if due is None else encoded[FIELD_MESSAGE_ID]))
 
     async def ping(self) -> bool:
         return bool(await (await self._client()).ping())
@@ -221,6 +265,8 @@ class Sender(Protocol):
         *,
         key: str | bytes | None = None,
         shards: int | None = None,
+        delay: Delay | None = None,
+        eta: datetime | None = None,
     ) -> str: ...
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from attrs import evolve, field, fields, frozen
@@ -17,6 +18,11 @@ from . import keys
 from .errors import RegistryError
 from .keys import DEFAULT_GROUP, validate_name
 from .message import DEFAULT_MAX_ENTRY_BYTES, FieldValue, Message
+from .options import RAY_OPTIONS as RAY_OPTIONS
+from .options import fn_reference as _fn_reference
+from .options import non_negative as _non_negative
+from .options import positive as _positive
+from .periodic import Periodic
 from .resources import Resource as Resource
 from .resources import import_attr
 from .retry import DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_RETRIES, RetryPolicy
@@ -35,28 +41,6 @@ CORE_ENV_PREFIXES = ("STREAMTASKS_", "REDIS_")
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_MAX_IN_FLIGHT = 4
 DEFAULT_CONCURRENCY = 16
-#: Ray options a handler may set; anything else is an error, not silently ignored.
-RAY_OPTIONS = frozenset(
-    {
-        "num_cpus",
-        "num_gpus",
-        "memory",
-        "resources",
-        "accelerator_type",
-        "runtime_env",
-        "scheduling_strategy",
-    }
-)
-
-
-def _positive(_inst: object, attr: Any, value: int | float | None) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attr.name} must be > 0, got {value!r}")
-
-
-def _non_negative(_inst: object, attr: Any, value: float | None) -> None:
-    if value is not None and value < 0:
-        raise ValueError(f"{attr.name} must be >= 0, got {value!r}")
 
 
 @frozen
@@ -86,6 +70,8 @@ class HandlerSpec:
     trim_acked_after: float | None = field(default=None, validator=_non_negative)
     #: Dead letters older than this many seconds are trimmed (None: kept).
     dead_letter_retention: float | None = field(default=None, validator=_non_negative)
+    #: A periodic handler's schedule (``registry.periodic``): one entry per tick.
+    periodic: Periodic | None = None
 
     @property
     def is_async(self) -> bool:
@@ -96,13 +82,6 @@ class HandlerSpec:
         # Ray worker imports the user's module instead of unpickling a copy of its code.
         state = {a.name: getattr(self, a.name) for a in fields(HandlerSpec) if a.name != "fn"}
         return (_rebuild_spec, (_fn_reference(self.fn), state))
-
-
-def _fn_reference(fn: Callable[..., Any]) -> Any:
-    module, qualname = fn.__module__, fn.__qualname__
-    if module == "__main__" or "<locals>" in qualname:
-        return fn
-    return (module, qualname)
 
 
 def _rebuild_spec(fn_ref: Any, state: dict[str, Any]) -> HandlerSpec:
@@ -144,6 +123,8 @@ class Handler(_Registered[P, R]):
         *,
         producer: Producer | None = None,
         shard_key: str | bytes | None = None,
+        delay: float | timedelta | None = None,
+        eta: datetime | None = None,
         **kwargs: FieldValue,
     ) -> str:
         """Add an entry to this handler's stream (the analogue of Celery's ``.delay``).
@@ -151,14 +132,16 @@ class Handler(_Registered[P, R]):
         Uses ``producer`` or a shared :class:`~streamtasks.Producer` configured from the
         environment (``REDIS_URL`` ...). Returns the new entry id. On a sharded stream,
         ``shard_key`` picks the shard (same key, same shard, order kept); without one, shards
-        take turns. (Not ``key=``: keyword arguments are fields.)
+        take turns. (Not ``key=``: keyword arguments are fields.) ``delay`` (seconds or a
+        timedelta) or ``eta`` (a timezone-aware datetime): the entry waits in Redis until then
+        (:mod:`streamtasks.delayed`), and the message id is returned instead.
         """
         from .producer import current_sender
 
         payload = {**(fields or {}), **kwargs}
         spec = self.spec
         return await (producer or current_sender()).send(
-            spec.stream, payload, key=shard_key, shards=spec.shards or None
+            spec.stream, payload, key=shard_key, shards=spec.shards or None, delay=delay, eta=eta
         )
 
 
@@ -166,16 +149,23 @@ class TypedHandler(_Registered[P, R], Generic[P, R, M]):
     """A handler that declared its entry type ``M``: ``await handler.send(M(...))``."""
 
     async def send(
-        self, payload: M, /, *, producer: Producer | None = None, shard_key: str | bytes | None = None
+        self,
+        payload: M,
+        /,
+        *,
+        producer: Producer | None = None,
+        shard_key: str | bytes | None = None,
+        delay: float | timedelta | None = None,
+        eta: datetime | None = None,
     ) -> str:
         """Add ``payload`` (an instance of the declared type) to this handler's stream
-        (``shard_key`` picks the shard of a sharded stream, as for :meth:`Handler.send`)."""
+        (``shard_key``, ``delay`` and ``eta`` as for :meth:`Handler.send`)."""
         from .producer import current_sender
 
         spec = self.spec
         fields = codec_for(spec.message_type or type(payload)).encode(payload)
         return await (producer or current_sender()).send(
-            spec.stream, fields, key=shard_key, shards=spec.shards or None
+            spec.stream, fields, key=shard_key, shards=spec.shards or None, delay=delay, eta=eta
         )
 
 
@@ -243,6 +233,7 @@ class Registry:
         shards: int | None = None,
         trim_acked_after: float | None = None,
         dead_letter_retention: float | None = None,
+        periodic: Periodic | None = None,
         **ray_options: Any,
     ) -> HandlerDecorator:
         """Register the decorated function as the handler of ``stream``.
@@ -269,8 +260,8 @@ class Registry:
           task (task mode) that runs the handler.
         """
         validate_name("stream", stream)
-        if shards is not None and shards < 1:
-            raise ValueError(f"shards must be >= 1, got {shards!r}")
+        if shards is not None and (shards < 1 or periodic is not None):
+            raise ValueError(f"shards must be >= 1 (and a periodic handler has none), got {shards!r}")
         unknown = set(ray_options) - RAY_OPTIONS
         if unknown:
             raise TypeError(f"unknown handler option(s): {', '.join(sorted(unknown))}")
@@ -297,6 +288,7 @@ class Registry:
                 shards=shards or 0,
                 trim_acked_after=trim_acked_after,
                 dead_letter_retention=dead_letter_retention,
+                periodic=periodic,
             )
             handler: Handler[P, R] | TypedHandler[P, R, Any] = (
                 Handler(spec) if message_type is None else TypedHandler(spec)
@@ -310,6 +302,23 @@ class Registry:
 
         decorator: HandlerDecorator = decorate  # type: ignore[assignment]  # overloads by signature
         return decorator
+
+    def periodic(
+        self,
+        stream: str,
+        *,
+        every: float | timedelta | None = None,
+        cron: str | None = None,
+        tz: Any = None,
+        catch_up: str = "latest",
+        **options: Any,
+    ) -> HandlerDecorator:
+        """Register a handler that gets one entry on ``stream`` per tick of ``every`` (seconds
+        or a timedelta; ticks at multiples of it since the Unix epoch) or ``cron`` (in time zone
+        ``tz``, default UTC), across all workers; ``catch_up``: ``latest``, ``none`` or ``all``
+        after an outage. Other options as for :meth:`stream_handler`. See the scheduling guide.
+        """
+        return self.stream_handler(stream, periodic=Periodic.of(every, cron, tz, catch_up), **options)
 
     def resource(self, factory: Callable[[], AsyncIterator[T]]) -> Resource[T]:
         """Declare a per-process resource; see :class:`Resource`."""
