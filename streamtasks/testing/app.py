@@ -7,8 +7,10 @@ batch that fails or times out as a whole (:meth:`RetryPolicy.decide_all`,
 (:meth:`RetryPolicy.over_delivery_limit`), the settlement plan
 (:meth:`~streamtasks.worker.settle.Settlement.of`: done, retry after a delay capped by the
 visibility timeout, dead) and the dead-letter format (:func:`dead_letter_fields`,
-:class:`DeadLetter`). What is in memory: the streams and the group's pending entries
-(:mod:`.broker`), and the clock.
+:class:`DeadLetter`), the delay arithmetic (:func:`~streamtasks.delayed.due_ms`) and the tick
+planning of periodic handlers (:func:`~streamtasks.schedule.plan_ticks`). What is in memory:
+the streams and the group's pending entries (:mod:`.broker`), what is scheduled
+(:mod:`.timers`), and the clock.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import contextvars
 import itertools
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from ..deadletter import DeadLetter, dead_letter_fields
+from ..delayed import Delay, due_ms
 from ..keys import FIELD_MESSAGE_ID, pick_shard, shard_stream
 from ..message import FieldValue, encode_fields
 from ..producer import Sender, new_message_id, sender_override
@@ -31,6 +35,7 @@ from ..worker.dispatch import batch_deadline
 from ..worker.run import BatchResult, RawEntry, run_batch
 from ..worker.settle import Settlement
 from .broker import Delivery, FakeClock, MemoryStream
+from .timers import MemoryTimers
 
 #: Batches one ``run_until_idle`` may run before it decides the handlers never go idle.
 MAX_BATCHES = 10_000
@@ -56,6 +61,8 @@ class InMemoryApp:
         self.clock = clock or FakeClock()
         self.visibility_ms = int(visibility_timeout * 1000)
         self.streams: dict[str, MemoryStream] = {}
+        #: Delayed entries and periodic ticks, released as the clock moves (:meth:`advance`).
+        self.timers = MemoryTimers(registry.handlers.values(), self.clock.ms)
         self._token: contextvars.Token[Sender | None] | None = None
         self._turns: dict[str, Iterator[int]] = {}
 
@@ -69,14 +76,21 @@ class InMemoryApp:
         key: str | bytes | None = None,
         shards: int | None = None,
         message_id: str | None = None,
+        delay: Delay | None = None,
+        eta: datetime | None = None,
     ) -> str:
         """Add an entry the way :meth:`Producer.send <streamtasks.Producer.send>` does (on a
-        sharded stream, ``key`` picks the shard; without one the shards take turns)."""
+        sharded stream, ``key`` picks the shard; without one the shards take turns). With
+        ``delay`` or ``eta``, the entry waits until :meth:`advance` moves the clock to its due
+        time, and its message id is returned."""
+        due = due_ms(delay, eta, self.clock.now)
         if shards:
             turn = self._turns.setdefault(stream, itertools.count())
             stream = shard_stream(stream, pick_shard(key, shards) if key is not None else next(turn) % shards)
         encoded = encode_fields(fields)
         encoded[FIELD_MESSAGE_ID] = message_id or str(encoded.get(FIELD_MESSAGE_ID) or new_message_id())
+        if due is not None:
+            return self.timers.schedule(stream, due, encoded)
         return self.add_raw(stream, encoded)
 
     def add_raw(self, stream: str, fields: Mapping[str, str | bytes]) -> str:
@@ -112,9 +126,19 @@ class InMemoryApp:
 
     # -- the clock and the loop ----------------------------------------------------------------
 
-    def advance(self, seconds: float) -> None:
-        """Move the fake clock: retries whose delay is over become runnable."""
+    def advance(self, seconds: float, *, outage: bool = False) -> None:
+        """Move the fake clock: retries whose delay is over become runnable, delayed entries
+        that came due are added to their streams, and periodic handlers get their ticks (each
+        on time, as with workers running; ``outage=True``: no worker ran meanwhile, so their
+        ``catch_up`` policy decides which missed ticks run)."""
         self.clock.advance(seconds)
+        now_ms = math.floor(self.clock.now * 1000 + 1e-3)  # a due time reached up to float error
+        for _, stream, fields in self.timers.release(now_ms, outage):
+            self.add_raw(stream, fields)
+
+    def scheduled(self, stream: str) -> dict[str, float]:
+        """Delayed entries of ``stream`` not due yet: message id -> due time (seconds)."""
+        return {mid: due / 1000 for mid, (due, _) in self.timers.scheduled.get(stream, {}).items()}
 
     async def run_until_idle(self, *, max_batches: int = MAX_BATCHES) -> int:
         """Run batches until no entry is runnable now (retries not yet due wait for
@@ -129,10 +153,11 @@ class InMemoryApp:
         return ran
 
     async def drain(self, *, max_batches: int = MAX_BATCHES) -> int:
-        """:meth:`run_until_idle`, moving the clock to each pending retry until none is left."""
+        """:meth:`run_until_idle`, moving the clock to each pending retry and delayed entry
+        until none is left (periodic ticks in between come too)."""
         ran = await self.run_until_idle(max_batches=max_batches)
         while (due := self._next_due()) is not None:
-            self.clock.advance(max(0.0, due - self.clock.now))
+            self.advance(max(0.0, due - self.clock.now))
             ran += await self.run_until_idle(max_batches=max_batches)
         return ran
 
@@ -169,6 +194,8 @@ class InMemoryApp:
 
     def _next_due(self) -> float | None:
         dues = [d for s in self.streams.values() if (d := s.next_due()) is not None]
+        if (scheduled := self.timers.next_due()) is not None:
+            dues.append(scheduled / 1000)
         return min(dues) if dues else None
 
     def _take_work(self) -> list[tuple[HandlerSpec, list[Delivery]]]:
@@ -193,20 +220,7 @@ class InMemoryApp:
             )
             entries = [e for i, e in enumerate(entries) if i not in set(exhausted)]
         if entries:
-            self._settle(spec, entries, await self._execute(spec, entries))
-
-    async def _execute(self, spec: HandlerSpec, entries: Sequence[RawEntry]) -> BatchResult:
-        """The batch on a thread (async handlers on the process loop, as in a Ray worker),
-        bounded by the worker's deadline; a batch that fails as a whole gets the policy's outcome."""
-        try:
-            return await asyncio.wait_for(
-                asyncio.to_thread(run_batch, spec, list(entries)), batch_deadline(spec, len(entries))
-            )
-        except asyncio.TimeoutError:
-            error: BaseException = TimeoutError(f"batch of {len(entries)} exceeded its deadline")
-        except Exception as exc:
-            error = exc
-        return BatchResult(len(entries), spec.retry.decide_all(error, [e[2] for e in entries]))
+            self._settle(spec, entries, await execute(spec, entries))
 
     def _settle(self, spec: HandlerSpec, entries: Sequence[RawEntry], result: BatchResult) -> None:
         """Apply the worker's settlement plan to the in-memory group, as the Lua scripts do."""
@@ -227,6 +241,20 @@ class InMemoryApp:
             first = stream.first_failure_ms.pop(entry_id, now_ms)
             self.add_raw(spec.dead_letter_stream, _pairs(["first_failure_ms", str(first), *fields]))
             stream.pending.pop(entry_id, None)
+
+
+async def execute(spec: HandlerSpec, entries: Sequence[RawEntry]) -> BatchResult:
+    """The batch on a thread (async handlers on the process loop, as in a Ray worker),
+    bounded by the worker's deadline; a batch that fails as a whole gets the policy's outcome."""
+    try:
+        return await asyncio.wait_for(
+            asyncio.to_thread(run_batch, spec, list(entries)), batch_deadline(spec, len(entries))
+        )
+    except asyncio.TimeoutError:
+        error: BaseException = TimeoutError(f"batch of {len(entries)} exceeded its deadline")
+    except Exception as exc:
+        error = exc
+    return BatchResult(len(entries), spec.retry.decide_all(error, [e[2] for e in entries]))
 
 
 def _bytes(value: str | bytes) -> bytes:

@@ -39,6 +39,7 @@ from .shutdown import Shutdown
 from .startup import start_unless_stopped
 from .supervise import Supervisor
 from .tally import Tally
+from .timers import Timers
 from .trim import Trimmer
 
 log = logging.getLogger("streamtasks.worker")
@@ -86,6 +87,7 @@ class Worker:
         self.leases = Leases(self.pending, s.visibility_timeout, self.health)
         self.shutdown = Shutdown(redis, self.pending, s.grace_period, emit)
         self.trimmer = Trimmer(redis, self.health, emit)
+        self.timers = Timers(redis, registry.handlers.values(), self.group, self.health, emit, s)
         self.cluster = executor.cluster
         self.heartbeat = Heartbeat(redis, self.group, s, self.snapshot, self.cluster)
         self.started_at, self.state = time.time(), "starting"
@@ -112,7 +114,8 @@ class Worker:
         """Serve until :meth:`stop`; then hand back unstarted entries and drain."""
         specs = (lane.spec for lane in self.lanes.values())
         await check_handlers(self.redis, specs, self.group, self.consumer)  # before anything
-        beat = functools.partial(self.heartbeat.beat, lambda: self.supervisor.closing, self._beaten)
+        beaten = functools.partial(self.supervisor.healthy, "heartbeat")
+        beat = functools.partial(self.heartbeat.beat, lambda: self.supervisor.closing, beaten)
         self.supervisor.spawn("heartbeat", beat)  # announce "starting" at once, beat through the drain
         try:
             await self._start_up()
@@ -124,6 +127,7 @@ class Worker:
             self.supervisor.spawn("gaps", self._gap_loop)
             if self.trimmer.wanted(self.lanes):
                 self.supervisor.spawn("trim", self._trim_loop)
+            self.timers.spawn(self.supervisor, self._stopping)
             log.info(
                 "worker %s reading %s as group %s", self.consumer, ", ".join(self.lanes), self.group,
                 extra={"consumer": self.consumer, "group": self.group, "streams": list(self.lanes)},
@@ -222,9 +226,6 @@ class Worker:
 
     async def _trim_loop(self) -> None:
         await self.trimmer.run(self.lanes, self._stopping, lambda: self.supervisor.healthy("trim"))
-
-    def _beaten(self) -> None:
-        self.supervisor.healthy("heartbeat")
 
     async def _sleep(self, seconds: float) -> None:
         await wait_set(self._stopping, seconds)
