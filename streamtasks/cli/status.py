@@ -11,6 +11,7 @@ from typing import Any
 
 from ..connect import connect
 from ..observe.inspect import DEFAULT_STUCK_AFTER, NO_GROUP, gather_status, secs
+from ..observe.scheduled import due_in as _in
 from ..redisutil import REDIS_DOWN
 from .common import EXIT_ERROR, EXIT_UNHEALTHY, redis_client, redis_url_option, split_streams
 
@@ -36,6 +37,8 @@ def render(status: Mapping[str, Any]) -> Any:
     if not status["redis"]["ok"]:  # nothing else to show: one line
         return Text(f"UNHEALTHY: {status['problems'][0]}", style="bold red")
     parts: list[Any] = [_streams_table(status)]
+    if any(s.get("periodic") for s in status["streams"]):
+        parts.append(_periodic_table(status))
     if status["group"] is None and not status["streams"]:
         parts.append(Text("no consumer groups in this Redis (no worker has started on it)"))
     parts.append(_workers_table(status) if status["workers"] else Text("no live workers", style="yellow"))
@@ -54,7 +57,7 @@ def _streams_table(status: Mapping[str, Any]) -> Any:
     title = f"streams (group {status['group']})" if not every_group else "streams (every consumer group)"
     table = Table(title=title, title_justify="left")
     columns = ["stream", "length", "lag", "pending", "oldest pending", "dead letters", "added/1m"]
-    columns += ["trimmed (held by)", "consumers"]
+    columns += ["scheduled (next due)", "trimmed (held by)", "consumers"]
     if every_group:
         columns.insert(1, "group")
     for col in columns:
@@ -67,7 +70,7 @@ def _streams_table(status: Mapping[str, Any]) -> Any:
     for base, t in (status.get("shards") or {}).items():
         row = [
             f"{base} (all {t['shards']} shards)", _num(t["length"]), _num(t["lag"]), _num(t["pending"]),
-            "", _num(t["dead_letters"]), "", "", "",
+            "", _num(t["dead_letters"]), "", _num(t.get("scheduled")), "", "",
         ]  # fmt: skip
         if every_group:
             row.insert(1, "")
@@ -83,8 +86,34 @@ def _stream_row(s: Mapping[str, Any]) -> list[str]:
     trimmed = f"{_num(trim.get('removed'))} ({trim.get('held_by') or '-'})"
     return [
         s["stream"] + group, _num(s["length"]), _num(s["lag"]), _num(s["pending"]),
-        secs(s["oldest_pending_age"]), _num(s["dead_letters"]), added, trimmed, consumers or "-",
+        secs(s["oldest_pending_age"]), _num(s["dead_letters"]), added, _scheduled_text(s), trimmed,
+        consumers or "-",
     ]  # fmt: skip
+
+
+def _scheduled_text(s: Mapping[str, Any]) -> str:
+    if not s.get("scheduled"):
+        return "0" if s.get("scheduled") == 0 else "-"
+    return f"{_num(s['scheduled'])} ({_in(s.get('next_due_in'))})"
+
+
+def _periodic_table(status: Mapping[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="periodic handlers", title_justify="left")
+    for col in ("stream", "schedule", "last tick", "next tick"):
+        table.add_column(col)
+    for s in status["streams"]:
+        p = s.get("periodic")
+        if p:
+            table.add_row(s["stream"], p["schedule"] or "-", _when(p["last_tick"]), _in(p["next_tick_in"]))
+    return table
+
+
+def _when(ts: float | None) -> str:
+    from datetime import datetime, timezone
+
+    return "-" if ts is None else datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _workers_table(status: Mapping[str, Any]) -> Any:
@@ -195,7 +224,8 @@ def _make_command() -> Any:
         app: str | None, streams: str | None, group: str | None, redis_url: str | None,
         as_json: bool, watch: bool, interval: float, stuck_after: float,
     ) -> None:  # fmt: skip
-        """Lag, pending, stuck entries, dead letters and live workers of APP (MODULE:ATTR).
+        """Lag, pending, stuck entries, dead letters, delayed entries, periodic handlers and live
+        workers of APP (MODULE:ATTR).
 
         Without APP or --streams: every consumer group in this Redis. Unhealthy (exit 3; the
         output says why): a named stream no worker reads (no group), entries waiting with no

@@ -22,6 +22,8 @@ worker running, and agrees with what ``XINFO`` / ``XPENDING`` say:
   right now: ``held_by`` (the group furthest behind, ``no consumer group``) at ``minid``;
 * ``shards`` (in :func:`gather_status`) -- per sharded stream (``orders`` for ``orders:{0}``
   ...), the shards' length, lag, pending and dead letters added up;
+* ``scheduled``, ``next_due``, ``periodic`` -- delayed entries waiting and the soonest due
+  time, and the periodic handler's last and next tick (:mod:`.scheduled`);
 * ``added_1m`` -- entries added in the last 60 s, counted with ``XRANGE`` from the id
   ``now-60s`` (capped at :data:`THROUGHPUT_SCAN_CAP`; ``added_1m_capped`` says so).
   This is the arrival rate; whether the group keeps up shows in ``lag``.
@@ -49,6 +51,7 @@ from .discover import discover_groups as discover_groups
 from .discover import discover_streams as discover_streams
 from .discover import live_workers as live_workers
 from .discover import shards_of as shards_of
+from .scheduled import read_schedule, schedule_problems
 
 #: Default for ``--stuck-after``: a pending entry older than this (since XADD) is "stuck".
 DEFAULT_STUCK_AFTER = 300.0
@@ -161,6 +164,7 @@ async def sample_stream(
         "dead_letters": int(await redis.xlen(dead)),
         "consumers": [],
     }
+    sample.update(await read_schedule(redis, stream, now))
     if info is not None:
         lag = info.get("lag")
         sample["lag"] = int(lag) if lag is not None else None
@@ -205,9 +209,11 @@ def shard_totals(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, An
         base = keys.shard_base(s["stream"])
         if base is None:
             continue
-        total = out.setdefault(base, {"shards": 0, "length": 0, "lag": 0, "pending": 0, "dead_letters": 0})
+        total = out.setdefault(
+            base, {"shards": 0, "length": 0, "lag": 0, "pending": 0, "dead_letters": 0, "scheduled": 0}
+        )
         total["shards"] += 1
-        for name in ("length", "pending", "dead_letters"):
+        for name in ("length", "pending", "dead_letters", "scheduled"):
             total[name] += int(s[name] or 0)
         total["lag"] = None if total["lag"] is None or s["lag"] is None else total["lag"] + s["lag"]
     return out
@@ -218,7 +224,8 @@ def shard_totals(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, An
 
 def _failing_or_lost(streams: list[dict[str, Any]], workers: list[dict[str, Any]]) -> list[str]:
     """Workers whose background loops fail; lags that cannot drain (entries trimmed unread)."""
-    problems = [
+    problems = schedule_problems(streams)
+    problems += [
         f"worker {w['consumer']}: background loop {', '.join(map(repr, w['failing_loops']))} failing "
         "(see its log)"
         for w in workers

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from ..inspect import secs
+from ..scheduled import due_in
 from . import api, queries
 from .api import panel_data
 from .board import DASHBOARD, Dashboard
@@ -40,7 +41,9 @@ async def overview(request: web.Request) -> web.Response:
     board = _board(request)
     queries.only_params(request.query, ())
     status = board.sampler.latest or await board.sampler.sample()
-    return board.render("overview.html", status=status, secs=secs, ray_text=ray_text, page="overview")
+    return board.render(
+        "overview.html", status=status, secs=secs, ray_text=ray_text, due_in=due_in, page="overview"
+    )
 
 
 async def stream(request: web.Request) -> web.Response:
