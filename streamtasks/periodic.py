@@ -90,9 +90,10 @@ def _every_ms(every: float | timedelta) -> int:
         ms = every * 1000
     else:
         raise ValueError(f"every must be seconds or a timedelta, got {type(every).__name__}")
-    if not ms >= 1 or ms != int(ms) or ms > 2**53:  # NaN fails the first test
+    # NaN fails the first test; seconds as a float are milliseconds up to rounding (1.001 s)
+    if not ms >= 1 or ms > 2**53 or abs(ms - round(ms)) > 1e-6:
         raise ValueError(f"every must be a whole number of milliseconds >= 1, got {every!r}")
-    return int(ms)
+    return round(ms)
 
 
 def _check_cron(cron: Any, tz: zoneinfo.ZoneInfo) -> None:

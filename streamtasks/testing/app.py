@@ -132,7 +132,7 @@ class InMemoryApp:
         on time, as with workers running; ``outage=True``: no worker ran meanwhile, so their
         ``catch_up`` policy decides which missed ticks run)."""
         self.clock.advance(seconds)
-        now_ms = math.floor(self.clock.now * 1000 + 1e-3)  # a due time reached up to float error
+        now_ms = math.ceil(self.clock.now * 1000 - 1e-3)  # due times are whole ms, rounded up
         for _, stream, fields in self.timers.release(now_ms, outage):
             self.add_raw(stream, fields)
 
