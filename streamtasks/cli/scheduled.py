@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from ..keys import RESERVED_PREFIX
 from .common import connected, redis_url_option, run
 
 #: A message id given to ``--id`` has at most this many characters.
@@ -73,11 +74,13 @@ def scheduled_list(stream: str, redis_url: str | None, count: int, as_json: bool
     from rich.table import Table
 
     table = Table(title=f"{stream}: {total} delayed entr{'y' if total == 1 else 'ies'}", title_justify="left")
-    for col in ("due (UTC)", "message id", "fields"):
-        table.add_column(col)
+    table.add_column("due (UTC)", no_wrap=True)
+    table.add_column("message id", no_wrap=True)
+    table.add_column("fields")
     for _, e in found:
         shown = e.as_dict()["fields"]
-        text = e.problem if shown is None else " ".join(f"{k}={v}" for k, v in shown.items())
+        own = {} if shown is None else {k: v for k, v in shown.items() if not k.startswith(RESERVED_PREFIX)}
+        text = e.problem if shown is None else " ".join(f"{k}={v}" for k, v in own.items())
         table.add_row(due_text(e.due_ms), e.message_id, (text or "")[:120])
     Console().print(table)
 
