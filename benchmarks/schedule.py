@@ -54,6 +54,7 @@ class Workers:
     def __init__(self, url: str, stream: str, count: int) -> None:
         self.url, self.stream = url, stream
         self.env = {**os.environ, "SCHEDULE_REDIS_URL": url, "SCHEDULE_STREAM": stream,
+                    "SCHEDULE_CLUSTER": "1" if stream.startswith("{") else "",
                     "PYTHONPATH": os.pathsep.join([str(BENCH_DIR), str(BENCH_DIR.parent)])}  # fmt: skip
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * count
         self.logs = Path(tempfile.mkdtemp(prefix="schedule-bench-"))
@@ -74,6 +75,10 @@ class Workers:
         if proc is not None:
             proc.kill()
             proc.wait()
+
+    def kill_all(self) -> None:
+        for i in range(len(self.procs)):
+            self.kill9(i)
 
     def stop_all(self) -> None:
         for proc in self.procs:
@@ -100,6 +105,14 @@ def _percentile(values: list[float], q: float) -> float:
 async def delayed_run(url: str, stream: str, n: int, spread: float, workers: int) -> None:
     redis = await connect(url)
     workers_ = Workers(url, stream, workers)
+    try:
+        await _delayed(redis, workers_, stream, n, spread)
+    finally:
+        workers_.kill_all()
+        await redis.aclose()
+
+
+async def _delayed(redis: Any, workers_: Workers, stream: str, n: int, spread: float) -> None:
     workers_.start_all()
     await asyncio.sleep(3)  # the workers start (imports, groups)
     delays = [random.uniform(0, spread) for _ in range(n)]
@@ -149,12 +162,19 @@ async def delayed_run(url: str, stream: str, n: int, spread: float, workers: int
         moved_late_max=round(max(moved_late), 3), moved_early=sum(1 for v in moved_late if v < 0),
         calm_lateness_p99=round(_percentile(calm, 0.99), 3), calm_entries=len(calm),
     )  # fmt: skip
-    await redis.aclose()
 
 
 async def periodic_run(url: str, run: float, stop: float, workers: int) -> None:
     redis = await connect(url)
     workers_ = Workers(url, "delayed", workers)
+    try:
+        await _periodic(redis, workers_, run, stop)
+    finally:
+        workers_.kill_all()
+        await redis.aclose()
+
+
+async def _periodic(redis: Any, workers_: Workers, run: float, stop: float) -> None:
     workers_.start_all()
     started = time.time()
     await asyncio.sleep(run)
@@ -177,7 +197,6 @@ async def periodic_run(url: str, run: float, stop: float, workers: int) -> None:
         gap = [t for t in ticks if before < t <= restarted]
         emit(step=f"after {stop:.0f}s stopped", catch_up=name, gap_entries=len(gap),
              twice=sum(1 for c in ticks.values() if c > 1))  # fmt: skip
-    await redis.aclose()
 
 
 async def _ticks(redis: Any, name: str) -> dict[float, int]:
@@ -205,7 +224,12 @@ async def send_many_run(url: str, n: int) -> None:
     await redis.aclose()
 
 
+def _on_sigterm(*_: Any) -> None:
+    raise SystemExit(1)  # the finally blocks stop the workers and the servers
+
+
 def _servers(cluster: bool) -> Any:
+    signal.signal(signal.SIGTERM, _on_sigterm)
     root = Path(tempfile.mkdtemp(prefix="schedule-servers-"))
     if cluster:
         return services.RedisClusterServers(root / "cluster").start()

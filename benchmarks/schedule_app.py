@@ -17,7 +17,10 @@ STREAM = os.environ.get("SCHEDULE_STREAM", "delayed")
 
 @functools.cache
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(os.environ["SCHEDULE_REDIS_URL"])
+    url = os.environ["SCHEDULE_REDIS_URL"]
+    if os.environ.get("SCHEDULE_CLUSTER"):
+        return redis.RedisCluster.from_url(url)  # type: ignore[return-value]
+    return redis.Redis.from_url(url)
 
 
 @registry.stream_handler(STREAM, batch_size=200)
@@ -36,11 +39,11 @@ def _ticked(name: str, msg: Message) -> None:
     _redis().hincrby(f"bench:{name}", f"{tick:.0f}", 1)
 
 
-@registry.periodic("beat_latest", every=1)
+@registry.periodic("{beat_latest}", every=1)
 def beat_latest(msg: Message) -> None:
     _ticked("latest", msg)
 
 
-@registry.periodic("beat_all", every=1, catch_up="all")
+@registry.periodic("{beat_all}", every=1, catch_up="all")
 def beat_all(msg: Message) -> None:
     _ticked("all", msg)

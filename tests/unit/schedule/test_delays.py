@@ -28,7 +28,11 @@ def test_a_delay_is_due_that_many_seconds_later(delay: float) -> None:
         assert due == math.ceil(NOW * 1000 + delay * 1000)
 
 
-@given(st.one_of(st.floats(max_value=-1e-9), st.just(float("nan")), st.just(float("inf")), st.booleans(), st.text()))
+@given(
+    st.one_of(
+        st.floats(max_value=-1e-9), st.just(float("nan")), st.just(float("inf")), st.booleans(), st.text()
+    )
+)
 def test_bad_delays_are_one_line_errors(delay: Any) -> None:
     with pytest.raises(ValueError) as caught:
         due_ms(delay, None, NOW)

@@ -47,7 +47,9 @@ def field(values: list[int]) -> st.SearchStrategy[tuple[str, set[int]]]:
     """A cron field over ``values`` and the set it stands for: *, */k, a, a-b, a,b."""
     lo, hi = values[0], values[-1]
     star = st.just(("*", set(values)))
-    step = st.integers(2, max(2, (hi - lo) // 2)).map(lambda k: (f"*/{k}", {v for v in values if (v - lo) % k == 0}))
+    step = st.integers(2, max(2, (hi - lo) // 2)).map(
+        lambda k: (f"*/{k}", {v for v in values if (v - lo) % k == 0})
+    )
     one = st.sampled_from(values).map(lambda a: (str(a), {a}))
     span = st.tuples(st.sampled_from(values), st.sampled_from(values)).map(
         lambda ab: (f"{min(ab)}-{max(ab)}", set(range(min(ab), max(ab) + 1)))
@@ -94,14 +96,21 @@ starts = st.integers(utc(2020, 1, 1), utc(2030, 1, 1))
 
 @settings(max_examples=60, deadline=None)
 @given(expr=crons(), start=starts)
-def test_cron_in_utc_matches_a_minute_by_minute_scan(expr: tuple[str, set[int], set[int], set[int]], start: int) -> None:
+def test_cron_in_utc_matches_a_minute_by_minute_scan(
+    expr: tuple[str, set[int], set[int], set[int]], start: int
+) -> None:
     p = Periodic.of(None, expr[0])
     end = start + 3 * 24 * HOUR
     assert all_ticks(p, start, end) == brute_force(expr, "UTC", start, end)
 
 
 @settings(max_examples=40, deadline=None)
-@given(expr=crons(hours=False), zone=st.sampled_from(ZONES), change=st.integers(0, 1), offset=st.integers(-36, 12))
+@given(
+    expr=crons(hours=False),
+    zone=st.sampled_from(ZONES),
+    change=st.integers(0, 1),
+    offset=st.integers(-36, 12),
+)
 def test_hourly_or_finer_cron_keeps_its_minutes_across_dst(
     expr: tuple[str, set[int], set[int], set[int]], zone: str, change: int, offset: int
 ) -> None:
@@ -115,7 +124,9 @@ def test_hourly_or_finer_cron_keeps_its_minutes_across_dst(
 
 
 @settings(max_examples=60, deadline=None)
-@given(zone=st.sampled_from(ZONES), minute=st.integers(0, 59), hour=st.integers(0, 23), change=st.integers(0, 1))
+@given(
+    zone=st.sampled_from(ZONES), minute=st.integers(0, 59), hour=st.integers(0, 23), change=st.integers(0, 1)
+)
 def test_a_daily_job_runs_once_every_day_across_dst(zone: str, minute: int, hour: int, change: int) -> None:
     """``M H * * *`` in a DST zone: one tick per local day, on the days the clock skips or
     repeats its time too; each at its wall-clock time, or, in the skipped hour, at the first
@@ -147,7 +158,9 @@ def test_a_time_in_the_repeated_hour_runs_once() -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(expr=crons(), zone=st.sampled_from(("UTC", *ZONES)), t=starts)
-def test_at_or_before_and_after_bracket_any_time(expr: tuple[str, set[int], set[int], set[int]], zone: str, t: int) -> None:
+def test_at_or_before_and_after_bracket_any_time(
+    expr: tuple[str, set[int], set[int], set[int]], zone: str, t: int
+) -> None:
     p = Periodic.of(None, expr[0], tz=zone)
     before, after = tick_at_or_before(p, t), tick_after(p, t)
     assert before is not None and after is not None
@@ -165,7 +178,10 @@ def test_every_ticks_on_the_epoch_grid(every: int, t: int) -> None:
 
 
 @given(
-    every=st.integers(1000, HOUR), last=st.integers(0, 2**42), gap=st.integers(0, 5000), limit=st.integers(1, 50)
+    every=st.integers(1000, HOUR),
+    last=st.integers(0, 2**42),
+    gap=st.integers(0, 5000),
+    limit=st.integers(1, 50),
 )
 def test_ticks_between_are_the_newest_in_the_window(every: int, last: int, gap: int, limit: int) -> None:
     p = Periodic.of(every / 1000, None)
@@ -221,12 +237,18 @@ def test_cron_catch_up_all_takes_the_newest_ticks() -> None:
     last = utc(2025, 1, 1)
     plan = plan_ticks(p, last, last + 10 * 24 * HOUR)  # 2880 ticks missed
     assert len(plan.ticks) == MAX_CATCH_UP and plan.skipped == 2880 - MAX_CATCH_UP
-    assert plan.ticks[-1] == last + 10 * 24 * HOUR and plan.ticks[0] == plan.ticks[-1] - (MAX_CATCH_UP - 1) * 5 * MINUTE
+    assert (
+        plan.ticks[-1] == last + 10 * 24 * HOUR
+        and plan.ticks[0] == plan.ticks[-1] - (MAX_CATCH_UP - 1) * 5 * MINUTE
+    )
 
 
 def test_tick_message_ids_derive_from_stream_and_tick() -> None:
     assert tick_message_id("reports", 1000) == tick_message_id("reports", 1000)
-    assert len({tick_message_id("reports", 1000), tick_message_id("reports", 2000), tick_message_id("r", 1000)}) == 3
+    assert (
+        len({tick_message_id("reports", 1000), tick_message_id("reports", 2000), tick_message_id("r", 1000)})
+        == 3
+    )
     assert len(tick_message_id("reports", 1000)) == 32
 
 
