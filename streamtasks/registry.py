@@ -261,7 +261,7 @@ class Registry:
         """
         validate_name("stream", stream)
         if shards is not None and (shards < 1 or periodic is not None):
-            raise ValueError(f"shards must be >= 1 (and a periodic handler has none), got {shards!r}")
+            raise ValueError(f"shards must be >= 1, and a periodic handler has none; got {shards!r}")
         unknown = set(ray_options) - RAY_OPTIONS
         if unknown:
             raise TypeError(f"unknown handler option(s): {', '.join(sorted(unknown))}")
