@@ -36,7 +36,10 @@ def delayed(batch: Message) -> None:
 
 def _ticked(name: str, msg: Message) -> None:
     tick = msg.tick.timestamp() if msg.tick is not None else -1.0
-    _redis().hincrby(f"bench:{name}", f"{tick:.0f}", 1)
+    pipe = _redis().pipeline()
+    pipe.hincrby(f"bench:{name}", f"{tick:.0f}", 1)
+    pipe.hset(f"bench:{name}:added", f"{tick:.0f}", msg.id.split("-")[0])  # its XADD time (ms)
+    pipe.execute()
 
 
 @registry.periodic("{beat_latest}", every=1)
