@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from .message import FieldValue, Message
@@ -54,6 +55,8 @@ class Handler(_Registered[P, R]):
         *,
         producer: Producer | None = None,
         shard_key: str | bytes | None = None,
+        delay: float | timedelta | None = None,
+        eta: datetime | None = None,
         **kwargs: FieldValue,
     ) -> str:
         """Add an entry to this handler's stream (the analogue of Celery's ``.delay``).
@@ -61,14 +64,16 @@ class Handler(_Registered[P, R]):
         Uses ``producer`` or a shared :class:`~streamtasks.Producer` configured from the
         environment (``REDIS_URL`` ...). Returns the new entry id. On a sharded stream,
         ``shard_key`` picks the shard (same key, same shard, order kept); without one, shards
-        take turns. (Not ``key=``: keyword arguments are fields.)
+        take turns. (Not ``key=``: keyword arguments are fields.) ``delay`` (seconds or a
+        timedelta) or ``eta`` (a timezone-aware datetime): the entry waits in Redis until then
+        (:mod:`streamtasks.delayed`), and the message id is returned instead.
         """
         from .producer import current_sender
 
         payload = {**(fields or {}), **kwargs}
         spec = self.spec
         return await (producer or current_sender()).send(
-            spec.stream, payload, key=shard_key, shards=spec.shards or None
+            spec.stream, payload, key=shard_key, shards=spec.shards or None, delay=delay, eta=eta
         )
 
 
@@ -76,16 +81,23 @@ class TypedHandler(_Registered[P, R], Generic[P, R, M]):
     """A handler that declared its entry type ``M``: ``await handler.send(M(...))``."""
 
     async def send(
-        self, payload: M, /, *, producer: Producer | None = None, shard_key: str | bytes | None = None
+        self,
+        payload: M,
+        /,
+        *,
+        producer: Producer | None = None,
+        shard_key: str | bytes | None = None,
+        delay: float | timedelta | None = None,
+        eta: datetime | None = None,
     ) -> str:
         """Add ``payload`` (an instance of the declared type) to this handler's stream
-        (``shard_key`` picks the shard of a sharded stream, as for :meth:`Handler.send`)."""
+        (``shard_key``, ``delay`` and ``eta`` as for :meth:`Handler.send`)."""
         from .producer import current_sender
 
         spec = self.spec
         fields = codec_for(spec.message_type or type(payload)).encode(payload)
         return await (producer or current_sender()).send(
-            spec.stream, fields, key=shard_key, shards=spec.shards or None
+            spec.stream, fields, key=shard_key, shards=spec.shards or None, delay=delay, eta=eta
         )
 
 

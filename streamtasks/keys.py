@@ -21,6 +21,10 @@ FIELD_PRODUCED_AT = "_st_ts"
 #: Set on a replayed entry: the stream and entry id it originally had.
 FIELD_ORIGIN_STREAM = "_st_origin_stream"
 FIELD_ORIGIN_ID = "_st_origin_id"
+#: On an entry that was sent with a delay: when it was due (milliseconds since the epoch).
+FIELD_DUE = "_st_due"
+#: On an entry of a periodic handler: the tick it stands for (milliseconds since the epoch).
+FIELD_TICK = "_st_tick"
 
 #: In a dead-letter entry, the original fields are stored under this prefix.
 DEAD_FIELD_PREFIX = "f:"
@@ -48,6 +52,29 @@ def failures_key(stream: str, group: str) -> str:
     tag, ``{orders}``, keeps all three keys in one Redis Cluster slot.
     """
     return f"{stream}:failures:{group}"
+
+
+def delayed_key(stream: str) -> str:
+    """Sorted set of the delayed entries of ``stream``: message id -> due time (ms)."""
+    return f"{stream}:delayed"
+
+
+def delayed_fields_key(stream: str) -> str:
+    """Hash of the delayed entries of ``stream``: message id -> its fields (netstrings)."""
+    return f"{stream}:delayed:fields"
+
+
+def tick_key(stream: str) -> str:
+    """Hash of the periodic handler of ``stream``: the last tick claimed, the next one, its
+    schedule. Named after the stream, like the delayed keys, so on Redis Cluster a stream
+    with a hash tag (or a shard) keeps them in its slot: one script names them together."""
+    return f"{stream}:tick"
+
+
+def schedule_keys(stream: str) -> list[str]:
+    """The keys of ``stream``'s delayed entries and periodic ticks (one script names them
+    with the stream)."""
+    return [delayed_key(stream), delayed_fields_key(stream), tick_key(stream)]
 
 
 def shard_stream(stream: str, shard: int) -> str:

@@ -27,7 +27,14 @@ from typing import Any
 from attrs import field, frozen
 
 from .errors import DecodeError, MissingFieldError
-from .keys import FIELD_MESSAGE_ID, FIELD_ORIGIN_ID, FIELD_ORIGIN_STREAM, FIELD_PRODUCED_AT
+from .keys import (
+    FIELD_DUE,
+    FIELD_MESSAGE_ID,
+    FIELD_ORIGIN_ID,
+    FIELD_ORIGIN_STREAM,
+    FIELD_PRODUCED_AT,
+    FIELD_TICK,
+)
 
 log = logging.getLogger("streamtasks.message")
 
@@ -175,6 +182,24 @@ class Message:
         if raw is not None:
             return ms_time(_produced_ms(raw))
         return self.enqueued_at
+
+    @property
+    def tick(self) -> datetime | None:
+        """The tick of a periodic handler's entry (``_st_tick``, UTC), else None."""
+        return self._time_field(FIELD_TICK)
+
+    @property
+    def due(self) -> datetime | None:
+        """When a delayed entry was due (``_st_due``, UTC), else None."""
+        return self._time_field(FIELD_DUE)
+
+    def _time_field(self, name: str) -> datetime | None:
+        raw = self.fields.get(name)
+        if raw is None:
+            return None
+        if not _digits(raw, 15) or int(raw) > MAX_TIME_MS:
+            raise _bad(name, raw, "milliseconds since the epoch up to year 9999")
+        return ms_time(int(raw))
 
 
 def _bad(name: str, raw: str, expected: str) -> DecodeError:

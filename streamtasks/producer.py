@@ -12,6 +12,11 @@ Sharded streams (``stream_handler("orders", shards=16)``): ``send("orders", fiel
 writes to ``orders:{i}`` with ``i`` = CRC-32 of ``k`` modulo 16, so one key's entries keep
 their order within one shard; without a key, the shards take turns (:mod:`streamtasks.shards`
 says where the count comes from).
+
+Delayed entries (``send(..., delay=30)`` or ``eta=datetime``; ``send_many`` takes one for all or
+one per entry): the entry waits in Redis until it is due (:mod:`streamtasks.delayed`), written
+in the same pipelines as the plain sends (one script call per stream and pipeline in
+``send_many``); the send returns its message id, since its entry id is made when it is moved.
 """
 
 from __future__ import annotations
@@ -19,22 +24,26 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Protocol
 
 from redis.asyncio import Redis
 
+from .coalesce import MAX_PIPELINE, Coalescer, text
+from .delayed import Delay, due_ms, due_times, queue_schedule, scheduled_fields
 from .keys import FIELD_MESSAGE_ID, validate_name
 from .message import FieldValue, encode_fields
 from .shards import ShardCounts
 
 log = logging.getLogger("streamtasks.producer")
 
-#: At most this many sends go into one coalesced pipeline.
-MAX_PIPELINE = 1000
 
-_Item = tuple[str, dict[str, str | bytes], int | None, "asyncio.Future[str]"]
+#: A queued send: target stream, fields, maxlen, due time (ms; None: now), its future.
+#: One entry of a pipeline: target stream, fields, due time (ms; None: now).
+_Row = tuple[str, dict[str, str | bytes], int | None]
 
 
 def new_message_id() -> str:
@@ -71,10 +80,12 @@ class Producer:
         self._sharding = ShardCounts(shards)
         self.shards = self._sharding.known
         """Shard counts of sharded streams, by stream name."""
-        self._queue: list[_Item] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self.flushes = 0
+        self._coalesced = Coalescer(self._client)
+
+    @property
+    def flushes(self) -> int:
         """Coalesced pipelines sent so far (for tests and benchmarks)."""
+        return self._coalesced.flushes
 
     @property
     def redis(self) -> Redis:
@@ -103,11 +114,13 @@ class Producer:
         (``shards``, or the producer's map; :meth:`shard_count` also asks Redis)."""
         return self._sharding.target(stream, key, shards or self.shards.get(stream) or 0)
 
-    def _prepare(self, fields: Mapping[str, FieldValue], message_id: str | None) -> dict[str, str | bytes]:
+    def _prepare(
+        self, fields: Mapping[str, FieldValue], message_id: str | None, delayed: bool = False
+    ) -> dict[str, str | bytes]:
         encoded = encode_fields(fields)
         if message_id is not None:
             encoded[FIELD_MESSAGE_ID] = message_id
-        elif self.message_ids and FIELD_MESSAGE_ID not in encoded:
+        elif (self.message_ids or delayed) and FIELD_MESSAGE_ID not in encoded:
             encoded[FIELD_MESSAGE_ID] = new_message_id()
         return encoded
 
@@ -120,18 +133,19 @@ class Producer:
         maxlen: int | None = None,
         key: str | bytes | None = None,
         shards: int | None = None,
+        delay: Delay | None = None,
+        eta: datetime | None = None,
     ) -> str:
         """Add one entry; returns its entry id. Concurrent calls share pipelines. On a sharded
-        stream (``shards``, or the producer's ``shards`` map), ``key`` picks the shard."""
+        stream (``shards``, or the producer's ``shards`` map), ``key`` picks the shard. With
+        ``delay`` (seconds or a timedelta) or ``eta`` (a timezone-aware datetime) in the future,
+        the entry waits in Redis until then, and its message id is returned."""
         validate_name("stream", stream)
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        target = self.target(
-            stream, key, await self._sharding.keyed(stream, key is not None, shards, self._client)
-        )
-        self._queue.append((target, self._prepare(fields, message_id), maxlen or self.maxlen, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_all())
-        return await future
+        due = due_ms(delay, eta, time.time())
+        encoded = self._prepare(fields, message_id, due is not None)
+        count = await self._sharding.keyed(stream, key is not None, shards, self._client)
+        target = self.target(stream, key, count)
+        return await self._coalesced.add(target, encoded, maxlen or self.maxlen, due)
 
     async def send_many(
         self,
@@ -142,17 +156,25 @@ class Producer:
         chunk: int = MAX_PIPELINE,
         keys: Sequence[str | bytes] | None = None,
         shards: int | None = None,
+        delay: Delay | Sequence[Delay] | None = None,
+        eta: datetime | Sequence[datetime] | None = None,
     ) -> list[str]:
         """Add many entries with explicit pipelines of ``chunk`` XADDs; returns their ids.
-        On a sharded stream, ``keys`` (one per item) pick the shards."""
+        On a sharded stream, ``keys`` (one per item) pick the shards. ``delay`` / ``eta``: one
+        for all entries or one per entry, as for :meth:`send` (a delayed entry's message id is
+        returned)."""
         validate_name("stream", stream)
         limit = maxlen or self.maxlen
+        entries = list(items)
+        dues: Sequence[int | None] = [None] * len(entries)
+        if delay is not None or eta is not None:
+            dues = due_times(len(entries), delay, eta, time.time())
         ids: list[str] = []
-        batch: list[tuple[str, dict[str, str | bytes]]] = []
+        batch: list[_Row] = []
         count = await self._sharding.keyed(stream, bool(keys), shards, self._client)
-        for i, fields in enumerate(items):
+        for i, fields in enumerate(entries):
             target = self.target(stream, keys[i] if keys is not None else None, count)
-            batch.append((target, self._prepare(fields, None)))
+            batch.append((target, self._prepare(fields, None, dues[i] is not None), dues[i]))
             if len(batch) >= chunk:
                 ids += await self._pipeline(batch, limit)
                 batch = []
@@ -160,40 +182,25 @@ class Producer:
             ids += await self._pipeline(batch, limit)
         return ids
 
-    async def _pipeline(
-        self, batch: list[tuple[str, dict[str, str | bytes]]], maxlen: int | None
-    ) -> list[str]:
-        pipe = (await self._client()).pipeline(transaction=False)
-        for target, encoded in batch:
-            pipe.xadd(target, encoded, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
-        return [_text(i) for i in await pipe.execute()]
-
-    async def _flush_all(self) -> None:
-        # Yield once so every send() issued in this loop iteration joins the first pipeline.
-        await asyncio.sleep(0)
-        while self._queue:
-            items, self._queue = self._queue[:MAX_PIPELINE], self._queue[MAX_PIPELINE:]
-            await self._flush(items)
-
-    async def _flush(self, items: list[_Item]) -> None:
-        self.flushes += 1
-        try:
-            pipe = (await self._client()).pipeline(transaction=False)
-            for stream, encoded, maxlen, _ in items:
-                pipe.xadd(stream, encoded, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
-            results = await pipe.execute(raise_on_error=False)
-        except Exception as exc:  # the whole pipeline failed (connection lost ...)
-            for *_, future in items:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (*_, future), result in zip(items, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
+    async def _pipeline(self, batch: list[_Row], maxlen: int | None) -> list[str]:
+        """XADD the plain entries of ``batch``; the delayed ones go in one script call per
+        stream. Returns entry ids, and message ids for the delayed entries."""
+        redis = await self._client()
+        pipe = redis.pipeline(transaction=False)
+        slots: list[int | str] = []  # per entry: its XADD's place in the replies, or its message id
+        delayed: dict[str, list[tuple[str, int, bytes]]] = {}
+        for target, encoded, due in batch:
+            if due is None:
+                pipe.xadd(target, encoded, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+                slots.append(sum(isinstance(s, int) for s in slots))
             else:
-                future.set_result(_text(result))
+                mid = text(encoded[FIELD_MESSAGE_ID])
+                delayed.setdefault(target, []).append((mid, due, scheduled_fields(encoded, due)))
+                slots.append(mid)
+        for target, rows in delayed.items():
+            await queue_schedule(redis, pipe, target, rows)
+        replies = await pipe.execute()
+        return [text(replies[s]) if isinstance(s, int) else s for s in slots]
 
     async def ping(self) -> bool:
         """Whether Redis answers ``PING``."""
@@ -201,8 +208,7 @@ class Producer:
 
     async def close(self) -> None:
         """Wait for the sends under way, then close the connection (if this producer opened it)."""
-        if self._flusher is not None:
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self._coalesced.wait()
         if self._owns_redis and self._redis is not None:
             await self._redis.aclose()
             self._redis = None
@@ -212,10 +218,6 @@ class Producer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class Sender(Protocol):
@@ -229,6 +231,8 @@ class Sender(Protocol):
         *,
         key: str | bytes | None = None,
         shards: int | None = None,
+        delay: Delay | None = None,
+        eta: datetime | None = None,
     ) -> str: ...
 
 

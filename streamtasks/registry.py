@@ -8,6 +8,7 @@ wraps.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from attrs import evolve
@@ -19,6 +20,7 @@ from .handler import HandlerDecorator as HandlerDecorator
 from .handler import TypedHandler as TypedHandler
 from .keys import DEFAULT_GROUP, validate_name
 from .message import DEFAULT_MAX_ENTRY_BYTES
+from .periodic import Periodic
 from .resources import Resource as Resource
 from .retry import DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_RETRIES, RetryPolicy
 from .spec import DEFAULT_BATCH_SIZE as DEFAULT_BATCH_SIZE
@@ -85,6 +87,7 @@ class Registry:
         shards: int | None = None,
         trim_acked_after: float | None = None,
         dead_letter_retention: float | None = None,
+        periodic: Periodic | None = None,
         **ray_options: Any,
     ) -> HandlerDecorator:
         """Register the decorated function as the handler of ``stream``.
@@ -111,8 +114,8 @@ class Registry:
           task (task mode) that runs the handler.
         """
         validate_name("stream", stream)
-        if shards is not None and shards < 1:
-            raise ValueError(f"shards must be >= 1, got {shards!r}")
+        if shards is not None and (shards < 1 or periodic is not None):
+            raise ValueError(f"shards must be >= 1, and a periodic handler has none; got {shards!r}")
         unknown = set(ray_options) - RAY_OPTIONS
         if unknown:
             raise TypeError(f"unknown handler option(s): {', '.join(sorted(unknown))}")
@@ -139,6 +142,7 @@ class Registry:
                 shards=shards or 0,
                 trim_acked_after=trim_acked_after,
                 dead_letter_retention=dead_letter_retention,
+                periodic=periodic,
             )
             handler: Handler[P, R] | TypedHandler[P, R, Any] = (
                 Handler(spec) if message_type is None else TypedHandler(spec)
@@ -152,6 +156,23 @@ class Registry:
 
         decorator: HandlerDecorator = decorate  # type: ignore[assignment]  # overloads by signature
         return decorator
+
+    def periodic(
+        self,
+        stream: str,
+        *,
+        every: float | timedelta | None = None,
+        cron: str | None = None,
+        tz: Any = None,
+        catch_up: str = "latest",
+        **options: Any,
+    ) -> HandlerDecorator:
+        """Register a handler that gets one entry on ``stream`` per tick of ``every`` (seconds
+        or a timedelta; ticks at multiples of it since the Unix epoch) or ``cron`` (in time zone
+        ``tz``, default UTC), across all workers; ``catch_up``: ``latest``, ``none`` or ``all``
+        after an outage. Other options as for :meth:`stream_handler`. See the scheduling guide.
+        """
+        return self.stream_handler(stream, periodic=Periodic.of(every, cron, tz, catch_up), **options)
 
     def resource(self, factory: Callable[[], AsyncIterator[T]]) -> Resource[T]:
         """Declare a per-process resource; see :class:`Resource`."""

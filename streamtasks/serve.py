@@ -124,9 +124,15 @@ def build(
             )
         ]
     names = [settings.consumer] + [default_consumer_name() for _ in range(config.workers - 1)]
-    return [
-        Worker(registry, redis, executor, evolve(settings, consumer=name), listeners=listeners)
-        for name in names
+    return [  # one mover and ticker per process is enough: the first worker's
+        Worker(
+            registry,
+            redis,
+            executor,
+            evolve(settings, consumer=name, timers=settings.timers and not i),
+            listeners=listeners,
+        )
+        for i, name in enumerate(names)
     ]
 
 

@@ -12,6 +12,7 @@ from attrs import evolve, field, fields, frozen
 
 from . import keys
 from .message import DEFAULT_MAX_ENTRY_BYTES
+from .periodic import Periodic
 from .resources import import_attr
 from .retry import RetryPolicy
 
@@ -78,6 +79,8 @@ class HandlerSpec:
     """Delete entries every group acked this many seconds after their XADD (None: never)."""
     dead_letter_retention: float | None = field(default=None, validator=_non_negative)
     """Dead letters older than this many seconds are trimmed (None: kept)."""
+    periodic: Periodic | None = None
+    """A periodic handler's schedule (``registry.periodic``): one entry per tick."""
 
     @property
     def is_async(self) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,10 @@ from .handlers import make_registry
 from .local import LocalWorkers
 
 log = logging.getLogger("streamtasks.system")
+
+
+#: When a send is due: (delay, eta), both None for now.
+_When = tuple["float | timedelta | None", "datetime | None"]
 
 
 class AsyncProcessingSystem:
@@ -116,25 +121,27 @@ class AsyncProcessingSystem:
     async def send_training_data(
         self, *, model_name: str, request_id: str, input_data: Any,
         metadata: Mapping[str, Any] | None = None, source_ip: str | None = None,
-        message_id: str | None = None,
+        message_id: str | None = None, delay: float | timedelta | None = None, eta: datetime | None = None,
     ) -> str | None:  # fmt: skip
         """Queue one training record; returns its message id (``None`` when disabled).
 
-        Pass the same ``message_id`` when retrying a send: it is stored once.
+        Pass the same ``message_id`` when retrying a send: it is stored once. ``delay``
+        (seconds or a timedelta) or ``eta`` (an aware datetime): it waits in Redis until then.
         """
         fields = {"model_name": model_name, "request_id": request_id, "input_data": input_data}
         return await self._send(
-            self.training_stream, fields, message_id, metadata=metadata, source_ip=source_ip
+            self.training_stream, fields, message_id, (delay, eta), metadata=metadata, source_ip=source_ip
         )
 
     async def send_inference_result(
         self, *, model_name: str, request_id: str, prediction: Any, confidence: float,
         anomaly_score: float, processing_time_ms: float, is_anomaly: bool | None = None,
         metadata: Mapping[str, Any] | None = None, message_id: str | None = None,
+        delay: float | timedelta | None = None, eta: datetime | None = None,
     ) -> str | None:  # fmt: skip
         """Queue one inference result; returns its message id (``None`` when disabled).
 
-        ``is_anomaly`` defaults to false when not given.
+        ``is_anomaly`` defaults to false; ``delay`` / ``eta`` as for :meth:`send_training_data`.
         """
         fields = {
             "model_name": model_name, "request_id": request_id, "prediction": prediction,
@@ -142,33 +149,34 @@ class AsyncProcessingSystem:
             "processing_time_ms": processing_time_ms,
         }  # fmt: skip
         return await self._send(
-            self.inference_stream, fields, message_id, is_anomaly=is_anomaly, metadata=metadata
+            self.inference_stream, fields, message_id, (delay, eta), is_anomaly=is_anomaly, metadata=metadata
         )
 
     async def send_api_request_data(
         self, *, model_name: str, request_id: str, input_data: Any, prediction: Any,
         confidence: float, anomaly_score: float, processing_time_ms: float,
         is_anomaly: bool | None = None, metadata: Mapping[str, Any] | None = None,
-        source_ip: str | None = None,
+        source_ip: str | None = None, delay: float | timedelta | None = None, eta: datetime | None = None,
     ) -> dict[str, str | None]:  # fmt: skip
         """Queue both records of one API request (one round trip); returns their message ids."""
         training, inference = await asyncio.gather(
             self.send_training_data(
                 model_name=model_name, request_id=request_id, input_data=input_data,
-                metadata=metadata, source_ip=source_ip,
+                metadata=metadata, source_ip=source_ip, delay=delay, eta=eta,
             ),
             self.send_inference_result(
                 model_name=model_name, request_id=request_id, prediction=prediction,
                 confidence=confidence, anomaly_score=anomaly_score,
                 processing_time_ms=processing_time_ms, is_anomaly=is_anomaly, metadata=metadata,
+                delay=delay, eta=eta,
             ),
         )  # fmt: skip
         return {"training_data": training, "inference_result": inference}
 
     async def _send(
-        self, stream: str, fields: dict[str, Any], message_id: str | None, **optional: Any
+        self, stream: str, fields: dict[str, Any], message_id: str | None, when: _When, **optional: Any
     ) -> str | None:
-        """Send ``fields`` plus the ``optional`` ones that are not None, under a message id."""
+        """Send ``fields`` plus the ``optional`` ones that are not None, under a message id, at ``when``."""
         fields.update((k, v) for k, v in optional.items() if v is not None)
         if not self.config.enabled:
             return None  # ASYNC_PROCESSING_ENABLED=false: documented no-op
@@ -179,7 +187,8 @@ class AsyncProcessingSystem:
         fields[FIELD_MESSAGE_ID] = mid
         # A sharded stream: one request's entries share a shard (the key picks it).
         key = str(fields.get("request_id", mid)) if self.producer.shards.get(stream) else None
-        await self.producer.send(stream, fields, key=key)
+        delay, eta = when
+        await self.producer.send(stream, fields, key=key, delay=delay, eta=eta)
         return mid
 
     # -- workers ---------------------------------------------------------------------------
@@ -216,18 +225,12 @@ class AsyncProcessingSystem:
         return await stats.system_status(
             self._redis(),
             self.registry,
-            self._served_streams(),
+            _served_streams(self.registry, (self.training_stream, self.inference_stream)),
             database,
             producer={"enabled": self.config.enabled, "redis": self.config.redis.safe_url},
             local_workers=self.local.consumers,
             cluster=self.local.cluster,
         )
-
-    def _served_streams(self) -> list[str]:
-        """The two streams, or their shards."""
-        own = (self.training_stream, self.inference_stream)
-        found = [s for s, spec in self.registry.handlers.items() if (spec.shard_of or s) in own]
-        return found or list(own)
 
     async def get_model_performance_stats(self, model_name: str, hours: float = 24) -> dict[str, Any]:
         """Requests, throughput, latency percentiles, confidence, anomaly rate, hourly
@@ -235,6 +238,12 @@ class AsyncProcessingSystem:
         return await stats.model_stats(
             await self.database_pool(), self._redis(), self.registry, model_name, hours
         )
+
+
+def _served_streams(registry: Registry, own: tuple[str, str]) -> list[str]:
+    """The two streams, or their shards."""
+    found = [s for s, spec in registry.handlers.items() if (spec.shard_of or s) in own]
+    return found or list(own)
 
 
 async def _connect(url: str, safe_url: str) -> Redis:

@@ -17,6 +17,7 @@ from ..errors import ConfigError, MissingExtra
 from .common import EXIT_STATUS_HELP, Cli, with_exit_status
 from .dashboard import dashboard
 from .dlq import dlq
+from .scheduled import scheduled
 from .schema import schema_command
 from .send import parse_field_args, send
 from .status import status_command
@@ -87,7 +88,7 @@ def _with_exit_status_everywhere(command: click.Command) -> click.Command:
     return command
 
 
-for command in (worker, send, dlq, status_command, schema_command, trim, dashboard):
+for command in (worker, send, dlq, scheduled, status_command, schema_command, trim, dashboard):
     main.add_command(_with_exit_status_everywhere(command))
 
 

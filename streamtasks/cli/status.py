@@ -124,7 +124,8 @@ def _make_command() -> Any:
         app: str | None, streams: str | None, group: str | None, redis_url: str | None,
         as_json: bool, watch: bool, interval: float, stuck_after: float,
     ) -> None:  # fmt: skip
-        """Lag, pending, stuck entries, dead letters and live workers of APP (MODULE:ATTR).
+        """Lag, pending, stuck entries, dead letters, delayed entries, periodic handlers and live
+        workers of APP (MODULE:ATTR).
 
         Without APP or --streams: every consumer group in this Redis. Unhealthy (exit 3; the
         output says why): a named stream no worker reads (no group), entries waiting with no

@@ -10,6 +10,7 @@ wraps. Every value that comes from Redis is drawn as plain text (never rich mark
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 from rich import box
@@ -18,9 +19,12 @@ from rich.table import Table
 from rich.text import Text
 
 from ..observe.inspect import NO_GROUP, secs
+from ..observe.scheduled import due_in
 
 #: From this many columns on, the full table (every column in one row per stream).
 WIDE = 120
+#: Columns the wide layout needs more when it shows delayed entries (their own column).
+SCHEDULED_WIDTH = 12
 #: Marks a stream without its consumer group in the narrow layout (explained below the table).
 NO_GROUP_MARK = " *"
 #: A number longer than this is shortened in the narrow layout (``1.2M``).
@@ -66,8 +70,9 @@ class StatusView:
         if not status["redis"]["ok"]:  # nothing else to show: one line
             yield Text(f"UNHEALTHY: {status['problems'][0]}", style="bold red")
             return
-        wide = options.max_width >= WIDE
+        wide = options.max_width >= WIDE + SCHEDULED_WIDTH * _any_scheduled(status)
         yield from (_wide_streams(status) if wide else _narrow_streams(status))
+        yield from _periodic(status)
         if status["group"] is None and not status["streams"]:
             yield Text("no consumer groups in this Redis (no worker has started on it)")
         if status.get("workers_known", True) is False:
@@ -114,6 +119,7 @@ def _cells(s: Mapping[str, Any], n: Callable[[int | None], str]) -> dict[str, st
         "oldest": secs(s["oldest_pending_age"]),
         "dead": n(s["dead_letters"]),
         "added": n(s.get("added_1m")) + ("+" if s.get("added_1m_capped") else ""),
+        "scheduled": scheduled_text(s, n),
         "trimmed": f"{num(trim.get('removed'))} ({trim.get('held_by') or '-'})",
         "consumers": ", ".join(consumer_text(c) for c in s["consumers"]) or "-",
     }
@@ -129,6 +135,7 @@ def _shard_cells(base: str, t: Mapping[str, Any], n: Callable[[int | None], str]
         "oldest": "",
         "dead": n(t["dead_letters"]),
         "added": "",
+        "scheduled": n(t.get("scheduled")),
         "trimmed": "",
         "consumers": "",
     }
@@ -146,6 +153,7 @@ _WIDE = [
     ("oldest", "oldest pending"),
     ("dead", "dead letters"),
     ("added", "added/1m"),
+    ("scheduled", "scheduled"),
     ("trimmed", "trimmed (held by)"),
     ("consumers", "consumers"),
 ]
@@ -155,10 +163,13 @@ def _wide_streams(status: Mapping[str, Any]) -> Iterator[Any]:
     table = Table(title=_title(status, "streams"), title_justify="left")
     rows = [_cells(s, num) for s in status["streams"]]
     rows += [_shard_cells(base, t, num) for base, t in (status.get("shards") or {}).items()]
-    columns = [(k, h) for k, h in _WIDE if k != "group" or _every_group(status)]
+    shown = {"group": _every_group(status), "scheduled": _any_scheduled(status)}
+    columns = [(k, h) for k, h in _WIDE if shown.get(k, True)]
     for key, header in columns:
         if key in ("stream", "group", "trimmed", "consumers"):  # wrapped in their cells, never cut
             table.add_column(header, overflow="fold", min_width=len(header) if key == "trimmed" else None)
+        elif key == "scheduled":
+            table.add_column(header, justify="right", overflow="fold", min_width=len("scheduled"))
         else:
             table.add_column(header, justify="right", no_wrap=True, min_width=len(header))
     for row in rows:
@@ -213,10 +224,45 @@ def _narrow_streams(status: Mapping[str, Any]) -> Iterator[Any]:
         yield table
     yield from _narrow_consumers(status)
     for s in status["streams"]:
+        if s.get("scheduled"):
+            yield Text(f"{s['stream']}: {scheduled_text(s, short)} scheduled")
         trim = s.get("trim") or {}
         if trim.get("removed"):
             held = f" (held by {trim['held_by']})" if trim.get("held_by") else ""
             yield Text(f"{s['stream']}: {num(trim['removed'])} trimmed{held}")
+
+
+def _any_scheduled(status: Mapping[str, Any]) -> bool:
+    """Whether a stream has delayed entries waiting (the wide table then shows the column)."""
+    shards = (status.get("shards") or {}).values()
+    return any(s.get("scheduled") for s in [*status["streams"], *shards])
+
+
+def scheduled_text(s: Mapping[str, Any], n: Callable[[int | None], str]) -> str:
+    """Delayed entries waiting, and when the soonest is due: ``12 (in 4.2s)``."""
+    count = s.get("scheduled")
+    if not count:
+        return n(count)
+    return f"{n(count)} ({due_in(s.get('next_due_in'))})"
+
+
+def _periodic(status: Mapping[str, Any]) -> Iterator[Any]:
+    """The periodic handlers: schedule, last tick, next tick."""
+    rows = [(s, s["periodic"]) for s in status["streams"] if s.get("periodic")]
+    if not rows:
+        return
+    table = _narrow_table(
+        Text("periodic handlers"), ["stream", "schedule", "last tick", "next tick"], ("stream", "schedule")
+    )
+    for s, p in rows:
+        table.add_row(
+            *map(Text, [s["stream"], p["schedule"] or "-", _when(p["last_tick"]), due_in(p["next_tick_in"])])
+        )
+    yield table
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _group_title(group: str | None) -> Text:

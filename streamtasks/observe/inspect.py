@@ -23,7 +23,9 @@ worker running, and agrees with what ``XINFO`` / ``XPENDING`` say:
   the length: ack-aware trimming, ``MAXLEN``, ``XDEL``), and what ack-aware trimming waits on
   right now: ``held_by`` (the group furthest behind, ``no consumer group``) at ``minid``;
 * ``shards`` (in :func:`gather_status`) -- per sharded stream (``orders`` for ``orders:{0}``
-  ...), the shards' length, lag, undelivered, pending and dead letters added up;
+  ...), the shards' length, lag, undelivered, pending, dead letters and delayed entries added up;
+* ``scheduled``, ``next_due``, ``periodic`` -- delayed entries waiting and the soonest due
+  time, and the periodic handler's last and next tick (:mod:`.scheduled`);
 * ``added_1m`` -- entries added in the last 60 s, counted with ``XRANGE`` from the id
   ``now-60s`` (capped at :data:`THROUGHPUT_SCAN_CAP`; ``added_1m_capped`` says so).
   This is the arrival rate; whether the group keeps up shows in ``lag``.
@@ -56,6 +58,7 @@ from .discover import shards_of as shards_of
 from .discover import unread_unsharded
 from .judge import judge
 from .readings import Findings
+from .scheduled import read_schedule
 
 #: Default for ``--stuck-after``: a pending entry older than this (since XADD) is "stuck".
 DEFAULT_STUCK_AFTER = 300.0
@@ -160,6 +163,7 @@ async def sample_stream(
     sample["exists"] = None if exists is None else bool(exists)
     dead = sample["dead_letter_stream"]
     sample["dead_letters"] = await _dead_letters(redis, dead, f)
+    sample.update(await read_schedule(redis, stream, now, f))
     info = await f.read("XINFO GROUPS", group_info(redis, stream, group), DENIED, key=stream)
     sample["group_exists"] = None if info is DENIED else info is not None
     if info is None:
@@ -212,6 +216,11 @@ def blank_sample(stream: str, group: str, dead_letter_stream: str | None = None)
         "dead_letter_stream": dead_letter_stream or keys.dead_letter_stream(stream),
         "dead_letters": None,
         "consumers": [],
+        "scheduled": None,
+        "next_due": None,
+        "next_due_in": None,
+        "periodic": None,
+        "schedule_problems": [],
     }
 
 
@@ -271,10 +280,19 @@ def shard_totals(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, An
         if base is None:
             continue
         total = out.setdefault(
-            base, {"shards": 0, "length": 0, "lag": 0, "undelivered": 0, "pending": 0, "dead_letters": 0}
+            base,
+            {
+                "shards": 0,
+                "length": 0,
+                "lag": 0,
+                "undelivered": 0,
+                "pending": 0,
+                "dead_letters": 0,
+                "scheduled": 0,
+            },
         )
         total["shards"] += 1
-        for name in ("length", "pending", "dead_letters"):
+        for name in ("length", "pending", "dead_letters", "scheduled"):
             total[name] += int(s[name] or 0)
         for name in ("lag", "undelivered"):
             total[name] = None if total[name] is None or s[name] is None else total[name] + s[name]

@@ -10,13 +10,17 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+from .scheduled import schedule_problems
+
 #: The group of a named stream that has no consumer group at all (``group=None``).
 NO_GROUP = ""
 
 
 def failing_or_lost(streams: list[dict[str, Any]], workers: list[dict[str, Any]]) -> list[str]:
-    """Workers whose background loops fail; lags that cannot drain (entries trimmed unread)."""
-    problems = [
+    """Keys of delayed entries and periodic handlers that do not fit; workers whose background
+    loops fail; lags that cannot drain (entries trimmed unread)."""
+    problems = schedule_problems(streams)
+    problems += [
         f"worker {w['consumer']}: background loop {', '.join(map(repr, w['failing_loops']))} failing "
         "(see its log)"
         for w in workers

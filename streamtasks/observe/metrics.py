@@ -6,13 +6,15 @@ created at import time, so several workers can live in one process, e.g. in test
 * :class:`SettledObserver` -- the worker's counts, read from its one
   :class:`~streamtasks.worker.tally.Tally` at scrape time (in actor mode: its actors' added
   up): entries handled / retried / dead-lettered / failed / reclaimed / lost / trimmed,
+  delayed entries moved into their stream, periodic ticks added and skipped,
   handler batch duration (``BatchResult.duration``), batch sizes, and the end-to-end latency
   of each done entry, from its XADD (the entry id's milliseconds) to the moment its XACK was
   sent.
 * :class:`RedisCollector` -- gauges sampled from Redis *at scrape time* (so a scrape agrees with
   ``XINFO``/``XPENDING`` read at the same moment) with :func:`~streamtasks.observe.inspect.sample_stream`:
   length, lag, pending, oldest pending age and idle, dead letters, consumers and their idle
-  time; this worker's heartbeat age and the number of live workers of the group; batches in
+  time; delayed entries scheduled and the seconds to the next due time, a periodic handler's
+  last tick; this worker's heartbeat age and the number of live workers of the group; batches in
   flight / queued per lane (from :meth:`Worker.snapshot`); and the cluster's resources in use
   (the worker's :class:`~streamtasks.worker.executors.Cluster`: Ray's).
 
@@ -99,11 +101,24 @@ class SettledObserver:
             "past their retention; held_by: what kept the rest (a group, or retention).",
             labels=("stream", "held_by"),
         )
+        timed = {
+            "moved": ("streamtasks_delayed_moved", "Delayed entries moved into their stream when due."),
+            "ticks": ("streamtasks_periodic_ticks", "Entries a periodic handler got, one per tick."),
+            "ticks_skipped": (
+                "streamtasks_periodic_ticks_skipped",
+                "Missed ticks not run after an outage (the handler's catch_up policy, or its bound).",
+            ),
+        }
+        timers = {
+            key: CounterMetricFamily(name, doc, labels=("stream",)) for key, (name, doc) in timed.items()
+        }
         for (stream, held_by), removed in sorted(self.tally.trimmed.items()):
             trimmed.add_metric([stream, held_by], float(removed))
         for lane in self.tally.lanes.values():
             lost.add_metric([lane.stream], float(lane.lost))
             reclaimed.add_metric([lane.stream], float(lane.reclaimed))
+            for key, family in timers.items():
+                family.add_metric([lane.stream], float(getattr(lane, key)))
             labels = [lane.stream, lane.handler]
             values = {"handled": lane.handled, "retried": lane.retried, "dead": lane.dead,
                       "failed": lane.retried + lane.dead, "batches": lane.batches}  # fmt: skip
@@ -113,7 +128,7 @@ class SettledObserver:
                 buckets: Buckets = getattr(lane, key)
                 families[key].add_metric(labels, buckets.cumulative(), buckets.total)
         yield from families.values()
-        yield from (lost, reclaimed, trimmed)
+        yield from (lost, reclaimed, trimmed, *timers.values())
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
@@ -226,7 +241,16 @@ class RedisCollector:
                 c_idle.add_metric([*values, c["name"]], c["idle"])
                 c_pending.add_metric([*values, c["name"]], c["pending"])
         heartbeats = await self._heartbeat_metrics(now, found)
-        return [*fams.values(), consumers, c_idle, c_pending, *heartbeats, *_findings_metrics(found)]
+        scheduled = _schedule_metrics(samples)
+        return [
+            *fams.values(),
+            consumers,
+            c_idle,
+            c_pending,
+            *scheduled,
+            *heartbeats,
+            *_findings_metrics(found),
+        ]
 
     async def _heartbeat_metrics(self, now: float, found: Findings) -> list[Metric]:
         w = self.worker
@@ -263,6 +287,30 @@ def _findings_metrics(found: Findings) -> list[Metric]:
     for command in found.denied:
         denied.add_metric([command], 1)
     return [unreadable, denied]
+
+
+def _schedule_metrics(samples: Sequence[dict[str, Any]]) -> list[Metric]:
+    """Per stream: delayed entries waiting, seconds to the soonest due time (negative:
+    overdue; absent when none waits), and the time of a periodic handler's last tick."""
+    count = _gauge("streamtasks_scheduled_entries", "Delayed entries waiting to be due.", ("stream",))
+    due = _gauge(
+        "streamtasks_scheduled_next_due_seconds",
+        "Seconds until the soonest delayed entry is due (negative: overdue).",
+        ("stream",),
+    )
+    last = _gauge(
+        "streamtasks_periodic_last_tick_timestamp_seconds",
+        "When the last tick of the stream's periodic handler was (seconds since the epoch).",
+        ("stream",),
+    )
+    for s in samples:
+        if s.get("scheduled") is not None:  # None: the user may not read it
+            count.add_metric([s["stream"]], s["scheduled"])
+        if s.get("next_due_in") is not None:
+            due.add_metric([s["stream"]], s["next_due_in"])
+        if s.get("periodic") and s["periodic"]["last_tick"] is not None:
+            last.add_metric([s["stream"]], s["periodic"]["last_tick"])
+    return [count, due, last]
 
 
 def _cluster_metrics(cluster: Cluster | None) -> list[Metric]:

@@ -75,7 +75,7 @@ class InlineStart:
         self.serving = serving
         self.first_batch = first_batch
         self.consumer = f"{settings.consumer}-inline"
-        here = evolve(settings, consumer=self.consumer)
+        here = evolve(settings, consumer=self.consumer, timers=False)  # the real worker runs them
         self.worker = Worker(registry, redis, InlineExecutor(), here, listeners=[self._forward])
         self._task: asyncio.Task[None] | None = None
         self._forwarding: Event | None = None

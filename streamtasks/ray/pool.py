@@ -29,11 +29,13 @@ from ..aio import wait_set
 from ..registry import Registry
 from ..worker import WorkerSettings
 from ..worker.events import Events, ExecutorStarted, Listener, Snapshot, StateChanged
+from ..worker.health import RedisHealth
 from ..worker.heartbeat import Heartbeat
 from ..worker.preflight import check_handlers
 from ..worker.startup import start_unless_stopped
 from ..worker.supervise import Supervisor
 from ..worker.tally import Tally
+from ..worker.timers import Timers
 from .actor import WorkerActor
 from .executor import RayExecutor
 from .placement import actor_options, asks, cluster_cpus, partition, plan
@@ -81,6 +83,11 @@ class ActorPool:
         self.supervisor = Supervisor(self.events.emit)
         self.reports = Reports(self.tally, self.events.emit)
         self.heartbeat = Heartbeat(redis, self.group, self.settings, self.snapshot, self.cluster)
+        # The delayed-entry mover and the periodic ticker run here, once for all the actors.
+        health = RedisHealth(self.events.emit)
+        health.quiet = True  # the actors report Redis outages, folded into one line per outage
+        handlers = registry.handlers.values()
+        self.timers = Timers(redis, handlers, self.group, health, self.events.emit, self.settings)
         self.started_at = time.time()
         self.state = "starting"
         self.reading = asyncio.Event()
@@ -110,6 +117,7 @@ class ActorPool:
             if not started:  # stopped while Ray started: nothing was read
                 return
             self.events.emit(ExecutorStarted())
+            self.timers.spawn(self.supervisor, self._stopping)
             self._handles = self._start_actors()
             for index, handle in enumerate(self._handles):
                 self.supervisor.spawn(f"actor-{index}", functools.partial(self._serve, index, handle))
@@ -146,7 +154,7 @@ class ActorPool:
             )
             for _ in range(count):
                 self._asks.append(asks(registry, options))
-                settings = evolve(self.settings, consumer=self._actor_consumer(len(handles)))
+                settings = evolve(self.settings, consumer=self._actor_consumer(len(handles)), timers=False)
                 handles.append(remote.remote(registry, self.redis_url, settings, threads, logs.configured()))
         return handles
 

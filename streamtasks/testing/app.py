@@ -7,8 +7,10 @@ batch that fails or times out as a whole (:meth:`RetryPolicy.decide_all`,
 (:meth:`RetryPolicy.over_delivery_limit`), the settlement plan
 (:meth:`~streamtasks.worker.settle.Settlement.of`: done, retry after a delay capped by the
 visibility timeout, dead) and the dead-letter format (:func:`dead_letter_fields`,
-:class:`DeadLetter`). What is in memory: the streams and the group's pending entries
-(:mod:`.broker`), and the clock.
+:class:`DeadLetter`), the delay arithmetic (:func:`~streamtasks.delayed.due_ms`) and the tick
+planning of periodic handlers (:func:`~streamtasks.schedule.plan_ticks`). What is in memory:
+the streams and the group's pending entries (:mod:`.broker`), what is scheduled
+(:mod:`.timers`), and the clock.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import itertools
 import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from ..deadletter import DeadLetter, dead_letter_fields
+from ..deadletter import dead_letter_fields
+from ..delayed import Delay, due_ms
 from ..keys import FIELD_MESSAGE_ID, pick_shard, shard_stream
 from ..message import FieldValue, encode_fields
 from ..producer import Sender, new_message_id, sender_override
@@ -32,6 +36,8 @@ from ..worker.dispatch import batch_deadline
 from ..worker.run import BatchResult, RawEntry, run_batch
 from ..worker.settle import Settlement
 from .broker import Delivery, FakeClock, MemoryStream
+from .outcomes import Outcomes
+from .timers import MemoryTimers
 
 #: Batches one ``run_until_idle`` may run before it decides the handlers never go idle.
 MAX_BATCHES = 10_000
@@ -39,7 +45,7 @@ DEFAULT_VISIBILITY_TIMEOUT = 30.0
 CONSUMER = "in-memory"
 
 
-class InMemoryApp:
+class InMemoryApp(Outcomes):
     """Serves ``registry`` from in-memory streams; ``await app.send(...)`` then
     ``await app.run_until_idle()``, and look at :meth:`handled`, :meth:`dead_letters`,
     :meth:`acked` (both), :meth:`pending`. While it is active (:meth:`activate`, ``async with``, or the pytest
@@ -62,6 +68,8 @@ class InMemoryApp:
         """The visibility timeout, in ms: the longest retry delay, as on Redis."""
         self.streams: dict[str, MemoryStream] = {}
         """The in-memory streams, by name."""
+        #: Delayed entries and periodic ticks, released as the clock moves (:meth:`advance`).
+        self.timers = MemoryTimers(registry.handlers.values(), self.clock.ms)
         self._token: contextvars.Token[Sender | None] | None = None
         self._turns: dict[str, Iterator[int]] = {}
 
@@ -75,14 +83,21 @@ class InMemoryApp:
         key: str | bytes | None = None,
         shards: int | None = None,
         message_id: str | None = None,
+        delay: Delay | None = None,
+        eta: datetime | None = None,
     ) -> str:
         """Add an entry the way :meth:`Producer.send <streamtasks.Producer.send>` does (on a
-        sharded stream, ``key`` picks the shard; without one the shards take turns)."""
+        sharded stream, ``key`` picks the shard; without one the shards take turns). With
+        ``delay`` or ``eta``, the entry waits until :meth:`advance` moves the clock to its due
+        time, and its message id is returned."""
+        due = due_ms(delay, eta, self.clock.now)
         if shards:
             turn = self._turns.setdefault(stream, itertools.count())
             stream = shard_stream(stream, pick_shard(key, shards) if key is not None else next(turn) % shards)
         encoded = encode_fields(fields)
         encoded[FIELD_MESSAGE_ID] = message_id or str(encoded.get(FIELD_MESSAGE_ID) or new_message_id())
+        if due is not None:
+            return self.timers.schedule(stream, due, encoded)
         return self._xadd(stream, encoded)
 
     async def send_raw(self, stream: str, fields: Mapping[str, str | bytes]) -> str:
@@ -128,9 +143,15 @@ class InMemoryApp:
 
     # -- the clock and the loop ----------------------------------------------------------------
 
-    def advance(self, seconds: float) -> None:
-        """Move the fake clock: retries whose delay is over become runnable."""
+    def advance(self, seconds: float, *, outage: bool = False) -> None:
+        """Move the fake clock: retries whose delay is over become runnable, delayed entries
+        that came due are added to their streams, and periodic handlers get their ticks (each
+        on time, as with workers running; ``outage=True``: no worker ran meanwhile, so their
+        ``catch_up`` policy decides which missed ticks run)."""
         self.clock.advance(seconds)
+        now_ms = math.ceil(self.clock.now * 1000 - 1e-3)  # due times are whole ms, rounded up
+        for _, stream, fields in self.timers.release(now_ms, outage):
+            self._xadd(stream, fields)
 
     async def run_until_idle(self, *, max_batches: int = MAX_BATCHES) -> int:
         """Run batches until no entry is runnable now (retries not yet due wait for
@@ -145,55 +166,20 @@ class InMemoryApp:
         return ran
 
     async def drain(self, *, max_batches: int = MAX_BATCHES) -> int:
-        """:meth:`run_until_idle`, moving the clock to each pending retry until none is left."""
+        """:meth:`run_until_idle`, moving the clock to each pending retry and delayed entry
+        until none is left (periodic ticks in between come too)."""
         ran = await self.run_until_idle(max_batches=max_batches)
         while (due := self._next_due()) is not None:
-            self.clock.advance(max(0.0, due - self.clock.now))
+            self.advance(max(0.0, due - self.clock.now))
             ran += await self.run_until_idle(max_batches=max_batches)
         return ran
 
-    # -- what happened -------------------------------------------------------------------------
-
-    def dead_letters(self, stream: str) -> list[DeadLetter]:
-        """Dead letters of ``stream``'s handler (its dead-letter stream), parsed as the CLI does."""
-        spec = self.registry.handlers.get(stream)
-        dead = self._stream(spec.dead_letter_stream if spec else f"{stream}:dead")
-        return [
-            DeadLetter.from_entry(i, dict(zip(r[0::2], r[1::2], strict=True)))
-            for i, r in dead.entries.items()
-        ]
-
-    def handled(self, stream: str) -> list[str]:
-        """Entry ids whose handler succeeded, in the order they were acknowledged."""
-        return list(self._stream(stream).handled)
-
-    def acked(self, stream: str) -> list[str]:
-        """Every entry id the group acknowledged, in order: the handled ones and the
-        dead-lettered ones (the worker acks an entry once its dead letter is written)."""
-        return list(self._stream(stream).acked)
-
-    def pending(self, stream: str) -> dict[str, int]:
-        """Entries waiting for a retry: entry id -> deliveries so far."""
-        return {i: p.deliveries for i, p in self._stream(stream).pending.items()}
-
-    def entries(self, stream: str) -> list[tuple[str, dict[str, bytes]]]:
-        """Every entry of ``stream`` (a stream with no handler just collects them)."""
-        entries = self._stream(stream).entries.items()
-        return [(i, {k.decode(): v for k, v in _as_dict(raw).items()}) for i, raw in entries]
-
     # -- internals -------------------------------------------------------------------------------
-
-    def _xadd(self, stream: str, fields: Mapping[str, str | bytes]) -> str:
-        raw = [b for kv in fields.items() for b in (_bytes(kv[0]), _bytes(kv[1]))]
-        return self._stream(stream).add(raw, self.clock.ms)
-
-    def _stream(self, name: str) -> MemoryStream:
-        if name not in self.streams:
-            self.streams[name] = MemoryStream(name)
-        return self.streams[name]
 
     def _next_due(self) -> float | None:
         dues = [d for s in self.streams.values() if (d := s.next_due()) is not None]
+        if (scheduled := self.timers.next_due()) is not None:
+            dues.append(scheduled / 1000)
         return min(dues) if dues else None
 
     def _take_work(self) -> list[tuple[HandlerSpec, list[Delivery]]]:
@@ -255,13 +241,5 @@ async def execute(spec: HandlerSpec, entries: Sequence[RawEntry]) -> BatchResult
     return BatchResult(len(entries), spec.retry.decide_all(error, [e[2] for e in entries]))
 
 
-def _bytes(value: str | bytes) -> bytes:
-    return value if isinstance(value, bytes) else value.encode()
-
-
 def _pairs(flat: list[Any]) -> dict[str, str | bytes]:
     return dict(zip(flat[0::2], flat[1::2], strict=True))
-
-
-def _as_dict(raw: list[bytes]) -> dict[bytes, bytes]:
-    return dict(zip(raw[0::2], raw[1::2], strict=True))

@@ -74,6 +74,28 @@ class Trimmed:
 
 
 @frozen
+class Moved:
+    """Delayed entries of ``stream`` came due and were moved into it (``bad``: dead-lettered,
+    their fields unreadable)."""
+
+    stream: str
+    handler: str
+    count: int
+    bad: int = 0
+
+
+@frozen
+class Ticked:
+    """The periodic handler of ``stream`` got ``added`` entries; its catch-up policy (or its
+    bound) ``skipped`` ticks."""
+
+    stream: str
+    handler: str
+    added: int
+    skipped: int
+
+
+@frozen
 class HandedBack:
     """Entries returned on shutdown, claimable by any other worker at once."""
 
@@ -119,6 +141,8 @@ Event = (
     | Lost
     | HandedBack
     | Trimmed
+    | Moved
+    | Ticked
     | RedisDown
     | RedisUp
     | LoopFailed

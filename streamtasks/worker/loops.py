@@ -1,6 +1,7 @@
 """The loops beside a worker's read loop, each run by its supervisor (logged, visible in
 ``/readyz`` and ``status``, restarted with backoff when it fails): the heartbeat, the blocking
-read's unblock on stop, reclaim, lease renewal, the gap watch, the Redis probe and trimming."""
+read's unblock on stop, reclaim, lease renewal, the gap watch, the Redis probe, trimming, and
+the delayed-entry mover and periodic ticker (:mod:`.timers`)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ class Loops:
         spawn("probe", functools.partial(probe, w.redis, w.health, self.stopping, self._healthy("probe")))
         if w.trimmer.wanted(w.lanes):
             spawn("trim", functools.partial(w.trimmer.run, w.lanes, self.stopping, self._healthy("trim")))
+        w.timers.spawn(w.supervisor, self.stopping)
 
     def _healthy(self, loop: str) -> functools.partial[None]:
         return functools.partial(self.w.supervisor.healthy, loop)

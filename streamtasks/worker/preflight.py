@@ -55,7 +55,7 @@ class Probe:
     @property
     def key(self) -> str | None:
         """The key it names (None for the script commands: they name none here)."""
-        if self.command == "EVALSHA" or self.command.startswith("SCRIPT"):
+        if self.command in ("EVALSHA", "TIME") or self.command.startswith("SCRIPT"):
             return None
         index = 5 if self.command == "XREADGROUP" else 2 if " " in self.command else 1
         return self.argv[index]
@@ -67,6 +67,7 @@ def probes(
     consumer: str,
     trimmed: Sequence[str] = (),
     recorded: Sequence[str] = (),
+    periodic: Sequence[str] = (),
 ) -> list[Probe]:
     """Every command of the worker (``worker/*.py``, ``lua.py``, redis-py's script loading) for
     ``streams`` (``(stream, dead-letter stream)`` pairs)."""
@@ -98,12 +99,31 @@ def probes(
             Probe("HDEL", ("HDEL", failures, PROBE_FIELD)),
             # HSETNX has no harmless form: set a field no entry id can be, then delete it.
             Probe("HSETNX", ("HSETNX", failures, PROBE_FIELD, "0")),
+            *_timer_probes(stream),
         ]
     # trimming (trim_acked_after=, dead_letter_retention=): no id is below 0-0
     out += [Probe("XTRIM", ("XTRIM", key, "MINID", "0")) for key in trimmed]
     # sharded streams: their shard counts are recorded (an expiry of 0 is refused)
     out += [Probe("SET", ("SET", key, "0", "EX", "0")) for key in recorded]
-    return out
+    # periodic handlers: the tick claim reads and writes its hash (a probe field, then deleted)
+    for stream in periodic:
+        tick = keys.tick_key(stream)
+        out += [Probe("HGETALL", ("HGETALL", tick)), Probe("HSET", ("HSET", tick, PROBE_FIELD, "0"))]
+    return [*out, Probe("TIME", ("TIME",))] if streams else out
+
+
+def _timer_probes(stream: str) -> list[Probe]:
+    """What the delayed-entry mover's script runs on ``stream``'s keys (the worker process runs
+    it for every stream: producers may delay an entry for any): harmless forms, as above."""
+    delayed, fields = keys.delayed_key(stream), keys.delayed_fields_key(stream)
+    return [
+        Probe("ZRANGEBYSCORE", ("ZRANGEBYSCORE", delayed, "1", "0")),
+        Probe("ZRANGE", ("ZRANGE", delayed, "1", "0")),
+        Probe("ZREM", ("ZREM", delayed, PROBE_FIELD)),
+        Probe("HGET", ("HGET", fields, PROBE_FIELD)),
+        Probe("HDEL", ("HDEL", fields, PROBE_FIELD)),
+        Probe("XADD", ("XADD", stream, BAD_ID, "f", "v")),
+    ]
 
 
 async def check_permissions(
@@ -113,10 +133,12 @@ async def check_permissions(
     consumer: str,
     trimmed: Sequence[str] = (),
     recorded: Sequence[str] = (),
+    periodic: Sequence[str] = (),
 ) -> None:
     """Raise :class:`MissingPermissions` naming every command the user may not run
-    (``trimmed``: the keys the worker trims; ``recorded``: the keys it sets)."""
-    checks = probes(streams, group, consumer, trimmed, recorded)
+    (``trimmed``: the keys the worker trims; ``recorded``: the keys it sets; ``periodic``: the
+    streams whose ticks it claims)."""
+    checks = probes(streams, group, consumer, trimmed, recorded, periodic)
     try:
         user = await _whoami(redis)
         denied = await _dry_run(redis, user, checks) if user is not None else None
@@ -141,7 +163,8 @@ async def check_handlers(redis: Redis, specs: Iterable[HandlerSpec], group: str,
     trimmed = [s.stream for s in specs if s.trim_acked_after is not None]
     trimmed += [s.dead_letter_stream for s in specs if s.dead_letter_retention is not None]
     recorded = sorted({keys.shard_count_key(s.shard_of) for s in specs if s.shard_of})
-    await check_permissions(redis, streams, group, consumer, trimmed, recorded)
+    periodic = [s.stream for s in specs if s.periodic is not None]
+    await check_permissions(redis, streams, group, consumer, trimmed, recorded, periodic)
 
 
 async def _whoami(redis: Redis) -> str | None:
@@ -176,7 +199,7 @@ async def _probe(redis: Redis, checks: Sequence[Probe]) -> list[str]:
             continue
         except rx.ResponseError:
             continue  # the error we provoked: the command itself is allowed
-        if probe.command == "HSETNX":  # it set the probe field: take it away again
+        if probe.command in ("HSETNX", "HSET"):  # it set the probe field: take it away again
             with contextlib.suppress(rx.ResponseError):
                 await _command(redis, "HDEL", probe.argv[1], PROBE_FIELD)
     log.debug("permissions checked by running each command (ACL DRYRUN is not permitted)")

@@ -102,6 +102,7 @@ class Reader:
             return
         for lane in self.lanes.values():
             others = [lane.spec.dead_letter_stream, keys.failures_key(lane.stream, self.group)]
+            others += keys.schedule_keys(lane.stream)
             problem = keys.same_slot_problem(lane.stream, others)
             if problem:
                 raise ConfigError(problem)

@@ -29,6 +29,12 @@ class WorkerSettings:
     dead_letter_maxlen: int = 0  # approximate MAXLEN of dead-letter streams; 0 = unbounded
     max_batch_bytes: int = 4 * 1024 * 1024  # big entries make smaller batches; 0 = count only
     gap_check_interval: float = 5.0  # seconds between looks for entries trimmed before delivery
+    #: Run the delayed-entry mover and the periodic ticker (:mod:`.timers`) here: one per
+    #: worker process is enough (actor mode runs them in the worker process, not in each actor).
+    timers: bool = True
+    #: The longest the mover sleeps: an entry added while it slept, due before the one it
+    #: knew, is moved at most this late (plus the move); see :mod:`.timers`.
+    delayed_poll: float = 0.25
 
     @property
     def visibility_ms(self) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 from attrs import define, field, frozen
 
 from ..redisutil import id_seconds
-from .events import BatchSettled, Event, Lost, Reclaimed, RedisDown, RedisUp, Trimmed
+from .events import BatchSettled, Event, Lost, Moved, Reclaimed, RedisDown, RedisUp, Ticked, Trimmed
 
 #: End-to-end latency buckets (seconds): from a few ms (idle system) to 10 min (a backlog).
 LATENCY_BUCKETS = (
@@ -92,6 +92,11 @@ class LaneTally:
     lost: int = 0
     #: Entries idle past the visibility timeout (a dead consumer's) claimed to run again.
     reclaimed: int = 0
+    #: Delayed entries moved into the stream; entries a periodic handler got, and ticks its
+    #: catch-up policy skipped.
+    moved: int = 0
+    ticks: int = 0
+    ticks_skipped: int = 0
     duration: Buckets = field(factory=lambda: Buckets.empty(DURATION_BUCKETS))
     size: Buckets = field(factory=lambda: Buckets.empty(BATCH_SIZE_BUCKETS))
     latency: Buckets = field(factory=lambda: Buckets.empty(LATENCY_BUCKETS))
@@ -124,14 +129,16 @@ class LaneTally:
             self.stream, self.handler, handled=op(self.handled, other.handled),
             retried=op(self.retried, other.retried), dead=op(self.dead, other.dead),
             batches=op(self.batches, other.batches), lost=op(self.lost, other.lost),
-            reclaimed=op(self.reclaimed, other.reclaimed),
+            reclaimed=op(self.reclaimed, other.reclaimed), moved=op(self.moved, other.moved),
+            ticks=op(self.ticks, other.ticks), ticks_skipped=op(self.ticks_skipped, other.ticks_skipped),
             duration=self.duration.combine(other.duration, op), size=self.size.combine(other.size, op),
             latency=self.latency.combine(other.latency, op),
         )  # fmt: skip
 
     @property
     def empty(self) -> bool:
-        return self.batches == 0 and self.lost == 0 and self.reclaimed == 0
+        moves = self.moved or self.ticks or self.ticks_skipped
+        return self.batches == 0 and self.lost == 0 and self.reclaimed == 0 and not moves
 
 
 @define
@@ -158,6 +165,12 @@ class Tally:
             self.lane(event.stream, event.handler).lost += event.count
         elif isinstance(event, Reclaimed):
             self.lane(event.stream, event.handler).reclaimed += event.count
+        elif isinstance(event, Moved):
+            self.lane(event.stream, event.handler).moved += event.count
+        elif isinstance(event, Ticked):
+            lane = self.lane(event.stream, event.handler)
+            lane.ticks += event.added
+            lane.ticks_skipped += event.skipped
         elif isinstance(event, Trimmed):
             key = (event.stream, event.held_by)
             self.trimmed[key] = self.trimmed.get(key, 0) + event.removed

@@ -36,6 +36,7 @@ from .shutdown import Shutdown
 from .startup import start_unless_stopped
 from .supervise import Supervisor
 from .tally import Tally
+from .timers import Timers
 from .trim import Trimmer
 
 log = logging.getLogger("streamtasks.worker")
@@ -83,6 +84,7 @@ class Worker:
         self.leases = Leases(self.pending, s.visibility_timeout, self.health)
         self.shutdown = Shutdown(redis, self.pending, s.grace_period, emit)
         self.trimmer = Trimmer(redis, self.health, emit)
+        self.timers = Timers(redis, registry.handlers.values(), self.group, self.health, emit, s)
         self.cluster = executor.cluster
         self.heartbeat = Heartbeat(redis, self.group, s, self.snapshot, self.cluster)
         self.started_at, self.state = time.time(), "starting"

@@ -89,7 +89,7 @@ async def test_a_key_the_user_may_not_touch_is_named_with_its_command(
     acl: Any, redis: aioredis.Redis, redis_url: str
 ) -> None:
     """Commands allowed, but the dead-letter stream outside the user's key patterns."""
-    await acl("~jobs", "~jobs:failures:*", "~streamtasks:*", "&*", "+@all", "-@admin")
+    await acl("~jobs", "~jobs:failures:*", "~jobs:delayed*", "~streamtasks:*", "&*", "+@all", "-@admin")
     client = aioredis.Redis.from_url(user_url(redis_url))
     try:
         with pytest.raises(MissingPermissions, match=r"needs: XADD on key jobs:dead$"):

@@ -170,6 +170,7 @@ async def test_status_and_dlq_work_on_a_cluster(redis_cluster: Any, cluster_redi
         "undelivered": 32,
         "pending": 0,
         "dead_letters": 0,
+        "scheduled": 0,
     }
     trims = {s["stream"]: s["trim"] for s in status["streams"] if s["exists"]}
     assert {t["held_by"] for t in trims.values()} == {GROUP}  # nothing read: the group holds all

@@ -50,8 +50,15 @@ class NoRay:
     env: dict[str, str] = {}
 
 
+class NoRedis:
+    """Stands for the Redis client: the pool registers its scripts, and this test runs none."""
+
+    def register_script(self, script: str) -> None:
+        return None
+
+
 def pool(*states: str | None) -> ActorPool:
-    p = ActorPool(registry, None, "redis://", NoRay())  # type: ignore[arg-type]
+    p = ActorPool(registry, NoRedis(), "redis://", NoRay())  # type: ignore[arg-type]
     p._handles = [Actor(state) for state in states]
     p._asks = [f"s asks for num_cpus=1.0 (actor {i})" for i in range(len(states))]
     return p

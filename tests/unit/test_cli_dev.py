@@ -29,7 +29,8 @@ def complete(words: str) -> list[str]:
 def test_shell_completion_completes_commands_and_options() -> None:
     """click's completion, as documented in docs/guides/handlers.md (`_STREAMTASKS_COMPLETE=bash_source`)."""
     assert complete("streamtasks wor") == ["worker"]
-    assert complete("streamtasks sch") == ["schema"]
+    assert complete("streamtasks sch") == ["scheduled", "schema"]
+    assert complete("streamtasks schem") == ["schema"]
     assert set(complete("streamtasks worker app --re")) == {"--redis-url", "--reload"}
     assert complete("streamtasks worker app --executor ") == ["ray", "inline"]
 

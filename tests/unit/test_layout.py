@@ -139,13 +139,14 @@ def test_test_modules_have_unique_basenames() -> None:
 #: face (``streamtasks``, ``streamtasks.builtins``, ``streamtasks.__main__``).
 MAY_IMPORT = {
     "ground": set(),
-    "worker": {"ground"},
-    "ray": {"ground", "worker"},
-    "serve": {"ground", "worker", "ray"},
-    "observe": {"ground", "worker"},
-    "testing": {"ground", "worker"},
-    "cli": {"ground", "worker", "serve", "observe"},
-    "adserving": {"ground", "worker", "serve", "observe", "cli"},
+    "schedule": {"ground"},
+    "worker": {"ground", "schedule"},
+    "ray": {"ground", "schedule", "worker"},
+    "serve": {"ground", "schedule", "worker", "ray"},
+    "observe": {"ground", "schedule", "worker"},
+    "testing": {"ground", "schedule", "worker"},
+    "cli": {"ground", "schedule", "worker", "serve", "observe"},
+    "adserving": {"ground", "schedule", "worker", "serve", "observe", "cli"},
     "face": {"ground", "cli", "adserving"},
 }
 FACE = {"streamtasks", "streamtasks.builtins", "streamtasks.__main__"}

@@ -19,8 +19,11 @@ PACKAGE = Path(streamtasks.__file__).parent
 def test_every_redis_command_the_worker_and_its_scripts_use_is_checked() -> None:
     """Commands named in worker/*.py (``redis.<cmd>(`` / ``pipe.<cmd>(``) and in the scripts
     the worker runs (``redis.call('<CMD>'``) all have a probe. (REPLAY is the CLI's.)"""
-    checked = {p.command.split()[0].lower() for p in probes([("s", "s:dead")], "g", "c", trimmed=["s"])}
-    scripts = lua.RECLAIM + lua.RESET + lua.DEAD_LETTER + lua.REPAIR_READ_COUNTER
+    found = probes([("s", "s:dead")], "g", "c", trimmed=["s"], periodic=["s"])
+    checked = {p.command.split()[0].lower() for p in found}
+    scripts = (
+        lua.RECLAIM + lua.RESET + lua.DEAD_LETTER + lua.REPAIR_READ_COUNTER + lua.MOVE_DUE + lua.CLAIM_TICKS
+    )
     called = set(re.findall(r"redis\.call\('(\w+)'", scripts))
     methods: set[str] = set()
     for path in (PACKAGE / "worker").glob("*.py"):
@@ -33,8 +36,8 @@ def test_every_redis_command_the_worker_and_its_scripts_use_is_checked() -> None
 def test_every_probe_is_on_the_workers_own_keys() -> None:
     found = probes([("orders", "orders:dead")], "g", "c")
     assert Probe("XADD", ("XADD", "orders:dead", "not-an-id", "f", "v")) in found
-    assert all("orders" in " ".join(p.argv) or p.command.startswith(("SCRIPT", "EVAL", "SET", "DEL"))
-               for p in found)  # fmt: skip
+    exempt = ("SCRIPT", "EVAL", "SET", "DEL", "TIME")  # scripts, the heartbeat, Redis' clock
+    assert all("orders" in " ".join(p.argv) or p.command.startswith(exempt) for p in found)
 
 
 class NoAclClient:
@@ -64,8 +67,10 @@ def test_xtrim_is_checked_only_on_the_keys_the_worker_trims() -> None:
 
 def test_each_probe_names_the_key_it_touches_or_none() -> None:
     """What a refusal names ("XADD on key orders:dead") and where a cluster sends ACL DRYRUN."""
-    keys = {p.command: p.key for p in probes([("orders", "orders:dead")], "g", "c", ["orders"])}
+    found = probes([("orders", "orders:dead")], "g", "c", ["orders"])
+    keys = {p.command: p.key for p in found}
     assert keys["XREADGROUP"] == keys["XACK"] == keys["XGROUP CREATE"] == keys["XTRIM"] == "orders"
-    assert keys["XADD"] == "orders:dead"
+    assert {p.key for p in found if p.command == "XADD"} == {"orders:dead", "orders"}  # dead letters, moves
+    assert keys["ZRANGEBYSCORE"] == "orders:delayed" and keys["TIME"] is None
     assert keys["HSETNX"] is not None and "orders" in keys["HSETNX"]
     assert keys["EVALSHA"] is None and keys["SCRIPT LOAD"] is None and keys["SCRIPT EXISTS"] is None

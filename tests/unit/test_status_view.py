@@ -189,3 +189,23 @@ def test_what_the_user_may_not_read_is_named_and_unknown_numbers_are_dashes() ->
 )
 def test_short_numbers_fit_six_characters(value: int | None, shown: str) -> None:
     assert short(value) == shown
+
+
+@pytest.mark.parametrize("width", [80, 120, 132, 200])
+def test_delayed_entries_and_periodic_handlers_are_shown_without_cutting_a_header(width: int) -> None:
+    """A stream with delayed entries: the full table gains a ``scheduled`` column where it fits
+    (from 132 columns; its count whole on the stream's line, the due time folding in its cell),
+    else the narrow layout names them below; periodic handlers get a table."""
+    tick = {"schedule": "every 60s", "last_tick": 1_800_000_000.0, "next_tick": 1_800_000_060.0}
+    work = stream("obs_work", scheduled=1_500, next_due_in=4.2, periodic={**tick, "next_tick_in": 12.0})
+    lines = drawn(status(streams=[work]), width)
+    text = "\n".join(lines)
+    assert "…" not in text and all(len(line) <= width for line in lines)
+    if width >= 132:
+        header = next(line for line in lines if "length" in line)
+        assert "scheduled" in header and "consumers" in header, header
+        assert "1,500 (in" in row_of(lines, "obs_work") and "4.2s)" in text  # the due time may fold
+    else:
+        assert any(line.startswith("obs_work: 1,500 (in 4.2s) scheduled") for line in lines), text
+    periodic = next(line for line in lines if "every 60s" in line)
+    assert "2027-01-15 08:00:00 UTC" in periodic and "in 12.0s" in periodic, periodic

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from ..inspect import secs
+from ..scheduled import due_in
 from . import api, queries
 from .api import panel_data
 from .board import DASHBOARD, Dashboard
@@ -47,6 +48,7 @@ async def overview(request: web.Request) -> web.Response:
         ray_text=ray_text,
         page="overview",
         stale_after=board.sampler.stale_after,
+        due_in=due_in,
     )
 
 

@@ -11,6 +11,10 @@ function num(v, digits) {
   if (v === null || v === undefined) return "-";
   return digits === undefined ? String(v) : v.toFixed(digits);
 }
+function dueIn(v) {
+  if (v === null || v === undefined) return "-";
+  return v >= 0 ? "in " + secs(v) : secs(-v) + " overdue";
+}
 function rayText(ray) {
   if (!ray) return "-";
   const free = ray.available || {};
@@ -78,9 +82,19 @@ function showOverview(status) {
     set("length", num(s.length)); set("lag", num(s.undelivered ?? s.lag)); set("pending", num(s.pending));
     set("oldest_pending_age", secs(s.oldest_pending_age));
     row.querySelector('[data-k="dead_letters"] a').textContent = num(s.dead_letters);
+    set("scheduled", num(s.scheduled)); set("next_due_in", dueIn(s.next_due_in));
     set("rate_in", num(s.rate_in, 1)); set("rate_out", num(s.rate_out, 1));
     spark(row.querySelector("svg.spark"), s.history);
   }
+  const periodic = document.querySelector("#periodic tbody");
+  const ticks = status.streams.filter((s) => s.periodic).map((s) => {
+    const tr = document.createElement("tr");
+    tr.dataset.stream = s.stream;
+    const last = s.periodic.last_tick ? new Date(s.periodic.last_tick * 1000).toLocaleTimeString() : "-";
+    tr.append(cell(s.stream), cell(s.periodic.schedule || "-"), cell(last, "last_tick"), cell(dueIn(s.periodic.next_tick_in), "next_tick_in"));
+    return tr;
+  });
+  if (ticks.length) periodic.replaceChildren(...ticks);
   const workers = document.querySelector("#workers tbody");
   const rows = status.workers.map((w) => {
     const tr = document.createElement("tr");
