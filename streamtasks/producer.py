@@ -20,14 +20,16 @@ import asyncio
 import contextvars
 import itertools
 import logging
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
+from .calls import Calls
 from .keys import FIELD_MESSAGE_ID, pick_shard, shard_stream, validate_name
 from .message import FieldValue, encode_fields
+from .results import ReplyWaiter
+from .results import new_message_id as new_message_id
 
 log = logging.getLogger("streamtasks.producer")
 
@@ -37,11 +39,7 @@ MAX_PIPELINE = 1000
 _Item = tuple[str, dict[str, str | bytes], int | None, "asyncio.Future[str]"]
 
 
-def new_message_id() -> str:
-    return uuid.uuid4().hex
-
-
-class Producer:
+class Producer(Calls):
     """Adds entries to streams. ``Producer(redis)`` or ``Producer(url="redis://...")``.
 
     ``maxlen`` (approximate ``MAXLEN ~``) bounds every stream written; careful: trimming can
@@ -71,6 +69,7 @@ class Producer:
         self._queue: list[_Item] = []
         self._flusher: asyncio.Task[None] | None = None
         self.flushes = 0  # coalesced pipelines sent (for tests and benchmarks)
+        self._replies: ReplyWaiter | None = None  # made by the first call
 
     @property
     def redis(self) -> Redis:
@@ -121,9 +120,12 @@ class Producer:
         """Add one entry; returns its entry id. Concurrent calls share pipelines. On a sharded
         stream (``shards``, or the producer's ``shards`` map), ``key`` picks the shard."""
         validate_name("stream", stream)
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         target = self.target(stream, key, shards)
-        self._queue.append((target, self._prepare(fields, message_id), maxlen or self.maxlen, future))
+        return await self._enqueue(target, self._prepare(fields, message_id), maxlen or self.maxlen)
+
+    async def _enqueue(self, target: str, encoded: dict[str, str | bytes], maxlen: int | None) -> str:
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._queue.append((target, encoded, maxlen, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_all())
         return await future
@@ -193,6 +195,8 @@ class Producer:
         return bool(await (await self._client()).ping())
 
     async def close(self) -> None:
+        if self._replies is not None:
+            await self._replies.close()
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
         if self._owns_redis and self._redis is not None:
@@ -222,6 +226,29 @@ class Sender(Protocol):
         key: str | bytes | None = None,
         shards: int | None = None,
     ) -> str: ...
+
+    async def call(
+        self,
+        stream: str,
+        fields: Mapping[str, FieldValue],
+        *,
+        timeout: float | None = ...,
+        message_id: str | None = None,
+        key: str | bytes | None = None,
+        shards: int | None = None,
+        result_type: Any = ...,
+    ) -> Any: ...
+
+    async def result(
+        self,
+        stream: str,
+        message_id: str,
+        *,
+        timeout: float | None = None,
+        key: str | bytes | None = None,
+        shards: int | None = None,
+        result_type: Any = ...,
+    ) -> Any: ...
 
 
 #: A stand-in for the default producer in this context (``streamtasks.testing`` sets it).

@@ -6,24 +6,28 @@ Decorating connects to nothing: it records a :class:`HandlerSpec` and returns a
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from attrs import evolve, field, fields, frozen
 
 from . import keys
 from .errors import RegistryError
+from .handler import Handler as Handler
+from .handler import HandlerDecorator as HandlerDecorator
+from .handler import TypedHandler as TypedHandler
+from .handler import _Registered
 from .keys import DEFAULT_GROUP, validate_name
-from .message import DEFAULT_MAX_ENTRY_BYTES, FieldValue, Message
+from .message import DEFAULT_MAX_ENTRY_BYTES
 from .resources import Resource as Resource
 from .resources import import_attr
+from .results import DEFAULT_RESULT_TTL
 from .retry import DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_RETRIES, RetryPolicy
-from .typed import codec_for, message_type_of
+from .typed import message_type_of
 
 if TYPE_CHECKING:
-    from .producer import Producer
+    pass
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -86,6 +90,9 @@ class HandlerSpec:
     trim_acked_after: float | None = field(default=None, validator=_non_negative)
     #: Dead letters older than this many seconds are trimmed (None: kept).
     dead_letter_retention: float | None = field(default=None, validator=_non_negative)
+    #: Store what the handler returns (:mod:`streamtasks.results`), for ``result_ttl`` seconds.
+    results: bool = False
+    result_ttl: float = field(default=DEFAULT_RESULT_TTL, validator=_positive)
 
     @property
     def is_async(self) -> bool:
@@ -110,91 +117,6 @@ def _rebuild_spec(fn_ref: Any, state: dict[str, Any]) -> HandlerSpec:
         obj = import_attr(*fn_ref)
         fn_ref = obj.spec.fn if isinstance(obj, _Registered) else obj
     return HandlerSpec(fn=fn_ref, **state)
-
-
-class _Registered(Generic[P, R]):
-    """What every registered handler is: callable like its function, pickled by reference."""
-
-    def __init__(self, spec: HandlerSpec) -> None:
-        self.spec = spec
-        functools.update_wrapper(self, spec.fn)
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        result: R = self.spec.fn(*args, **kwargs)
-        return result
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.spec.name} on {self.spec.stream!r}>"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Pickled by reference when importable, so Ray workers import the user's module.
-        module, qualname = self.spec.fn.__module__, self.spec.fn.__qualname__
-        if module != "__main__" and "<locals>" not in qualname:
-            return (import_attr, (module, qualname))
-        return (type(self), (self.spec,))
-
-
-class Handler(_Registered[P, R]):
-    """A registered handler: call it like the function, or ``await handler.send(...)``."""
-
-    async def send(
-        self,
-        fields: Mapping[str, FieldValue] | None = None,
-        /,
-        *,
-        producer: Producer | None = None,
-        shard_key: str | bytes | None = None,
-        **kwargs: FieldValue,
-    ) -> str:
-        """Add an entry to this handler's stream (the analogue of Celery's ``.delay``).
-
-        Uses ``producer`` or a shared :class:`~streamtasks.Producer` configured from the
-        environment (``REDIS_URL`` ...). Returns the new entry id. On a sharded stream,
-        ``shard_key`` picks the shard (same key, same shard, order kept); without one, shards
-        take turns. (Not ``key=``: keyword arguments are fields.)
-        """
-        from .producer import current_sender
-
-        payload = {**(fields or {}), **kwargs}
-        spec = self.spec
-        return await (producer or current_sender()).send(
-            spec.stream, payload, key=shard_key, shards=spec.shards or None
-        )
-
-
-class TypedHandler(_Registered[P, R], Generic[P, R, M]):
-    """A handler that declared its entry type ``M``: ``await handler.send(M(...))``."""
-
-    async def send(
-        self, payload: M, /, *, producer: Producer | None = None, shard_key: str | bytes | None = None
-    ) -> str:
-        """Add ``payload`` (an instance of the declared type) to this handler's stream
-        (``shard_key`` picks the shard of a sharded stream, as for :meth:`Handler.send`)."""
-        from .producer import current_sender
-
-        spec = self.spec
-        fields = codec_for(spec.message_type or type(payload)).encode(payload)
-        return await (producer or current_sender()).send(
-            spec.stream, fields, key=shard_key, shards=spec.shards or None
-        )
-
-
-class HandlerDecorator(Protocol):
-    """What ``@registry.stream_handler(...)`` returns: a :class:`TypedHandler` for a function
-    that declares its entry type, else a :class:`Handler`."""
-
-    # A function taking Message also matches the typed overloads (M = Message): the first
-    # match wins, so these overlaps are intended.
-    @overload
-    def __call__(self, fn: Callable[[Message], R], /) -> Handler[[Message], R]: ...
-    @overload
-    def __call__(self, fn: Callable[[list[Message]], R], /) -> Handler[[list[Message]], R]: ...
-    @overload
-    def __call__(self, fn: Callable[[list[M]], R], /) -> TypedHandler[[list[M]], R, M]: ...
-    @overload
-    def __call__(self, fn: Callable[[M], R], /) -> TypedHandler[[M], R, M]: ...
-    @overload
-    def __call__(self, fn: Callable[P, R], /) -> Handler[P, R]: ...
 
 
 class Registry:
@@ -243,6 +165,8 @@ class Registry:
         shards: int | None = None,
         trim_acked_after: float | None = None,
         dead_letter_retention: float | None = None,
+        results: bool = False,
+        result_ttl: float = DEFAULT_RESULT_TTL,
         **ray_options: Any,
     ) -> HandlerDecorator:
         """Register the decorated function as the handler of ``stream``.
@@ -264,6 +188,10 @@ class Registry:
         * ``trim_acked_after``: delete entries every consumer group has acked, this many
           seconds after their XADD (``0``: as soon as acked); ``None``: never trim.
         * ``dead_letter_retention``: delete dead letters older than this many seconds.
+        * ``results``: store what the handler returns for ``result_ttl`` seconds (default one
+          hour), so ``await handler.call(...)`` gets it (:mod:`streamtasks.results`; a batch
+          handler returns a list with one value per entry, or a mapping
+          ``{entry_id or position: value or exception}`` covering every entry).
         * ``num_cpus``, ``num_gpus``, ``memory``, ``resources``, ``accelerator_type``,
           ``runtime_env``, ``scheduling_strategy``: Ray options of the actor (actor mode) or
           task (task mode) that runs the handler.
@@ -297,6 +225,8 @@ class Registry:
                 shards=shards or 0,
                 trim_acked_after=trim_acked_after,
                 dead_letter_retention=dead_letter_retention,
+                results=results,
+                result_ttl=result_ttl,
             )
             handler: Handler[P, R] | TypedHandler[P, R, Any] = (
                 Handler(spec) if message_type is None else TypedHandler(spec)

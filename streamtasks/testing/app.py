@@ -30,15 +30,15 @@ from ..retry import Dead
 from ..worker.dispatch import batch_deadline
 from ..worker.run import BatchResult, RawEntry, run_batch
 from ..worker.settle import Settlement
+from .answers import Answers
 from .broker import Delivery, FakeClock, MemoryStream
 
 #: Batches one ``run_until_idle`` may run before it decides the handlers never go idle.
 MAX_BATCHES = 10_000
 DEFAULT_VISIBILITY_TIMEOUT = 30.0
-CONSUMER = "in-memory"
 
 
-class InMemoryApp:
+class InMemoryApp(Answers):
     """Serves ``registry`` from in-memory streams; ``await app.send(...)`` then
     ``await app.run_until_idle()``, and look at :meth:`dead_letters`, :meth:`acked`,
     :meth:`pending`. While it is active (:meth:`activate`, ``async with``, or the pytest
@@ -56,6 +56,8 @@ class InMemoryApp:
         self.clock = clock or FakeClock()
         self.visibility_ms = int(visibility_timeout * 1000)
         self.streams: dict[str, MemoryStream] = {}
+        #: Stored outcomes of ``results=True`` handlers: stream -> message -> ``v...``/``d...``.
+        self.stored: dict[str, dict[str, bytes]] = {}
         self._token: contextvars.Token[Sender | None] | None = None
         self._turns: dict[str, Iterator[int]] = {}
 
@@ -215,6 +217,10 @@ class InMemoryApp:
         for entry_id in plan.done:
             stream.ack(entry_id)
             stream.first_failure_ms.pop(entry_id, None)
+        if spec.results:
+            for index, (entry_id, raw, _) in enumerate(entries):
+                if index not in result.failed:
+                    self._store(spec, entry_id, raw, result.results[index])
         for idle, ids in plan.delays.items():
             for entry_id in ids:
                 stream.first_failure_ms.setdefault(entry_id, now_ms)
@@ -225,8 +231,10 @@ class InMemoryApp:
                 error=error, attempts=attempt, raw=raw, now_ms=now_ms,
             )  # fmt: skip
             first = stream.first_failure_ms.pop(entry_id, now_ms)
-            self.add_raw(spec.dead_letter_stream, _pairs(["first_failure_ms", str(first), *fields]))
+            dead_id = self.add_raw(spec.dead_letter_stream, _pairs(["first_failure_ms", str(first), *fields]))
             stream.pending.pop(entry_id, None)
+            if spec.results:
+                self._store_dead(spec, (entry_id, raw, attempt), dead_id, error)
 
 
 def _bytes(value: str | bytes) -> bytes:

@@ -262,7 +262,9 @@ def reap_orphan_actors(timeout: float = REAP_TIMEOUT_S) -> list[int]:
             return " ".join(proc.cmdline())
         return ""
 
-    actors = [p for p in psutil.process_iter() if title(p).startswith(ACTOR_TITLE)]
+    # Only this test session's own (descendant) actors: never another run's or a user's.
+    mine = psutil.Process().children(recursive=True)
+    actors = [p for p in mine if title(p).startswith(ACTOR_TITLE)]
     _, alive = psutil.wait_procs(actors, timeout=timeout if actors else 0)
     for proc in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
