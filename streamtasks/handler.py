@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from .errors import RegistryError
+from .hooks import sending
 from .message import FieldValue, Message
 from .resources import import_attr
 from .results import DEFAULT_CALL_TIMEOUT, result_type_of
@@ -26,9 +27,17 @@ M = TypeVar("M")
 class _Registered(Generic[P, R]):
     """What every registered handler is: callable like its function, pickled by reference."""
 
-    def __init__(self, spec: HandlerSpec) -> None:
+    def __init__(self, spec: HandlerSpec, middleware: list[object] | None = None) -> None:
         self.spec = spec
+        #: The declaring registry's middleware (its list: added later, still seen): ``on_send``.
+        self.middleware = middleware if middleware is not None else []
         functools.update_wrapper(self, spec.fn)
+
+    def _fields(self, fields: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``fields`` as the middleware's ``on_send`` hooks leave them."""
+        if not self.middleware:
+            return fields
+        return sending(self.middleware, self.spec.stream, fields)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         result: R = self.spec.fn(*args, **kwargs)
@@ -66,7 +75,7 @@ class _Calling(_Registered[P, R]):
 
         spec = self._with_results()
         return await (producer or current_sender()).call(
-            spec.stream, fields, timeout=timeout, message_id=message_id, key=shard_key,
+            spec.stream, self._fields(fields), timeout=timeout, message_id=message_id, key=shard_key,
             shards=spec.shards or None, result_type=self.result_type,
         )  # fmt: skip
 
@@ -120,7 +129,7 @@ class Handler(_Calling[P, R]):
         """
         from .producer import current_sender
 
-        payload = {**(fields or {}), **kwargs}
+        payload = self._fields({**(fields or {}), **kwargs})
         spec = self.spec
         return await (producer or current_sender()).send(
             spec.stream, payload, key=shard_key, shards=spec.shards or None
@@ -160,7 +169,7 @@ class TypedHandler(_Calling[P, R], Generic[P, R, M]):
         from .producer import current_sender
 
         spec = self.spec
-        fields = codec_for(spec.message_type or type(payload)).encode(payload)
+        fields = self._fields(codec_for(spec.message_type or type(payload)).encode(payload))
         return await (producer or current_sender()).send(
             spec.stream, fields, key=shard_key, shards=spec.shards or None
         )

@@ -18,6 +18,7 @@ from .handler import Handler as Handler
 from .handler import HandlerDecorator as HandlerDecorator
 from .handler import TypedHandler as TypedHandler
 from .handler import _Registered
+from .hooks import check_middleware
 from .keys import DEFAULT_GROUP, validate_name
 from .message import DEFAULT_MAX_ENTRY_BYTES
 from .resources import Resource as Resource
@@ -93,6 +94,10 @@ class HandlerSpec:
     #: Store what the handler returns (:mod:`streamtasks.results`), for ``result_ttl`` seconds.
     results: bool = False
     result_ttl: float = field(default=DEFAULT_RESULT_TTL, validator=_positive)
+    #: The serving registry's middleware (:mod:`streamtasks.hooks`) and consumer group, set
+    #: by the registry (they travel with the spec to the actors and Ray tasks).
+    middleware: tuple[Any, ...] = ()
+    group: str = ""
 
     @property
     def is_async(self) -> bool:
@@ -136,6 +141,7 @@ class Registry:
         self.env_forward: tuple[str, ...] = tuple(env_forward)
         #: The log level ``streamtasks worker`` uses when none is given on its command line.
         self.log_level: str | None = None
+        self._middleware: list[object] = []
 
     @property
     def handlers(self) -> Mapping[str, HandlerSpec]:
@@ -229,7 +235,9 @@ class Registry:
                 result_ttl=result_ttl,
             )
             handler: Handler[P, R] | TypedHandler[P, R, Any] = (
-                Handler(spec) if message_type is None else TypedHandler(spec)
+                Handler(spec, self._middleware)
+                if message_type is None
+                else TypedHandler(spec, self._middleware)
             )
             if not shards:
                 self._add(spec)
@@ -241,6 +249,18 @@ class Registry:
         decorator: HandlerDecorator = decorate  # type: ignore[assignment]  # overloads by signature
         return decorator
 
+    def middleware(self, obj: T) -> T:
+        """Add middleware (:mod:`streamtasks.hooks`) to every handler served; returns ``obj``."""
+        check_middleware(obj)
+        if all(m is not obj for m in self._middleware):
+            self._middleware.append(obj)
+        self._handlers = {s: self._bind(spec) for s, spec in self._handlers.items()}
+        return obj
+
+    def _bind(self, spec: HandlerSpec) -> HandlerSpec:
+        """``spec`` as this registry serves it: with its middleware and consumer group."""
+        return evolve(spec, middleware=tuple(self._middleware), group=self.group)
+
     def resource(self, factory: Callable[[], AsyncIterator[T]]) -> Resource[T]:
         """Declare a per-process resource; see :class:`Resource`."""
         res = Resource(factory)
@@ -249,6 +269,8 @@ class Registry:
 
     def include(self, other: Registry) -> None:
         """Serve ``other``'s handlers too, under this registry's consumer group."""
+        self._middleware += [m for m in other._middleware if all(m is not n for n in self._middleware)]
+        self._handlers = {s: self._bind(spec) for s, spec in self._handlers.items()}
         for spec in other._handlers.values():
             self._add(spec)
         self.resources.extend(r for r in other.resources if r not in self.resources)
@@ -272,6 +294,7 @@ class Registry:
         sub.log_level = self.log_level
         sub._handlers = {s: self._handlers[s] for s in wanted}
         sub.resources = list(self.resources)
+        sub._middleware = list(self._middleware)
         return sub
 
     def with_options(self, **changes: Any) -> Registry:
@@ -280,6 +303,7 @@ class Registry:
         sub.log_level = self.log_level
         sub._handlers = {s: evolve(spec, **changes) for s, spec in self._handlers.items()}
         sub.resources = list(self.resources)
+        sub._middleware = list(self._middleware)
         return sub
 
     def _expand(self, name: str) -> list[str]:
@@ -287,6 +311,7 @@ class Registry:
         return shards or [name]
 
     def _add(self, spec: HandlerSpec) -> None:
+        spec = self._bind(spec)
         existing = self._handlers.get(spec.stream)
         if existing is not None and existing.fn is not spec.fn:
             raise RegistryError(

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from .. import hooks
 from ..errors import CallTimeout, DeadLettered, ResultNotFound
 from ..keys import FIELD_REPLY, pick_shard, shard_stream
 from ..logs import redact
@@ -13,7 +15,8 @@ from ..message import FieldValue
 from ..registry import HandlerSpec
 from ..results import DEAD, dead_outcome, decode_outcome, entry_address, new_message_id, result_ident
 from ..retry import ErrorInfo
-from ..worker.run import RawEntry
+from ..worker.run import BatchResult, RawEntry
+from ..worker.settle import settled_hooks
 
 CONSUMER = "in-memory"
 
@@ -23,6 +26,8 @@ class Answers:
 
     #: Stored outcomes of ``results=True`` handlers: stream -> message -> ``v...``/``d...``.
     stored: dict[str, dict[str, bytes]]
+    #: Every middleware hook called while the app ran a batch: ``Class.hook``, in order.
+    hook_calls: list[str]
 
     async def send(
         self,
@@ -110,3 +115,24 @@ class Answers:
             redact(error.message), attempt,
         )  # fmt: skip
         self._store(spec, entry_id, raw, f"d{dead_id} {outcome}".encode())
+
+    def _settled(
+        self, spec: HandlerSpec, entries: Sequence[RawEntry], result: BatchResult, dead_ids: dict[str, str]
+    ) -> None:
+        """After the settlement: the done entries' values stored, ``on_retry`` and
+        ``on_dead_letter`` called (as the worker's :mod:`~streamtasks.worker.settle` does)."""
+        if spec.results:
+            for index, (entry_id, raw, _) in enumerate(entries):
+                if index not in result.failed:
+                    self._store(spec, entry_id, raw, result.results[index])
+        if spec.middleware and result.failed:
+            settled_hooks(spec, entries, result, dict(dead_ids))
+
+    @contextlib.contextmanager
+    def _recording(self) -> Iterator[None]:
+        """Record the hooks called meanwhile in :attr:`hook_calls`."""
+        hooks.recorder = self.hook_calls.append
+        try:
+            yield
+        finally:
+            hooks.recorder = None

@@ -58,6 +58,7 @@ class InMemoryApp(Answers):
         self.streams: dict[str, MemoryStream] = {}
         #: Stored outcomes of ``results=True`` handlers: stream -> message -> ``v...``/``d...``.
         self.stored: dict[str, dict[str, bytes]] = {}
+        self.hook_calls: list[str] = []  # every middleware hook called: "Class.hook", in order
         self._token: contextvars.Token[Sender | None] | None = None
         self._turns: dict[str, Iterator[int]] = {}
 
@@ -126,7 +127,8 @@ class InMemoryApp(Answers):
             for spec, entries in work:
                 if ran >= max_batches:
                     raise RuntimeError(f"still busy after {max_batches} batches (a handler feeding itself?)")
-                await self._run(spec, entries)
+                with self._recording():
+                    await self._run(spec, entries)
                 ran += 1
         return ran
 
@@ -217,10 +219,7 @@ class InMemoryApp(Answers):
         for entry_id in plan.done:
             stream.ack(entry_id)
             stream.first_failure_ms.pop(entry_id, None)
-        if spec.results:
-            for index, (entry_id, raw, _) in enumerate(entries):
-                if index not in result.failed:
-                    self._store(spec, entry_id, raw, result.results[index])
+        dead_ids: dict[str, str] = {}
         for idle, ids in plan.delays.items():
             for entry_id in ids:
                 stream.first_failure_ms.setdefault(entry_id, now_ms)
@@ -233,8 +232,10 @@ class InMemoryApp(Answers):
             first = stream.first_failure_ms.pop(entry_id, now_ms)
             dead_id = self.add_raw(spec.dead_letter_stream, _pairs(["first_failure_ms", str(first), *fields]))
             stream.pending.pop(entry_id, None)
+            dead_ids[entry_id] = dead_id
             if spec.results:
                 self._store_dead(spec, (entry_id, raw, attempt), dead_id, error)
+        self._settled(spec, entries, result, dead_ids)
 
 
 def _bytes(value: str | bytes) -> bytes:

@@ -10,6 +10,7 @@ loop (:mod:`streamtasks.resources`), so the resources they use live across batch
 from __future__ import annotations
 
 import asyncio
+import functools
 import pickle
 import time
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,9 @@ from typing import Any
 
 from attrs import field, frozen
 
+from .. import hooks
 from ..errors import DecodeError, StreamtasksError, UnencodableResult
+from ..hooks import BatchInfo, CallInfo
 from ..message import Message, RawFields, decode_entry
 from ..registry import HandlerSpec
 from ..resources import process_loop
@@ -47,9 +50,31 @@ def run_batch(spec: HandlerSpec, entries: Sequence[RawEntry]) -> BatchResult:
     """Decode ``entries``, run the handler, and return the outcome of each entry."""
     started = time.perf_counter()
     failed: dict[int, Failure] = {}
+    messages, positions, values = _decode(spec, entries, failed)
+    results: dict[int, bytes] = {}
+    batch = BatchInfo(spec.stream, spec.name, spec.group, messages) if spec.middleware else None
+    if batch is not None:
+        hooks.notify(spec.middleware, "before_batch", batch)
+    if messages:
+        errors, returned = _call(spec, messages, values, batch)
+        for pos, error in errors.items():
+            failed[positions[pos]] = spec.retry.decide(error, messages[pos].attempt)
+        if spec.results:
+            for pos, value in returned.items():
+                _encode(spec, positions[pos], value, results, failed)
+    if batch is not None:
+        hooks.after_batch(spec.middleware, batch, {entries[i][0]: f for i, f in failed.items()})
+    return BatchResult(len(entries), failed, time.perf_counter() - started, results)
+
+
+def _decode(
+    spec: HandlerSpec, entries: Sequence[RawEntry], failed: dict[int, Failure]
+) -> tuple[list[Message], list[int], list[Any]]:
+    """The messages that decoded, their positions in ``entries``, and what the handler is
+    given (the messages, or their typed values); the others are dead at once in ``failed``."""
     messages: list[Message] = []
     positions: list[int] = []
-    values: list[Any] = []  # what the handler is given: the messages, or their typed values
+    values: list[Any] = []
     decode_value = None if spec.message_type is None else codec_for(spec.message_type).decode
     for index, (entry_id, raw, attempt) in enumerate(entries):
         try:
@@ -62,15 +87,7 @@ def run_batch(spec: HandlerSpec, entries: Sequence[RawEntry]) -> BatchResult:
             failed[index] = Dead(ErrorInfo.from_exception(exc))
         except Exception as exc:  # a decoder bug: deterministic, so dead at once, and alone
             failed[index] = Dead(ErrorInfo.from_exception(exc, reason="invalid"))
-    results: dict[int, bytes] = {}
-    if messages:
-        errors, returned = _call(spec, messages, values if decode_value else messages)
-        for pos, error in errors.items():
-            failed[positions[pos]] = spec.retry.decide(error, messages[pos].attempt)
-        if spec.results:
-            for pos, value in returned.items():
-                _encode(spec, positions[pos], value, results, failed)
-    return BatchResult(len(entries), failed, time.perf_counter() - started, results)
+    return messages, positions, values if decode_value else messages
 
 
 def _encode(
@@ -95,13 +112,15 @@ def run_packed_batch(spec: HandlerSpec, packed: bytes) -> BatchResult:
 Called = tuple[dict[int, BaseException], dict[int, Any]]
 
 
-def _call(spec: HandlerSpec, messages: list[Message], values: list[Any]) -> Called:
+def _call(spec: HandlerSpec, messages: list[Message], values: list[Any], batch: BatchInfo | None) -> Called:
     """The handler's exceptions and return values by position in ``messages`` (``values``:
-    what it is given)."""
+    what it is given; ``batch``: for the middleware's ``around_call``, None without any)."""
     if spec.batch:
-        return _call_batch(spec, messages, values)
+        return _call_batch(spec, messages, values, batch)
     if spec.is_async:
-        return process_loop().run(_call_each_async(spec, values))
+        return process_loop().run(_call_each_async(spec, messages, values, batch))
+    if batch is not None:
+        return _call_each_hooked(spec, messages, values, batch)
     return _call_each_sync(spec, values)
 
 
@@ -120,16 +139,37 @@ def _call_each_sync(spec: HandlerSpec, values: list[Any]) -> Called:
     return errors, returned
 
 
-async def _call_each_async(spec: HandlerSpec, values: list[Any]) -> Called:
+def _call_each_hooked(
+    spec: HandlerSpec, messages: list[Message], values: list[Any], batch: BatchInfo
+) -> Called:
+    """:func:`_call_each_sync` with each call wrapped by the middleware's ``around_call``."""
+    errors: dict[int, BaseException] = {}
+    returned: dict[int, Any] = {}
+    for pos, value in enumerate(values):
+        call = CallInfo(batch, messages[pos : pos + 1])
+        try:
+            returned[pos] = hooks.call_sync(spec.middleware, call, functools.partial(spec.fn, value))
+        except Exception as exc:
+            errors[pos] = exc
+    return errors, returned
+
+
+async def _call_each_async(
+    spec: HandlerSpec, messages: list[Message], values: list[Any], batch: BatchInfo | None
+) -> Called:
     errors: dict[int, BaseException] = {}
     returned: dict[int, Any] = {}
     limit = asyncio.Semaphore(spec.concurrency)
-    keep = spec.results
+    keep = spec.results or batch is not None
 
     async def one(pos: int, value: Any) -> None:
         async with limit:
             try:
-                out = await asyncio.wait_for(spec.fn(value), spec.timeout)
+                if batch is None:
+                    out = await asyncio.wait_for(spec.fn(value), spec.timeout)
+                else:
+                    call = CallInfo(batch, messages[pos : pos + 1])
+                    out = await hooks.call_async(spec.middleware, call, lambda: _timed(spec, value))
             except Exception as exc:
                 errors[pos] = exc
             else:
@@ -140,11 +180,24 @@ async def _call_each_async(spec: HandlerSpec, values: list[Any]) -> Called:
     return errors, returned
 
 
-def _call_batch(spec: HandlerSpec, messages: list[Message], values: list[Any]) -> Called:
+async def _timed(spec: HandlerSpec, value: Any) -> Any:
+    return await asyncio.wait_for(spec.fn(value), spec.timeout)
+
+
+def _call_batch(
+    spec: HandlerSpec, messages: list[Message], values: list[Any], batch: BatchInfo | None
+) -> Called:
     """Run a batch handler; map what it returned to positions (:func:`batch_outcomes`)."""
     try:
-        if spec.is_async:
+        if spec.is_async and batch is not None:
+            call = CallInfo(batch, messages)
+            result = process_loop().run(hooks.call_async(spec.middleware, call, lambda: _timed(spec, values)))
+        elif spec.is_async:
             result = process_loop().run(asyncio.wait_for(spec.fn(values), spec.timeout))
+        elif batch is not None:
+            result = hooks.call_sync(
+                spec.middleware, CallInfo(batch, messages), functools.partial(spec.fn, values)
+            )
         else:
             result = spec.fn(values)
     except Exception as exc:

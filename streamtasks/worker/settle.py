@@ -21,12 +21,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from attrs import define, field
+from attrs import define, evolve, field
 from redis.asyncio import Redis
 
-from .. import keys, lua
+from .. import hooks, keys, lua
 from ..connect import queue_script
 from ..deadletter import dead_letter_fields
+from ..hooks import SettleEvent
 from ..logs import LOGGED_IDS, redact
 from ..redisutil import REDIS_DOWN
 from ..registry import HandlerSpec
@@ -107,14 +108,18 @@ class Settler:
             for entry_id in ids:
                 pipe.hsetnx(failures, entry_id, now_ms)  # the first failure time, kept
             await self.pending.reset(stream, ids, idle, client=pipe)
+        dead_at = []  # pipeline index of each dead letter's script
         for entry, error in plan.dead:
+            dead_at.append(len(pipe))
             await self._add_dead(pipe, spec, entry, error, now_ms, replies)
-        if len(pipe):
-            done = await pipe.execute()
-            if replies:
-                await self._notify(done, replies)
+        done: list[Any] = await pipe.execute() if len(pipe) else []
+        if replies:
+            await self._notify(done, replies)
         if plan.dead:
             _log_dead(spec, self.consumer, plan.dead)
+        if spec.middleware and result.failed:
+            written = {entry[0]: done[i] for (entry, _), i in zip(plan.dead, dead_at, strict=True)}
+            settled_hooks(spec, entries, result, written)
         return plan
 
     async def _add_dead(
@@ -197,3 +202,27 @@ def _log_dead(spec: HandlerSpec, consumer: str, dead: list[tuple[RawEntry, Error
         extra={"stream": spec.stream, "handler": spec.name, "consumer": consumer, "entry_id": entry_id,
                "entry_ids": [e[0] for e, _ in dead[:LOGGED_IDS]]},
     )  # fmt: skip
+
+
+def settled_hooks(
+    spec: HandlerSpec, entries: Sequence[RawEntry], result: BatchResult, dead_ids: dict[str, Any]
+) -> None:
+    """``on_retry`` / ``on_dead_letter`` for the entries just settled (after their writes: a
+    failing hook is logged and loses nothing). A dead letter another consumer wrote (the
+    entry was no longer ours: its script returned nothing) is left to that consumer's hooks."""
+    ran = result.duration > 0
+    for index, outcome in result.failed.items():
+        entry_id, raw, attempt = entries[index]
+        event = SettleEvent(
+            spec.stream, spec.name, spec.group, entry_id, attempt, outcome.error, raw, ran=ran,
+            delay=outcome.delay if isinstance(outcome, RetryLater) else None,
+            dead_letter_stream=spec.dead_letter_stream,
+        )  # fmt: skip
+        if isinstance(outcome, RetryLater):
+            hooks.notify(spec.middleware, "on_retry", event)
+            continue
+        written = dead_ids.get(entry_id)
+        written = written[0] if isinstance(written, list) else written
+        if written:
+            dead_id = written.decode() if isinstance(written, bytes) else str(written)
+            hooks.notify(spec.middleware, "on_dead_letter", evolve(event, dead_letter_id=dead_id))
