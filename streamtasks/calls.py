@@ -31,7 +31,7 @@ class Calls:
     def _prepare(self, fields: Mapping[str, FieldValue], message_id: str | None) -> dict[str, str | bytes]:
         raise NotImplementedError
 
-    async def _enqueue(self, target: str, encoded: dict[str, str | bytes], maxlen: int | None) -> str:
+    async def _add(self, target: str, encoded: dict[str, str | bytes], maxlen: int | None) -> str:
         raise NotImplementedError
 
     async def call(
@@ -57,7 +57,7 @@ class Calls:
         try:
             encoded = self._prepare(fields, mid)
             encoded[FIELD_REPLY] = waiter.stream
-            await self._enqueue(target, encoded, self.maxlen)
+            await self._add(target, encoded, self.maxlen)
         except BaseException:
             waiter.forget(ident, future)
             raise

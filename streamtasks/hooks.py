@@ -93,6 +93,7 @@ class CallInfo:
 
     batch: BatchInfo
     messages: Sequence[Message]
+    whole_batch: bool = False  # a batch handler's call (else one entry's)
     result: Any = None
     error: BaseException | None = None
 

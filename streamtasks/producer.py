@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
+from . import otel
 from .calls import Calls
 from .keys import FIELD_MESSAGE_ID, pick_shard, shard_stream, validate_name
 from .message import FieldValue, encode_fields
@@ -121,7 +122,20 @@ class Producer(Calls):
         stream (``shards``, or the producer's ``shards`` map), ``key`` picks the shard."""
         validate_name("stream", stream)
         target = self.target(stream, key, shards)
-        return await self._enqueue(target, self._prepare(fields, message_id), maxlen or self.maxlen)
+        return await self._add(target, self._prepare(fields, message_id), maxlen or self.maxlen)
+
+    async def _add(self, target: str, encoded: dict[str, str | bytes], maxlen: int | None) -> str:
+        """XADD (coalesced), in a ``send`` span when the caller is traced."""
+        span = otel.send_span(target, encoded)  # None unless the caller is traced
+        if span is None:
+            return await self._enqueue(target, encoded, maxlen)
+        try:
+            entry_id = await self._enqueue(target, encoded, maxlen)
+        except BaseException as exc:
+            otel.end_send(span, None, exc)
+            raise
+        otel.end_send(span, entry_id)
+        return entry_id
 
     async def _enqueue(self, target: str, encoded: dict[str, str | bytes], maxlen: int | None) -> str:
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -148,7 +162,9 @@ class Producer(Calls):
         batch: list[tuple[str, dict[str, str | bytes]]] = []
         for i, fields in enumerate(items):
             target = self.target(stream, keys[i] if keys is not None else None, shards)
-            batch.append((target, self._prepare(fields, None)))
+            encoded = self._prepare(fields, None)
+            otel.inject(encoded)  # the caller's trace context, if it is traced
+            batch.append((target, encoded))
             if len(batch) >= chunk:
                 ids += await self._pipeline(batch, limit)
                 batch = []

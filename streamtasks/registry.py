@@ -36,7 +36,7 @@ T = TypeVar("T")
 M = TypeVar("M")
 
 #: Environment variables every worker forwards to Ray tasks it runs on a cluster.
-CORE_ENV_PREFIXES = ("STREAMTASKS_", "REDIS_")
+CORE_ENV_PREFIXES = ("STREAMTASKS_", "REDIS_", "OTEL_")
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_MAX_IN_FLIGHT = 4
 DEFAULT_CONCURRENCY = 16

@@ -17,9 +17,10 @@ import asyncio
 import contextvars
 import itertools
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from .. import otel
 from ..deadletter import DeadLetter, dead_letter_fields
 from ..keys import FIELD_MESSAGE_ID, pick_shard, shard_stream
 from ..message import FieldValue, encode_fields
@@ -80,7 +81,7 @@ class InMemoryApp(Answers):
             stream = shard_stream(stream, pick_shard(key, shards) if key is not None else next(turn) % shards)
         encoded = encode_fields(fields)
         encoded[FIELD_MESSAGE_ID] = message_id or str(encoded.get(FIELD_MESSAGE_ID) or new_message_id())
-        return self.add_raw(stream, encoded)
+        return _traced_add(stream, encoded, self.add_raw)
 
     def add_raw(self, stream: str, fields: Mapping[str, str | bytes]) -> str:
         """Add an entry as a foreign producer would (``XADD``): no message id, any bytes."""
@@ -236,6 +237,15 @@ class InMemoryApp(Answers):
             if spec.results:
                 self._store_dead(spec, (entry_id, raw, attempt), dead_id, error)
         self._settled(spec, entries, result, dead_ids)
+
+
+def _traced_add(stream: str, encoded: dict[str, str | bytes], add: Callable[[str, Any], str]) -> str:
+    """``add(stream, encoded)`` in a send span when the caller is traced (as the producer)."""
+    span = otel.send_span(stream, encoded)
+    entry_id = add(stream, encoded)
+    if span is not None:
+        otel.end_send(span, entry_id)
+    return entry_id
 
 
 def _bytes(value: str | bytes) -> bytes:

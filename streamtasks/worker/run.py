@@ -190,7 +190,7 @@ def _call_batch(
     """Run a batch handler; map what it returned to positions (:func:`batch_outcomes`)."""
     try:
         if spec.is_async and batch is not None:
-            call = CallInfo(batch, messages)
+            call = CallInfo(batch, messages, whole_batch=True)
             result = process_loop().run(hooks.call_async(spec.middleware, call, lambda: _timed(spec, values)))
         elif spec.is_async:
             result = process_loop().run(asyncio.wait_for(spec.fn(values), spec.timeout))

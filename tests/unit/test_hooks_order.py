@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamtasks import hooks
@@ -121,6 +121,7 @@ def call_info() -> CallInfo:
     return CallInfo(BatchInfo("s", "h", "g", []), [])
 
 
+@settings(deadline=None)  # logging tracebacks on a loaded machine
 @given(stack=stacks, raised=st.booleans())
 def test_around_call_composes_in_order_and_never_changes_the_outcome(
     stack: list[tuple[str, str, bool]], raised: bool
@@ -151,6 +152,7 @@ def test_around_call_composes_in_order_and_never_changes_the_outcome(
     check(stack, events, logs, raised)
 
 
+@settings(deadline=None)
 @given(stack=stacks, raised=st.booleans())
 def test_around_call_of_an_async_handler_composes_the_same_way(
     stack: list[tuple[str, str, bool]], raised: bool
@@ -174,6 +176,7 @@ def test_around_call_of_an_async_handler_composes_the_same_way(
     check(stack, events, logs, raised)
 
 
+@settings(deadline=None)
 @given(failing=st.lists(st.booleans(), max_size=6))
 def test_batch_hooks_run_in_order_going_in_and_reverse_coming_out(failing: list[bool]) -> None:
     events: list[tuple[str, int]] = []

@@ -27,7 +27,8 @@ class Kept(Transport):
 
 async def test_a_dead_letter_is_reported_to_sentry() -> None:
     kept = Kept()
-    sentry_sdk.init(dsn="https://key@sentry.invalid/1", transport=kept)
+    # no default integrations: they would patch logging for every later test of the session
+    sentry_sdk.init(dsn="https://key@sentry.invalid/1", transport=kept, default_integrations=False)
     try:
         async with InMemoryApp(example.registry) as app:
             await example.on_order.send({"amount": "-5"})
@@ -40,4 +41,5 @@ async def test_a_dead_letter_is_reported_to_sentry() -> None:
         assert event["contexts"]["dead_letter"]["id"] == dead.dead_id
         assert app.hook_calls == ["SentryDeadLetters.on_dead_letter"]
     finally:
-        sentry_sdk.init()  # no DSN: nothing more is sent
+        sentry_sdk.get_client().close()
+        sentry_sdk.init(default_integrations=False)  # no DSN: nothing more is sent
