@@ -54,11 +54,14 @@ class Tracing:
 
     def __init__(self, *, configure: bool = True) -> None:
         self.configure = configure
+        self._cached: Any = None  # this process' tracer (never pickled)
 
     def _tracer(self) -> Any:
-        if self.configure:
-            configure_from_env()
-        return otel.tracer()
+        if self._cached is None:
+            if self.configure:
+                configure_from_env()
+            self._cached = otel.tracer()
+        return self._cached
 
     # -- the handler's process -------------------------------------------------------------
 
@@ -75,7 +78,9 @@ class Tracing:
             links=[trace.Link(c) for c in valid[:MAX_LINKS]],
             attributes={**_common(batch), "messaging.batch.message_count": len(batch.messages)},
         )
-        batch.state[self] = _BatchSpans(span, contexts)
+        batch.state[self] = _BatchSpans(
+            span, {m.id: c for m, c in zip(batch.messages, contexts, strict=True)}
+        )
 
     @contextlib.contextmanager
     def around_call(self, call: CallInfo) -> Iterator[None]:
@@ -92,7 +97,7 @@ class Tracing:
         msg = call.messages[0]
         span = self._tracer().start_span(
             f"process {call.batch.stream}",
-            context=spans.context_of(msg.id, call.batch),
+            context=spans.contexts.get(msg.id),
             kind=trace.SpanKind.CONSUMER,
             links=[trace.Link(spans.batch.get_span_context())],
             attributes={
@@ -156,19 +161,16 @@ class Tracing:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.configure = state["configure"]
+        self._cached = None
 
 
 class _BatchSpans:
-    def __init__(self, batch: Any, contexts: list[Any]) -> None:
+    """A batch's span, its entries' producer contexts and their spans (per-entry handlers)."""
+
+    def __init__(self, batch: Any, contexts: dict[str, Any]) -> None:
         self.batch = batch
         self.contexts = contexts
         self.entries: dict[str, Any] = {}
-
-    def context_of(self, entry_id: str, batch: BatchInfo) -> Any:
-        for msg, context in zip(batch.messages, self.contexts, strict=True):
-            if msg.id == entry_id:
-                return context
-        return None
 
 
 def _common(batch: BatchInfo) -> dict[str, Any]:
