@@ -62,10 +62,15 @@ class Probe:
 
 
 def probes(
-    streams: Sequence[tuple[str, str]], group: str, consumer: str, trimmed: Sequence[str] = ()
+    streams: Sequence[tuple[str, str]],
+    group: str,
+    consumer: str,
+    trimmed: Sequence[str] = (),
+    results: Sequence[str] = (),
 ) -> list[Probe]:
     """Every command of the worker (``worker/*.py``, ``lua.py``, redis-py's script loading) for
-    ``streams`` (``(stream, dead-letter stream)`` pairs)."""
+    ``streams`` (``(stream, dead-letter stream)`` pairs; ``results``: the streams whose
+    handlers store results)."""
     nobody = f"streamtasks-preflight-{uuid.uuid4().hex[:8]}"  # a consumer that does not exist
     beat, other_beat = keys.heartbeat_key(group, consumer), keys.heartbeat_key(group, nobody)
     out = [
@@ -97,15 +102,29 @@ def probes(
         ]
     # trimming (trim_acked_after=, dead_letter_retention=): no id is below 0-0
     out += [Probe("XTRIM", ("XTRIM", key, "MINID", "0")) for key in trimmed]
+    reply = keys.reply_stream("preflight")  # callers' reply streams: streamtasks:reply:{...}
+    for stream in results:  # results=True: the result key, and notifying the callers
+        key = keys.result_key(stream, PROBE_FIELD)
+        out += [
+            Probe("GET", ("GET", key)),
+            Probe("SET", ("SET", key, "v", "PX", "0")),  # "invalid expire time"
+            Probe("EXISTS", ("EXISTS", reply)),
+            Probe("XADD", ("XADD", reply, BAD_ID, "k", "v")),
+        ]
     return out
 
 
 async def check_permissions(
-    redis: Redis, streams: Sequence[tuple[str, str]], group: str, consumer: str, trimmed: Sequence[str] = ()
+    redis: Redis,
+    streams: Sequence[tuple[str, str]],
+    group: str,
+    consumer: str,
+    trimmed: Sequence[str] = (),
+    results: Sequence[str] = (),
 ) -> None:
     """Raise :class:`MissingPermissions` naming every command the user may not run
-    (``trimmed``: the keys the worker trims)."""
-    checks = probes(streams, group, consumer, trimmed)
+    (``trimmed``: the keys the worker trims; ``results``: streams whose results it stores)."""
+    checks = probes(streams, group, consumer, trimmed, results)
     try:
         user = await _whoami(redis)
         denied = await _dry_run(redis, user, checks) if user is not None else None
@@ -129,7 +148,8 @@ async def check_handlers(redis: Redis, specs: Iterable[HandlerSpec], group: str,
     streams = [(spec.stream, spec.dead_letter_stream) for spec in specs]
     trimmed = [s.stream for s in specs if s.trim_acked_after is not None]
     trimmed += [s.dead_letter_stream for s in specs if s.dead_letter_retention is not None]
-    await check_permissions(redis, streams, group, consumer, trimmed)
+    results = [s.stream for s in specs if s.results]
+    await check_permissions(redis, streams, group, consumer, trimmed, results)
 
 
 async def _whoami(redis: Redis) -> str | None:
