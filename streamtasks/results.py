@@ -102,13 +102,19 @@ def decode_outcome(stored: bytes | str, result_type: Any = Any) -> Any:
     if kind == DEAD:
         dead_id, _, info = body.partition(b" ")
         data = json.loads(info or b"{}")
+        if not isinstance(data, dict):
+            raise ValueError(f"not a stored dead-letter outcome: {raw[:40]!r}")
         raise DeadLettered(
             str(data.get("reason", "")), str(data.get("error_type", "")), str(data.get("error", "")),
             stream=str(data.get("stream", "")), entry_id=str(data.get("id", "")),
             dead_letter_stream=str(data.get("dead_stream", "")),
-            dead_letter_id=dead_id.decode(), attempts=int(data.get("attempts") or 0),
+            dead_letter_id=dead_id.decode("utf-8", "replace"), attempts=_int(data.get("attempts")),
         )  # fmt: skip
     raise ValueError(f"not a stored result: {raw[:40]!r}")
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def result_type_of(fn: Callable[..., Any], batch: bool) -> Any:
