@@ -29,7 +29,6 @@ from ..connect import queue_script
 from ..deadletter import dead_letter_fields
 from ..hooks import SettleEvent
 from ..logs import LOGGED_IDS, redact
-from ..redisutil import REDIS_DOWN
 from ..registry import HandlerSpec
 from ..results import REPLY_MAXLEN, dead_outcome, entry_address
 from ..retry import ErrorInfo, RetryLater
@@ -176,7 +175,8 @@ class Settler:
 
     async def _notify(self, done: list[Any], replies: list[Reply]) -> None:
         """Tell the waiting callers, with the outcome that was stored (ours, or the one stored
-        first); Redis down: raised, and the whole settlement is applied again (idempotent)."""
+        first). The settlement is written already: a failure here is logged and changes
+        nothing else (a caller not told reads the stored result at its deadline)."""
         pipe = self.redis.pipeline(transaction=False)
         for index, reply, ident in replies:
             stored = done[index]
@@ -186,9 +186,7 @@ class Settler:
                 await queue_script(self._notify_script, [reply], [REPLY_MAXLEN, ident, stored], pipe)
         try:
             await pipe.execute()
-        except REDIS_DOWN:
-            raise
-        except Exception as exc:  # e.g. an ACL without the reply stream: callers read at their deadline
+        except Exception as exc:  # Redis gone since, an ACL without the reply streams ...
             log.warning("notifying %d waiting caller(s) failed: %s", len(replies), exc)
 
 
