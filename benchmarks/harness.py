@@ -52,6 +52,9 @@ STOP_TIMEOUT_S = 40.0
 MB = 1024 * 1024
 LOG_TIME_FORMAT = "%Y-%m-%d %H:%M:%S,%f"
 METADATA = {"api": "v1", "region": "eu-west-1"}
+#: ``JOB_TRACING=1``: the job's entries carry trace context and its handler is traced
+#: (benchmarks/job_streamtasks.py), to measure tracing's cost at 100 % sampling.
+JOB_TRACING = bool(os.environ.get("JOB_TRACING"))
 
 
 def load_script(path: Path, name: str) -> ModuleType:
@@ -188,13 +191,16 @@ def job_entry(key: str, ts_ms: int, pad: int = 0) -> dict[str, str]:
     input_data: dict[str, Any] = {"user_id": ts_ms % 100_000, "features": features, "page": "/home"}
     if pad:
         input_data["blob"] = "x" * pad
-    return {
+    entry = {
         "model_name": "fraud_detection",
         "request_id": key,
         "input_data": json.dumps(input_data, separators=(",", ":")),
         "metadata": json.dumps(METADATA, separators=(",", ":")),
         "source_ip": "10.1.2.3",
     }
+    if JOB_TRACING:  # each entry sent from a traced request of its own (W3C trace context)
+        entry["_st_trace_traceparent"] = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+    return entry
 
 
 def training_entry(key: str, ts_ms: int, pad: int = 0) -> dict[str, str]:

@@ -26,6 +26,35 @@ COLUMNS = ("model_name", "request_id", "input_data", "metadata", "source_ip")
 registry = Registry(group=GROUP, env_forward=("JOB_",))  # joining a cluster: its tasks get JOB_*
 
 
+class _Dropped:
+    """A span exporter that keeps nothing: tracing's cost on the worker, not a backend's."""
+
+    def export(self, spans: Any) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+if os.environ.get("JOB_TRACING"):  # every process that imports the app (each actor) traces
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+    from streamtasks.tracing import Tracing
+
+    provider = TracerProvider(sampler=ALWAYS_ON)
+    provider.add_span_processor(BatchSpanProcessor(_Dropped()))  # type: ignore[arg-type]
+    trace.set_tracer_provider(provider)
+    registry.middleware(Tracing(configure=False))
+
+
 @registry.resource
 async def pool() -> AsyncIterator[Any]:
     p = await asyncpg.create_pool(os.environ["JOB_DATABASE_URL"], min_size=1, max_size=2)

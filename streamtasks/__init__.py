@@ -11,7 +11,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__ as __version__
-from .errors import ConfigError, DecodeError, Reject, Retry, StreamtasksError
+from .errors import (
+    CallTimeout,
+    ConfigError,
+    DeadLettered,
+    DecodeError,
+    Reject,
+    ResultNotFound,
+    Retry,
+    StreamtasksError,
+)
 from .message import Message
 from .producer import Producer
 from .registry import Handler, HandlerSpec, Registry, Resource, default_registry, stream_handler
@@ -22,7 +31,9 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "CallTimeout",
     "ConfigError",
+    "DeadLettered",
     "DecodeError",
     "Handler",
     "HandlerSpec",
@@ -31,6 +42,7 @@ __all__ = [
     "Registry",
     "Reject",
     "Resource",
+    "ResultNotFound",
     "Retry",
     "RetryPolicy",
     "StreamtasksError",

@@ -78,3 +78,55 @@ class Reject(StreamtasksError):
         super().__init__(reason)
         self.code = code
         """The dead letter's reason code (``rejected`` unless given)."""
+
+
+class DeadLettered(StreamtasksError):
+    """Raised by ``handler.call`` (and ``Producer.result``) when the entry was dead-lettered:
+    ``reason`` is the dead letter's reason code (``handler_error``, ``rejected``,
+    ``unencodable_result``, ``delivery_limit``, ...), ``error_type`` and ``error`` its error,
+    ``dead_letter_id`` its id in ``dead_letter_stream`` (for ``streamtasks dlq show|replay``)."""
+
+    def __init__(
+        self,
+        reason: str,
+        error_type: str = "",
+        error: str = "",
+        *,
+        stream: str = "",
+        entry_id: str = "",
+        dead_letter_stream: str = "",
+        dead_letter_id: str = "",
+        attempts: int = 0,
+    ) -> None:
+        shown = f"{error_type}: {error}" if error_type else error
+        super().__init__(f"{stream}/{entry_id} was dead-lettered ({reason}): {shown}")
+        self.reason = reason
+        self.error_type = error_type
+        self.error = error
+        self.stream = stream
+        self.entry_id = entry_id
+        self.dead_letter_stream = dead_letter_stream
+        self.dead_letter_id = dead_letter_id
+        self.attempts = attempts
+
+
+class CallTimeout(StreamtasksError, TimeoutError):
+    """``handler.call`` got no answer within its timeout. The entry is left to be handled
+    anyway: ``await producer.result(stream, message_id)`` fetches its result later."""
+
+    def __init__(self, stream: str, message_id: str, timeout: float | None) -> None:
+        super().__init__(f"no result for message {message_id} on {stream} within {timeout}s")
+        self.stream = stream
+        self.message_id = message_id
+        self.timeout = timeout
+
+
+class ResultNotFound(StreamtasksError, LookupError):
+    """``Producer.result`` found no stored result: the entry was not handled yet, its handler
+    does not store results (``results=True``), or the result expired (``result_ttl``)."""
+
+
+class UnencodableResult(StreamtasksError):
+    """A handler with ``results=True`` returned a value that cannot be stored (not JSON-able,
+    not a msgspec Struct, attrs class or dataclass). Dead-lettered at once with reason
+    ``unencodable_result``: the same code returns the same kind of value on every retry."""

@@ -1,7 +1,6 @@
-"""What ``@registry.stream_handler`` returns: a :class:`Handler` (or a :class:`TypedHandler`
-for a function that declares its entry type), still callable like the function it wraps, with
-``send`` to add an entry to its stream; pickled by reference, so Ray's workers import the
-user's module instead of unpickling a copy of its code."""
+"""The handler objects ``@registry.stream_handler`` returns: callable like the function they
+wrap, pickled by reference, with ``send`` (and, for ``results=True``, ``call`` and ``result``).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +9,16 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
+from .errors import RegistryError
+from .hooks import sending
 from .message import FieldValue, Message
 from .resources import import_attr
-from .spec import HandlerSpec
+from .results import DEFAULT_CALL_TIMEOUT, result_type_of
 from .typed import codec_for
 
 if TYPE_CHECKING:
     from .producer import Producer
+    from .spec import HandlerSpec
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -26,9 +28,17 @@ M = TypeVar("M")
 class _Registered(Generic[P, R]):
     """What every registered handler is: callable like its function, pickled by reference."""
 
-    def __init__(self, spec: HandlerSpec) -> None:
+    def __init__(self, spec: HandlerSpec, middleware: list[object] | None = None) -> None:
         self.spec = spec
+        #: The declaring registry's middleware (its list: added later, still seen): ``on_send``.
+        self.middleware = middleware if middleware is not None else []
         functools.update_wrapper(self, spec.fn)
+
+    def _fields(self, fields: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``fields`` as the middleware's ``on_send`` hooks leave them."""
+        if not self.middleware:
+            return fields
+        return sending(self.middleware, self.spec.stream, fields)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         result: R = self.spec.fn(*args, **kwargs)
@@ -45,8 +55,62 @@ class _Registered(Generic[P, R]):
         return (type(self), (self.spec,))
 
 
-class Handler(_Registered[P, R]):
-    """A registered handler: call it like the function, or ``await handler.send(...)``."""
+class _Calling(_Registered[P, R]):
+    """``call`` and ``result``: the answer of a handler declared with ``results=True``."""
+
+    @functools.cached_property
+    def result_type(self) -> Any:
+        """What the stored value is decoded into: the return annotation (for a batch handler,
+        ``X`` of ``list[X]``) when msgspec can decode into it, else plain JSON."""
+        return result_type_of(self.spec.fn, self.spec.batch)
+
+    async def _call(
+        self,
+        fields: Mapping[str, FieldValue],
+        timeout: float | None,
+        producer: Producer | None,
+        shard_key: str | bytes | None,
+        message_id: str | None,
+    ) -> Any:
+        from .producer import current_sender
+
+        spec = self._with_results()
+        return await (producer or current_sender()).call(
+            spec.stream, self._fields(fields), timeout=timeout, message_id=message_id, key=shard_key,
+            shards=spec.shards or None, result_type=self.result_type,
+        )  # fmt: skip
+
+    async def result(
+        self,
+        message_id: str,
+        /,
+        *,
+        timeout: float | None = None,
+        producer: Producer | None = None,
+        shard_key: str | bytes | None = None,
+    ) -> Any:
+        """The stored result of message ``message_id`` (:meth:`Producer.result
+        <streamtasks.Producer.result>`); ``shard_key``: the one its call was given, if any."""
+        from .producer import current_sender
+
+        spec = self._with_results()
+        return await (producer or current_sender()).result(
+            spec.stream, message_id, timeout=timeout, key=shard_key, shards=spec.shards or None,
+            result_type=self.result_type,
+        )  # fmt: skip
+
+    def _with_results(self) -> HandlerSpec:
+        if not self.spec.results:
+            raise RegistryError(
+                f"{self.spec.name} does not store results: declare it with "
+                "stream_handler(..., results=True) to call it"
+            )
+        return self.spec
+
+
+class Handler(_Calling[P, R]):
+    """A registered handler: call it like the function, ``await handler.send(...)``, or (with
+    ``results=True``) ``await handler.call(...)`` for its return value."""
 
     async def send(
         self,
@@ -70,14 +134,36 @@ class Handler(_Registered[P, R]):
         """
         from .producer import current_sender
 
-        payload = {**(fields or {}), **kwargs}
+        payload = self._fields({**(fields or {}), **kwargs})
         spec = self.spec
         return await (producer or current_sender()).send(
             spec.stream, payload, key=shard_key, shards=spec.shards or None, delay=delay, eta=eta
         )
 
+    async def call(
+        self,
+        fields: Mapping[str, FieldValue] | None = None,
+        /,
+        *,
+        timeout: float | None = DEFAULT_CALL_TIMEOUT,
+        producer: Producer | None = None,
+        shard_key: str | bytes | None = None,
+        message_id: str | None = None,
+        **kwargs: FieldValue,
+    ) -> Any:
+        """Send an entry and wait for what the handler returns (``results=True``).
 
-class TypedHandler(_Registered[P, R], Generic[P, R, M]):
+        Raises :class:`~streamtasks.errors.DeadLettered` if the entry is dead-lettered, and
+        :class:`~streamtasks.errors.CallTimeout` (a :class:`TimeoutError`) after ``timeout``
+        seconds (the entry is handled anyway; :meth:`result` fetches it later). ``message_id``
+        (default: a new one) identifies the call: a second call with the same id gets the same
+        answer. On a sharded stream the shard is picked by ``shard_key``, else by the message id.
+        """
+        payload = {**(fields or {}), **kwargs}
+        return await self._call(payload, timeout, producer, shard_key, message_id)
+
+
+class TypedHandler(_Calling[P, R], Generic[P, R, M]):
     """A handler that declared its entry type ``M``: ``await handler.send(M(...))``."""
 
     async def send(
@@ -95,10 +181,24 @@ class TypedHandler(_Registered[P, R], Generic[P, R, M]):
         from .producer import current_sender
 
         spec = self.spec
-        fields = codec_for(spec.message_type or type(payload)).encode(payload)
+        fields = self._fields(codec_for(spec.message_type or type(payload)).encode(payload))
         return await (producer or current_sender()).send(
             spec.stream, fields, key=shard_key, shards=spec.shards or None, delay=delay, eta=eta
         )
+
+    async def call(
+        self,
+        payload: M,
+        /,
+        *,
+        timeout: float | None = DEFAULT_CALL_TIMEOUT,
+        producer: Producer | None = None,
+        shard_key: str | bytes | None = None,
+        message_id: str | None = None,
+    ) -> Any:
+        """:meth:`Handler.call` with ``payload`` (an instance of the declared type)."""
+        fields = codec_for(self.spec.message_type or type(payload)).encode(payload)
+        return await self._call(fields, timeout, producer, shard_key, message_id)
 
 
 class HandlerDecorator(Protocol):

@@ -26,6 +26,13 @@ FIELD_DUE = "_st_due"
 #: On an entry of a periodic handler: the tick it stands for (milliseconds since the epoch).
 FIELD_TICK = "_st_tick"
 
+#: Set by ``handler.call``: the reply stream of the waiting caller's process, notified (with
+#: the stored result) when the entry is settled.
+FIELD_REPLY = "_st_reply"
+#: W3C trace context of the producer (``traceparent``, ``tracestate``, ``baggage`` ... as the
+#: configured OpenTelemetry propagator writes them, each under this prefix).
+TRACE_FIELD_PREFIX = "_st_trace_"
+
 #: In a dead-letter entry, the original fields are stored under this prefix.
 DEAD_FIELD_PREFIX = "f:"
 
@@ -140,3 +147,14 @@ def heartbeat_key(group: str, consumer: str) -> str:
 
 def heartbeat_pattern(group: str) -> str:
     return f"{_KEY_PREFIX}:worker:{group}:*"
+
+
+def result_key(stream: str, ident: str) -> str:
+    """The stored result of the message ``ident`` (its idempotency key) handled from ``stream``:
+    named after the stream, so a stream named with a hash tag keeps it in the entry's slot."""
+    return f"{stream}:result:{ident}"
+
+
+def reply_stream(token: str) -> str:
+    """The reply stream of one producer process (``handler.call``'s waiter)."""
+    return f"{_KEY_PREFIX}:reply:{{{token}}}"

@@ -91,12 +91,16 @@ end
 return n
 """
 
-# KEYS: stream, dead-letter stream, failures hash.
-# ARGV: group, consumer, id, maxlen (0: none), now_ms, field, value, ... (at most
-# deadletter.MAX_SCRIPT_VALUES field/value items: dead_letter_fields packs bigger entries)
+# KEYS: stream, dead-letter stream, failures hash[, result key].
+# ARGV: group, consumer, id, maxlen (0: none), now_ms[, result ttl_ms, outcome], field, value,
+# ... (at most deadletter.MAX_SCRIPT_VALUES field/value items: dead_letter_fields packs bigger
+# entries). With a result key (a handler with results=True), ARGV 6 and 7 are there too.
 # Adds the dead letter (with first_failure_ms from the failures hash) and acks the source
-# entry in one step, only if it is still pending on us.
-# -> dead-letter entry id, or false when the entry was no longer ours.
+# entry in one step, only if it is still pending on us; with a result key, stores the outcome
+# for the caller in the same step: 'd<dead-letter id> <outcome>' (results.py), unless a value
+# is stored there already (a value, once stored, never changes).
+# -> dead-letter entry id (with a result key: {id, the stored outcome}), or false when the
+# entry was no longer ours.
 DEAD_LETTER = """
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
 if not p[1] then return false end
@@ -107,11 +111,44 @@ end
 table.insert(args, '*')
 local first = redis.call('HGET', KEYS[3], ARGV[3]) or ARGV[5]
 table.insert(args, 'first_failure_ms'); table.insert(args, first)
-for i = 6, #ARGV do table.insert(args, ARGV[i]) end
+local from = 6
+if KEYS[4] then from = 8 end
+for i = from, #ARGV do table.insert(args, ARGV[i]) end
 local id = redis.call('XADD', unpack(args))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HDEL', KEYS[3], ARGV[3])
-return id
+if not KEYS[4] then return id end
+local cur = redis.call('GET', KEYS[4])
+if (not cur) or string.sub(cur, 1, 1) == 'd' then
+  cur = 'd' .. id .. ' ' .. ARGV[7]
+  redis.call('SET', KEYS[4], cur, 'PX', ARGV[6])
+end
+return {id, cur}
+"""
+
+# KEYS: stream, result key. ARGV: group, entry id, ttl_ms, value ('v<json>', results.py).
+# The handler of a results=True stream succeeded: store its value and ack, in one step, so an
+# entry is never acked without its result. The first value stored wins (a redelivery, or a
+# second entry sent with the same message id, cannot change the answer); a dead-letter
+# outcome stored before (the message was dead-lettered, then replayed) is replaced.
+# -> the outcome stored now (ours, or the one that was there first).
+SETTLE_RESULT = """
+local cur = redis.call('GET', KEYS[2])
+if (not cur) or string.sub(cur, 1, 1) == 'd' then
+  cur = ARGV[4]
+  redis.call('SET', KEYS[2], cur, 'PX', ARGV[3])
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return cur
+"""
+
+# KEYS: reply stream (a caller's process). ARGV: maxlen, result identity, stored outcome.
+# Tells a waiting caller its result is stored; a reply stream that expired (its process is
+# gone) is not re-created. -> 1 notified, 0 nobody waits there any more
+NOTIFY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'k', ARGV[2], 'v', ARGV[3])
+return 1
 """
 
 # KEYS: dead-letter stream, target stream. ARGV: dead-letter id, then field, value, ... to add

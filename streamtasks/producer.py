@@ -25,17 +25,20 @@ import asyncio
 import contextvars
 import logging
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
+from . import otel
+from .calls import Calls
 from .coalesce import MAX_PIPELINE, Coalescer, text
 from .delayed import Delay, due_ms, due_times, queue_schedule, scheduled_fields
 from .keys import FIELD_MESSAGE_ID, validate_name
 from .message import FieldValue, encode_fields
+from .results import ReplyWaiter
+from .results import new_message_id as new_message_id
 from .shards import ShardCounts
 
 log = logging.getLogger("streamtasks.producer")
@@ -46,11 +49,7 @@ log = logging.getLogger("streamtasks.producer")
 _Row = tuple[str, dict[str, str | bytes], int | None]
 
 
-def new_message_id() -> str:
-    return uuid.uuid4().hex
-
-
-class Producer:
+class Producer(Calls):
     """Adds entries to streams. ``Producer(redis)`` or ``Producer(url="redis://...")``.
 
     ``maxlen`` (approximate ``MAXLEN ~``) bounds every stream written; careful: trimming can
@@ -81,6 +80,7 @@ class Producer:
         self.shards = self._sharding.known
         """Shard counts of sharded streams, by stream name."""
         self._coalesced = Coalescer(self._client)
+        self._replies: ReplyWaiter | None = None  # made by the first call
 
     @property
     def flushes(self) -> int:
@@ -145,7 +145,26 @@ class Producer:
         encoded = self._prepare(fields, message_id, due is not None)
         count = await self._sharding.keyed(stream, key is not None, shards, self._client)
         target = self.target(stream, key, count)
-        return await self._coalesced.add(target, encoded, maxlen or self.maxlen, due)
+        return await self._add(target, encoded, maxlen or self.maxlen, due)
+
+    async def _add(
+        self, target: str, encoded: dict[str, str | bytes], maxlen: int | None, due: int | None = None
+    ) -> str:
+        """XADD (coalesced), in a ``send`` span when the caller is traced."""
+        span = otel.send_span(target, encoded)  # None unless the caller is traced
+        if span is None:
+            return await self._coalesced.add(target, encoded, maxlen, due)
+        try:
+            entry_id = await self._coalesced.add(target, encoded, maxlen, due)
+        except BaseException as exc:
+            otel.end_send(span, None, exc)
+            raise
+        otel.end_send(span, entry_id)
+        return entry_id
+
+    async def _count(self, stream: str, keyed: bool, shards: int | None) -> int:
+        """The shard count of ``stream`` (:class:`~streamtasks.shards.ShardCounts`)."""
+        return await self._sharding.keyed(stream, keyed, shards, self._client)
 
     async def send_many(
         self,
@@ -174,7 +193,9 @@ class Producer:
         count = await self._sharding.keyed(stream, bool(keys), shards, self._client)
         for i, fields in enumerate(entries):
             target = self.target(stream, keys[i] if keys is not None else None, count)
-            batch.append((target, self._prepare(fields, None, dues[i] is not None), dues[i]))
+            encoded = self._prepare(fields, None, dues[i] is not None)
+            otel.inject(encoded)  # the caller's trace context, if it is traced
+            batch.append((target, encoded, dues[i]))
             if len(batch) >= chunk:
                 ids += await self._pipeline(batch, limit)
                 batch = []
@@ -208,6 +229,8 @@ class Producer:
 
     async def close(self) -> None:
         """Wait for the sends under way, then close the connection (if this producer opened it)."""
+        if self._replies is not None:
+            await self._replies.close()
         await self._coalesced.wait()
         if self._owns_redis and self._redis is not None:
             await self._redis.aclose()
@@ -234,6 +257,29 @@ class Sender(Protocol):
         delay: Delay | None = None,
         eta: datetime | None = None,
     ) -> str: ...
+
+    async def call(
+        self,
+        stream: str,
+        fields: Mapping[str, FieldValue],
+        *,
+        timeout: float | None = ...,
+        message_id: str | None = None,
+        key: str | bytes | None = None,
+        shards: int | None = None,
+        result_type: Any = ...,
+    ) -> Any: ...
+
+    async def result(
+        self,
+        stream: str,
+        message_id: str,
+        *,
+        timeout: float | None = None,
+        key: str | bytes | None = None,
+        shards: int | None = None,
+        result_type: Any = ...,
+    ) -> Any: ...
 
 
 #: A stand-in for the default producer in this context (``streamtasks.testing`` sets it).

@@ -18,10 +18,12 @@ from .errors import RegistryError
 from .handler import Handler as Handler
 from .handler import HandlerDecorator as HandlerDecorator
 from .handler import TypedHandler as TypedHandler
+from .hooks import check_middleware
 from .keys import DEFAULT_GROUP, validate_name
 from .message import DEFAULT_MAX_ENTRY_BYTES
 from .periodic import Periodic
 from .resources import Resource as Resource
+from .results import DEFAULT_RESULT_TTL
 from .retry import DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_RETRIES, RetryPolicy
 from .spec import DEFAULT_BATCH_SIZE as DEFAULT_BATCH_SIZE
 from .spec import DEFAULT_CONCURRENCY as DEFAULT_CONCURRENCY
@@ -34,18 +36,16 @@ from .typed import message_type_of
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+S = TypeVar("S", bound="HandlerSet")
 
 #: Environment variables every worker forwards to Ray tasks it runs on a cluster.
-CORE_ENV_PREFIXES = ("STREAMTASKS_", "REDIS_")
+CORE_ENV_PREFIXES = ("STREAMTASKS_", "REDIS_", "OTEL_")
 
 
-class Registry:
-    """A collection of handlers served by one consumer group.
-
-    ``Registry(group="orders-app")``; handlers are added with :meth:`stream_handler`, and
-    other registries (the built-ins, say) with :meth:`include`. Every stream has at most one
-    handler per registry: a consumer group delivers each entry once.
-    """
+class HandlerSet:
+    """The handlers one consumer group serves, by stream, and how a set is composed: other
+    sets included, a part taken (``--streams``), options changed (``--batch-size``), the
+    middleware and per-process resources they share. :class:`Registry` adds the decorators."""
 
     def __init__(self, group: str = DEFAULT_GROUP, *, env_forward: Iterable[str] = ()) -> None:
         self.group = validate_name("group", group)
@@ -57,6 +57,7 @@ class Registry:
         """Prefixes of variables the handlers read, sent to Ray tasks by a worker on a cluster."""
         self.log_level: str | None = None
         """The log level ``streamtasks worker`` uses when none is given on its command line."""
+        self._middleware: list[object] = []
 
     @property
     def handlers(self) -> Mapping[str, HandlerSpec]:
@@ -67,6 +68,89 @@ class Registry:
     def streams(self) -> list[str]:
         """The streams served, in the order the handlers were added."""
         return list(self._handlers)
+
+    def middleware(self, obj: T) -> T:
+        """Add middleware (:mod:`streamtasks.hooks`) to every handler served; returns ``obj``."""
+        check_middleware(obj)
+        if all(m is not obj for m in self._middleware):
+            self._middleware.append(obj)
+        self._handlers = {s: self._bind(spec) for s, spec in self._handlers.items()}
+        return obj
+
+    def _bind(self, spec: HandlerSpec) -> HandlerSpec:
+        """``spec`` as this registry serves it: with its middleware and consumer group."""
+        return evolve(spec, middleware=tuple(self._middleware), group=self.group)
+
+    def resource(self, factory: Callable[[], AsyncIterator[T]]) -> Resource[T]:
+        """Declare a per-process resource; see :class:`Resource`."""
+        res = Resource(factory)
+        self.resources.append(res)
+        return res
+
+    def include(self, other: HandlerSet) -> None:
+        """Serve ``other``'s handlers too, under this registry's consumer group."""
+        for spec in other._handlers.values():
+            self._add(spec)
+        self.resources.extend(r for r in other.resources if r not in self.resources)
+        self.env_forward += tuple(p for p in other.env_forward if p not in self.env_forward)
+        self.log_level = self.log_level or other.log_level
+        self._middleware += [m for m in other._middleware if all(m is not n for n in self._middleware)]
+        self._handlers = {s: self._bind(spec) for s, spec in self._handlers.items()}
+
+    def forwarded_env(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """The part of ``environ`` the handlers read: streamtasks' own variables and the
+        registry's :attr:`env_forward` prefixes."""
+        prefixes = (*CORE_ENV_PREFIXES, *self.env_forward)
+        return {k: v for k, v in environ.items() if k.startswith(prefixes)}
+
+    def only(self: S, streams: list[str]) -> S:
+        """A registry with just the handlers of ``streams`` (for ``--streams``); a sharded
+        stream's name stands for all its shards."""
+        wanted = [s for name in streams for s in self._expand(name)]
+        missing = [s for s in wanted if s not in self._handlers]
+        if missing:
+            raise RegistryError(f"no handler for stream(s): {', '.join(missing)}")
+        return self._copy({s: self._handlers[s] for s in wanted})
+
+    def with_options(self: S, **changes: Any) -> S:
+        """A copy whose handler specs have ``changes`` applied (e.g. ``batch_size``)."""
+        return self._copy({s: evolve(spec, **changes) for s, spec in self._handlers.items()})
+
+    def _copy(self: S, handlers: dict[str, HandlerSpec]) -> S:
+        """A set of ``handlers`` with this one's group, environment, log level, resources and
+        middleware."""
+        sub = type(self)(self.group, env_forward=self.env_forward)
+        sub.log_level = self.log_level
+        sub._handlers = handlers
+        sub.resources = list(self.resources)
+        sub._middleware = list(self._middleware)
+        return sub
+
+    def _expand(self, name: str) -> list[str]:
+        shards = [s for s, spec in self._handlers.items() if spec.shard_of == name]
+        return shards or [name]
+
+    def _add(self, spec: HandlerSpec) -> None:
+        spec = self._bind(spec)
+        existing = self._handlers.get(spec.stream)
+        if existing is not None and existing.fn is not spec.fn:
+            raise RegistryError(
+                f"stream {spec.stream!r} already has handler {existing.name}; "
+                f"one handler per stream per registry (use another Registry/group)"
+            )
+        self._handlers[spec.stream] = spec
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} group={self.group!r} streams={self.streams}>"
+
+
+class Registry(HandlerSet):
+    """A collection of handlers served by one consumer group.
+
+    ``Registry(group="orders-app")``; handlers are added with :meth:`stream_handler`, and
+    other registries (the built-ins, say) with :meth:`include`. Every stream has at most one
+    handler per registry: a consumer group delivers each entry once.
+    """
 
     def stream_handler(
         self,
@@ -88,6 +172,8 @@ class Registry:
         trim_acked_after: float | None = None,
         dead_letter_retention: float | None = None,
         periodic: Periodic | None = None,
+        results: bool = False,
+        result_ttl: float = DEFAULT_RESULT_TTL,
         **ray_options: Any,
     ) -> HandlerDecorator:
         """Register the decorated function as the handler of ``stream``.
@@ -112,6 +198,10 @@ class Registry:
         * ``num_cpus``, ``num_gpus``, ``memory``, ``resources``, ``accelerator_type``,
           ``runtime_env``, ``scheduling_strategy``: Ray options of the actor (actor mode) or
           task (task mode) that runs the handler.
+        * ``results``: store what the handler returns for ``result_ttl`` seconds (default one
+          hour), so ``await handler.call(...)`` gets it (:mod:`streamtasks.results`; a batch
+          handler returns a list with one value per entry, or a mapping
+          ``{entry_id or position: value or exception}`` covering every entry).
         """
         validate_name("stream", stream)
         if shards is not None and (shards < 1 or periodic is not None):
@@ -143,9 +233,13 @@ class Registry:
                 trim_acked_after=trim_acked_after,
                 dead_letter_retention=dead_letter_retention,
                 periodic=periodic,
+                results=results,
+                result_ttl=result_ttl,
             )
             handler: Handler[P, R] | TypedHandler[P, R, Any] = (
-                Handler(spec) if message_type is None else TypedHandler(spec)
+                Handler(spec, self._middleware)
+                if message_type is None
+                else TypedHandler(spec, self._middleware)
             )
             if not shards:
                 self._add(spec)
@@ -173,63 +267,6 @@ class Registry:
         after an outage. Other options as for :meth:`stream_handler`. See the scheduling guide.
         """
         return self.stream_handler(stream, periodic=Periodic.of(every, cron, tz, catch_up), **options)
-
-    def resource(self, factory: Callable[[], AsyncIterator[T]]) -> Resource[T]:
-        """Declare a per-process resource; see :class:`Resource`."""
-        res = Resource(factory)
-        self.resources.append(res)
-        return res
-
-    def include(self, other: Registry) -> None:
-        """Serve ``other``'s handlers too, under this registry's consumer group."""
-        for spec in other._handlers.values():
-            self._add(spec)
-        self.resources.extend(r for r in other.resources if r not in self.resources)
-        self.env_forward += tuple(p for p in other.env_forward if p not in self.env_forward)
-        self.log_level = self.log_level or other.log_level
-
-    def forwarded_env(self, environ: Mapping[str, str]) -> dict[str, str]:
-        """The part of ``environ`` the handlers read: streamtasks' own variables and the
-        registry's :attr:`env_forward` prefixes."""
-        prefixes = (*CORE_ENV_PREFIXES, *self.env_forward)
-        return {k: v for k, v in environ.items() if k.startswith(prefixes)}
-
-    def only(self, streams: list[str]) -> Registry:
-        """A registry with just the handlers of ``streams`` (for ``--streams``); a sharded
-        stream's name stands for all its shards."""
-        wanted = [s for name in streams for s in self._expand(name)]
-        missing = [s for s in wanted if s not in self._handlers]
-        if missing:
-            raise RegistryError(f"no handler for stream(s): {', '.join(missing)}")
-        sub = Registry(self.group, env_forward=self.env_forward)
-        sub.log_level = self.log_level
-        sub._handlers = {s: self._handlers[s] for s in wanted}
-        sub.resources = list(self.resources)
-        return sub
-
-    def with_options(self, **changes: Any) -> Registry:
-        """A copy whose handler specs have ``changes`` applied (e.g. ``batch_size``)."""
-        sub = Registry(self.group, env_forward=self.env_forward)
-        sub.log_level = self.log_level
-        sub._handlers = {s: evolve(spec, **changes) for s, spec in self._handlers.items()}
-        sub.resources = list(self.resources)
-        return sub
-
-    def _expand(self, name: str) -> list[str]:
-        shards = [s for s, spec in self._handlers.items() if spec.shard_of == name]
-        return shards or [name]
-
-    def _add(self, spec: HandlerSpec) -> None:
-        existing = self._handlers.get(spec.stream)
-        if existing is not None and existing.fn is not spec.fn:
-            raise RegistryError(
-                f"stream {spec.stream!r} already has handler {existing.name}; "
-                f"one handler per stream per registry (use another Registry/group)"
-            )
-        self._handlers[spec.stream] = spec
-
-    def __repr__(self) -> str:
-        return f"<Registry group={self.group!r} streams={self.streams}>"
 
 
 default_registry = Registry()

@@ -14,6 +14,7 @@ from . import keys
 from .message import DEFAULT_MAX_ENTRY_BYTES
 from .periodic import Periodic
 from .resources import import_attr
+from .results import DEFAULT_RESULT_TTL
 from .retry import RetryPolicy
 
 DEFAULT_BATCH_SIZE = 500
@@ -81,6 +82,15 @@ class HandlerSpec:
     """Dead letters older than this many seconds are trimmed (None: kept)."""
     periodic: Periodic | None = None
     """A periodic handler's schedule (``registry.periodic``): one entry per tick."""
+    results: bool = False
+    """Store what the handler returns (:mod:`streamtasks.results`), for ``result_ttl`` seconds."""
+    result_ttl: float = field(default=DEFAULT_RESULT_TTL, validator=_positive)
+    """Seconds a stored result is kept."""
+    middleware: tuple[Any, ...] = ()
+    """The serving registry's middleware (:mod:`streamtasks.hooks`), set by the registry: it
+    travels with the spec to the actors and Ray tasks."""
+    group: str = ""
+    """The serving registry's consumer group, set by the registry."""
 
     @property
     def is_async(self) -> bool:

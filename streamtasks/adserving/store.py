@@ -33,6 +33,7 @@ from typing import Any
 import asyncpg
 
 from ..errors import ConfigError
+from ..otel import work_span
 from .records import InferenceRecord, TrainingRecord
 
 TRAINING_TABLE = "training_data"
@@ -104,14 +105,29 @@ async def _store(conn: Any, rows: Iterable[tuple[Any, ...]], table: str, columns
         return 0
     rows = list(unique.values())
     raw = _raw_connection(conn)
-    try:
-        return await _copy_insert(conn, await _plan(conn, raw, table, columns), rows)
-    except (asyncpg.UndefinedTableError, asyncpg.InvalidColumnReferenceError, asyncpg.NotNullViolationError):
-        # The staging table was discarded (DISCARD TEMP), or the schema changed under this
-        # connection (002 applied: its NOT NULL `keyed` column refuses a direct COPY): plan
-        # again and retry once; a second failure is real.
-        _plans.pop(raw, None)
-        return await _copy_insert(conn, await _plan(conn, raw, table, columns), rows)
+    with work_span(f"COPY {table}", _span_attributes(table, len(rows))):  # traced: a span
+        try:
+            return await _copy_insert(conn, await _plan(conn, raw, table, columns), rows)
+        except (
+            asyncpg.UndefinedTableError,
+            asyncpg.InvalidColumnReferenceError,
+            asyncpg.NotNullViolationError,
+        ):
+            # The staging table was discarded (DISCARD TEMP), or the schema changed under this
+            # connection (002 applied: its NOT NULL `keyed` column refuses a direct COPY): plan
+            # again and retry once; a second failure is real.
+            _plans.pop(raw, None)
+            return await _copy_insert(conn, await _plan(conn, raw, table, columns), rows)
+
+
+def _span_attributes(table: str, rows: int) -> dict[str, Any]:
+    """OpenTelemetry's database conventions for the ``COPY <table>`` span."""
+    return {
+        "db.system.name": "postgresql",
+        "db.operation.name": "COPY",
+        "db.collection.name": table,
+        "db.operation.batch.size": rows,
+    }
 
 
 async def _copy_insert(conn: Any, plan: _Plan, rows: list[tuple[Any, ...]]) -> int:

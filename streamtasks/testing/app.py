@@ -20,10 +20,11 @@ import contextvars
 import itertools
 import math
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from .. import otel
 from ..deadletter import dead_letter_fields
 from ..delayed import Delay, due_ms
 from ..keys import FIELD_MESSAGE_ID, pick_shard, shard_stream
@@ -35,6 +36,7 @@ from ..retry import Dead
 from ..worker.dispatch import batch_deadline
 from ..worker.run import BatchResult, RawEntry, run_batch
 from ..worker.settle import Settlement
+from .answers import Answers
 from .broker import Delivery, FakeClock, MemoryStream
 from .outcomes import Outcomes
 from .timers import MemoryTimers
@@ -42,10 +44,9 @@ from .timers import MemoryTimers
 #: Batches one ``run_until_idle`` may run before it decides the handlers never go idle.
 MAX_BATCHES = 10_000
 DEFAULT_VISIBILITY_TIMEOUT = 30.0
-CONSUMER = "in-memory"
 
 
-class InMemoryApp(Outcomes):
+class InMemoryApp(Answers, Outcomes):
     """Serves ``registry`` from in-memory streams; ``await app.send(...)`` then
     ``await app.run_until_idle()``, and look at :meth:`handled`, :meth:`dead_letters`,
     :meth:`acked` (both), :meth:`pending`. While it is active (:meth:`activate`, ``async with``, or the pytest
@@ -70,6 +71,9 @@ class InMemoryApp(Outcomes):
         """The in-memory streams, by name."""
         #: Delayed entries and periodic ticks, released as the clock moves (:meth:`advance`).
         self.timers = MemoryTimers(registry.handlers.values(), self.clock.ms)
+        #: Stored outcomes of ``results=True`` handlers: stream -> message -> ``v...``/``d...``.
+        self.stored: dict[str, dict[str, bytes]] = {}
+        self.hook_calls: list[str] = []  # every middleware hook called: "Class.hook", in order
         self._token: contextvars.Token[Sender | None] | None = None
         self._turns: dict[str, Iterator[int]] = {}
 
@@ -98,7 +102,7 @@ class InMemoryApp(Outcomes):
         encoded[FIELD_MESSAGE_ID] = message_id or str(encoded.get(FIELD_MESSAGE_ID) or new_message_id())
         if due is not None:
             return self.timers.schedule(stream, due, encoded)
-        return self._xadd(stream, encoded)
+        return _traced_add(stream, encoded, self._xadd)
 
     async def send_raw(self, stream: str, fields: Mapping[str, str | bytes]) -> str:
         """Add an entry as a foreign producer would (``XADD``): no message id, any bytes.
@@ -161,7 +165,8 @@ class InMemoryApp(Outcomes):
             for spec, entries in work:
                 if ran >= max_batches:
                     raise RuntimeError(f"still busy after {max_batches} batches (a handler feeding itself?)")
-                await self._run(spec, entries)
+                with self._recording():
+                    await self._run(spec, entries)
                 ran += 1
         return ran
 
@@ -213,6 +218,7 @@ class InMemoryApp(Outcomes):
         for entry_id in plan.done:
             stream.ack(entry_id, handled=True)
             stream.first_failure_ms.pop(entry_id, None)
+        dead_ids: dict[str, str] = {}
         for idle, ids in plan.delays.items():
             for entry_id in ids:
                 stream.first_failure_ms.setdefault(entry_id, now_ms)
@@ -223,8 +229,21 @@ class InMemoryApp(Outcomes):
                 error=error, attempts=attempt, raw=raw, now_ms=now_ms,
             )  # fmt: skip
             first = stream.first_failure_ms.pop(entry_id, now_ms)
-            self._xadd(spec.dead_letter_stream, _pairs(["first_failure_ms", str(first), *fields]))
+            dead_id = self._xadd(spec.dead_letter_stream, _pairs(["first_failure_ms", str(first), *fields]))
             stream.ack(entry_id, handled=False)
+            dead_ids[entry_id] = dead_id
+            if spec.results:
+                self._store_dead(spec, (entry_id, raw, attempt), dead_id, error)
+        self._settled(spec, entries, result, dead_ids)
+
+
+def _traced_add(stream: str, encoded: dict[str, str | bytes], add: Callable[[str, Any], str]) -> str:
+    """``add(stream, encoded)`` in a send span when the caller is traced (as the producer)."""
+    span = otel.send_span(stream, encoded)
+    entry_id = add(stream, encoded)
+    if span is not None:
+        otel.end_send(span, entry_id)
+    return entry_id
 
 
 async def execute(spec: HandlerSpec, entries: Sequence[RawEntry]) -> BatchResult:

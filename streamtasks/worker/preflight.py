@@ -68,9 +68,12 @@ def probes(
     trimmed: Sequence[str] = (),
     recorded: Sequence[str] = (),
     periodic: Sequence[str] = (),
+    results: Sequence[str] = (),
 ) -> list[Probe]:
     """Every command of the worker (``worker/*.py``, ``lua.py``, redis-py's script loading) for
-    ``streams`` (``(stream, dead-letter stream)`` pairs)."""
+    ``streams`` (``(stream, dead-letter stream)`` pairs; ``trimmed``: the keys it trims;
+    ``recorded``: the keys it sets; ``periodic``: the streams whose ticks it claims;
+    ``results``: the streams whose handlers store results)."""
     nobody = f"streamtasks-preflight-{uuid.uuid4().hex[:8]}"  # a consumer that does not exist
     beat, other_beat = keys.heartbeat_key(group, consumer), keys.heartbeat_key(group, nobody)
     out = [
@@ -109,6 +112,15 @@ def probes(
     for stream in periodic:
         tick = keys.tick_key(stream)
         out += [Probe("HGETALL", ("HGETALL", tick)), Probe("HSET", ("HSET", tick, PROBE_FIELD, "0"))]
+    reply = keys.reply_stream("preflight")  # callers' reply streams: streamtasks:reply:{...}
+    for stream in results:  # results=True: the result key, and notifying the callers
+        key = keys.result_key(stream, PROBE_FIELD)
+        out += [
+            Probe("GET", ("GET", key)),
+            Probe("SET", ("SET", key, "v", "PX", "0")),  # "invalid expire time"
+            Probe("EXISTS", ("EXISTS", reply)),
+            Probe("XADD", ("XADD", reply, BAD_ID, "k", "v")),
+        ]
     return [*out, Probe("TIME", ("TIME",))] if streams else out
 
 
@@ -134,11 +146,12 @@ async def check_permissions(
     trimmed: Sequence[str] = (),
     recorded: Sequence[str] = (),
     periodic: Sequence[str] = (),
+    results: Sequence[str] = (),
 ) -> None:
     """Raise :class:`MissingPermissions` naming every command the user may not run
     (``trimmed``: the keys the worker trims; ``recorded``: the keys it sets; ``periodic``: the
-    streams whose ticks it claims)."""
-    checks = probes(streams, group, consumer, trimmed, recorded, periodic)
+    streams whose ticks it claims; ``results``: the streams whose results it stores)."""
+    checks = probes(streams, group, consumer, trimmed, recorded, periodic, results)
     try:
         user = await _whoami(redis)
         denied = await _dry_run(redis, user, checks) if user is not None else None
@@ -164,7 +177,8 @@ async def check_handlers(redis: Redis, specs: Iterable[HandlerSpec], group: str,
     trimmed += [s.dead_letter_stream for s in specs if s.dead_letter_retention is not None]
     recorded = sorted({keys.shard_count_key(s.shard_of) for s in specs if s.shard_of})
     periodic = [s.stream for s in specs if s.periodic is not None]
-    await check_permissions(redis, streams, group, consumer, trimmed, recorded, periodic)
+    results = [s.stream for s in specs if s.results]
+    await check_permissions(redis, streams, group, consumer, trimmed, recorded, periodic, results)
 
 
 async def _whoami(redis: Redis) -> str | None:

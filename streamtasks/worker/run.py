@@ -10,17 +10,21 @@ loop (:mod:`streamtasks.resources`), so the resources they use live across batch
 from __future__ import annotations
 
 import asyncio
+import functools
 import pickle
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 
-from ..errors import DecodeError, StreamtasksError
+from .. import hooks
+from ..errors import DecodeError, StreamtasksError, UnencodableResult
+from ..hooks import BatchInfo, CallInfo
 from ..message import Message, RawFields, decode_entry
 from ..registry import HandlerSpec
 from ..resources import process_loop
+from ..results import encode_value
 from ..retry import Dead, ErrorInfo, Failure
 from ..typed import codec_for
 
@@ -38,15 +42,39 @@ class BatchResult:
     size: int
     failed: Mapping[int, Failure]
     duration: float = 0.0
+    #: A ``results=True`` handler's stored values (``v<json>``) by index, for every done entry.
+    results: Mapping[int, bytes] = field(factory=dict)
 
 
 def run_batch(spec: HandlerSpec, entries: Sequence[RawEntry]) -> BatchResult:
     """Decode ``entries``, run the handler, and return the outcome of each entry."""
     started = time.perf_counter()
     failed: dict[int, Failure] = {}
+    messages, positions, values = _decode(spec, entries, failed)
+    results: dict[int, bytes] = {}
+    batch = BatchInfo(spec.stream, spec.name, spec.group, messages) if spec.middleware else None
+    if batch is not None:
+        hooks.notify(spec.middleware, "before_batch", batch)
+    if messages:
+        errors, returned = _call(spec, messages, values, batch)
+        for pos, error in errors.items():
+            failed[positions[pos]] = spec.retry.decide(error, messages[pos].attempt)
+        if spec.results:
+            for pos, value in returned.items():
+                _encode(spec, positions[pos], value, results, failed)
+    if batch is not None:
+        hooks.after_batch(spec.middleware, batch, {entries[i][0]: f for i, f in failed.items()})
+    return BatchResult(len(entries), failed, time.perf_counter() - started, results)
+
+
+def _decode(
+    spec: HandlerSpec, entries: Sequence[RawEntry], failed: dict[int, Failure]
+) -> tuple[list[Message], list[int], list[Any]]:
+    """The messages that decoded, their positions in ``entries``, and what the handler is
+    given (the messages, or their typed values); the others are dead at once in ``failed``."""
     messages: list[Message] = []
     positions: list[int] = []
-    values: list[Any] = []  # what the handler is given: the messages, or their typed values
+    values: list[Any] = []
     decode_value = None if spec.message_type is None else codec_for(spec.message_type).decode
     for index, (entry_id, raw, attempt) in enumerate(entries):
         try:
@@ -59,10 +87,19 @@ def run_batch(spec: HandlerSpec, entries: Sequence[RawEntry]) -> BatchResult:
             failed[index] = Dead(ErrorInfo.from_exception(exc))
         except Exception as exc:  # a decoder bug: deterministic, so dead at once, and alone
             failed[index] = Dead(ErrorInfo.from_exception(exc, reason="invalid"))
-    if messages:
-        for pos, error in _call(spec, messages, values if decode_value else messages).items():
-            failed[positions[pos]] = spec.retry.decide(error, messages[pos].attempt)
-    return BatchResult(len(entries), failed, time.perf_counter() - started)
+    return messages, positions, values if decode_value else messages
+
+
+def _encode(
+    spec: HandlerSpec, index: int, value: Any, results: dict[int, bytes], failed: dict[int, Failure]
+) -> None:
+    """Store ``value`` as entry ``index``'s result; one that cannot be stored is the entry's
+    dead letter at once (reason ``unencodable_result``): the same code returns the same kind
+    of value on every retry, and a retry would only repeat the handler's side effects."""
+    try:
+        results[index] = encode_value(value, spec.name)
+    except UnencodableResult as exc:
+        failed[index] = Dead(ErrorInfo.from_exception(exc, reason="unencodable_result"))
 
 
 def run_packed_batch(spec: HandlerSpec, packed: bytes) -> BatchResult:
@@ -71,58 +108,137 @@ def run_packed_batch(spec: HandlerSpec, packed: bytes) -> BatchResult:
     return run_batch(spec, pickle.loads(packed))
 
 
-def _call(spec: HandlerSpec, messages: list[Message], values: list[Any]) -> dict[int, BaseException]:
-    """The handler's exceptions by position in ``messages`` (``values``: what it is given)."""
+#: What the handler raised and (``results=True``) returned, by position in the messages.
+Called = tuple[dict[int, BaseException], dict[int, Any]]
+
+
+def _call(spec: HandlerSpec, messages: list[Message], values: list[Any], batch: BatchInfo | None) -> Called:
+    """The handler's exceptions and return values by position in ``messages`` (``values``:
+    what it is given; ``batch``: for the middleware's ``around_call``, None without any)."""
     if spec.batch:
-        return _call_batch(spec, messages, values)
+        return _call_batch(spec, messages, values, batch)
     if spec.is_async:
-        return process_loop().run(_call_each_async(spec, values))
+        return process_loop().run(_call_each_async(spec, messages, values, batch))
+    if batch is not None:
+        return _call_each_hooked(spec, messages, values, batch)
     return _call_each_sync(spec, values)
 
 
-def _call_each_sync(spec: HandlerSpec, values: list[Any]) -> dict[int, BaseException]:
+def _call_each_sync(spec: HandlerSpec, values: list[Any]) -> Called:
     errors: dict[int, BaseException] = {}
+    returned: dict[int, Any] = {}
+    keep = spec.results
     for pos, value in enumerate(values):
         try:
-            spec.fn(value)
+            out = spec.fn(value)
         except Exception as exc:
             errors[pos] = exc
-    return errors
+        else:
+            if keep:
+                returned[pos] = out
+    return errors, returned
 
 
-async def _call_each_async(spec: HandlerSpec, values: list[Any]) -> dict[int, BaseException]:
+def _call_each_hooked(
+    spec: HandlerSpec, messages: list[Message], values: list[Any], batch: BatchInfo
+) -> Called:
+    """:func:`_call_each_sync` with each call wrapped by the middleware's ``around_call``."""
     errors: dict[int, BaseException] = {}
+    returned: dict[int, Any] = {}
+    for pos, value in enumerate(values):
+        call = CallInfo(batch, messages[pos : pos + 1])
+        try:
+            returned[pos] = hooks.call_sync(spec.middleware, call, functools.partial(spec.fn, value))
+        except Exception as exc:
+            errors[pos] = exc
+    return errors, returned
+
+
+async def _call_each_async(
+    spec: HandlerSpec, messages: list[Message], values: list[Any], batch: BatchInfo | None
+) -> Called:
+    errors: dict[int, BaseException] = {}
+    returned: dict[int, Any] = {}
     limit = asyncio.Semaphore(spec.concurrency)
+    keep = spec.results or batch is not None
 
     async def one(pos: int, value: Any) -> None:
         async with limit:
             try:
-                await asyncio.wait_for(spec.fn(value), spec.timeout)
+                if batch is None:
+                    out = await asyncio.wait_for(spec.fn(value), spec.timeout)
+                else:
+                    call = CallInfo(batch, messages[pos : pos + 1])
+                    out = await hooks.call_async(spec.middleware, call, lambda: _timed(spec, value))
             except Exception as exc:
                 errors[pos] = exc
+            else:
+                if keep:
+                    returned[pos] = out
 
     await asyncio.gather(*(one(pos, value) for pos, value in enumerate(values)))
-    return errors
+    return errors, returned
 
 
-def _call_batch(spec: HandlerSpec, messages: list[Message], values: list[Any]) -> dict[int, BaseException]:
-    """Run a batch handler; map its ``{entry_id or position: exception}`` result to positions."""
+async def _timed(spec: HandlerSpec, value: Any) -> Any:
+    return await asyncio.wait_for(spec.fn(value), spec.timeout)
+
+
+def _call_batch(
+    spec: HandlerSpec, messages: list[Message], values: list[Any], batch: BatchInfo | None
+) -> Called:
+    """Run a batch handler; map what it returned to positions (:func:`batch_outcomes`)."""
     try:
-        if spec.is_async:
+        if spec.is_async and batch is not None:
+            call = CallInfo(batch, messages, whole_batch=True)
+            result = process_loop().run(hooks.call_async(spec.middleware, call, lambda: _timed(spec, values)))
+        elif spec.is_async:
             result = process_loop().run(asyncio.wait_for(spec.fn(values), spec.timeout))
+        elif batch is not None:
+            result = hooks.call_sync(
+                spec.middleware, CallInfo(batch, messages), functools.partial(spec.fn, values)
+            )
         else:
             result = spec.fn(values)
     except Exception as exc:
         failure: BaseException = exc
-        return dict.fromkeys(range(len(messages)), failure)
-    if not result:
-        return {}
+        return dict.fromkeys(range(len(messages)), failure), {}
+    return batch_outcomes(spec, [m.id for m in messages], result)
+
+
+def batch_outcomes(spec: HandlerSpec, ids: list[str], result: Any) -> Called:
+    """A batch handler's return value as (errors, values) by position.
+
+    Without results: ``None`` (all done) or a mapping ``{entry_id or position: exception}``.
+    With ``results=True``: a list (or tuple) with one value per entry in the order given, or
+    a mapping ``{entry_id or position: value}`` covering every entry; in either, an exception
+    instance fails its entry. Any other shape fails every entry of the batch (a handler bug:
+    the retry policy decides, as for an exception)."""
+    if spec.results and isinstance(result, (list, tuple)):
+        if len(result) != len(ids):
+            return _all_failed(spec, ids, f"returned {len(result)} values for {len(ids)} entries")
+        return _split(dict(enumerate(result)))
+    if not spec.results and not result:
+        return {}, {}
     if not isinstance(result, Mapping):
-        error = StreamtasksError(
-            f"batch handler {spec.name} returned {type(result).__name__}; "
-            "expected None or a mapping {entry_id: exception}"
+        expected = "a list with one value per entry" if spec.results else "None"
+        return _all_failed(
+            spec, ids, f"returned {type(result).__name__}; expected {expected} or a mapping {{entry_id: ...}}"
         )
-        return dict.fromkeys(range(len(messages)), error)
-    index: dict[object, int] = {msg.id: pos for pos, msg in enumerate(messages)}
-    index.update((pos, pos) for pos in range(len(messages)))
-    return {index[key]: exc for key, exc in result.items() if key in index}
+    index: dict[object, int] = {entry_id: pos for pos, entry_id in enumerate(ids)}
+    index.update((pos, pos) for pos in range(len(ids)))
+    by_pos = {index[key]: out for key, out in result.items() if key in index}
+    if spec.results:
+        missing = StreamtasksError(f"batch handler {spec.name} returned no result for this entry")
+        by_pos = {pos: by_pos.get(pos, missing) for pos in range(len(ids))}
+    return _split(by_pos)
+
+
+def _split(by_pos: Mapping[int, Any]) -> Called:
+    errors = {pos: out for pos, out in by_pos.items() if isinstance(out, BaseException)}
+    return errors, {pos: out for pos, out in by_pos.items() if pos not in errors}
+
+
+def _all_failed(spec: HandlerSpec, ids: list[str], what: str) -> Called:
+    error = StreamtasksError(f"batch handler {spec.name} {what}")
+    return dict.fromkeys(range(len(ids)), error), {}

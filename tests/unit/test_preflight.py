@@ -19,10 +19,17 @@ PACKAGE = Path(streamtasks.__file__).parent
 def test_every_redis_command_the_worker_and_its_scripts_use_is_checked() -> None:
     """Commands named in worker/*.py (``redis.<cmd>(`` / ``pipe.<cmd>(``) and in the scripts
     the worker runs (``redis.call('<CMD>'``) all have a probe. (REPLAY is the CLI's.)"""
-    found = probes([("s", "s:dead")], "g", "c", trimmed=["s"], periodic=["s"])
+    found = probes([("s", "s:dead")], "g", "c", trimmed=["s"], periodic=["s"], results=["s"])
     checked = {p.command.split()[0].lower() for p in found}
     scripts = (
-        lua.RECLAIM + lua.RESET + lua.DEAD_LETTER + lua.REPAIR_READ_COUNTER + lua.MOVE_DUE + lua.CLAIM_TICKS
+        lua.RECLAIM
+        + lua.RESET
+        + lua.DEAD_LETTER
+        + lua.REPAIR_READ_COUNTER
+        + lua.MOVE_DUE
+        + lua.CLAIM_TICKS
+        + lua.SETTLE_RESULT
+        + lua.NOTIFY
     )
     called = set(re.findall(r"redis\.call\('(\w+)'", scripts))
     methods: set[str] = set()
