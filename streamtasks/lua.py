@@ -144,3 +144,92 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
 end
 return 0
 """
+
+# KEYS: a handler's rate limit (streamtasks.keys.rate_key). ARGV: interval_us, burst, want,
+# chunk, now_us ('': Redis' TIME, the one clock every worker shares).
+# GCRA (streamtasks.limits.gcra is the same arithmetic): grants up to `want` calls, keeping
+# tat <= now + burst * interval; when fewer were granted, says how long until `chunk` more
+# (at most burst) would be. Whole microseconds throughout (exact in Lua's doubles).
+# -> {granted, wait_us, now_us}
+GCRA = """
+local t = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local now
+if ARGV[5] == '' then
+  local tm = redis.call('TIME')
+  now = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
+else
+  now = tonumber(ARGV[5])
+end
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local ceiling = now + burst * t
+local granted = math.floor((ceiling - tat) / t)
+if granted > want then granted = want end
+if granted < 0 then granted = 0 end
+if granted > 0 then
+  tat = tat + granted * t
+  local ttl_ms = math.floor((tat - now) / 1000) + 1000
+  redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', string.format('%d', ttl_ms))
+end
+local wait = 0
+if want > granted then
+  local need = math.min(want - granted, math.max(1, tonumber(ARGV[4])), burst)
+  wait = tat + need * t - ceiling
+  if wait < 0 then wait = 0 end
+end
+return {granted, wait, now}
+"""
+
+# KEYS: a handler's concurrency semaphore (streamtasks.keys.concurrency_key): a sorted set with
+# one member '<holder>:<i>' per slot held, scored by its expiry (ms). ARGV: limit, want,
+# holder, ttl_ms, now_ms ('': Redis' TIME).
+# Drops expired slots (a crashed holder's), then takes up to `want` free ones for `holder`,
+# each expiring ttl_ms from now unless renewed (SEM_RENEW). -> {granted, held in all,
+# ms until the first slot held expires (-1: none held)}
+SEM_ACQUIRE = """
+local now
+if ARGV[5] == '' then
+  local tm = redis.call('TIME')
+  now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
+else
+  now = tonumber(ARGV[5])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now))
+local held = redis.call('ZCARD', KEYS[1])
+local granted = math.min(tonumber(ARGV[2]), tonumber(ARGV[1]) - held)
+if granted < 0 then granted = 0 end
+local ttl = tonumber(ARGV[4])
+for i = 1, granted do
+  redis.call('ZADD', KEYS[1], string.format('%d', now + ttl), ARGV[3] .. ':' .. i)
+end
+if granted > 0 then redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl)) end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local until_first = -1
+if first[2] then until_first = tonumber(first[2]) - now end
+return {granted, held + granted, until_first}
+"""
+
+# KEYS: a concurrency semaphore. ARGV: ttl_ms, now_ms ('': Redis' TIME), member...
+# Pushes the expiry of slots still held (a lease renewal while the batch runs); a slot that
+# expired meanwhile is not taken back (ZADD XX). -> slots renewed
+SEM_RENEW = """
+local now
+if ARGV[2] == '' then
+  local tm = redis.call('TIME')
+  now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
+else
+  now = tonumber(ARGV[2])
+end
+local expiry = string.format('%d', now + tonumber(ARGV[1]))
+local n = 0
+for i = 3, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[1], 'XX', expiry, ARGV[i])
+    n = n + 1
+  end
+end
+if n > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""

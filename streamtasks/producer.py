@@ -12,6 +12,10 @@ Sharded streams (``stream_handler("orders", shards=16)``): ``send("orders", fiel
 shards=16)`` -- or ``Producer(shards={"orders": 16})`` once -- writes to ``orders:{i}`` with
 ``i`` = CRC-32 of ``k`` modulo 16, so one key's entries keep their order within one shard;
 without a key, the shards take turns.
+
+Priority levels (``stream_handler("orders", priorities=3)``): ``send("orders", fields,
+priority=2)`` writes to level 2, ``orders:p2`` (level 0, the default, is ``orders`` itself);
+a level composes with a shard (``orders:p2:{5}``).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
-from .keys import FIELD_MESSAGE_ID, pick_shard, shard_stream, validate_name
+from .keys import FIELD_MESSAGE_ID, level_stream, pick_shard, shard_stream, validate_name
 from .message import FieldValue, encode_fields
 
 log = logging.getLogger("streamtasks.producer")
@@ -90,9 +94,13 @@ class Producer:
                     self._redis = await connect(self._url or RedisConfig.from_env().url)
         return self._redis
 
-    def target(self, stream: str, key: str | bytes | None = None, shards: int | None = None) -> str:
-        """The stream an entry for ``stream`` goes to: a shard when ``stream`` is sharded."""
+    def target(
+        self, stream: str, key: str | bytes | None = None, shards: int | None = None, priority: int = 0
+    ) -> str:
+        """The stream an entry for ``stream`` goes to: its level ``priority``'s (0: ``stream``),
+        and there a shard when ``stream`` is sharded."""
         count = shards or self.shards.get(stream)
+        stream = level_stream(stream, _level(priority))
         if not count:
             return stream
         if key is None:
@@ -117,12 +125,14 @@ class Producer:
         maxlen: int | None = None,
         key: str | bytes | None = None,
         shards: int | None = None,
+        priority: int = 0,
     ) -> str:
         """Add one entry; returns its entry id. Concurrent calls share pipelines. On a sharded
-        stream (``shards``, or the producer's ``shards`` map), ``key`` picks the shard."""
+        stream (``shards``, or the producer's ``shards`` map), ``key`` picks the shard;
+        ``priority`` picks the level of a prioritized stream."""
         validate_name("stream", stream)
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        target = self.target(stream, key, shards)
+        target = self.target(stream, key, shards, priority)
         self._queue.append((target, self._prepare(fields, message_id), maxlen or self.maxlen, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_all())
@@ -137,15 +147,17 @@ class Producer:
         chunk: int = MAX_PIPELINE,
         keys: Sequence[str | bytes] | None = None,
         shards: int | None = None,
+        priority: int = 0,
     ) -> list[str]:
         """Add many entries with explicit pipelines of ``chunk`` XADDs; returns their ids.
-        On a sharded stream, ``keys`` (one per item) pick the shards."""
+        On a sharded stream, ``keys`` (one per item) pick the shards; ``priority``: the level."""
         validate_name("stream", stream)
+        _level(priority)
         limit = maxlen or self.maxlen
         ids: list[str] = []
         batch: list[tuple[str, dict[str, str | bytes]]] = []
         for i, fields in enumerate(items):
-            target = self.target(stream, keys[i] if keys is not None else None, shards)
+            target = self.target(stream, keys[i] if keys is not None else None, shards, priority)
             batch.append((target, self._prepare(fields, None)))
             if len(batch) >= chunk:
                 ids += await self._pipeline(batch, limit)
@@ -204,6 +216,14 @@ class Producer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _level(priority: object) -> int:
+    """``priority`` if it is a level (an int >= 0), else ValueError. The producer does not know
+    how many levels a stream has: ``handler.send(..., priority=k)`` checks that too."""
+    if isinstance(priority, bool) or not isinstance(priority, int) or priority < 0:
+        raise ValueError(f"priority must be an int >= 0, got {priority!r}")
+    return priority
 
 
 def _text(value: Any) -> str:

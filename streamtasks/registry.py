@@ -15,7 +15,9 @@ from attrs import evolve, field, fields, frozen
 
 from . import keys
 from .errors import RegistryError
+from .fanout import flow_options, level_target, stream_specs
 from .keys import DEFAULT_GROUP, validate_name
+from .limits import RateLimit
 from .message import DEFAULT_MAX_ENTRY_BYTES, FieldValue, Message
 from .resources import Resource as Resource
 from .resources import import_attr
@@ -86,6 +88,12 @@ class HandlerSpec:
     trim_acked_after: float | None = field(default=None, validator=_non_negative)
     #: Dead letters older than this many seconds are trimmed (None: kept).
     dead_letter_retention: float | None = field(default=None, validator=_non_negative)
+    #: Flow control and priority levels: see :mod:`streamtasks.fanout`.
+    rate_limit: RateLimit | None = None
+    max_concurrency: int | None = field(default=None, validator=_positive)
+    priorities: int = 0
+    level: int = 0
+    priority_of: str = ""
 
     @property
     def is_async(self) -> bool:
@@ -144,6 +152,7 @@ class Handler(_Registered[P, R]):
         *,
         producer: Producer | None = None,
         shard_key: str | bytes | None = None,
+        priority: int | None = None,
         **kwargs: FieldValue,
     ) -> str:
         """Add an entry to this handler's stream (the analogue of Celery's ``.delay``).
@@ -151,14 +160,15 @@ class Handler(_Registered[P, R]):
         Uses ``producer`` or a shared :class:`~streamtasks.Producer` configured from the
         environment (``REDIS_URL`` ...). Returns the new entry id. On a sharded stream,
         ``shard_key`` picks the shard (same key, same shard, order kept); without one, shards
-        take turns. (Not ``key=``: keyword arguments are fields.)
+        take turns; ``priority`` picks the level of a prioritized one (0, the default, is the
+        highest). (Not ``key=``: keyword arguments are fields.)
         """
         from .producer import current_sender
 
         payload = {**(fields or {}), **kwargs}
         spec = self.spec
         return await (producer or current_sender()).send(
-            spec.stream, payload, key=shard_key, shards=spec.shards or None
+            level_target(spec, priority), payload, key=shard_key, shards=spec.shards or None
         )
 
 
@@ -166,16 +176,22 @@ class TypedHandler(_Registered[P, R], Generic[P, R, M]):
     """A handler that declared its entry type ``M``: ``await handler.send(M(...))``."""
 
     async def send(
-        self, payload: M, /, *, producer: Producer | None = None, shard_key: str | bytes | None = None
+        self,
+        payload: M,
+        /,
+        *,
+        producer: Producer | None = None,
+        shard_key: str | bytes | None = None,
+        priority: int | None = None,
     ) -> str:
         """Add ``payload`` (an instance of the declared type) to this handler's stream
-        (``shard_key`` picks the shard of a sharded stream, as for :meth:`Handler.send`)."""
+        (``shard_key`` and ``priority`` as for :meth:`Handler.send`)."""
         from .producer import current_sender
 
         spec = self.spec
         fields = codec_for(spec.message_type or type(payload)).encode(payload)
         return await (producer or current_sender()).send(
-            spec.stream, fields, key=shard_key, shards=spec.shards or None
+            level_target(spec, priority), fields, key=shard_key, shards=spec.shards or None
         )
 
 
@@ -243,6 +259,9 @@ class Registry:
         shards: int | None = None,
         trim_acked_after: float | None = None,
         dead_letter_retention: float | None = None,
+        rate_limit: str | RateLimit | None = None,
+        max_concurrency: int | None = None,
+        priorities: int | None = None,
         **ray_options: Any,
     ) -> HandlerDecorator:
         """Register the decorated function as the handler of ``stream``.
@@ -264,13 +283,14 @@ class Registry:
         * ``trim_acked_after``: delete entries every consumer group has acked, this many
           seconds after their XADD (``0``: as soon as acked); ``None``: never trim.
         * ``dead_letter_retention``: delete dead letters older than this many seconds.
+        * ``rate_limit="100/s"`` (``/m``, ``/h``), ``max_concurrency``, ``priorities``: flow
+          control across all workers, priority levels 0 (highest) to N-1 (docs/guides/flow-control.md).
         * ``num_cpus``, ``num_gpus``, ``memory``, ``resources``, ``accelerator_type``,
           ``runtime_env``, ``scheduling_strategy``: Ray options of the actor (actor mode) or
           task (task mode) that runs the handler.
         """
         validate_name("stream", stream)
-        if shards is not None and shards < 1:
-            raise ValueError(f"shards must be >= 1, got {shards!r}")
+        flow = flow_options(shards, rate_limit, max_concurrency, priorities)
         unknown = set(ray_options) - RAY_OPTIONS
         if unknown:
             raise TypeError(f"unknown handler option(s): {', '.join(sorted(unknown))}")
@@ -297,15 +317,16 @@ class Registry:
                 shards=shards or 0,
                 trim_acked_after=trim_acked_after,
                 dead_letter_retention=dead_letter_retention,
+                **flow,
             )
             handler: Handler[P, R] | TypedHandler[P, R, Any] = (
                 Handler(spec) if message_type is None else TypedHandler(spec)
             )
-            if not shards:
+            if not shards and not priorities:
                 self._add(spec)
                 return handler
-            for shard in shard_specs(spec, dead_letter_stream):
-                self._add(shard)
+            for one in stream_specs(spec, dead_letter_stream):
+                self._add(one)
             return handler
 
         decorator: HandlerDecorator = decorate  # type: ignore[assignment]  # overloads by signature
@@ -353,8 +374,8 @@ class Registry:
         return sub
 
     def _expand(self, name: str) -> list[str]:
-        shards = [s for s, spec in self._handlers.items() if spec.shard_of == name]
-        return shards or [name]
+        parts = [s for s, spec in self._handlers.items() if name in (spec.shard_of, spec.priority_of)]
+        return parts or [name]
 
     def _add(self, spec: HandlerSpec) -> None:
         existing = self._handlers.get(spec.stream)
@@ -367,18 +388,6 @@ class Registry:
 
     def __repr__(self) -> str:
         return f"<Registry group={self.group!r} streams={self.streams}>"
-
-
-def shard_specs(spec: HandlerSpec, dead_letter_stream: str | None) -> list[HandlerSpec]:
-    """One spec per shard of ``spec`` (``spec.shards`` of them), each with its own stream and
-    dead-letter stream (``<dead_letter_stream>:{i}`` when one was given)."""
-    out = []
-    for i, name in enumerate(keys.shard_streams(spec.stream, spec.shards)):
-        dead = keys.dead_letter_stream(name)
-        if dead_letter_stream:
-            dead = keys.shard_stream(dead_letter_stream, i)
-        out.append(evolve(spec, stream=name, shard_of=spec.stream, dead_letter_stream=dead))
-    return out
 
 
 #: The registry the module-level :func:`stream_handler` registers on.

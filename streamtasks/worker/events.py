@@ -74,6 +74,18 @@ class Trimmed:
 
 
 @frozen
+class Throttled:
+    """A flow limit (``rate`` or ``concurrency``) held ``count`` entries back: they wait
+    ``wait`` seconds, queued and held, before their handler asks again (not an attempt)."""
+
+    stream: str
+    handler: str
+    limit: str
+    count: int
+    wait: float
+
+
+@frozen
 class HandedBack:
     """Entries returned on shutdown, claimable by any other worker at once."""
 
@@ -119,6 +131,7 @@ Event = (
     | Lost
     | HandedBack
     | Trimmed
+    | Throttled
     | RedisDown
     | RedisUp
     | LoopFailed

@@ -40,6 +40,7 @@ from ..redisutil import REDIS_DOWN, flat_fields, text
 from ..streams import restart_point
 from .gaps import read_counter_at_start
 from .lanes import Lane
+from .priority import Priorities
 from .run import RawEntry
 
 log = logging.getLogger("streamtasks.worker")
@@ -83,6 +84,8 @@ class Reader:
         self.group = group
         self.consumer = consumer
         self.lanes = lanes
+        #: What to read of prioritized streams (.priority); it links their lanes' levels.
+        self.priorities = Priorities(lanes)
         self.cluster = is_cluster(redis)
         # One node: a client of our own without redis-py's XREADGROUP reply parser (its
         # callback table ignores case). A cluster's table does not: the lower-case name does it.
@@ -118,6 +121,11 @@ class Reader:
             if newest:
                 lane.sample_size([(text(newest[0][0]), flat_fields(newest[0][1]), 1)])
 
+    def readable(self) -> list[Lane]:
+        """The lanes to read now: those with room; of a prioritized stream, as its levels' plan
+        says (:func:`~.priority.read_levels`)."""
+        return self.priorities.readable(self.lanes.values())
+
     async def read(self, lanes: Sequence[Lane], block: float) -> dict[Lane, list[RawEntry]]:
         """Read ``lanes``, each at its own COUNT; entries by lane (see the module docstring).
         Raises Redis' errors, except that a missing group is recreated."""
@@ -131,6 +139,7 @@ class Reader:
                 raise
             await self.recreate_groups()
             return {}
+        self.priorities.saw(lanes, out)
         return out
 
     async def _read_each(self, counts: Mapping[Lane, int]) -> dict[Lane, list[RawEntry]]:

@@ -23,7 +23,7 @@ from typing import Any
 from attrs import define, field, frozen
 
 from ..redisutil import id_seconds
-from .events import BatchSettled, Event, Lost, Reclaimed, RedisDown, RedisUp, Trimmed
+from .events import BatchSettled, Event, Lost, Reclaimed, RedisDown, RedisUp, Throttled, Trimmed
 
 #: End-to-end latency buckets (seconds): from a few ms (idle system) to 10 min (a backlog).
 LATENCY_BUCKETS = (
@@ -92,6 +92,9 @@ class LaneTally:
     lost: int = 0
     #: Entries idle past the visibility timeout (a dead consumer's) claimed to run again.
     reclaimed: int = 0
+    #: Times a flow limit held entries of a batch back (``rate_limit``, ``max_concurrency``).
+    rate_waits: int = 0
+    concurrency_waits: int = 0
     duration: Buckets = field(factory=lambda: Buckets.empty(DURATION_BUCKETS))
     size: Buckets = field(factory=lambda: Buckets.empty(BATCH_SIZE_BUCKETS))
     latency: Buckets = field(factory=lambda: Buckets.empty(LATENCY_BUCKETS))
@@ -125,13 +128,16 @@ class LaneTally:
             retried=op(self.retried, other.retried), dead=op(self.dead, other.dead),
             batches=op(self.batches, other.batches), lost=op(self.lost, other.lost),
             reclaimed=op(self.reclaimed, other.reclaimed),
+            rate_waits=op(self.rate_waits, other.rate_waits),
+            concurrency_waits=op(self.concurrency_waits, other.concurrency_waits),
             duration=self.duration.combine(other.duration, op), size=self.size.combine(other.size, op),
             latency=self.latency.combine(other.latency, op),
         )  # fmt: skip
 
     @property
     def empty(self) -> bool:
-        return self.batches == 0 and self.lost == 0 and self.reclaimed == 0
+        waits = self.rate_waits or self.concurrency_waits
+        return self.batches == 0 and self.lost == 0 and self.reclaimed == 0 and not waits
 
 
 @define
@@ -158,6 +164,12 @@ class Tally:
             self.lane(event.stream, event.handler).lost += event.count
         elif isinstance(event, Reclaimed):
             self.lane(event.stream, event.handler).reclaimed += event.count
+        elif isinstance(event, Throttled):
+            lane = self.lane(event.stream, event.handler)
+            if event.limit == "rate":
+                lane.rate_waits += 1
+            else:
+                lane.concurrency_waits += 1
         elif isinstance(event, Trimmed):
             key = (event.stream, event.held_by)
             self.trimmed[key] = self.trimmed.get(key, 0) + event.removed
