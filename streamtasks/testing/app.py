@@ -31,6 +31,7 @@ from ..worker.dispatch import batch_deadline
 from ..worker.run import BatchResult, RawEntry, run_batch
 from ..worker.settle import Settlement
 from .broker import Delivery, FakeClock, MemoryStream
+from .flow import MemoryFlow, run_for
 
 #: Batches one ``run_until_idle`` may run before it decides the handlers never go idle.
 MAX_BATCHES = 10_000
@@ -58,6 +59,7 @@ class InMemoryApp:
         self.streams: dict[str, MemoryStream] = {}
         self._token: contextvars.Token[Sender | None] | None = None
         self._turns: dict[str, Iterator[int]] = {}
+        self.flow = MemoryFlow()  # priority order and rate limits (.flow)
 
     # -- producing -----------------------------------------------------------------------------
 
@@ -136,6 +138,11 @@ class InMemoryApp:
             ran += await self.run_until_idle(max_batches=max_batches)
         return ran
 
+    async def run_for(self, seconds: float, *, max_batches: int = MAX_BATCHES) -> int:
+        """Let ``seconds`` pass, running what is runnable at every due time on the way
+        (:func:`.flow.run_for`: a rate-limited handler's calls run at their permitted times)."""
+        return await run_for(self, seconds, max_batches)
+
     # -- what happened -------------------------------------------------------------------------
 
     def dead_letters(self, stream: str) -> list[DeadLetter]:
@@ -169,18 +176,21 @@ class InMemoryApp:
 
     def _next_due(self) -> float | None:
         dues = [d for s in self.streams.values() if (d := s.next_due()) is not None]
+        dues += self.flow.next_due(list(self.registry.handlers.values()))
         return min(dues) if dues else None
 
     def _take_work(self) -> list[tuple[HandlerSpec, list[Delivery]]]:
-        """Reclaim due retries and read new entries, in batches of each handler's size."""
+        """Reclaim due retries and read new entries, in batches of each handler's size, in the
+        order of their priority levels and as far as their rate limits let them start now."""
         work: list[tuple[HandlerSpec, list[Delivery]]] = []
         for name, spec in self.registry.handlers.items():
             stream = self._stream(name)
-            entries = stream.claim_due(self.clock.now, math.inf) + stream.read(len(stream.unread))
+            entries = self.flow.take_held(name)
+            entries += stream.claim_due(self.clock.now, math.inf) + stream.read(len(stream.unread))
             work += [
                 (spec, entries[i : i + spec.batch_size]) for i in range(0, len(entries), spec.batch_size)
             ]
-        return work
+        return self.flow.admit(self.flow.order(work), self.clock.now)
 
     async def _run(self, spec: HandlerSpec, entries: Sequence[Delivery]) -> None:
         exhausted = [i for i, e in enumerate(entries) if spec.retry.over_delivery_limit(e[2])]
