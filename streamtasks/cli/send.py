@@ -37,7 +37,16 @@ def parse_field_args(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.argument("fields", nargs=-1)
 @redis_url_option
 @click.option("--maxlen", type=click.IntRange(min=1), help="Trim the stream to about this many entries.")
-def send(stream: str, fields: tuple[str, ...], redis_url: str | None, maxlen: int | None) -> None:
+@click.option(
+    "--priority",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Priority level of a stream served with priorities=N (0 is the highest: STREAM itself).",
+)
+def send(
+    stream: str, fields: tuple[str, ...], redis_url: str | None, maxlen: int | None, priority: int
+) -> None:
     """Add an entry to STREAM and print its id. FIELDS are key=value or key:=json."""
     from ..producer import Producer
 
@@ -45,6 +54,6 @@ def send(stream: str, fields: tuple[str, ...], redis_url: str | None, maxlen: in
 
     async def go() -> str:
         async with connected(redis_url) as redis:
-            return await Producer(redis, maxlen=maxlen).send(stream, payload)
+            return await Producer(redis, maxlen=maxlen).send(stream, payload, priority=priority)
 
     click.echo(run(go()))

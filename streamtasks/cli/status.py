@@ -72,6 +72,14 @@ def _streams_table(status: Mapping[str, Any]) -> Any:
         if every_group:
             row.insert(1, "")
         table.add_row(*row)
+    for base, t in (status.get("levels") or {}).items():
+        row = [
+            f"{base} (all {len(t['levels'])} levels)", _num(t["length"]), _num(t["lag"]), _num(t["pending"]),
+            "", _num(t["dead_letters"]), "", "", "",
+        ]  # fmt: skip
+        if every_group:
+            row.insert(1, "")
+        table.add_row(*row)
     return table
 
 

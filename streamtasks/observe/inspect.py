@@ -22,6 +22,9 @@ worker running, and agrees with what ``XINFO`` / ``XPENDING`` say:
   right now: ``held_by`` (the group furthest behind, ``no consumer group``) at ``minid``;
 * ``shards`` (in :func:`gather_status`) -- per sharded stream (``orders`` for ``orders:{0}``
   ...), the shards' length, lag, pending and dead letters added up;
+* ``levels`` (in :func:`gather_status`) -- per prioritized stream (``orders`` for ``orders``,
+  ``orders:p1`` ... and their shards), each level's length, lag, pending and dead letters
+  (its shards added up) and all levels together;
 * ``added_1m`` -- entries added in the last 60 s, counted with ``XRANGE`` from the id
   ``now-60s`` (capped at :data:`THROUGHPUT_SCAN_CAP`; ``added_1m_capped`` says so).
   This is the arrival rate; whether the group keeps up shows in ``lag``.
@@ -213,6 +216,28 @@ def shard_totals(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, An
     return out
 
 
+_SUMMED = ("length", "lag", "pending", "dead_letters")
+
+
+def level_totals(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per prioritized stream (one with a level-1+ stream among ``samples``): ``levels``, one
+    dict per level (``level``, and its streams' numbers added up), and the levels' totals
+    (``lag`` None if any stream's is)."""
+    placed = [(*keys.level_of(s["stream"]), s) for s in samples]
+    prioritized = {base for base, level, _ in placed if level > 0}
+    out: dict[str, dict[str, Any]] = {}
+    for base, level, s in sorted(placed, key=lambda p: (p[0], p[1])):
+        if base not in prioritized:
+            continue
+        total = out.setdefault(base, {"levels": [], **dict.fromkeys(_SUMMED, 0)})
+        if not total["levels"] or total["levels"][-1]["level"] != level:
+            total["levels"].append({"level": level, **dict.fromkeys(_SUMMED, 0)})
+        for row in (total, total["levels"][-1]):
+            for name in _SUMMED:
+                row[name] = None if row[name] is None or s[name] is None else row[name] + int(s[name])
+    return out
+
+
 # -- the whole picture ---------------------------------------------------------------------
 
 
@@ -305,7 +330,7 @@ async def gather_status(
     out: dict[str, Any] = {
         "ok": False, "problems": [], "checked_at": now, "group": group, "groups": [],
         "stuck_after": stuck_after, "redis": {"ok": False, "error": None, "version": None, "refused": False},
-        "streams": [], "shards": {}, "workers": [], "dead_consumers": [],
+        "streams": [], "shards": {}, "levels": {}, "workers": [], "dead_consumers": [],
     }  # fmt: skip
     try:
         server = await redis.info("server")
@@ -322,6 +347,7 @@ async def gather_status(
             )
         )
         out["shards"] = shard_totals(out["streams"])
+        out["levels"] = level_totals(out["streams"])
         for g in out["groups"]:
             out["workers"] += await live_workers(redis, g, now=now)
     except REDIS_DOWN as exc:

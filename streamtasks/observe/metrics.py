@@ -34,11 +34,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from redis import exceptions as rx
 
 from .. import keys
+from ..fanout import declared_stream
 from ..logs import redact
 from ..redisutil import REDIS_DOWN
 from ..worker.executors import Cluster
 from ..worker.tally import Buckets, Tally
-from .inspect import group_info, sample_stream
+from .inspect import group_info, level_totals, sample_stream
 
 if TYPE_CHECKING:
     from ..worker.events import Serving
@@ -93,6 +94,12 @@ class SettledObserver:
             "Entries idle past the visibility timeout (a dead consumer's) claimed to run again.",
             labels=("stream",),
         )
+        waits = CounterMetricFamily(
+            "streamtasks_flow_waits",
+            "Times a flow limit (rate_limit, max_concurrency) held entries of a batch back to wait "
+            "(held by the worker, not an attempt).",
+            labels=(*_LANE_LABELS, "limit"),
+        )
         trimmed = CounterMetricFamily(
             "streamtasks_entries_trimmed",
             "Entries deleted by ack-aware trimming (every group had acked them), and dead letters "
@@ -103,6 +110,9 @@ class SettledObserver:
             trimmed.add_metric([stream, held_by], float(removed))
         for lane in self.tally.lanes.values():
             lost.add_metric([lane.stream], float(lane.lost))
+            for limit, count in (("rate", lane.rate_waits), ("concurrency", lane.concurrency_waits)):
+                if count:
+                    waits.add_metric([lane.stream, lane.handler, limit], float(count))
             reclaimed.add_metric([lane.stream], float(lane.reclaimed))
             labels = [lane.stream, lane.handler]
             values = {"handled": lane.handled, "retried": lane.retried, "dead": lane.dead,
@@ -113,7 +123,7 @@ class SettledObserver:
                 buckets: Buckets = getattr(lane, key)
                 families[key].add_metric(labels, buckets.cumulative(), buckets.total)
         yield from families.values()
-        yield from (lost, reclaimed, trimmed)
+        yield from (lost, reclaimed, waits, trimmed)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
@@ -223,7 +233,8 @@ class RedisCollector:
             for c in s["consumers"]:
                 c_idle.add_metric([*values, c["name"]], c["idle"])
                 c_pending.add_metric([*values, c["name"]], c["pending"])
-        return [*fams.values(), consumers, c_idle, c_pending, *await self._heartbeat_metrics(now)]
+        flow = [*_level_metrics(samples, w.group), *await _flow_metrics(w)]
+        return [*fams.values(), consumers, c_idle, c_pending, *flow, *await self._heartbeat_metrics(now)]
 
     async def _heartbeat_metrics(self, now: float) -> list[Metric]:
         w = self.worker
@@ -245,6 +256,46 @@ class RedisCollector:
             count += 1
         live.add_metric([w.group], count)
         return [age, live]
+
+
+def _level_metrics(samples: Sequence[dict[str, Any]], group: str) -> list[Metric]:
+    """Per level of each prioritized stream: its lag and pending, its shards added up."""
+    labels = ("stream", "level", "group")
+    lag = _gauge("streamtasks_priority_level_lag", "Entries not yet delivered, per priority level.", labels)
+    pending = _gauge(
+        "streamtasks_priority_level_pending", "Delivered, not acked, per priority level.", labels
+    )
+    for base, total in level_totals(samples).items():
+        for row in total["levels"]:
+            values = [base, str(row["level"]), group]
+            if row["lag"] is not None:
+                lag.add_metric(values, float(row["lag"]))
+            pending.add_metric(values, float(row["pending"]))
+    return [lag, pending]
+
+
+async def _flow_metrics(w: Serving) -> list[Metric]:
+    """The flow limits of the worker's handlers, and the concurrency slots held right now
+    (by every worker: the semaphore's unexpired members)."""
+    labels = ("stream", "group")
+    limits = _gauge("streamtasks_flow_limit", "A handler's flow limit (rate: calls/s).", (*labels, "limit"))
+    held = _gauge(
+        "streamtasks_concurrency_slots_held", "max_concurrency slots held now, all workers.", labels
+    )
+    seen: set[str] = set()
+    for spec in w.registry.handlers.values():
+        stream = declared_stream(spec)
+        if stream in seen:
+            continue
+        seen.add(stream)
+        if spec.rate_limit is not None:
+            limits.add_metric([stream, w.group, "rate"], spec.rate_limit.per_second)
+        if spec.max_concurrency is not None:
+            limits.add_metric([stream, w.group, "concurrency"], float(spec.max_concurrency))
+            now_ms = int(time.time() * 1000)
+            count = await w.redis.zcount(keys.concurrency_key(w.group, stream), now_ms, "+inf")
+            held.add_metric([stream, w.group], float(count))
+    return [limits, held]
 
 
 def _cluster_metrics(cluster: Cluster | None) -> list[Metric]:
