@@ -213,7 +213,7 @@ return {granted, held + granted, until_first}
 
 # KEYS: a concurrency semaphore. ARGV: ttl_ms, now_ms ('': Redis' TIME), member...
 # Pushes the expiry of slots still held (a lease renewal while the batch runs); a slot that
-# expired meanwhile is not taken back (ZADD XX). -> slots renewed
+# expired meanwhile is not taken back, whether or not an acquire has removed it. -> slots renewed
 SEM_RENEW = """
 local now
 if ARGV[2] == '' then
@@ -225,7 +225,8 @@ end
 local expiry = string.format('%d', now + tonumber(ARGV[1]))
 local n = 0
 for i = 3, #ARGV do
-  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) > now then
     redis.call('ZADD', KEYS[1], 'XX', expiry, ARGV[i])
     n = n + 1
   end

@@ -60,7 +60,7 @@ class MemoryFlow:
             skipped = self.skipped.get(key, [0] * len(levels))
             while True:
                 ready = [bool(queue) for queue in levels]
-                level = next_level(ready, skipped)
+                level = next_level(ready, [True] * len(levels), skipped)  # everything was read
                 if level is None:
                     break
                 skipped = passed_over(ready, skipped, level)

@@ -3,18 +3,21 @@
 ``stream_handler("orders", priorities=3)`` serves ``orders`` (level 0, the highest),
 ``orders:p1`` and ``orders:p2``, a lane each (per shard, when sharded). The lanes of one
 stream (one shard) form :class:`Levels`, which share the handler's capacity -- at most
-``max_in_flight`` batches running and ``max_in_flight + prefetch`` read, all levels together
--- and decide with two pure plans:
+``max_in_flight`` batches running and ``max_in_flight + prefetch`` running or read, all
+levels together -- and decide with two pure plans. A level is *drained* when it has no batch
+read and waiting and its last read found nothing (nothing of it waits in Redis, as far as
+this worker can tell).
 
-* :func:`next_level`, when a batch may start: the highest level with a batch ready, unless
-  the **guard** applies -- a lower level that was passed over :data:`PRIORITY_GUARD` times
-  while it had a batch ready goes next (the highest such level first). So level ``k`` with a
-  batch ready waits at most ``PRIORITY_GUARD + k`` starts of other levels: a busy level 0
-  leaves every lower level that waits about one start in ``PRIORITY_GUARD + 1`` (10 %).
-* :func:`read_levels`, when the worker reads: a level is read while every level above it is
-  drained (nothing read and waiting, and its last read found nothing), so lower levels fill
-  the capacity only when higher ones have nothing; with a higher level busy, a lower level is
-  still read when it has no batch ready -- one batch in reserve, for the guard to start.
+* :func:`next_level`, when a batch may start: the highest level with a batch ready, but
+  nothing below a level that is not drained (that level is read first) -- unless the
+  **guard** applies: a level that was passed over :data:`PRIORITY_GUARD` times while it had a
+  batch ready goes next (the highest such level first). So level ``k`` with a batch ready
+  waits at most ``PRIORITY_GUARD + k`` starts of other levels: a busy level 0 leaves every
+  lower level that has entries about one start in ``PRIORITY_GUARD + 1`` (10 %), never none.
+* :func:`read_levels`, when the worker reads: a level is read while the levels above it are
+  drained and the capacity has room for it (lower levels' batches read ahead do not take a
+  higher level's room); below level 0, a level with no batch read is read anyway: one batch
+  in reserve for the guard to start (at most one per level beyond the capacity).
 """
 
 from __future__ import annotations
@@ -31,14 +34,23 @@ from .lanes import Lane
 PRIORITY_GUARD = 9
 
 
-def next_level(ready: Sequence[bool], skipped: Sequence[int], guard: int = PRIORITY_GUARD) -> int | None:
-    """The level whose batch starts next (``ready[i]``: level i has one; ``skipped[i]``: how
-    often it was passed over since it last started): the highest level the guard makes due,
-    else the highest ready level; None when no level is ready."""
+def next_level(
+    ready: Sequence[bool], drained: Sequence[bool], skipped: Sequence[int], guard: int = PRIORITY_GUARD
+) -> int | None:
+    """The level whose batch starts next (``ready[i]``: level i has one; ``drained[i]``: its
+    last read found nothing; ``skipped[i]``: how often it was passed over, with a batch ready,
+    since it last started): the highest level the guard makes due; else the highest ready
+    level with no level above it that may still have entries in Redis; else None (nothing
+    is ready, or a higher level is to be read first)."""
     due = [i for i, r in enumerate(ready) if r and skipped[i] >= guard]
     if due:
         return due[0]
-    return next((i for i, r in enumerate(ready) if r), None)
+    for level, (waiting, empty) in enumerate(zip(ready, drained, strict=True)):
+        if waiting:
+            return level
+        if not empty:
+            return None
+    return None
 
 
 def passed_over(ready: Sequence[bool], skipped: Sequence[int], chosen: int) -> list[int]:
@@ -47,18 +59,17 @@ def passed_over(ready: Sequence[bool], skipped: Sequence[int], chosen: int) -> l
     return [0 if i == chosen or not r else s + 1 for i, (r, s) in enumerate(zip(ready, skipped, strict=True))]
 
 
-def read_levels(queued: Sequence[int], drained: Sequence[bool], free: int) -> list[int]:
+def read_levels(queued: Sequence[int], drained: Sequence[bool], in_flight: int, capacity: int) -> list[int]:
     """The levels to read now (``queued[i]``: batches read and not started; ``drained[i]``:
-    its last read found nothing; ``free``: batches the shared capacity has room for): none
-    when it is full; else each level whose higher levels are all drained, and each level with
-    nothing queued (its one reserve batch). The reads of one round go out together, so they
-    may overfill the capacity by at most one batch per level."""
-    if free <= 0:
-        return []
+    its last read found nothing; ``in_flight``: the levels' batches running): level ``k``
+    while the levels above it are drained and ``in_flight`` plus what levels 0..k have read
+    leaves room in ``capacity``; a level below 0 with nothing read also (its reserve)."""
     out = []
+    ahead = in_flight
     above_drained = True
     for level, (waiting, empty) in enumerate(zip(queued, drained, strict=True)):
-        if above_drained or waiting == 0:
+        ahead += waiting
+        if (above_drained and ahead < capacity) or (level > 0 and waiting == 0):
             out.append(level)
         above_drained = above_drained and empty and waiting == 0
     return out
@@ -83,9 +94,9 @@ class Levels:
         return [False] * len(self.lanes)
 
     def to_read(self) -> list[Lane]:
-        used = sum(len(lane.in_flight) + len(lane.queue) for lane in self.lanes)
+        running = sum(len(lane.in_flight) for lane in self.lanes)
         queued = [len(lane.queue) for lane in self.lanes]
-        return [self.lanes[i] for i in read_levels(queued, self.drained, self.capacity - used)]
+        return [self.lanes[i] for i in read_levels(queued, self.drained, running, self.capacity)]
 
     def saw(self, lane: Lane, found: bool) -> None:
         """``lane`` was read; ``found``: it returned entries."""
@@ -97,7 +108,7 @@ class Levels:
         if sum(len(lane.in_flight) for lane in self.lanes) >= self.max_in_flight:
             return None
         ready = [bool(lane.queue) and (lane.flow is None or lane.flow.open) for lane in self.lanes]
-        level = next_level(ready, self.skipped)
+        level = next_level(ready, self.drained, self.skipped)
         if level is None:
             return None
         self.skipped = passed_over(ready, self.skipped, level)

@@ -14,21 +14,30 @@ from streamtasks.worker.priority import PRIORITY_GUARD, Priorities, next_level, 
 
 
 def test_the_highest_ready_level_starts_first() -> None:
-    assert next_level([False, True, True], [0, 0, 0]) == 1
-    assert next_level([True, True, True], [0, 5, 8]) == 0
-    assert next_level([False, False], [0, 0]) is None
+    drained = [True, True, True]
+    assert next_level([False, True, True], drained, [0, 0, 0]) == 1
+    assert next_level([True, True, True], drained, [0, 5, 8]) == 0
+    assert next_level([False, False], [True, True], [0, 0]) is None
+
+
+def test_nothing_lower_starts_while_a_higher_level_may_have_entries_in_redis() -> None:
+    assert next_level([False, False, True], [True, False, False], [0, 0, 0]) is None  # read level 1 first
+    assert next_level([False, True, True], [False, False, False], [0, 0, 0]) is None  # level 0 first
+    assert next_level([True, True, True], [False, False, False], [0, 0, 0]) == 0
 
 
 def test_a_level_passed_over_guard_times_starts_next() -> None:
-    assert next_level([True, False, True], [0, 0, PRIORITY_GUARD]) == 2
-    assert next_level([True, True, True], [0, PRIORITY_GUARD, PRIORITY_GUARD]) == 1
+    drained = [False, False, False]
+    assert next_level([True, False, True], drained, [0, 0, PRIORITY_GUARD]) == 2
+    assert next_level([True, True, True], drained, [0, PRIORITY_GUARD, PRIORITY_GUARD]) == 1
+    assert next_level([False, False, True], drained, [0, 0, PRIORITY_GUARD]) == 2
     assert passed_over([True, False, True], [3, 4, 5], 0) == [0, 0, 6]
 
 
 def test_a_busy_level_0_leaves_each_waiting_level_one_start_in_guard_plus_one() -> None:
-    ready, skipped, started = [True, True, True], [0, 0, 0], []
+    ready, drained, skipped, started = [True, True, True], [False, False, False], [0, 0, 0], []
     for _ in range(10 * (PRIORITY_GUARD + 1)):
-        level = next_level(ready, skipped)
+        level = next_level(ready, drained, skipped)
         assert level is not None
         skipped = passed_over(ready, skipped, level)
         started.append(level)
@@ -36,56 +45,67 @@ def test_a_busy_level_0_leaves_each_waiting_level_one_start_in_guard_plus_one() 
     assert started.count(1) >= 9 and started.count(2) >= 9 and started.count(0) >= 70
 
 
-@given(
-    st.integers(1, 10),
-    st.lists(st.lists(st.booleans(), min_size=10, max_size=10), min_size=1, max_size=200),
+levels_state = st.lists(
+    st.lists(st.tuples(st.booleans(), st.booleans()), min_size=10, max_size=10), max_size=200
 )
+
+
+@given(st.integers(1, 10), levels_state)
 def test_no_ready_level_waits_longer_than_the_guard_and_else_the_highest_goes(
-    levels: int, rounds: list[list[bool]]
+    levels: int, rounds: list[list[tuple[bool, bool]]]
 ) -> None:
-    """Whatever becomes ready when: level k, while it stays ready, is started within
-    PRIORITY_GUARD + k starts of other levels, and a start that is not the guard's is the
-    highest ready level's."""
+    """Whatever is ready and drained when: a start that is not the guard's is the highest
+    ready level's, with every level above it drained; and level k, while it stays ready, is
+    started within PRIORITY_GUARD + k starts of other levels."""
     skipped = [0] * levels
     waiting = [0] * levels  # starts of other levels since this one became ready
     for row in rounds:
-        ready = row[:levels]
-        level = next_level(ready, skipped)
-        if not any(ready):
-            assert level is None
-            waiting = [0] * levels
-            continue
-        assert level is not None and ready[level]
+        ready = [r for r, _ in row[:levels]]
+        drained = [d for _, d in row[:levels]]
+        level = next_level(ready, drained, skipped)
         due = [i for i in range(levels) if ready[i] and skipped[i] >= PRIORITY_GUARD]
-        assert level == (due[0] if due else ready.index(True))
+        if due:
+            assert level == due[0]
+        elif level is None:
+            first = next((i for i in range(levels) if ready[i]), None)
+            assert first is None or not all(drained[:first])
+            waiting = [w if ready[i] else 0 for i, w in enumerate(waiting)]
+            continue
+        else:
+            assert ready[level] and level == ready.index(True) and all(drained[:level])
         skipped = passed_over(ready, skipped, level)
         waiting = [0 if i == level or not ready[i] else w + 1 for i, w in enumerate(waiting)]
         assert all(w <= PRIORITY_GUARD + k for k, w in enumerate(waiting))
 
 
-def test_lower_levels_are_read_when_the_higher_are_drained_or_to_keep_one_batch_in_reserve() -> None:
-    assert read_levels([0, 0, 0], [False, False, False], free=4) == [0, 1, 2]  # nothing read yet
-    assert read_levels([2, 1, 1], [False, False, False], free=1) == [0]  # level 0 busy
-    assert read_levels([2, 0, 1], [False, True, False], free=1) == [0, 1]  # level 1: its reserve
-    assert read_levels([0, 3, 1], [True, False, True], free=1) == [0, 1]  # level 1 busy now
-    assert read_levels([0, 0, 2], [True, True, False], free=1) == [0, 1, 2]
-    assert read_levels([0, 0, 0], [False, False, False], free=0) == []
+def test_a_level_is_read_while_the_higher_are_drained_and_its_room_allows_or_for_its_reserve() -> None:
+    nothing = [False, False, False]
+    assert read_levels([0, 0, 0], nothing, in_flight=0, capacity=4) == [0, 1, 2]  # first read
+    assert read_levels([2, 1, 1], nothing, in_flight=2, capacity=4) == []  # level 0 has its room full
+    assert read_levels([1, 1, 1], nothing, in_flight=2, capacity=4) == [0]  # level 0 busy
+    assert read_levels([1, 0, 1], nothing, in_flight=2, capacity=4) == [0, 1]  # level 1: its reserve
+    assert read_levels([0, 0, 3], [True, True, False], in_flight=1, capacity=4) == [0, 1]
+    assert read_levels([0, 0, 2], [True, True, False], in_flight=1, capacity=4) == [0, 1, 2]
+    assert read_levels([0, 0, 4], [True, True, False], in_flight=0, capacity=4) == [0, 1]
+    assert read_levels([0, 0, 0], [True, True, True], in_flight=4, capacity=4) == [1, 2]  # reserves only
 
 
-@given(st.lists(st.tuples(st.integers(0, 5), st.booleans()), min_size=1, max_size=10), st.integers(-3, 8))
-def test_the_read_plan_keeps_level_order_and_never_reads_a_full_group(
-    levels: list[tuple[int, bool]], free: int
+@given(
+    st.lists(st.tuples(st.integers(0, 5), st.booleans()), min_size=1, max_size=10),
+    st.integers(0, 8),
+    st.integers(1, 8),
+)
+def test_the_read_plan_reads_in_priority_order_within_the_room_and_keeps_reserves(
+    levels: list[tuple[int, bool]], in_flight: int, capacity: int
 ) -> None:
     queued = [q for q, _ in levels]
     drained = [d for _, d in levels]
-    read = read_levels(queued, drained, free)
-    if free <= 0:
-        assert read == []
-        return
-    assert read[:1] == [0] and read == sorted(read)
+    read = read_levels(queued, drained, in_flight, capacity)
+    assert read == sorted(read)
     for level in range(len(levels)):
         above_drained = all(drained[i] and queued[i] == 0 for i in range(level))
-        assert (level in read) == (above_drained or queued[level] == 0)
+        room = in_flight + sum(queued[: level + 1]) < capacity
+        assert (level in read) == ((above_drained and room) or (level > 0 and queued[level] == 0))
 
 
 def _levels(max_in_flight: int = 2) -> list[Lane]:
@@ -116,16 +136,20 @@ def test_the_levels_of_a_stream_share_max_in_flight_and_start_level_0_first() ->
     top.in_flight[object()] = top.queue.popleft()  # type: ignore[index]
     assert group.next_to_start() is None  # two running: the levels' max_in_flight together
     top.in_flight.clear()
+    assert group.next_to_start() is None  # levels 0 and 1 may have entries: read them first
+    group.saw(top, found=False)
+    group.saw(middle, found=False)
     assert group.next_to_start() is low
 
 
-def test_only_lanes_with_room_are_read_and_a_full_group_not_at_all() -> None:
+def test_a_full_level_0_is_not_read_and_lower_levels_keep_one_batch_in_reserve() -> None:
     top, middle, low = _levels(max_in_flight=1)
-    reader_plan = top.levels
-    assert reader_plan is not None
     priorities = Priorities({lane.stream: lane for lane in (top, middle, low)})
     assert priorities.readable([top, middle, low]) == [top, middle, low]
-    _queue(top, 2)  # capacity 2 (max_in_flight 1 + prefetch 1): full
+    _queue(top, 2)  # capacity 2 (max_in_flight 1 + prefetch 1): full for level 0
+    assert priorities.readable([top, middle, low]) == [middle, low]
+    _queue(middle, 1)
+    _queue(low, 1)
     assert priorities.readable([top, middle, low]) == []
 
 
