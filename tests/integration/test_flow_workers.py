@@ -24,6 +24,9 @@ from streamtasks.limits import RateLimit
 from streamtasks.observe.inspect import gather_status
 from streamtasks.observe.metrics import WorkerMetrics
 from streamtasks.worker import InlineExecutor, Worker, WorkerSettings
+from streamtasks.worker.lanes import Batch, Lane
+from streamtasks.worker.pending import PendingEntries
+from streamtasks.worker.shutdown import Shutdown
 
 pytestmark = pytest.mark.integration
 GROUP = flow_app.registry.group
@@ -191,3 +194,33 @@ async def _actors_reading(redis: Redis, actors: int) -> bool:
         body = await redis.get(key)
         found += bool(body and b'"state": "reading"' in body and b"-a" in key)
     return found >= actors
+
+
+async def test_entries_a_limit_queued_again_while_the_worker_drains_are_handed_back(redis: Redis) -> None:
+    """A batch admitted in part while the worker drains queues the rest again after the
+    unstarted entries were handed back: the drain hands it back too (claimable at once, its
+    attempt not used), instead of leaving it pending on a consumer that is gone."""
+    await redis.xgroup_create("limited", GROUP, id="0", mkstream=True)
+    for i in range(6):
+        await redis.xadd("limited", {"n": str(i)})
+    reply = await redis.xreadgroup(GROUP, "c", {"limited": ">"}, count=6)
+    entries = [(raw_id.decode(), [], 1) for raw_id, _ in reply[0][1]]
+    lane = Lane(flow_app.registry.handlers["limited"], prefetch=1)
+    lane.accept(entries)
+    batch = lane.queue.popleft()
+
+    async def admitted_in_part() -> None:  # what Flow.admit does with a partial grant
+        await asyncio.sleep(0.05)
+        lane.queue.appendleft(Batch(batch.entries[2:]))
+        batch.entries = batch.entries[:2]
+        lane.release(batch.ids)  # the two that ran were settled
+
+    task = asyncio.create_task(admitted_in_part())
+    lane.in_flight[task] = batch
+    shutdown = Shutdown(redis, PendingEntries(redis, GROUP, "c"), grace_period=5, emit=lambda e: None)
+    await shutdown.hand_back_queued({"limited": lane})  # the drain's first step: nothing queued yet
+    await shutdown.finish_in_flight({"limited": lane})
+    claimed = await redis.xautoclaim("limited", GROUP, "other", 5000, count=10)
+    assert sorted(i.decode() for i, _ in claimed[1]) == sorted(e[0] for e in entries[2:])
+    counts = await redis.xpending_range("limited", GROUP, "-", "+", 10, consumername="other")
+    assert {int(row["times_delivered"]) for row in counts} == {1}  # the hand-back's 0, + this claim
