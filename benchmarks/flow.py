@@ -130,7 +130,9 @@ def max_window(times: list[float], width: float = 1.0) -> int:
     return max(bisect.bisect_left(times, t + width) - i for i, t in enumerate(times))
 
 
-async def rate_phase(rate: int, seconds: float, n_workers: int, actors: int, logs: Path) -> dict[str, Any]:
+async def rate_phase(
+    rate: int, seconds: float, n_workers: int, actors: int, logs: Path, dump: Path | None = None
+) -> dict[str, Any]:
     with redis_server() as server:
         redis = Redis.from_url(server.url)
         backlog = int(rate * (seconds + WARMUP_S + 30) * 1.2)
@@ -147,7 +149,9 @@ async def rate_phase(rate: int, seconds: float, n_workers: int, actors: int, log
             retried = sum(_counter(ports, "streamtasks_entries_retried_total"))
             handled = _counter(ports, "streamtasks_entries_handled_total")
         rows = [r.decode().split("|") for r in await redis.lrange("flow:calls", 0, -1)]
-        calls = sorted(float(t) for t, _ in rows)
+        if dump is not None:  # every call: time, attempt, pid of the actor that made it
+            await asyncio.to_thread(dump.write_text, json.dumps({"start": start, "end": end, "calls": rows}))
+        calls = sorted(float(t) for t, *_ in rows)
         window = [t for t in calls if start <= t < end]
         consumers = await redis.xinfo_consumers("flow:limited", GROUP)
         result = {
@@ -156,7 +160,7 @@ async def rate_phase(rate: int, seconds: float, n_workers: int, actors: int, log
             "ratio": round(len(window) / (end - start) / rate, 4),
             "max_1s_window": max_window(window), "max_1s_ratio": round(max_window(window) / rate, 4),
             "dead_letters": int(await redis.xlen("flow:limited:dead")),
-            "not_first_attempt": sum(1 for _, a in rows if a != "1"), "retried_total": retried,
+            "not_first_attempt": sum(1 for _, a, *_ in rows if a != "1"), "retried_total": retried,
             "waiting_redelivered": redelivered, "pending_when_measured": len(pending),
             "handled_per_worker": handled, "consumers": len(consumers),
         }  # fmt: skip
@@ -203,16 +207,19 @@ async def priorities_phase(
 @click.option(
     "--keep-logs", type=click.Path(file_okay=False, path_type=Path), help="Keep the workers' logs here."
 )
+@click.option(
+    "--dump", type=click.Path(dir_okay=False, path_type=Path), help="rate: write every call (JSON)."
+)
 def main(
     phase: str, rate: int, seconds: float, backlog: int, urgent: int, n_workers: int, actors: int,
-    keep_logs: Path | None,
+    keep_logs: Path | None, dump: Path | None,
 ) -> None:  # fmt: skip
     """Measure a rate limit or priority levels with real workers (see the module docstring)."""
     with tempfile.TemporaryDirectory(prefix="st-flow-logs-") as tmp:
         logs = keep_logs or Path(tmp)
         logs.mkdir(parents=True, exist_ok=True)
         if phase == "rate":
-            emit(**asyncio.run(rate_phase(rate, seconds, n_workers, actors, logs)))
+            emit(**asyncio.run(rate_phase(rate, seconds, n_workers, actors, logs, dump)))
         else:
             emit(**asyncio.run(priorities_phase(backlog, urgent, n_workers, actors, logs)))
 

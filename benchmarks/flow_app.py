@@ -31,7 +31,7 @@ def _redis() -> Any:
 
 @registry.stream_handler("flow:limited", rate_limit=f"{RATE}/s", max_retries=0)
 def limited(msg: Message) -> None:
-    _redis().rpush("flow:calls", f"{time.time()}|{msg.attempt}")
+    _redis().rpush("flow:calls", f"{time.time()}|{msg.attempt}|{os.getpid()}")
 
 
 @registry.stream_handler("flow:jobs", priorities=3, batch_size=JOB_BATCH)

@@ -12,7 +12,7 @@ time* ``tat`` of the next call. Every call granted moves it on by the emission i
 the one asked for); a grant must leave ``tat <= now + burst * T``. Hence the guarantee: over
 any window of ``W`` seconds at most ``W / T + burst`` calls are granted, whoever asks and in
 whatever order. ``burst`` (the tolerance) is :data:`BURST_SECONDS` worth of calls, at least
-one: 10 at 200/s, 5 at 100/s, 1 at 10/s and below.
+one: 5 at 200/s, 3 at 100/s, 1 at 40/s and below.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from attrs import frozen
 from .errors import ConfigError
 
 #: The burst tolerance, in seconds of the rate: the most calls granted at one instant.
-BURST_SECONDS = 0.05
+BURST_SECONDS = 0.025
 #: Seconds per unit of ``"N/unit"``.
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _RATE_RE = re.compile(r"([1-9][0-9]{0,8})/([smh])")
