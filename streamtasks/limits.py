@@ -6,13 +6,22 @@ All workers and actors share one limit per handler, kept in Redis by the :data:`
 <streamtasks.lua.GCRA>` script; :func:`gcra` is the same arithmetic in Python, for the
 in-memory app (:mod:`streamtasks.testing`) and for the tests that hold the two equal.
 
-GCRA (the generic cell rate algorithm) keeps one number per limit: the *theoretical arrival
-time* ``tat`` of the next call. Every call granted moves it on by the emission interval ``T``
-(``period / count``, rounded *up* to whole microseconds, so the rate granted is never above
-the one asked for); a grant must leave ``tat <= now + burst * T``. Hence the guarantee: over
-any window of ``W`` seconds at most ``W / T + burst`` calls are granted, whoever asks and in
-whatever order. ``burst`` (the tolerance) is :data:`BURST_SECONDS` worth of calls, at least
-one: 5 at 200/s, 3 at 100/s, 1 at 40/s and below.
+GCRA (the generic cell rate algorithm) keeps, per limit, the *theoretical arrival time*
+``tat`` of the next call; every call granted moves it on by the emission interval, and a
+grant must leave ``tat <= now + tolerance * interval``. Two of them act together (the dual
+GCRA of traffic shaping), and a call is granted only when both allow it:
+
+* the **rate**: interval ``T = period / count`` (rounded *up* to whole microseconds: never
+  above the rate asked for), tolerance ``bank`` = :data:`BANK_SECONDS` of the rate. Calls a
+  stall left unused (every worker paused, a slow network) are kept up to ``bank`` and made
+  up later, so the long-run rate holds on a busy machine;
+* the **peak**: interval ``T / (1 + CATCH_UP)`` (5 % faster), tolerance ``burst`` =
+  :data:`BURST_SECONDS` of the rate: making up never runs more than 5 % over the rate, and
+  at one instant at most ``burst`` calls are granted.
+
+Hence the guarantee: over any window of ``W`` seconds at most ``min(W / T + bank,
+W / T_peak + burst)`` calls are granted, whoever asks and in whatever order. At 200/s:
+``burst`` 5, ``bank`` 50, at most 215 calls in any second (107.5 %), 12,050 in any minute.
 """
 
 from __future__ import annotations
@@ -24,8 +33,13 @@ from attrs import frozen
 
 from .errors import ConfigError
 
-#: The burst tolerance, in seconds of the rate: the most calls granted at one instant.
+#: The peak's tolerance, in seconds of the rate: the most calls granted at one instant.
 BURST_SECONDS = 0.025
+#: The rate's tolerance, in seconds of the rate: calls a stall leaves unused and that are made
+#: up later (at the peak rate).
+BANK_SECONDS = 0.25
+#: The peak rate is this much faster than the rate (making up what a stall left unused).
+CATCH_UP = 0.05
 #: Seconds per unit of ``"N/unit"``.
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _RATE_RE = re.compile(r"([1-9][0-9]{0,8})/([smh])")
@@ -62,6 +76,13 @@ class RateLimit:
         return max(1, math.ceil(self.count * BURST_SECONDS / self.period))
 
     @property
+    def shape(self) -> Shape:
+        """The two GCRAs of this limit (see the module docstring)."""
+        interval = self.interval_us
+        bank = max(self.burst, math.ceil(self.count * BANK_SECONDS / self.period))
+        return Shape(interval, bank, max(1, math.ceil(interval / (1 + CATCH_UP))), self.burst)
+
+    @property
     def per_second(self) -> float:
         return self.count / self.period
 
@@ -71,26 +92,53 @@ class RateLimit:
 
 
 @frozen
+class Shape:
+    """The two GCRAs of a limit: the rate (``interval_us``, tolerance ``bank``) and the peak
+    (``peak_interval_us`` <= ``interval_us``, tolerance ``burst`` <= ``bank``)."""
+
+    interval_us: int
+    bank: int
+    peak_interval_us: int
+    burst: int
+
+    @property
+    def cells(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``(interval_us, tolerance)`` of the rate, then of the peak."""
+        return (self.interval_us, self.bank), (self.peak_interval_us, self.burst)
+
+    def most_in(self, window_us: int) -> float:
+        """The most calls granted in any window of ``window_us`` microseconds."""
+        return min(window_us / interval + tolerance for interval, tolerance in self.cells)
+
+
+@frozen
 class Grant:
-    """What one GCRA request got: ``granted`` calls now, and when ``granted`` is less than
-    asked, ``wait_us``: how long until ``chunk`` more (at most ``burst``, at least one) would
-    be granted, nobody else asking."""
+    """What one request got: ``granted`` calls now, and when ``granted`` is less than asked,
+    ``wait_us``: how long until ``chunk`` more (at most ``burst``, at least one) would be
+    granted, nobody else asking; ``tats``: the limit's new state (rate's, peak's)."""
 
     granted: int
     wait_us: int
-    tat_us: int  # the limit's new state
+    tats: tuple[int, int]
 
 
-def gcra(tat_us: int, now_us: int, interval_us: int, burst: int, want: int, chunk: int) -> Grant:
-    """Grant up to ``want`` calls at ``now_us`` to a limit whose state is ``tat_us`` (0: new).
+def gcra(tats: tuple[int, int], now_us: int, shape: Shape, want: int, chunk: int) -> Grant:
+    """Grant up to ``want`` calls at ``now_us`` to a limit in state ``tats`` ((0, 0): new).
 
     The same arithmetic as :data:`streamtasks.lua.GCRA` (whole microseconds throughout)."""
-    tat = max(tat_us, now_us)
-    ceiling = now_us + burst * interval_us
-    granted = max(0, min(want, (ceiling - tat) // interval_us))
-    tat += granted * interval_us
+    # ahead of what a grant can leave (a clock that went back, a foreign write): the furthest
+    tat = [
+        min(max(t, now_us), now_us + tol * interval)
+        for t, (interval, tol) in zip(tats, shape.cells, strict=True)
+    ]
+    cells = list(zip(tat, shape.cells, strict=True))
+    granted = max(0, min(want, *((now_us + tol * interval - t) // interval for t, (interval, tol) in cells)))
     wait = 0
-    rest = want - granted
-    if rest > 0:
-        wait = max(0, tat + min(rest, max(1, chunk), burst) * interval_us - ceiling)
-    return Grant(granted, wait, tat if granted else tat_us)
+    if granted < want:
+        need = min(want - granted, max(1, chunk), shape.burst)
+        wait = max(0, *(t + (granted + need - tol) * interval - now_us for t, (interval, tol) in cells))
+    if not granted:
+        return Grant(0, wait, tats)
+    return Grant(
+        granted, wait, (tat[0] + granted * shape.interval_us, tat[1] + granted * shape.peak_interval_us)
+    )

@@ -145,39 +145,53 @@ end
 return 0
 """
 
-# KEYS: a handler's rate limit (streamtasks.keys.rate_key). ARGV: interval_us, burst, want,
-# chunk, now_us ('': Redis' TIME, the one clock every worker shares).
-# GCRA (streamtasks.limits.gcra is the same arithmetic): grants up to `want` calls, keeping
-# tat <= now + burst * interval; when fewer were granted, says how long until `chunk` more
-# (at most burst) would be. Whole microseconds throughout (exact in Lua's doubles).
-# -> {granted, wait_us, now_us}
+# KEYS: a handler's rate limit (streamtasks.keys.rate_key): 'tat_rate tat_peak', microseconds.
+# ARGV: interval_us, bank, peak_interval_us, burst, want, chunk, now_us ('': Redis' TIME, the one
+# clock every worker shares).
+# Dual GCRA (streamtasks.limits.gcra is the same arithmetic): grants up to `want` calls, keeping
+# tat_rate <= now + bank * interval and tat_peak <= now + burst * peak_interval; when fewer were
+# granted, says how long until `chunk` more (at most burst) would be. A value that is not two
+# whole numbers (written by someone else) counts as a new limit, and one further ahead than a
+# grant can leave it (a clock that went back) as the furthest a grant can. Whole microseconds
+# throughout (exact in Lua's doubles). -> {granted, wait_us, now_us}
 GCRA = """
-local t = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local want = tonumber(ARGV[3])
 local now
-if ARGV[5] == '' then
+if ARGV[7] == '' then
   local tm = redis.call('TIME')
   now = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
 else
-  now = tonumber(ARGV[5])
+  now = tonumber(ARGV[7])
 end
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local ceiling = now + burst * t
-local granted = math.floor((ceiling - tat) / t)
-if granted > want then granted = want end
+local want = tonumber(ARGV[5])
+local cells = {{tonumber(ARGV[1]), tonumber(ARGV[2])}, {tonumber(ARGV[3]), tonumber(ARGV[4])}}
+local tat = {0, 0}
+local state = redis.call('GET', KEYS[1])
+if state then
+  local a, b = string.match(state, '^(%d+) (%d+)$')
+  if a then tat = {tonumber(a), tonumber(b)} end
+end
+local granted = want
+for i = 1, 2 do
+  if tat[i] < now then tat[i] = now end
+  local ceiling = now + cells[i][2] * cells[i][1]
+  if tat[i] > ceiling then tat[i] = ceiling end
+  local room = math.floor((now + cells[i][2] * cells[i][1] - tat[i]) / cells[i][1])
+  if room < granted then granted = room end
+end
 if granted < 0 then granted = 0 end
-if granted > 0 then
-  tat = tat + granted * t
-  local ttl_ms = math.floor((tat - now) / 1000) + 1000
-  redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', string.format('%d', ttl_ms))
-end
 local wait = 0
-if want > granted then
-  local need = math.min(want - granted, math.max(1, tonumber(ARGV[4])), burst)
-  wait = tat + need * t - ceiling
-  if wait < 0 then wait = 0 end
+if granted < want then
+  local need = math.min(want - granted, math.max(1, tonumber(ARGV[6])), cells[2][2])
+  for i = 1, 2 do
+    local late = tat[i] + (granted + need - cells[i][2]) * cells[i][1] - now
+    if late > wait then wait = late end
+  end
+end
+if granted > 0 then
+  local a = tat[1] + granted * cells[1][1]
+  local b = tat[2] + granted * cells[2][1]
+  local ttl_ms = math.floor((math.max(a, b) - now) / 1000) + 1000
+  redis.call('SET', KEYS[1], string.format('%d %d', a, b), 'PX', string.format('%d', ttl_ms))
 end
 return {granted, wait, now}
 """

@@ -20,7 +20,7 @@ from attrs import evolve
 
 from .. import keys
 from ..fanout import declared_stream
-from ..limits import US, gcra
+from ..limits import US, Shape, gcra
 from ..registry import HandlerSpec
 from ..worker.flow import permits_wanted, plan_admission
 from ..worker.priority import next_level, passed_over
@@ -37,8 +37,8 @@ class MemoryFlow:
 
     def __init__(self) -> None:
         self.skipped: dict[tuple[str, str], list[int]] = {}
-        self.tat_us: dict[str, int] = {}
-        self.limits: dict[str, tuple[int, int]] = {}  # declared stream -> (interval_us, burst)
+        self.tats: dict[str, tuple[int, int]] = {}
+        self.shapes: dict[str, Shape] = {}  # declared stream -> its limit's shape
         #: Entries a rate limit held back, by stream: read (pending), not started.
         self.held: dict[str, list[Delivery]] = {}
 
@@ -82,12 +82,12 @@ class MemoryFlow:
                 out.append((spec, entries))
                 continue
             key = declared_stream(spec)
-            self.limits[key] = (limit.interval_us, limit.burst)
+            shape = self.shapes[key] = limit.shape
             start = 0
             if key not in blocked:
                 want = permits_wanted(spec, len(entries))
-                grant = gcra(self.tat_us.get(key, 0), now_us, limit.interval_us, limit.burst, want, want)
-                self.tat_us[key] = grant.tat_us
+                grant = gcra(self.tats.get(key, (0, 0)), now_us, shape, want, want)
+                self.tats[key] = grant.tats
                 start = plan_admission(spec, len(entries), grant.granted, grant.wait_us).start
             if start:
                 out.append((spec, entries[:start]))
@@ -101,9 +101,10 @@ class MemoryFlow:
         dues = []
         for spec in streams:
             if self.held.get(spec.stream):
-                interval, burst = self.limits[declared_stream(spec)]
-                tat = self.tat_us.get(declared_stream(spec), 0)
-                dues.append((tat - (burst - 1) * interval) / US)
+                shape = self.shapes[declared_stream(spec)]
+                tats = self.tats.get(declared_stream(spec), (0, 0))
+                cells = zip(tats, shape.cells, strict=True)
+                dues.append(max(t - (tol - 1) * interval for t, (interval, tol) in cells) / US)
         return dues
 
 
@@ -111,7 +112,8 @@ async def run_for(app: InMemoryApp, seconds: float, max_batches: int) -> int:
     """:meth:`InMemoryApp.run_for`: let ``seconds`` pass on the fake clock, running what is
     runnable at every due time on the way (retries, calls a rate limit held back), so handlers
     see the clock a worker would: at ``rate_limit="10/s"``, ``run_for(1)`` runs 10 calls 0.1 s
-    apart, where ``advance(1)`` jumps, leaving room for one burst (GCRA banks no idle time)."""
+    apart, where ``advance(1)`` jumps: one burst at the new time, and what the jump left unused
+    (up to the limit's bank) at the peak rate after it."""
     end = app.clock.now + seconds
     ran = await app.run_until_idle(max_batches=max_batches)
     while (due := app._next_due()) is not None and due <= end:

@@ -149,8 +149,9 @@ class Flow:
                 spec = evolve(spec, concurrency=len(hold.members))
         if self.rate is not None:
             want = permits_wanted(spec, len(entries))
-            chunk = min(want, refill_chunk(self.rate.burst))
-            args = [self.rate.interval_us, self.rate.burst, want, chunk, ""]
+            shape = self.rate.shape
+            chunk = min(want, refill_chunk(shape.burst))
+            args = [shape.interval_us, shape.bank, shape.peak_interval_us, shape.burst, want, chunk, ""]
             reply = await self.flows.call(self.flows.gcra, [self.rate_key], args)
             plan = plan_admission(spec, len(entries), int(reply[0]), int(reply[1]))
             if plan.start < len(entries):

@@ -20,7 +20,7 @@ from test_worker import wait_until
 
 from streamtasks import Producer
 from streamtasks.keys import concurrency_key
-from streamtasks.limits import RateLimit
+from streamtasks.limits import US, RateLimit
 from streamtasks.observe.inspect import gather_status
 from streamtasks.observe.metrics import WorkerMetrics
 from streamtasks.worker import InlineExecutor, Worker, WorkerSettings
@@ -34,9 +34,8 @@ LIMIT = RateLimit.parse(f"{flow_app.RATE}/s")
 #: Calls start within this long of their grant here (a batch waits for a thread, the GIL, a
 #: loaded 2-core machine): the script's bound is on grants (tests/integration/test_flow_scripts.py).
 START_JITTER_S = 0.1
-#: The most calls any 1-s window may see: the rate, the burst, and calls granted up to
-#: START_JITTER_S earlier.
-MOST_IN_A_SECOND = flow_app.RATE + LIMIT.burst + round(flow_app.RATE * START_JITTER_S)
+#: The most calls any 1-s window may see: what the limit grants in 1 s plus START_JITTER_S.
+MOST_IN_A_SECOND = int(LIMIT.shape.most_in(round((1 + START_JITTER_S) * US)))
 
 
 @pytest.fixture
@@ -90,7 +89,7 @@ async def test_a_rate_limit_shared_by_two_workers_holds_and_waiting_is_not_an_at
     times = [t for t, _ in calls]
     assert _max_window(times) <= MOST_IN_A_SECOND
     span = times[-1] - times[0]
-    assert span >= (n - LIMIT.burst) / flow_app.RATE - START_JITTER_S  # never faster than 40/s
+    assert n <= LIMIT.shape.most_in(round((span + START_JITTER_S) * US))  # never faster than 40/s
     assert span <= 1.25 * n / flow_app.RATE  # and not much slower (a shared, loaded machine)
     assert {attempt for _, attempt in calls} == {1}
     lanes = [w.tally.lane("limited", "") for w in (first, second)]
@@ -156,7 +155,7 @@ async def test_a_rate_limit_holds_across_actors(
     calls = await _calls(redis)
     times = [t for t, _ in calls]
     assert _max_window(times) <= MOST_IN_A_SECOND
-    assert times[-1] - times[0] >= (n - LIMIT.burst) / flow_app.RATE - START_JITTER_S
+    assert n <= LIMIT.shape.most_in(round((times[-1] - times[0] + START_JITTER_S) * US))
     assert {attempt for _, attempt in calls} == {1}
     consumers = await redis.xinfo_consumers("limited", GROUP)
     assert len([c for c in consumers if c["name"].decode().endswith(("-a0", "-a1"))]) == 2

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from streamtasks import Message, Registry
 from streamtasks.errors import ConfigError
-from streamtasks.limits import BURST_SECONDS, US, RateLimit, gcra
+from streamtasks.limits import BURST_SECONDS, US, RateLimit, Shape, gcra
 
 
 @pytest.mark.parametrize(
@@ -88,47 +88,69 @@ def test_a_bad_rate_limit_fails_at_decoration_time() -> None:
 
 
 def test_a_new_limit_grants_its_burst_at_once_then_one_call_per_interval() -> None:
-    interval, burst = 5_000, 10  # 200/s
-    first = gcra(0, 1_000_000, interval, burst, 25, 5)
-    assert (first.granted, first.wait_us) == (10, 25_000)  # 5 more in 25 ms
-    later = gcra(first.tat_us, 1_000_000 + 25_000, interval, burst, 15, 5)
-    assert later.granted == 5
-    idle = gcra(later.tat_us, 10 * US, interval, burst, 100, 100)
-    assert idle.granted == burst  # idle time is not banked beyond the burst
+    shape = RateLimit.parse("200/s").shape
+    assert (shape.interval_us, shape.bank, shape.peak_interval_us, shape.burst) == (5000, 50, 4762, 5)
+    first = gcra((0, 0), US, shape, 25, 2)
+    assert (first.granted, first.wait_us) == (5, 9524)  # 2 more when the peak lets them
+    later = gcra(first.tats, US + 9524, shape, 20, 2)
+    assert later.granted == 2
+
+
+def test_calls_a_stall_left_unused_are_made_up_at_the_peak_rate_not_at_once() -> None:
+    shape = RateLimit.parse("200/s").shape
+    tats = gcra((0, 0), US, shape, 5, 5).tats
+    for step in range(1, 41):  # a second of 200/s, asked for on time: 5 every 25 ms
+        grant = gcra(tats, US + step * 25_000, shape, 100, 5)
+        tats = grant.tats
+        assert grant.granted == 5
+    after_stall = US + 40 * 25_000 + 200_000  # then nobody asks for 200 ms: 40 calls unused
+    per_second = []
+    for second in range(5):  # then ask every 5 ms for 5 s
+        made = 0
+        for step in range(200):
+            grant = gcra(tats, after_stall + (second * 200 + step) * 5_000, shape, 100, 1)
+            tats = grant.tats
+            made += grant.granted
+        per_second.append(made)
+    assert all(200 < n <= shape.most_in(US) for n in per_second[:4])  # above the rate, under the peak
+    assert sum(per_second) >= 5 * 200 + 40  # the 40 were made up
 
 
 requests = st.lists(
     st.tuples(st.integers(0, 30_000), st.integers(0, 40), st.integers(1, 40)), min_size=1, max_size=60
 )  # (microseconds since the last request, calls wanted, chunk)
+shapes = st.builds(
+    lambda interval, burst, more, faster: Shape(interval, burst + more, max(1, interval - faster), burst),
+    st.integers(1, 50_000), st.integers(1, 12), st.integers(0, 40), st.integers(0, 5_000),
+)  # fmt: skip
 
 
-@given(st.integers(1, 50_000), st.integers(1, 20), requests)
-def test_no_window_ever_gets_more_than_its_share_plus_the_burst(
-    interval: int, burst: int, asks: list[tuple[int, int, int]]
+@given(shapes, requests)
+def test_no_window_ever_gets_more_than_the_shape_allows(
+    shape: Shape, asks: list[tuple[int, int, int]]
 ) -> None:
-    tat, now, grants = 0, 10**12, []
+    tats, now, grants = (0, 0), 10**12, []
     for gap, want, chunk in asks:
         now += gap
-        grant = gcra(tat, now, interval, burst, want, chunk)
-        tat = grant.tat_us
+        grant = gcra(tats, now, shape, want, chunk)
+        tats = grant.tats
         assert 0 <= grant.granted <= want
         grants.append((now, grant.granted))
     for i, (start, _) in enumerate(grants):
         for end, _ in grants[i:]:
-            inside = sum(n for t, n in grants if start <= t <= end)
-            assert inside <= (end - start) / interval + burst
+            assert sum(n for t, n in grants if start <= t <= end) <= shape.most_in(end - start)
 
 
-@given(st.integers(1, 50_000), st.integers(1, 20), requests)
+@given(shapes, requests)
 def test_waiting_the_wait_given_gets_the_calls_it_was_for(
-    interval: int, burst: int, asks: list[tuple[int, int, int]]
+    shape: Shape, asks: list[tuple[int, int, int]]
 ) -> None:
-    tat, now = 0, 10**12
+    tats, now = (0, 0), 10**12
     for gap, want, chunk in asks:
         now += gap
-        grant = gcra(tat, now, interval, burst, want, chunk)
-        tat = grant.tat_us
+        grant = gcra(tats, now, shape, want, chunk)
+        tats = grant.tats
         if grant.granted < want:
             assert grant.wait_us > 0
-            retry = gcra(tat, now + grant.wait_us, interval, burst, want - grant.granted, chunk)
-            assert retry.granted >= min(want - grant.granted, chunk, burst)
+            retry = gcra(tats, now + grant.wait_us, shape, want - grant.granted, chunk)
+            assert retry.granted >= min(want - grant.granted, chunk, shape.burst)
