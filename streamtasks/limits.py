@@ -15,13 +15,13 @@ GCRA of traffic shaping), and a call is granted only when both allow it:
   above the rate asked for), tolerance ``bank`` = :data:`BANK_SECONDS` of the rate. Calls a
   stall left unused (every worker paused, a slow network) are kept up to ``bank`` and made
   up later, so the long-run rate holds on a busy machine;
-* the **peak**: interval ``T / (1 + CATCH_UP)`` (5 % faster), tolerance ``burst`` =
-  :data:`BURST_SECONDS` of the rate: making up never runs more than 5 % over the rate, and
+* the **peak**: interval ``T / (1 + CATCH_UP)`` (3 % faster), tolerance ``burst`` =
+  :data:`BURST_SECONDS` of the rate: making up never runs more than 3 % over the rate, and
   at one instant at most ``burst`` calls are granted.
 
 Hence the guarantee: over any window of ``W`` seconds at most ``min(W / T + bank,
 W / T_peak + burst)`` calls are granted, whoever asks and in whatever order. At 200/s:
-``burst`` 5, ``bank`` 50, at most 215 calls in any second (107.5 %), 12,050 in any minute.
+``burst`` 5, ``bank`` 50, at most 210 calls in any second (105 %), 12,050 in any minute.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ BURST_SECONDS = 0.025
 #: up later (at the peak rate).
 BANK_SECONDS = 0.25
 #: The peak rate is this much faster than the rate (making up what a stall left unused).
-CATCH_UP = 0.05
+CATCH_UP = 0.03
 #: Seconds per unit of ``"N/unit"``.
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _RATE_RE = re.compile(r"([1-9][0-9]{0,8})/([smh])")
