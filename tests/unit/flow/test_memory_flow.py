@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
 
 from streamtasks import Message, Registry
 from streamtasks.limits import US, RateLimit
@@ -103,3 +106,28 @@ async def test_max_concurrency_bounds_an_async_handlers_entries_at_once(
         await use.send({"n": n})
     await app.run_until_idle()
     assert peak == 3 and len(app.acked("scarce")) == 12
+
+
+@dataclass
+class Job:
+    n: int
+
+
+async def test_a_typed_handler_sends_to_the_level_asked_for(
+    streamtasks_app: Callable[..., InMemoryApp],
+) -> None:
+    registry = Registry(group="g")
+    seen: list[int] = []
+
+    @registry.stream_handler("typed_jobs", priorities=2, batch_size=1)
+    def run(job: Job) -> None:
+        seen.append(job.n)
+
+    app = streamtasks_app(registry)
+    await run.send(Job(1), priority=1)
+    await run.send(Job(2))
+    assert [len(app.entries(s)) for s in ("typed_jobs", "typed_jobs:p1")] == [1, 1]
+    await app.run_until_idle()
+    assert seen == [2, 1]  # level 0 first, though sent second
+    with pytest.raises(ValueError, match="from 0 to 1"):
+        await run.send(Job(3), priority=2)
