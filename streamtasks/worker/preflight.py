@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from .. import keys
 from ..connect import is_cluster
 from ..errors import ConfigError
+from ..fanout import declared_stream
 from ..redisutil import REDIS_DOWN
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ class Probe:
     @property
     def key(self) -> str | None:
         """The key it names (None for the script commands: they name none here)."""
-        if self.command == "EVALSHA" or self.command.startswith("SCRIPT"):
+        if self.command in ("EVALSHA", "TIME") or self.command.startswith("SCRIPT"):
             return None
         index = 5 if self.command == "XREADGROUP" else 2 if " " in self.command else 1
         return self.argv[index]
@@ -100,12 +101,36 @@ def probes(
     return out
 
 
+def flow_probes(rate_keys: Sequence[str], concurrency_keys: Sequence[str]) -> list[Probe]:
+    """The commands of the flow-control scripts (``GCRA``, ``SEM_*``) and the slots' release,
+    on the keys of the handlers that have a rate limit or ``max_concurrency``."""
+    out = [Probe("TIME", ("TIME",))] if rate_keys or concurrency_keys else []
+    for key in rate_keys:
+        out += [Probe("GET", ("GET", key)), Probe("SET", ("SET", key, "0 0", "EX", "0"))]
+    for key in concurrency_keys:
+        out += [
+            Probe("ZREMRANGEBYSCORE", ("ZREMRANGEBYSCORE", key, "1", "0")),  # an empty range
+            Probe("ZCARD", ("ZCARD", key)),
+            Probe("ZRANGE", ("ZRANGE", key, "0", "0")),
+            Probe("ZSCORE", ("ZSCORE", key, PROBE_FIELD)),
+            Probe("ZADD", ("ZADD", key, "XX", "0", PROBE_FIELD)),  # XX: no such member, no change
+            Probe("ZREM", ("ZREM", key, PROBE_FIELD)),
+            Probe("PEXPIRE", ("PEXPIRE", key, "1", "NX", "XX")),  # NX with XX: refused after the ACL
+        ]
+    return out
+
+
 async def check_permissions(
-    redis: Redis, streams: Sequence[tuple[str, str]], group: str, consumer: str, trimmed: Sequence[str] = ()
+    redis: Redis,
+    streams: Sequence[tuple[str, str]],
+    group: str,
+    consumer: str,
+    trimmed: Sequence[str] = (),
+    extra: Sequence[Probe] = (),
 ) -> None:
     """Raise :class:`MissingPermissions` naming every command the user may not run
-    (``trimmed``: the keys the worker trims)."""
-    checks = probes(streams, group, consumer, trimmed)
+    (``trimmed``: the keys the worker trims; ``extra``: more probes, e.g. :func:`flow_probes`)."""
+    checks = [*probes(streams, group, consumer, trimmed), *extra]
     try:
         user = await _whoami(redis)
         denied = await _dry_run(redis, user, checks) if user is not None else None
@@ -129,7 +154,11 @@ async def check_handlers(redis: Redis, specs: Iterable[HandlerSpec], group: str,
     streams = [(spec.stream, spec.dead_letter_stream) for spec in specs]
     trimmed = [s.stream for s in specs if s.trim_acked_after is not None]
     trimmed += [s.dead_letter_stream for s in specs if s.dead_letter_retention is not None]
-    await check_permissions(redis, streams, group, consumer, trimmed)
+    rates = {keys.rate_key(group, declared_stream(s)) for s in specs if s.rate_limit is not None}
+    slots = {keys.concurrency_key(group, declared_stream(s)) for s in specs if s.max_concurrency}
+    await check_permissions(
+        redis, streams, group, consumer, trimmed, flow_probes(sorted(rates), sorted(slots))
+    )
 
 
 async def _whoami(redis: Redis) -> str | None:

@@ -79,3 +79,22 @@ async def test_send_writes_to_the_level_asked_for(redis: Redis, redis_url: str) 
     assert int(await redis.exists("orders")) == 0
     bad = cli("send", "orders", "n=1", "--priority", "-1", "--redis-url", redis_url)
     assert bad.returncode != 0 and "--priority" in bad.stderr and "Traceback" not in bad.stderr
+
+
+async def test_a_user_without_the_flow_commands_is_told_at_start(redis: Redis, redis_url: str) -> None:
+    """A limited handler's worker checks its Redis user may run the flow scripts' commands on
+    the limits' keys; one that may not is named in one line (ACL DRYRUN), before anything runs."""
+    from streamtasks.worker.preflight import MissingPermissions, check_handlers
+
+    user, password = "st-flow-limited", "flow-pw"
+    await redis.execute_command(
+        "ACL", "SETUSER", user, "reset", "on", f">{password}", "~*", "&*", "+@all", "-zadd", "-time"
+    )
+    client = Redis.from_url(redis_url.replace("redis://", f"redis://{user}:{password}@"))
+    try:
+        with pytest.raises(MissingPermissions, match=r"lacks permissions the worker needs: TIME, ZADD$"):
+            await check_handlers(client, flow_app.registry.only(["scarce"]).handlers.values(), GROUP, "c")
+        await check_handlers(client, flow_app.registry.only(["levels"]).handlers.values(), GROUP, "c")
+    finally:
+        await client.aclose()
+        await redis.execute_command("ACL", "DELUSER", user)

@@ -4,6 +4,8 @@ and the admission plan of a limited batch."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -129,3 +131,16 @@ def test_the_admission_plan_starts_one_entry_per_permit_and_a_batch_on_one() -> 
     assert plan_admission(batch, 10, 1, 0) == Admission(10, 0.0)
     assert plan_admission(batch, 10, 0, 7_000) == Admission(0, 0.007)
     assert [refill_chunk(b) for b in (1, 2, 3, 10)] == [1, 1, 1, 5]
+
+
+def test_the_start_up_check_covers_every_command_of_the_flow_scripts() -> None:
+    """A limited handler's worker checks at start that its user may run what the flow scripts
+    and the slots' release run, on the limits' own keys (a plain handler: nothing more)."""
+    from streamtasks import lua
+    from streamtasks.worker.preflight import flow_probes
+
+    called = set(re.findall(r"redis\.call\('(\w+)'", lua.GCRA + lua.SEM_ACQUIRE + lua.SEM_RENEW))
+    checked = flow_probes(["streamtasks:rate:g:s"], ["streamtasks:concurrency:g:s"])
+    assert {c.upper() for c in called} | {"ZREM"} <= {p.command for p in checked}
+    assert all(p.key in (None, "streamtasks:rate:g:s", "streamtasks:concurrency:g:s") for p in checked)
+    assert flow_probes([], []) == []
