@@ -17,6 +17,8 @@ from .keys import FIELD_MESSAGE_ID
 #: At most this many sends go into one coalesced pipeline.
 MAX_PIPELINE = 1000
 
+#: (stream, fields, due time in ms or None): one entry of ``send_many``
+Row = tuple[str, dict[str, str | bytes], int | None]
 #: (stream, fields, MAXLEN, due time in ms or None, the send's future)
 _Item = tuple[str, dict[str, str | bytes], int | None, int | None, "asyncio.Future[str]"]
 
@@ -80,3 +82,25 @@ class Coalescer:
 
 def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def write_rows(redis: Redis, rows: list[Row], maxlen: int | None) -> list[str]:
+    """``send_many``'s explicit pipeline: XADD the plain entries of ``rows``; the delayed ones
+    go in one script call per stream. Returns entry ids, and message ids for the delayed ones."""
+    pipe = redis.pipeline(transaction=False)
+    slots: list[int | str] = []  # per entry: its XADD's place in the replies, or its message id
+    added = 0
+    delayed: dict[str, list[tuple[str, int, bytes]]] = {}
+    for target, encoded, due in rows:
+        if due is None:
+            pipe.xadd(target, encoded, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+            slots.append(added)
+            added += 1
+        else:
+            mid = text(encoded[FIELD_MESSAGE_ID])
+            delayed.setdefault(target, []).append((mid, due, scheduled_fields(encoded, due)))
+            slots.append(mid)
+    for target, scheduled in delayed.items():
+        await queue_schedule(redis, pipe, target, scheduled)
+    replies = await pipe.execute()
+    return [text(replies[s]) if isinstance(s, int) else s for s in slots]

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from .errors import RegistryError
+from .fanout import level_target
 from .hooks import sending
 from .message import FieldValue, Message
 from .resources import import_attr
@@ -121,6 +122,7 @@ class Handler(_Calling[P, R]):
         shard_key: str | bytes | None = None,
         delay: float | timedelta | None = None,
         eta: datetime | None = None,
+        priority: int | None = None,
         **kwargs: FieldValue,
     ) -> str:
         """Add an entry to this handler's stream (the analogue of Celery's ``.delay``).
@@ -128,7 +130,8 @@ class Handler(_Calling[P, R]):
         Uses ``producer`` or a shared :class:`~streamtasks.Producer` configured from the
         environment (``REDIS_URL`` ...). Returns the new entry id. On a sharded stream,
         ``shard_key`` picks the shard (same key, same shard, order kept); without one, shards
-        take turns. (Not ``key=``: keyword arguments are fields.) ``delay`` (seconds or a
+        take turns; ``priority`` picks the level of a prioritized one (0, the default, is the
+        highest). (Not ``key=``: keyword arguments are fields.) ``delay`` (seconds or a
         timedelta) or ``eta`` (a timezone-aware datetime): the entry waits in Redis until then
         (:mod:`streamtasks.delayed`), and the message id is returned instead.
         """
@@ -137,7 +140,12 @@ class Handler(_Calling[P, R]):
         payload = self._fields({**(fields or {}), **kwargs})
         spec = self.spec
         return await (producer or current_sender()).send(
-            spec.stream, payload, key=shard_key, shards=spec.shards or None, delay=delay, eta=eta
+            level_target(spec, priority),
+            payload,
+            key=shard_key,
+            shards=spec.shards or None,
+            delay=delay,
+            eta=eta,
         )
 
     async def call(
@@ -175,15 +183,21 @@ class TypedHandler(_Calling[P, R], Generic[P, R, M]):
         shard_key: str | bytes | None = None,
         delay: float | timedelta | None = None,
         eta: datetime | None = None,
+        priority: int | None = None,
     ) -> str:
         """Add ``payload`` (an instance of the declared type) to this handler's stream
-        (``shard_key``, ``delay`` and ``eta`` as for :meth:`Handler.send`)."""
+        (``shard_key``, ``delay``, ``eta`` and ``priority`` as for :meth:`Handler.send`)."""
         from .producer import current_sender
 
         spec = self.spec
         fields = self._fields(codec_for(spec.message_type or type(payload)).encode(payload))
         return await (producer or current_sender()).send(
-            spec.stream, fields, key=shard_key, shards=spec.shards or None, delay=delay, eta=eta
+            level_target(spec, priority),
+            fields,
+            key=shard_key,
+            shards=spec.shards or None,
+            delay=delay,
+            eta=eta,
         )
 
     async def call(

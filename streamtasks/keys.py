@@ -158,3 +158,50 @@ def result_key(stream: str, ident: str) -> str:
 def reply_stream(token: str) -> str:
     """The reply stream of one producer process (``handler.call``'s waiter)."""
     return f"{_KEY_PREFIX}:reply:{{{token}}}"
+
+
+# -- flow control: priority levels, rate limits, concurrency ------------------------------------
+
+_LEVEL_RE = re.compile(r"^(?P<base>.+):p(?P<level>[1-9][0-9]*)$")
+
+
+def level_stream(stream: str, level: int) -> str:
+    """Priority level ``level`` of ``stream`` (``stream_handler(..., priorities=N)``): level 0
+    is ``stream`` itself, so the stream's backlog, its dead letters and producers that know
+    nothing of priorities stay at the default level; level ``k`` is ``<stream>:p<k>``.
+
+    A level shards like any stream (``orders:p1:{3}``: shard 3 of level 1), and a hash tag
+    in ``stream`` (``{orders}:p1``) or its shard's (``{3}``) keeps every level of one shard
+    in one Redis Cluster slot with its dead-letter stream and failures hash.
+    """
+    return stream if level == 0 else f"{stream}:p{level}"
+
+
+def level_streams(stream: str, levels: int) -> list[str]:
+    """Every level of ``stream``, level 0 (the highest) first."""
+    return [level_stream(stream, level) for level in range(levels)]
+
+
+def level_of(stream: str) -> tuple[str, int]:
+    """``(prioritized stream, level)`` of a stream name: ``("orders", 1)`` for ``orders:p1``
+    and for its shard ``orders:p1:{3}``; ``(stream, 0)`` (or its shard's base) otherwise."""
+    m = _LEVEL_RE.match(shard_base(stream) or stream)
+    if m is None:
+        return shard_base(stream) or stream, 0
+    return m.group("base"), int(m.group("level"))
+
+
+def rate_key(group: str, stream: str) -> str:
+    """The GCRA state of the rate limit of ``group``'s handler declared on ``stream`` (one
+    for all its shards and levels).
+
+    A key of its own, not in the stream's slot: the limit is one number for streams that
+    live in many slots (shards), and the script that moves it names no other key, so on Redis
+    Cluster it may live in any slot (CROSSSLOT cannot happen)."""
+    return f"{_KEY_PREFIX}:rate:{group}:{stream}"
+
+
+def concurrency_key(group: str, stream: str) -> str:
+    """The semaphore of ``max_concurrency`` of ``group``'s handler declared on ``stream``
+    (a sorted set of slots held; its own slot on Redis Cluster, as :func:`rate_key`)."""
+    return f"{_KEY_PREFIX}:concurrency:{group}:{stream}"

@@ -17,6 +17,10 @@ Delayed entries (``send(..., delay=30)`` or ``eta=datetime``; ``send_many`` take
 one per entry): the entry waits in Redis until it is due (:mod:`streamtasks.delayed`), written
 in the same pipelines as the plain sends (one script call per stream and pipeline in
 ``send_many``); the send returns its message id, since its entry id is made when it is moved.
+
+Priority levels (``stream_handler("orders", priorities=3)``): ``send("orders", fields,
+priority=2)`` writes to level 2, ``orders:p2`` (level 0, the default, is ``orders`` itself);
+a level composes with a shard (``orders:p2:{5}``).
 """
 
 from __future__ import annotations
@@ -33,9 +37,9 @@ from redis.asyncio import Redis
 
 from . import otel
 from .calls import Calls
-from .coalesce import MAX_PIPELINE, Coalescer, text
-from .delayed import Delay, due_ms, due_times, queue_schedule, scheduled_fields
-from .keys import FIELD_MESSAGE_ID, validate_name
+from .coalesce import MAX_PIPELINE, Coalescer, Row, write_rows
+from .delayed import Delay, due_ms, due_times
+from .keys import FIELD_MESSAGE_ID, level_stream, validate_name
 from .message import FieldValue, encode_fields
 from .results import ReplyWaiter
 from .results import new_message_id as new_message_id
@@ -46,7 +50,6 @@ log = logging.getLogger("streamtasks.producer")
 
 #: A queued send: target stream, fields, maxlen, due time (ms; None: now), its future.
 #: One entry of a pipeline: target stream, fields, due time (ms; None: now).
-_Row = tuple[str, dict[str, str | bytes], int | None]
 
 
 class Producer(Calls):
@@ -109,10 +112,14 @@ class Producer(Calls):
         """How many shards ``stream`` has (0: not sharded); see :class:`ShardCounts`."""
         return await self._sharding.count(stream, shards, self._client)
 
-    def target(self, stream: str, key: str | bytes | None = None, shards: int | None = None) -> str:
-        """The stream an entry for ``stream`` goes to: a shard when ``stream`` is sharded
-        (``shards``, or the producer's map; :meth:`shard_count` also asks Redis)."""
-        return self._sharding.target(stream, key, shards or self.shards.get(stream) or 0)
+    def target(
+        self, stream: str, key: str | bytes | None = None, shards: int | None = None, priority: int = 0
+    ) -> str:
+        """The stream an entry for ``stream`` goes to: its level ``priority``'s (0: ``stream``),
+        and there a shard when ``stream`` is sharded (``shards``, or the producer's map;
+        :meth:`shard_count` also asks Redis)."""
+        level = level_stream(stream, _checked_level(priority))
+        return self._sharding.target(level, key, shards or self.shards.get(stream) or 0)
 
     def _prepare(
         self, fields: Mapping[str, FieldValue], message_id: str | None, delayed: bool = False
@@ -135,17 +142,26 @@ class Producer(Calls):
         shards: int | None = None,
         delay: Delay | None = None,
         eta: datetime | None = None,
+        priority: int = 0,
     ) -> str:
         """Add one entry; returns its entry id. Concurrent calls share pipelines. On a sharded
-        stream (``shards``, or the producer's ``shards`` map), ``key`` picks the shard. With
-        ``delay`` (seconds or a timedelta) or ``eta`` (a timezone-aware datetime) in the future,
-        the entry waits in Redis until then, and its message id is returned."""
+        stream (``shards``, or the producer's ``shards`` map), ``key`` picks the shard;
+        ``priority`` picks the level of a prioritized stream. With ``delay`` (seconds or a
+        timedelta) or ``eta`` (a timezone-aware datetime) in the future, the entry waits in
+        Redis until then, and its message id is returned."""
         validate_name("stream", stream)
         due = due_ms(delay, eta, time.time())
         encoded = self._prepare(fields, message_id, due is not None)
-        count = await self._sharding.keyed(stream, key is not None, shards, self._client)
-        target = self.target(stream, key, count)
-        return await self._add(target, encoded, maxlen or self.maxlen, due)
+        level, count = await self._level_of(stream, priority, key is not None, shards)
+        return await self._add(self.target(level, key, count), encoded, maxlen or self.maxlen, due)
+
+    async def _level_of(self, stream: str, priority: int, keyed: bool, shards: int | None) -> tuple[str, int]:
+        """The stream of ``stream``'s level ``priority`` (0: ``stream`` itself) and its shard
+        count (``shards``, the producer's map by the declared stream, or the recorded one)."""
+        level = level_stream(stream, _checked_level(priority))
+        return level, await self._sharding.keyed(
+            level, keyed, shards or self.shards.get(stream), self._client
+        )
 
     async def _add(
         self, target: str, encoded: dict[str, str | bytes], maxlen: int | None, due: int | None = None
@@ -177,9 +193,11 @@ class Producer(Calls):
         shards: int | None = None,
         delay: Delay | Sequence[Delay] | None = None,
         eta: datetime | Sequence[datetime] | None = None,
+        priority: int = 0,
     ) -> list[str]:
         """Add many entries with explicit pipelines of ``chunk`` XADDs; returns their ids.
-        On a sharded stream, ``keys`` (one per item) pick the shards. ``delay`` / ``eta``: one
+        On a sharded stream, ``keys`` (one per item) pick the shards; ``priority``: the level of
+        a prioritized stream, for every entry. ``delay`` / ``eta``: one
         for all entries or one per entry, as for :meth:`send` (a delayed entry's message id is
         returned)."""
         validate_name("stream", stream)
@@ -189,39 +207,19 @@ class Producer(Calls):
         if delay is not None or eta is not None:
             dues = due_times(len(entries), delay, eta, time.time())
         ids: list[str] = []
-        batch: list[_Row] = []
-        count = await self._sharding.keyed(stream, bool(keys), shards, self._client)
+        batch: list[Row] = []
+        level, count = await self._level_of(stream, priority, bool(keys), shards)
         for i, fields in enumerate(entries):
-            target = self.target(stream, keys[i] if keys is not None else None, count)
+            target = self.target(level, keys[i] if keys is not None else None, count)
             encoded = self._prepare(fields, None, dues[i] is not None)
             otel.inject(encoded)  # the caller's trace context, if it is traced
             batch.append((target, encoded, dues[i]))
             if len(batch) >= chunk:
-                ids += await self._pipeline(batch, limit)
+                ids += await write_rows(await self._client(), batch, limit)
                 batch = []
         if batch:
-            ids += await self._pipeline(batch, limit)
+            ids += await write_rows(await self._client(), batch, limit)
         return ids
-
-    async def _pipeline(self, batch: list[_Row], maxlen: int | None) -> list[str]:
-        """XADD the plain entries of ``batch``; the delayed ones go in one script call per
-        stream. Returns entry ids, and message ids for the delayed entries."""
-        redis = await self._client()
-        pipe = redis.pipeline(transaction=False)
-        slots: list[int | str] = []  # per entry: its XADD's place in the replies, or its message id
-        delayed: dict[str, list[tuple[str, int, bytes]]] = {}
-        for target, encoded, due in batch:
-            if due is None:
-                pipe.xadd(target, encoded, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
-                slots.append(sum(isinstance(s, int) for s in slots))
-            else:
-                mid = text(encoded[FIELD_MESSAGE_ID])
-                delayed.setdefault(target, []).append((mid, due, scheduled_fields(encoded, due)))
-                slots.append(mid)
-        for target, rows in delayed.items():
-            await queue_schedule(redis, pipe, target, rows)
-        replies = await pipe.execute()
-        return [text(replies[s]) if isinstance(s, int) else s for s in slots]
 
     async def ping(self) -> bool:
         """Whether Redis answers ``PING``."""
@@ -302,3 +300,11 @@ def default_producer() -> Producer:
     if _default is None:
         _default = Producer()
     return _default
+
+
+def _checked_level(priority: object) -> int:
+    """``priority`` if it is a level (an int >= 0), else ValueError. The producer does not know
+    how many levels a stream has: ``handler.send(..., priority=k)`` checks that too."""
+    if isinstance(priority, bool) or not isinstance(priority, int) or priority < 0:
+        raise ValueError(f"priority must be an int >= 0, got {priority!r}")
+    return priority

@@ -15,11 +15,13 @@ from attrs import evolve
 
 from . import keys
 from .errors import RegistryError
+from .fanout import flow_options, stream_specs
 from .handler import Handler as Handler
 from .handler import HandlerDecorator as HandlerDecorator
 from .handler import TypedHandler as TypedHandler
 from .hooks import check_middleware
 from .keys import DEFAULT_GROUP, validate_name
+from .limits import RateLimit
 from .message import DEFAULT_MAX_ENTRY_BYTES
 from .periodic import Periodic
 from .resources import Resource as Resource
@@ -30,7 +32,6 @@ from .spec import DEFAULT_CONCURRENCY as DEFAULT_CONCURRENCY
 from .spec import DEFAULT_MAX_IN_FLIGHT as DEFAULT_MAX_IN_FLIGHT
 from .spec import RAY_OPTIONS as RAY_OPTIONS
 from .spec import HandlerSpec as HandlerSpec
-from .spec import shard_specs
 from .typed import message_type_of
 
 P = ParamSpec("P")
@@ -127,8 +128,8 @@ class HandlerSet:
         return sub
 
     def _expand(self, name: str) -> list[str]:
-        shards = [s for s, spec in self._handlers.items() if spec.shard_of == name]
-        return shards or [name]
+        parts = [s for s, spec in self._handlers.items() if name in (spec.shard_of, spec.priority_of)]
+        return parts or [name]
 
     def _add(self, spec: HandlerSpec) -> None:
         spec = self._bind(spec)
@@ -172,6 +173,9 @@ class Registry(HandlerSet):
         trim_acked_after: float | None = None,
         dead_letter_retention: float | None = None,
         periodic: Periodic | None = None,
+        rate_limit: str | RateLimit | None = None,
+        max_concurrency: int | None = None,
+        priorities: int | None = None,
         results: bool = False,
         result_ttl: float = DEFAULT_RESULT_TTL,
         **ray_options: Any,
@@ -198,14 +202,17 @@ class Registry(HandlerSet):
         * ``num_cpus``, ``num_gpus``, ``memory``, ``resources``, ``accelerator_type``,
           ``runtime_env``, ``scheduling_strategy``: Ray options of the actor (actor mode) or
           task (task mode) that runs the handler.
+        * ``rate_limit="100/s"`` (``/m``, ``/h``), ``max_concurrency``, ``priorities``: flow
+          control across all workers, priority levels 0 (highest) to N-1 (docs/guides/flow-control.md).
         * ``results``: store what the handler returns for ``result_ttl`` seconds (default one
           hour), so ``await handler.call(...)`` gets it (:mod:`streamtasks.results`; a batch
           handler returns a list with one value per entry, or a mapping
           ``{entry_id or position: value or exception}`` covering every entry).
         """
         validate_name("stream", stream)
-        if shards is not None and (shards < 1 or periodic is not None):
-            raise ValueError(f"shards must be >= 1, and a periodic handler has none; got {shards!r}")
+        flow = flow_options(shards, rate_limit, max_concurrency, priorities)
+        if periodic is not None and (shards is not None or priorities is not None):
+            raise ValueError("a periodic handler has no shards and no priority levels (one stream, one tick)")
         unknown = set(ray_options) - RAY_OPTIONS
         if unknown:
             raise TypeError(f"unknown handler option(s): {', '.join(sorted(unknown))}")
@@ -233,6 +240,7 @@ class Registry(HandlerSet):
                 trim_acked_after=trim_acked_after,
                 dead_letter_retention=dead_letter_retention,
                 periodic=periodic,
+                **flow,
                 results=results,
                 result_ttl=result_ttl,
             )
@@ -241,11 +249,11 @@ class Registry(HandlerSet):
                 if message_type is None
                 else TypedHandler(spec, self._middleware)
             )
-            if not shards:
+            if not shards and not priorities:
                 self._add(spec)
                 return handler
-            for shard in shard_specs(spec, dead_letter_stream):
-                self._add(shard)
+            for one in stream_specs(spec, dead_letter_stream):
+                self._add(one)
             return handler
 
         decorator: HandlerDecorator = decorate  # type: ignore[assignment]  # overloads by signature

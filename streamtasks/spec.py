@@ -11,6 +11,7 @@ from typing import Any
 from attrs import evolve, field, fields, frozen
 
 from . import keys
+from .limits import RateLimit
 from .message import DEFAULT_MAX_ENTRY_BYTES
 from .periodic import Periodic
 from .resources import import_attr
@@ -91,6 +92,16 @@ class HandlerSpec:
     travels with the spec to the actors and Ray tasks."""
     group: str = ""
     """The serving registry's consumer group, set by the registry."""
+    rate_limit: RateLimit | None = None
+    """At most this many calls, across every worker (:mod:`streamtasks.limits`)."""
+    max_concurrency: int | None = field(default=None, validator=_positive)
+    """At most this many calls at once, across every worker."""
+    priorities: int = 0
+    """Priority levels of the declared stream (0: none); see :mod:`streamtasks.fanout`."""
+    level: int = 0
+    """This spec's priority level (0: the highest)."""
+    priority_of: str = ""
+    """On one level's spec: the prioritized stream's name (``orders`` for ``orders:p1``)."""
 
     @property
     def is_async(self) -> bool:

@@ -14,12 +14,17 @@ from .common import connected, redis_url_option, run
 
 
 def _app_dead_names(stream: str, app: str) -> list[str]:
-    """STREAM's ``dead_letter_stream`` in APP (every shard's, for a sharded stream)."""
+    """STREAM's ``dead_letter_stream`` in APP (every shard's and level's, for a sharded or
+    prioritized stream)."""
     from ..app import load_registry
     from ..errors import ConfigError
 
     specs = load_registry(app).handlers
-    names = [spec.dead_letter_stream for name, spec in specs.items() if stream in (name, spec.shard_of)]
+    names = [
+        spec.dead_letter_stream
+        for name, spec in specs.items()
+        if stream in (name, spec.shard_of, spec.priority_of)
+    ]
     if not names:
         raise ConfigError(f"{app} has no handler for stream {stream!r}")
     return names

@@ -70,6 +70,13 @@ def parse_eta(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 @click.option("--maxlen", type=click.IntRange(min=1), help="Trim the stream to about this many entries.")
 @click.option("--delay", callback=parse_delay, metavar="SECONDS", help="Add it this many seconds from now.")
 @click.option("--eta", callback=parse_eta, metavar="ISO-8601", help="Add it at this time (with its zone).")
+@click.option(
+    "--priority",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Priority level of a stream served with priorities=N (0 is the highest: STREAM itself).",
+)
 def send(
     stream: str,
     fields: tuple[str, ...],
@@ -77,6 +84,7 @@ def send(
     maxlen: int | None,
     delay: float | None,
     eta: datetime | None,
+    priority: int,
 ) -> None:
     """Add an entry to STREAM and print its id. FIELDS are key=value or key:=json.
 
@@ -91,6 +99,8 @@ def send(
 
     async def go() -> str:
         async with connected(redis_url) as redis:
-            return await Producer(redis, maxlen=maxlen).send(stream, payload, delay=delay, eta=eta)
+            return await Producer(redis, maxlen=maxlen).send(
+                stream, payload, delay=delay, eta=eta, priority=priority
+            )
 
     click.echo(run(go()))

@@ -125,6 +125,16 @@ def _cells(s: Mapping[str, Any], n: Callable[[int | None], str]) -> dict[str, st
     }
 
 
+def _level_cells(base: str, t: Mapping[str, Any], n: Callable[[int | None], str]) -> dict[str, str]:
+    """A prioritized stream's levels added up (``status["levels"]``)."""
+    return {
+        **_shard_cells(base, {**t, "shards": 0}, n),
+        "stream": f"{base} (all {len(t['levels'])} levels)",
+        "lag": n(t["lag"]),
+        "scheduled": "",
+    }
+
+
 def _shard_cells(base: str, t: Mapping[str, Any], n: Callable[[int | None], str]) -> dict[str, str]:
     return {
         "stream": f"{base} (all {t['shards']} shards)",
@@ -163,6 +173,7 @@ def _wide_streams(status: Mapping[str, Any]) -> Iterator[Any]:
     table = Table(title=_title(status, "streams"), title_justify="left")
     rows = [_cells(s, num) for s in status["streams"]]
     rows += [_shard_cells(base, t, num) for base, t in (status.get("shards") or {}).items()]
+    rows += [_level_cells(base, t, num) for base, t in (status.get("levels") or {}).items()]
     shown = {"group": _every_group(status), "scheduled": _any_scheduled(status)}
     columns = [(k, h) for k, h in _WIDE if shown.get(k, True)]
     for key, header in columns:
@@ -213,15 +224,7 @@ def _narrow_streams(status: Mapping[str, Any]) -> Iterator[Any]:
         yield table
         if any(s["group_exists"] is False for s in streams):
             yield Text(f"{NO_GROUP_MARK.strip()} no consumer group", style="yellow")
-    shards = status.get("shards") or {}
-    if shards:
-        table = _narrow_table(
-            Text("sharded streams (the shards added up)"), [*_NARROW[:4], "dead"], ("stream",)
-        )
-        for base, t in shards.items():
-            cells = _shard_cells(base, t, short)
-            table.add_row(*(Text(cells[k]) for k in ("stream", "length", "lag", "pending", "dead")))
-        yield table
+    yield from _narrow_totals(status)
     yield from _narrow_consumers(status)
     for s in status["streams"]:
         if s.get("scheduled"):
@@ -263,6 +266,22 @@ def _periodic(status: Mapping[str, Any]) -> Iterator[Any]:
 
 def _when(ts: float | None) -> str:
     return "-" if ts is None else datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _narrow_totals(status: Mapping[str, Any]) -> Iterator[Any]:
+    """The sharded streams' shards added up, and the prioritized streams' levels."""
+    for key, title, cells_of in (
+        ("shards", "sharded streams (the shards added up)", _shard_cells),
+        ("levels", "prioritized streams (the levels added up)", _level_cells),
+    ):
+        totals = status.get(key) or {}
+        if not totals:
+            continue
+        table = _narrow_table(Text(title), [*_NARROW[:4], "dead"], ("stream",))
+        for base, t in totals.items():
+            cells = cells_of(base, t, short)
+            table.add_row(*(Text(cells[k]) for k in ("stream", "length", "lag", "pending", "dead")))
+        yield table
 
 
 def _group_title(group: str | None) -> Text:

@@ -26,6 +26,9 @@ worker running, and agrees with what ``XINFO`` / ``XPENDING`` say:
   ...), the shards' length, lag, undelivered, pending, dead letters and delayed entries added up;
 * ``scheduled``, ``next_due``, ``periodic`` -- delayed entries waiting and the soonest due
   time, and the periodic handler's last and next tick (:mod:`.scheduled`);
+* ``levels`` (in :func:`gather_status`) -- per prioritized stream (``orders`` for ``orders``,
+  ``orders:p1`` ... and their shards), each level's length, lag, pending and dead letters
+  (its shards added up) and all levels together;
 * ``added_1m`` -- entries added in the last 60 s, counted with ``XRANGE`` from the id
   ``now-60s`` (capped at :data:`THROUGHPUT_SCAN_CAP`; ``added_1m_capped`` says so).
   This is the arrival rate; whether the group keeps up shows in ``lag``.
@@ -59,6 +62,7 @@ from .discover import unread_unsharded
 from .judge import judge
 from .readings import Findings
 from .scheduled import read_schedule
+from .totals import level_totals, shard_totals
 
 #: Default for ``--stuck-after``: a pending entry older than this (since XADD) is "stuck".
 DEFAULT_STUCK_AFTER = 300.0
@@ -272,33 +276,6 @@ async def trim_state(
     return {"removed": removed, "held_by": point.held_by, "minid": point.minid}
 
 
-def shard_totals(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per sharded stream: its shards' numbers added up (``lag`` None if any shard's is)."""
-    out: dict[str, dict[str, Any]] = {}
-    for s in samples:
-        base = keys.shard_base(s["stream"])
-        if base is None:
-            continue
-        total = out.setdefault(
-            base,
-            {
-                "shards": 0,
-                "length": 0,
-                "lag": 0,
-                "undelivered": 0,
-                "pending": 0,
-                "dead_letters": 0,
-                "scheduled": 0,
-            },
-        )
-        total["shards"] += 1
-        for name in ("length", "pending", "dead_letters", "scheduled"):
-            total[name] += int(s[name] or 0)
-        for name in ("lag", "undelivered"):
-            total[name] = None if total[name] is None or s[name] is None else total[name] + s[name]
-    return out
-
-
 # -- the whole picture ---------------------------------------------------------------------
 
 
@@ -331,7 +308,7 @@ async def gather_status(
     out: dict[str, Any] = {
         "ok": False, "problems": [], "checked_at": now, "group": group, "groups": [],
         "stuck_after": stuck_after, "redis": {"ok": False, "error": None, "version": None, "refused": False},
-        "streams": [], "shards": {}, "workers": [], "workers_known": True, "dead_consumers": [],
+        "streams": [], "shards": {}, "levels": {}, "workers": [], "workers_known": True, "dead_consumers": [],
         "bad_keys": findings.as_dict(), "not_checked": [],
     }  # fmt: skip
     try:
@@ -345,6 +322,7 @@ async def gather_status(
         )
         out["streams"] = list(await asyncio.gather(*samples))
         out["shards"] = shard_totals(out["streams"])
+        out["levels"] = level_totals(out["streams"])
         for g in out["groups"]:
             out["workers"] += await live_workers(redis, g, now=now, findings=findings)
     except REDIS_DOWN as exc:

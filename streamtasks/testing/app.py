@@ -38,6 +38,7 @@ from ..worker.run import BatchResult, RawEntry, run_batch
 from ..worker.settle import Settlement
 from .answers import Answers
 from .broker import Delivery, FakeClock, MemoryStream
+from .flow import MemoryFlow, run_for
 from .outcomes import Outcomes
 from .timers import MemoryTimers
 
@@ -76,6 +77,7 @@ class InMemoryApp(Answers, Outcomes):
         self.hook_calls: list[str] = []  # every middleware hook called: "Class.hook", in order
         self._token: contextvars.Token[Sender | None] | None = None
         self._turns: dict[str, Iterator[int]] = {}
+        self.flow = MemoryFlow()  # priority order and rate limits (.flow)
 
     # -- producing -----------------------------------------------------------------------------
 
@@ -179,24 +181,32 @@ class InMemoryApp(Answers, Outcomes):
             ran += await self.run_until_idle(max_batches=max_batches)
         return ran
 
+    async def run_for(self, seconds: float, *, max_batches: int = MAX_BATCHES) -> int:
+        """Let ``seconds`` pass, running what is runnable at every due time on the way
+        (:func:`.flow.run_for`: a rate-limited handler's calls run at their permitted times)."""
+        return await run_for(self, seconds, max_batches)
+
     # -- internals -------------------------------------------------------------------------------
 
     def _next_due(self) -> float | None:
         dues = [d for s in self.streams.values() if (d := s.next_due()) is not None]
         if (scheduled := self.timers.next_due()) is not None:
             dues.append(scheduled / 1000)
+        dues += self.flow.next_due(list(self.registry.handlers.values()))
         return min(dues) if dues else None
 
     def _take_work(self) -> list[tuple[HandlerSpec, list[Delivery]]]:
-        """Reclaim due retries and read new entries, in batches of each handler's size."""
+        """Reclaim due retries and read new entries, in batches of each handler's size, in the
+        order of their priority levels and as far as their rate limits let them start now."""
         work: list[tuple[HandlerSpec, list[Delivery]]] = []
         for name, spec in self.registry.handlers.items():
             stream = self._stream(name)
-            entries = stream.claim_due(self.clock.now, math.inf) + stream.read(len(stream.unread))
+            entries = self.flow.take_held(name)
+            entries += stream.claim_due(self.clock.now, math.inf) + stream.read(len(stream.unread))
             work += [
                 (spec, entries[i : i + spec.batch_size]) for i in range(0, len(entries), spec.batch_size)
             ]
-        return work
+        return self.flow.admit(self.flow.order(work), self.clock.now)
 
     async def _run(self, spec: HandlerSpec, entries: Sequence[Delivery]) -> None:
         exhausted = [i for i, e in enumerate(entries) if spec.retry.over_delivery_limit(e[2])]

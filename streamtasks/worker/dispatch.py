@@ -22,6 +22,7 @@ from ..redisutil import REDIS_DOWN
 from ..registry import HandlerSpec
 from .events import BatchSettled, BatchStarted, Event
 from .executors import Executor
+from .flow import Flows
 from .health import RedisHealth
 from .lanes import Batch, Lane
 from .pending import PendingEntries
@@ -62,15 +63,29 @@ class Dispatcher:
         self.on_finished = on_finished  # a batch finished: its lane has room again
         self.supervisor = supervisor or Supervisor(emit)
         self.unsettled: dict[str, set[str]] = {}  # stream -> ids a failed settlement let go of
+        #: Rate limits and max_concurrency of the lanes bound to them (.flow): a held-back
+        #: handler wakes the dispatcher (``on_finished``) when it may start again.
+        s = settler
+        self.flows = Flows(s.redis, s.group, s.consumer, s.visibility_ms, on_finished, emit, health)
 
     def start(self, lanes: Iterable[Lane]) -> None:
-        """Start every queued batch that fits under its lane's ``max_in_flight``."""
+        """Start every queued batch that fits under its lane's ``max_in_flight`` (the levels of
+        a prioritized stream: under theirs together, in the order :mod:`.priority` says)."""
         for lane in lanes:
-            while lane.can_start:
-                batch = lane.queue.popleft()
-                task = asyncio.create_task(self._run(lane, batch))
-                lane.in_flight[task] = batch
-                task.add_done_callback(functools.partial(self._finished, lane))
+            if lane.levels is None:
+                while lane.can_start:
+                    self._launch(lane)
+            elif lane.spec.level == 0:
+                while (chosen := lane.levels.next_to_start()) is not None:
+                    self._launch(chosen)
+
+    def _launch(self, lane: Lane) -> None:
+        batch = lane.queue.popleft()
+        if lane.flow is not None:
+            lane.flow.admitting = True  # one admission at a time: its lanes start nothing more
+        task = asyncio.create_task(self._run(lane, batch))
+        lane.in_flight[task] = batch
+        task.add_done_callback(functools.partial(self._finished, lane))
 
     def _finished(self, lane: Lane, task: asyncio.Task[None]) -> None:
         batch = lane.in_flight.pop(task, None)
@@ -88,9 +103,19 @@ class Dispatcher:
         self.on_finished()
 
     async def _run(self, lane: Lane, batch: Batch) -> None:
-        self.emit(BatchStarted(lane.stream, len(batch.entries)))
-        result = await self.execute(lane.spec, batch.entries)
-        await asyncio.shield(self.settle(lane, batch.entries, result))
+        spec, hold = lane.spec, None
+        if lane.flow is not None:  # a limited handler: admit what may start now (.flow)
+            admitted = await lane.flow.admit(lane, batch)
+            if admitted is None:
+                return  # the batch waits, queued again
+            spec, hold = admitted
+        try:
+            self.emit(BatchStarted(lane.stream, len(batch.entries)))
+            result = await self.execute(spec, batch.entries)
+            await asyncio.shield(self.settle(lane, batch.entries, result))
+        finally:
+            if lane.flow is not None:
+                await asyncio.shield(lane.flow.release(hold))
 
     async def execute(self, spec: HandlerSpec, entries: Sequence[RawEntry]) -> BatchResult:
         """Run ``entries``; a batch that fails or times out as a whole gets the policy's

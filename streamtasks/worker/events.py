@@ -96,6 +96,18 @@ class Ticked:
 
 
 @frozen
+class Throttled:
+    """A flow limit (``rate`` or ``concurrency``) held ``count`` entries back: they wait
+    ``wait`` seconds, queued and held, before their handler asks again (not an attempt)."""
+
+    stream: str
+    handler: str
+    limit: str
+    count: int
+    wait: float
+
+
+@frozen
 class HandedBack:
     """Entries returned on shutdown, claimable by any other worker at once."""
 
@@ -143,6 +155,7 @@ Event = (
     | Trimmed
     | Moved
     | Ticked
+    | Throttled
     | RedisDown
     | RedisUp
     | LoopFailed

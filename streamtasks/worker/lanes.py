@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from attrs import define, field
 
@@ -18,6 +19,10 @@ from ..registry import HandlerSpec
 from .events import LaneSnapshot
 from .run import RawEntry
 from .tally import LaneTally
+
+if TYPE_CHECKING:
+    from .flow import Flow
+    from .priority import Levels
 
 #: Entries in a lane's first read when its stream was empty at start (sizes still unknown).
 FIRST_READ_COUNT = 50
@@ -49,6 +54,10 @@ class Lane:
     #: ran between a retry's "claimable in 0.4 s" and the release would push it back to a
     #: whole visibility timeout (and again, and again).
     lease_lock: asyncio.Lock = field(factory=asyncio.Lock)
+    #: Its handler's rate/concurrency limits (:mod:`.flow`) and priority levels
+    #: (:mod:`.priority`: the lanes of one prioritized stream start and read together).
+    flow: Flow | None = None
+    levels: Levels | None = None
 
     @property
     def stream(self) -> str:
@@ -60,17 +69,19 @@ class Lane:
 
     @property
     def can_start(self) -> bool:
-        return bool(self.queue) and len(self.in_flight) < self.spec.max_in_flight
+        open_ = self.flow is None or self.flow.open
+        return bool(self.queue) and len(self.in_flight) < self.spec.max_in_flight and open_
 
     @property
     def batch_size(self) -> int:
         """``spec.batch_size``, fewer when entries are big: a batch stays under max_batch_bytes,
         so memory is bounded by bytes (in-flight + prefetched batches), not only by count."""
+        size = self.spec.batch_size if self.flow is None else self.flow.batch_cap(self.spec)
         if not self.max_batch_bytes:
-            return self.spec.batch_size
+            return size
         if not self.entry_bytes:  # the stream was empty at start: a small read measures entries
-            return min(self.spec.batch_size, FIRST_READ_COUNT)
-        return max(1, min(self.spec.batch_size, self.max_batch_bytes // self.entry_bytes))
+            return min(size, FIRST_READ_COUNT)
+        return max(1, min(size, self.max_batch_bytes // self.entry_bytes))
 
     def sample_size(self, entries: Sequence[RawEntry]) -> None:
         """Update the entry-size estimate from one entry of a read (cheap: one entry a read)."""

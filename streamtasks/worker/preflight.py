@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from .. import keys
 from ..connect import is_cluster
 from ..errors import ConfigError
+from ..fanout import declared_stream
 from ..redisutil import REDIS_DOWN
 
 if TYPE_CHECKING:
@@ -138,6 +139,25 @@ def _timer_probes(stream: str) -> list[Probe]:
     ]
 
 
+def flow_probes(rate_keys: Sequence[str], concurrency_keys: Sequence[str]) -> list[Probe]:
+    """The commands of the flow-control scripts (``GCRA``, ``SEM_*``) and the slots' release,
+    on the keys of the handlers that have a rate limit or ``max_concurrency``."""
+    out = [Probe("TIME", ("TIME",))] if rate_keys or concurrency_keys else []
+    for key in rate_keys:
+        out += [Probe("GET", ("GET", key)), Probe("SET", ("SET", key, "0 0", "EX", "0"))]
+    for key in concurrency_keys:
+        out += [
+            Probe("ZREMRANGEBYSCORE", ("ZREMRANGEBYSCORE", key, "1", "0")),  # an empty range
+            Probe("ZCARD", ("ZCARD", key)),
+            Probe("ZRANGE", ("ZRANGE", key, "0", "0")),
+            Probe("ZSCORE", ("ZSCORE", key, PROBE_FIELD)),
+            Probe("ZADD", ("ZADD", key, "XX", "0", PROBE_FIELD)),  # XX: no such member, no change
+            Probe("ZREM", ("ZREM", key, PROBE_FIELD)),
+            Probe("PEXPIRE", ("PEXPIRE", key, "1", "NX", "XX")),  # NX with XX: refused after the ACL
+        ]
+    return out
+
+
 async def check_permissions(
     redis: Redis,
     streams: Sequence[tuple[str, str]],
@@ -147,11 +167,13 @@ async def check_permissions(
     recorded: Sequence[str] = (),
     periodic: Sequence[str] = (),
     results: Sequence[str] = (),
+    extra: Sequence[Probe] = (),
 ) -> None:
     """Raise :class:`MissingPermissions` naming every command the user may not run
     (``trimmed``: the keys the worker trims; ``recorded``: the keys it sets; ``periodic``: the
-    streams whose ticks it claims; ``results``: the streams whose results it stores)."""
-    checks = probes(streams, group, consumer, trimmed, recorded, periodic, results)
+    streams whose ticks it claims; ``results``: the streams whose results it stores; ``extra``:
+    more probes, e.g. :func:`flow_probes`)."""
+    checks = [*probes(streams, group, consumer, trimmed, recorded, periodic, results), *extra]
     try:
         user = await _whoami(redis)
         denied = await _dry_run(redis, user, checks) if user is not None else None
@@ -178,7 +200,10 @@ async def check_handlers(redis: Redis, specs: Iterable[HandlerSpec], group: str,
     recorded = sorted({keys.shard_count_key(s.shard_of) for s in specs if s.shard_of})
     periodic = [s.stream for s in specs if s.periodic is not None]
     results = [s.stream for s in specs if s.results]
-    await check_permissions(redis, streams, group, consumer, trimmed, recorded, periodic, results)
+    rates = {keys.rate_key(group, declared_stream(s)) for s in specs if s.rate_limit is not None}
+    slots = {keys.concurrency_key(group, declared_stream(s)) for s in specs if s.max_concurrency}
+    flow = flow_probes(sorted(rates), sorted(slots))
+    await check_permissions(redis, streams, group, consumer, trimmed, recorded, periodic, results, flow)
 
 
 async def _whoami(redis: Redis) -> str | None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from redis import exceptions as rx
@@ -40,6 +40,7 @@ from ..redisutil import REDIS_DOWN, flat_fields, text
 from ..streams import restart_point
 from .gaps import read_counter_at_start
 from .lanes import Lane
+from .priority import Priorities
 from .run import RawEntry
 
 log = logging.getLogger("streamtasks.worker")
@@ -83,6 +84,8 @@ class Reader:
         self.group = group
         self.consumer = consumer
         self.lanes = lanes
+        #: What to read of prioritized streams (.priority); it links their lanes' levels.
+        self.priorities = Priorities(lanes)
         self.cluster = is_cluster(redis)
         # One node: a client of our own without redis-py's XREADGROUP reply parser (its
         # callback table ignores case). A cluster's table does not: the lower-case name does it.
@@ -109,7 +112,7 @@ class Reader:
 
     async def ensure_groups(self) -> None:
         self.check_slots()
-        await self.record_shards()
+        await record_shards(self.redis, self.lanes.values())
         for lane in self.lanes.values():
             with contextlib.suppress(rx.ResponseError):  # BUSYGROUP: it exists
                 read = await read_counter_at_start(self.redis, lane.stream)  # trims stay visible
@@ -120,25 +123,10 @@ class Reader:
             if newest:
                 lane.sample_size([(text(newest[0][0]), flat_fields(newest[0][1]), 1)])
 
-    async def record_shards(self) -> None:
-        """Record each sharded stream's shard count (``keys.shard_count_key``), so a producer
-        not told it still sends a keyed entry to the right shard, never to a stream no worker
-        reads. Another count recorded before (a deployment changing it) is logged."""
-        counts = {spec.shard_of: spec.shards for spec in (lane.spec for lane in self.lanes.values())}
-        for stream, count in counts.items():
-            if not stream:
-                continue
-            before = await self.redis.set(keys.shard_count_key(stream), str(count), get=True)
-            if before is not None and text(before) != str(count):
-                recorded = text(before)
-                log.warning(
-                    "stream %s was recorded with %s shards; this worker serves %d, and producers "
-                    "that look the count up now send to %d",
-                    stream,
-                    recorded,
-                    count,
-                    count,
-                )
+    def readable(self) -> list[Lane]:
+        """The lanes to read now: those with room; of a prioritized stream, as its levels' plan
+        says (:func:`~.priority.read_levels`)."""
+        return self.priorities.readable(self.lanes.values())
 
     async def read(self, lanes: Sequence[Lane], block: float) -> dict[Lane, list[RawEntry]]:
         """Read ``lanes``, each at its own COUNT; entries by lane (see the module docstring).
@@ -153,6 +141,7 @@ class Reader:
                 raise
             await self.recreate_groups()
             return {}
+        self.priorities.saw(lanes, out)
         return out
 
     async def _read_each(self, counts: Mapping[Lane, int]) -> dict[Lane, list[RawEntry]]:
@@ -275,6 +264,27 @@ class Reader:
         except rx.ResponseError:
             return None  # no such stream
         return text(info.get("last-generated-id") or info.get(b"last-generated-id") or b"0-0")
+
+
+async def record_shards(redis: Redis, lanes: Iterable[Lane]) -> None:
+    """Record each sharded stream's shard count (``keys.shard_count_key``), so a producer
+    not told it still sends a keyed entry to the right shard, never to a stream no worker
+    reads. Another count recorded before (a deployment changing it) is logged."""
+    counts = {spec.shard_of: spec.shards for spec in (lane.spec for lane in lanes)}
+    for stream, count in counts.items():
+        if not stream:
+            continue
+        before = await redis.set(keys.shard_count_key(stream), str(count), get=True)
+        if before is not None and text(before) != str(count):
+            recorded = text(before)
+            log.warning(
+                "stream %s was recorded with %s shards; this worker serves %d, and producers "
+                "that look the count up now send to %d",
+                stream,
+                recorded,
+                count,
+                count,
+            )
 
 
 def _group_lost(exc: Exception) -> bool:

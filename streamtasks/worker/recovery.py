@@ -22,6 +22,7 @@ from ..redisutil import REDIS_DOWN, text
 from ..retry import Dead
 from .dispatch import Dispatcher
 from .events import Event, Lost, Reclaimed
+from .flow import Flows
 from .health import RedisHealth
 from .lanes import Lane
 from .pending import PendingEntries
@@ -93,12 +94,20 @@ class Reclaimer:
 
 
 class Leases:
-    """Renews the lease (idle time) of every held entry before the visibility timeout."""
+    """Renews the lease (idle time) of every held entry before the visibility timeout, and the
+    concurrency slots running batches hold (:meth:`Flows.renew`), which expire after it too."""
 
-    def __init__(self, pending: PendingEntries, visibility_timeout: float, health: RedisHealth) -> None:
+    def __init__(
+        self,
+        pending: PendingEntries,
+        visibility_timeout: float,
+        health: RedisHealth,
+        flows: Flows | None = None,
+    ) -> None:
         self.pending = pending
         self.period = visibility_timeout / 3
         self.health = health
+        self.flows = flows
 
     async def renew(self, lanes: Mapping[str, Lane]) -> None:
         for lane in lanes.values():
@@ -116,3 +125,5 @@ class Leases:
                         raise
                     continue
                 lane.renewed(stale, time.monotonic())
+        if self.flows is not None:
+            await self.flows.renew()

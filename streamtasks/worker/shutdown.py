@@ -81,10 +81,17 @@ class Shutdown:
                         self.emit(HandedBack(lane.stream, len(ids), running=False))
 
     async def finish_in_flight(self, lanes: Mapping[str, Lane]) -> None:
-        """Wait for running batches up to the grace period; hand back what is still running."""
+        """Wait for running batches up to the grace period; hand back what is still running,
+        and what a flow limit queued again meanwhile (the rest of a batch it let start in part)."""
         tasks = {task: lane for lane in lanes.values() for task in lane.in_flight}
         if not tasks:
             return
+        try:
+            await self._finish(tasks)
+        finally:
+            await self.hand_back_queued(lanes)
+
+    async def _finish(self, tasks: Mapping[asyncio.Task[None], Lane]) -> None:
         log.info(
             "finishing %d in-flight batch(es) (grace %.0fs)", len(tasks), self.grace_period,
             extra={"consumer": self.pending.consumer},

@@ -23,7 +23,18 @@ from typing import Any
 from attrs import define, field, frozen
 
 from ..redisutil import id_seconds
-from .events import BatchSettled, Event, Lost, Moved, Reclaimed, RedisDown, RedisUp, Ticked, Trimmed
+from .events import (
+    BatchSettled,
+    Event,
+    Lost,
+    Moved,
+    Reclaimed,
+    RedisDown,
+    RedisUp,
+    Throttled,
+    Ticked,
+    Trimmed,
+)
 
 #: End-to-end latency buckets (seconds): from a few ms (idle system) to 10 min (a backlog).
 LATENCY_BUCKETS = (
@@ -97,6 +108,9 @@ class LaneTally:
     moved: int = 0
     ticks: int = 0
     ticks_skipped: int = 0
+    #: Times a flow limit held entries of a batch back (``rate_limit``, ``max_concurrency``).
+    rate_waits: int = 0
+    concurrency_waits: int = 0
     duration: Buckets = field(factory=lambda: Buckets.empty(DURATION_BUCKETS))
     size: Buckets = field(factory=lambda: Buckets.empty(BATCH_SIZE_BUCKETS))
     latency: Buckets = field(factory=lambda: Buckets.empty(LATENCY_BUCKETS))
@@ -131,6 +145,8 @@ class LaneTally:
             batches=op(self.batches, other.batches), lost=op(self.lost, other.lost),
             reclaimed=op(self.reclaimed, other.reclaimed), moved=op(self.moved, other.moved),
             ticks=op(self.ticks, other.ticks), ticks_skipped=op(self.ticks_skipped, other.ticks_skipped),
+            rate_waits=op(self.rate_waits, other.rate_waits),
+            concurrency_waits=op(self.concurrency_waits, other.concurrency_waits),
             duration=self.duration.combine(other.duration, op), size=self.size.combine(other.size, op),
             latency=self.latency.combine(other.latency, op),
         )  # fmt: skip
@@ -138,7 +154,8 @@ class LaneTally:
     @property
     def empty(self) -> bool:
         moves = self.moved or self.ticks or self.ticks_skipped
-        return self.batches == 0 and self.lost == 0 and self.reclaimed == 0 and not moves
+        waits = self.rate_waits or self.concurrency_waits
+        return self.batches == 0 and self.lost == 0 and self.reclaimed == 0 and not moves and not waits
 
 
 @define
@@ -171,6 +188,12 @@ class Tally:
             lane = self.lane(event.stream, event.handler)
             lane.ticks += event.added
             lane.ticks_skipped += event.skipped
+        elif isinstance(event, Throttled):
+            lane = self.lane(event.stream, event.handler)
+            if event.limit == "rate":
+                lane.rate_waits += 1
+            else:
+                lane.concurrency_waits += 1
         elif isinstance(event, Trimmed):
             key = (event.stream, event.held_by)
             self.trimmed[key] = self.trimmed.get(key, 0) + event.removed

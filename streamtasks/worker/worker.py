@@ -75,13 +75,14 @@ class Worker:
         self.pending = PendingEntries(redis, self.group, self.consumer)
         settler = Settler(redis, self.pending, s.visibility_ms, s.dead_letter_maxlen)
         self.dispatcher = Dispatcher(executor, settler, self.health, emit, self._batch_done, self.supervisor)
+        self.dispatcher.flows.bind(self.lanes)  # rate limits, max_concurrency (.flow)
         self.reader = Reader(redis, self.group, self.consumer, self.lanes)
         self.gaps = GapWatch(redis, self.group, self.lanes, self.health, emit, s.gap_check_interval)
         self.events.subscribe(self.gaps.on_event)
         self.reclaimer = Reclaimer(
             redis, self.group, self.consumer, s.visibility_ms, self.dispatcher, emit, self._start
         )
-        self.leases = Leases(self.pending, s.visibility_timeout, self.health)
+        self.leases = Leases(self.pending, s.visibility_timeout, self.health, self.dispatcher.flows)
         self.shutdown = Shutdown(redis, self.pending, s.grace_period, emit)
         self.trimmer = Trimmer(redis, self.health, emit)
         self.timers = Timers(redis, registry.handlers.values(), self.group, self.health, emit, s)
@@ -155,7 +156,7 @@ class Worker:
 
     async def _read_loop(self) -> None:
         while not self.stopping:
-            readable = [lane for lane in self.lanes.values() if lane.free_batches > 0]
+            readable = self.reader.readable()
             if not readable:
                 self._wakeup.clear()
                 await self._wakeup.wait()

@@ -95,6 +95,13 @@ function showOverview(status) {
     return tr;
   });
   if (ticks.length) periodic.replaceChildren(...ticks);
+  for (const [base, t] of Object.entries(status.levels || {})) {
+    for (const lv of t.levels) {
+      const row = document.querySelector('#levels tr[data-stream="' + CSS.escape(base) + '"][data-level="' + lv.level + '"]');
+      if (!row) continue;
+      for (const k of ["length", "lag", "pending", "dead_letters"]) row.querySelector('[data-k="' + k + '"]').textContent = num(lv[k]);
+    }
+  }
   const workers = document.querySelector("#workers tbody");
   const rows = status.workers.map((w) => {
     const tr = document.createElement("tr");
