@@ -1,4 +1,4 @@
-"""Everything that imports Ray: the only package that does (``tests/unit/test_layout.py``).
+"""Everything that imports Ray: the only package that does (``tests/unit/project/test_layout.py``).
 
 ========================  =================================================================
 :mod:`.start`             start a local Ray or join a cluster (token, quick refusal, quiet logs)

@@ -1,5 +1,5 @@
 """The docs' example app (docs/guides/testing.md), for the in-memory test helpers
-(tests/unit/test_testing.py)."""
+(tests/unit/testing/test_app.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Handlers that declare their entry types (tests/unit/test_typed.py, the schema command)."""
+"""Handlers that declare their entry types (tests/unit/core/test_typed.py, the schema command)."""
 
 from __future__ import annotations
 

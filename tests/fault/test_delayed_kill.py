@@ -3,29 +3,20 @@ stream twice, nothing is handled before its due time (small scale: 300 entries o
 
 from __future__ import annotations
 
-import asyncio
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from support.waiting import wait_until
 
 from streamtasks import Producer
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.fault
 ENTRIES = 300
-
-
-async def wait_until(predicate: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.05)
 
 
 def _worker(spawn: Any, redis_url: str, name: str) -> Any:

@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 import pytest
-from test_worker import wait_until
+from support.waiting import wait_until
 
 from streamtasks import Message, Registry, logs
 from streamtasks.ray.actor import WorkerActor

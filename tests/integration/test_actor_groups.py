@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from support.procs import free_port
+from support.waiting import wait_until
 from test_metrics import get, wait_ready
-from test_worker import wait_until
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.integration

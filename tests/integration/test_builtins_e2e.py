@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 from attrs import evolve
 from redis.asyncio import Redis
-from test_worker import equals, wait_until
+from support.waiting import equals, wait_until
 
 from streamtasks.adserving import AsyncProcessingSystem
 from streamtasks.adserving.config import AsyncProcessingConfig

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from test_worker import handled, pending, wait_until
+from support.entries import handled, pending
+from support.waiting import wait_until
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.integration

@@ -8,7 +8,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ import cluster_app
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from support.waiting import wait_until
 
 from streamtasks import Producer
 from streamtasks.connect import connect
@@ -28,15 +28,6 @@ pytestmark = pytest.mark.integration
 
 GROUP = cluster_app.registry.group
 ORDER_SHARDS = shard_streams("orders", cluster_app.SHARDS)
-
-
-async def wait_until(predicate: Callable[[], Any], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
-from test_worker import wait_until
+from support.waiting import wait_until
 
 from streamtasks import Message, Producer, Registry
 from streamtasks.aio import cancel_and_wait

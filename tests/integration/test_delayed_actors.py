@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from test_worker import wait_until
+from support.waiting import wait_until
 
 from streamtasks import Producer
 

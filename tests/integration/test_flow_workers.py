@@ -16,7 +16,7 @@ from typing import Any
 import flow_app
 import pytest
 from redis.asyncio import Redis
-from test_worker import wait_until
+from support.waiting import wait_until
 
 from streamtasks import Producer
 from streamtasks.keys import concurrency_key

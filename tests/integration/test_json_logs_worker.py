@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from test_worker import wait_until
+from support.waiting import wait_until
 
 from streamtasks import Message, Registry, Reject, logs
 from streamtasks.worker import InlineExecutor, Worker, WorkerSettings

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from support.modes import MODE, one_consumer
 from support.procs import free_port
-from test_worker import wait_until
+from support.waiting import wait_until
 
 from streamtasks.keys import heartbeat_key
 

@@ -13,7 +13,7 @@ from typing import Any
 import hooks_app
 import pytest
 from redis.asyncio import Redis
-from test_worker import wait_until
+from support.waiting import wait_until
 
 from streamtasks.serve import RayConfig, ServeConfig, build
 from streamtasks.worker import InlineExecutor, Worker, WorkerSettings

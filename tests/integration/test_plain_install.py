@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from support.procs import ManagedProcess
-from test_worker import equals, wait_until
+from support.waiting import equals, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from test_worker import handled, pending, wait_until, xadd_many
+from support.entries import handled, pending, xadd_many
+from support.waiting import wait_until
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.integration

@@ -22,7 +22,7 @@ import pytest
 from redis.asyncio import Redis
 from support.modes import one_consumer
 from support.procs import free_port, free_ports
-from test_worker import equals, wait_until
+from support.waiting import equals, wait_until
 
 from streamtasks.keys import heartbeat_key
 

@@ -15,8 +15,9 @@ import asyncpg
 import core_app
 import pytest
 from redis.asyncio import Redis
+from support.entries import handled, pending
+from support.waiting import wait_until
 from test_builtins_e2e import rows, training_fields
-from test_worker import handled, pending, wait_until
 
 from streamtasks.adserving import AsyncProcessingSystem
 from streamtasks.adserving.config import AsyncProcessingConfig

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from support.procs import free_port
-from test_worker import wait_until
+from support.waiting import wait_until
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.integration

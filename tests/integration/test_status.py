@@ -16,7 +16,7 @@ import pytest
 from redis.asyncio import Redis
 from support.modes import one_consumer
 from support.procs import free_port
-from test_worker import wait_until
+from support.waiting import wait_until
 
 from streamtasks.keys import heartbeat_key
 from streamtasks.observe.inspect import gather_status

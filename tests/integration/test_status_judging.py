@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from rich.console import Console
-from test_worker import wait_until, xadd_many
+from support.entries import xadd_many
+from support.waiting import wait_until
 
 from streamtasks.cli.common import EXIT_OK, EXIT_UNHEALTHY
 from streamtasks.cli.status import render

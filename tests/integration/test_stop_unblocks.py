@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from test_worker import equals, wait_until
+from support.waiting import equals, wait_until
 
 from streamtasks import Message, Registry
 from streamtasks.worker import InlineExecutor, Worker, WorkerSettings

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
-import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import core_app
 import pytest
 from redis.asyncio import Redis
+from support.entries import handled, pending, xadd_many
+from support.waiting import wait_until
 
 from streamtasks.ray import RayExecutor
 from streamtasks.worker import Worker, WorkerSettings
@@ -23,38 +23,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def app(ray_address: str) -> Any:
     return core_app
-
-
-async def handled(redis: Redis, stream: str) -> dict[str, int]:
-    raw = await redis.hgetall(f"handled:{stream}")
-    return {k.decode().split("|")[0]: int(v) for k, v in raw.items()}
-
-
-async def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> None:
-    """Poll ``predicate()`` (a bool, or an awaitable of one) until it holds, else fail."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        held = predicate()
-        if await held if inspect.isawaitable(held) else held:
-            return
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
-
-
-async def equals(value: Awaitable[Any], expected: Any) -> bool:
-    """For :func:`wait_until`: ``value``, once awaited, equals ``expected``."""
-    return await value == expected
-
-
-async def xadd_many(redis: Redis, stream: str, n: int, **extra: str) -> list[str]:
-    pipe = redis.pipeline(transaction=False)
-    for i in range(n):
-        pipe.xadd(stream, {"n": str(i), **extra})
-    return [i.decode() for i in await pipe.execute()]
-
-
-async def pending(redis: Redis, stream: str, group: str) -> int:
-    return int((await redis.xpending(stream, group))["pending"])
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The code examples of a documentation page, as files: a fenced ``python`` block whose first
 line is ``# <name>.py`` is the file ``<name>.py`` (blocks of one name are joined in order).
 
-Used by the tests that run an example verbatim (``tests/unit/test_testing_example.py``): they
+Used by the tests that run an example verbatim (``tests/unit/project/test_testing_example.py``): they
 name the page and the section heading, so a section that moves to another page is found by
 changing those two arguments.
 """

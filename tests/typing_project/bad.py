@@ -1,4 +1,5 @@
-"""A user's module mypy must reject: a typed handler sent a mapping (tests/unit/test_typing_project.py)."""
+"""A user's module mypy must reject: a typed handler sent a mapping
+(tests/unit/project/test_typing_project.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A user's module that mypy --strict accepts (tests/unit/test_typing_project.py)."""
+"""A user's module that mypy --strict accepts (tests/unit/project/test_typing_project.py)."""
 
 from __future__ import annotations
 

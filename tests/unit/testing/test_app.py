@@ -163,7 +163,7 @@ def test_every_public_method_is_documented_in_its_docstring_and_in_the_readme() 
     from support.doc_examples import section
 
     text = section(
-        Path(__file__).resolve().parents[2] / "docs" / "guides" / "testing.md", "Testing your handlers"
+        Path(__file__).resolve().parents[3] / "docs" / "guides" / "testing.md", "Testing your handlers"
     )
     public = [n for n in dir(InMemoryApp) if not n.startswith("_") and callable(getattr(InMemoryApp, n))]
     assert {"send", "send_raw", "handled", "acked", "dead_letters", "pending", "entries"} <= set(public)

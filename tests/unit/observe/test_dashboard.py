@@ -118,7 +118,7 @@ def test_the_models_panel_named_by_the_entry_point_is_a_panel() -> None:
 
     from streamtasks.observe.dashboard import Panel
 
-    text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    text = (Path(__file__).resolve().parents[3] / "pyproject.toml").read_text()
     section = text.split('[project.entry-points."streamtasks.dashboard_panels"]', 1)[1].split("\n[", 1)[0]
     found = re.search(r'^models = "([\w.]+):(\w+)"$', section, re.MULTILINE)
     assert found is not None

@@ -2,7 +2,7 @@
 only downwards (``docs/architecture.md``), Ray imported by one package, and a core that knows
 nothing of the adserving product.
 
-Run alone as the "import cycle" check: ``pytest tests/unit/test_layout.py``.
+Run alone as the "import cycle" check: ``pytest tests/unit/project/test_layout.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import functools
 from collections.abc import Iterator
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[2] / "streamtasks"
+PACKAGE = Path(__file__).resolve().parents[3] / "streamtasks"
 MAX_MODULE_LINES = 400
 MAX_CLASS_LINES = 200
 #: Modules of the public face that name the product on purpose: the lazy
@@ -132,6 +132,21 @@ def test_test_modules_have_unique_basenames() -> None:
     ``test_x.py`` in different directories stop the whole run at collection."""
     names = [p.name for p in (PACKAGE.parent / "tests").rglob("test_*.py")]
     assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+#: Where a unit test lives besides a subpackage's own directory (``tests/unit/worker/`` holds
+#: the tests of ``streamtasks/worker/``): the modules directly under ``streamtasks/``, and the
+#: repository itself (layout, docs site, deploy files, examples).
+UNIT_TEST_HOMES = {"core", "project"}
+
+
+def test_unit_tests_follow_the_package() -> None:
+    """``tests/unit/<area>/test_<module>*.py``: the area is the subpackage the test is about."""
+    unit = PACKAGE.parent / "tests" / "unit"
+    packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    homes = {p.relative_to(unit).parts[0] for p in unit.rglob("test_*.py")}
+    assert not [p.name for p in unit.glob("test_*.py")], "a unit test belongs in an area directory"
+    assert homes - packages - UNIT_TEST_HOMES == set()
 
 
 #: The layers, bottom up, and what each may import (besides itself). A module's layer is its

@@ -16,7 +16,7 @@ import pytest
 import streamtasks
 from streamtasks.cli import main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BUILD_TIMEOUT_S = 120
 
 

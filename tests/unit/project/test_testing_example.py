@@ -15,7 +15,7 @@ from pathlib import Path
 
 from support.doc_examples import example_files
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 #: Where the example lives (the page and its section heading).
 PAGE, HEADING = ROOT / "docs" / "guides" / "testing.md", "Testing your handlers"
 #: pytest-asyncio's own notice, at start-up, in any project that does not set this option.

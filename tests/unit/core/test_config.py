@@ -14,7 +14,7 @@ from streamtasks.config import DEFAULT_MODE, MODES, env_bool, env_choice
 from streamtasks.errors import ConfigError
 from streamtasks.logs import redact
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_defaults_without_any_variable() -> None:
