@@ -200,11 +200,18 @@ class DeadLetter:
         """JSON-able: what ``dlq list`` and the dashboard show (``full``: with the traceback and
         the original fields, bytes shown as UTF-8, anything else backslash-escaped)."""
         out: dict[str, Any] = {
-            "dead_id": self.dead_id, "stream": self.stream, "id": self.id, "group": self.group,
-            "handler": self.handler, "reason": self.reason, "error_type": self.error_type,
-            "error": self.error, "attempts": self.attempts, "first_failure_ms": self.first_failure_ms,
+            "dead_id": self.dead_id,
+            "stream": self.stream,
+            "id": self.id,
+            "group": self.group,
+            "handler": self.handler,
+            "reason": self.reason,
+            "error_type": self.error_type,
+            "error": self.error,
+            "attempts": self.attempts,
+            "first_failure_ms": self.first_failure_ms,
             "last_failure_ms": self.last_failure_ms,
-        }  # fmt: skip
+        }
         if full:
             out["traceback"] = self.traceback
             out["fields"] = {_shown(k): _shown(v) for k, v in self.pairs}

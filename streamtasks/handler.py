@@ -77,9 +77,14 @@ class _Calling(_Registered[P, R]):
 
         spec = self._with_results()
         return await (producer or current_sender()).call(
-            spec.stream, self._fields(fields), timeout=timeout, message_id=message_id, key=shard_key,
-            shards=spec.shards or None, result_type=self.result_type,
-        )  # fmt: skip
+            spec.stream,
+            self._fields(fields),
+            timeout=timeout,
+            message_id=message_id,
+            key=shard_key,
+            shards=spec.shards or None,
+            result_type=self.result_type,
+        )
 
     async def result(
         self,
@@ -96,9 +101,13 @@ class _Calling(_Registered[P, R]):
 
         spec = self._with_results()
         return await (producer or current_sender()).result(
-            spec.stream, message_id, timeout=timeout, key=shard_key, shards=spec.shards or None,
+            spec.stream,
+            message_id,
+            timeout=timeout,
+            key=shard_key,
+            shards=spec.shards or None,
             result_type=self.result_type,
-        )  # fmt: skip
+        )
 
     def _with_results(self) -> HandlerSpec:
         if not self.spec.results:

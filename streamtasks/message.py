@@ -166,8 +166,9 @@ class Message:
                 log.warning(
                     "entry ids of %s are far past the clock (%s): the time of processing is used "
                     "as their time (an explicit XADD id in the future moves every later id too)",
-                    self.stream, origin_id,
-                )  # fmt: skip
+                    self.stream,
+                    origin_id,
+                )
             return datetime.now(timezone.utc)
         return when
 

@@ -11,9 +11,15 @@ from redis import exceptions as rx
 #: On Redis Cluster also: the cluster is down or a slot has no master yet (a failover in
 #: progress), or a retry was asked for (TRYAGAIN during a resharding).
 REDIS_DOWN = (
-    rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, ConnectionError, OSError,
-    rx.ClusterDownError, rx.TryAgainError, rx.SlotNotCoveredError,
-)  # fmt: skip
+    rx.ConnectionError,
+    rx.TimeoutError,
+    rx.BusyLoadingError,
+    ConnectionError,
+    OSError,
+    rx.ClusterDownError,
+    rx.TryAgainError,
+    rx.SlotNotCoveredError,
+)
 
 
 def text(value: Any) -> str:

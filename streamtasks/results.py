@@ -81,14 +81,23 @@ def encode_value(value: Any, handler: str = "the handler") -> bytes:
         ) from None
 
 
-def dead_outcome(stream: str, entry_id: str, dead_stream: str, reason: str, error_type: str,
-                 error: str, attempts: int) -> str:  # fmt: skip
+def dead_outcome(
+    stream: str, entry_id: str, dead_stream: str, reason: str, error_type: str, error: str, attempts: int
+) -> str:
     """The JSON part of a dead-letter outcome (the script puts ``d<dead-letter id> `` before it)."""
     return json.dumps(
-        {"reason": reason, "error_type": error_type, "error": error, "attempts": attempts,
-         "stream": stream, "id": entry_id, "dead_stream": dead_stream},
-        separators=(",", ":"), ensure_ascii=False,
-    )  # fmt: skip
+        {
+            "reason": reason,
+            "error_type": error_type,
+            "error": error,
+            "attempts": attempts,
+            "stream": stream,
+            "id": entry_id,
+            "dead_stream": dead_stream,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
 
 
 def decode_outcome(stored: bytes | str, result_type: Any = Any) -> Any:
@@ -105,11 +114,15 @@ def decode_outcome(stored: bytes | str, result_type: Any = Any) -> Any:
         if not isinstance(data, dict):
             raise ValueError(f"not a stored dead-letter outcome: {raw[:40]!r}")
         raise DeadLettered(
-            str(data.get("reason", "")), str(data.get("error_type", "")), str(data.get("error", "")),
-            stream=str(data.get("stream", "")), entry_id=str(data.get("id", "")),
+            str(data.get("reason", "")),
+            str(data.get("error_type", "")),
+            str(data.get("error", "")),
+            stream=str(data.get("stream", "")),
+            entry_id=str(data.get("id", "")),
             dead_letter_stream=str(data.get("dead_stream", "")),
-            dead_letter_id=dead_id.decode("utf-8", "replace"), attempts=_int(data.get("attempts")),
-        )  # fmt: skip
+            dead_letter_id=dead_id.decode("utf-8", "replace"),
+            attempts=_int(data.get("attempts")),
+        )
     raise ValueError(f"not a stored result: {raw[:40]!r}")
 
 

@@ -16,9 +16,11 @@ from . import db, modelstats, schema, timescale
 from .config import DatabaseConfig
 
 database_url_option = click.option(
-    "--database-url", envvar="DATABASE_URL", show_envvar=True,
+    "--database-url",
+    envvar="DATABASE_URL",
+    show_envvar=True,
     help="PostgreSQL DSN; default from DATABASE_URL, else DATABASE_HOST/PORT/NAME/USER/PASSWORD.",
-)  # fmt: skip
+)
 
 
 def _dsn(value: str | None) -> str:
@@ -122,9 +124,13 @@ def print_timescale_status(status: dict[str, Any]) -> None:
     for h in status["hypertables"]:
         ratio = h["compression_ratio"]
         tables.add_row(
-            h["name"], _interval(h["chunk_interval"]), _fmt(h["chunks"]), _fmt(h["compressed_chunks"]),
-            f"{ratio:.1f}x" if ratio else "-", f"{(h['total_bytes'] or 0) / 1e6:,.1f}",
-        )  # fmt: skip
+            h["name"],
+            _interval(h["chunk_interval"]),
+            _fmt(h["chunks"]),
+            _fmt(h["compressed_chunks"]),
+            f"{ratio:.1f}x" if ratio else "-",
+            f"{(h['total_bytes'] or 0) / 1e6:,.1f}",
+        )
     console.print(tables)
     aggs = Table(title="continuous aggregates")
     for col in ("view", "materialized until", "real-time"):
@@ -137,10 +143,16 @@ def print_timescale_status(status: dict[str, Any]) -> None:
         jobs.add_column(col)
     for j in status["jobs"]:
         jobs.add_row(
-            str(j["job_id"]), timescale.JOB_NAMES.get(j["kind"], j["kind"]), j["target"] or "-",
-            _interval(j["schedule_interval"]), _when(j["last_run_started_at"]), j["last_run_status"] or "-",
-            str(j["total_runs"] or 0), str(j["total_failures"] or 0), _when(j["next_start"]),
-        )  # fmt: skip
+            str(j["job_id"]),
+            timescale.JOB_NAMES.get(j["kind"], j["kind"]),
+            j["target"] or "-",
+            _interval(j["schedule_interval"]),
+            _when(j["last_run_started_at"]),
+            j["last_run_status"] or "-",
+            str(j["total_runs"] or 0),
+            str(j["total_failures"] or 0),
+            _when(j["next_start"]),
+        )
     console.print(jobs)
     for warning in status["warnings"]:
         console.print(f"WARNING: {warning}", style="bold yellow", markup=False, soft_wrap=True)
@@ -149,9 +161,12 @@ def print_timescale_status(status: dict[str, Any]) -> None:
 @click.command("stats")
 @click.argument("model")
 @click.option(
-    "--hours", type=click.FloatRange(min=0, min_open=True), default=24.0, show_default=True,
+    "--hours",
+    type=click.FloatRange(min=0, min_open=True),
+    default=24.0,
+    show_default=True,
     help="Window length; 'inf' or more than since 1970 means since 1970.",
-)  # fmt: skip
+)
 @database_url_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def stats_command(model: str, hours: float, database_url: str | None, as_json: bool) -> None:
@@ -220,7 +235,10 @@ def print_stats(model: str, stats: dict[str, Any], hours: float) -> None:
             hourly.add_column(col)
         for b in buckets:
             hourly.add_row(
-                str(b["bucket"])[:16], _fmt(b["requests"]), _fmt(b["mean_confidence"]),
-                _fmt(b["anomaly_rate"]), _fmt(b["p95_ms"]),
-            )  # fmt: skip
+                str(b["bucket"])[:16],
+                _fmt(b["requests"]),
+                _fmt(b["mean_confidence"]),
+                _fmt(b["anomaly_rate"]),
+                _fmt(b["p95_ms"]),
+            )
         console.print(hourly)

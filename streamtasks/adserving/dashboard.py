@@ -111,15 +111,17 @@ def view(data: dict[str, Any]) -> list[Chart | Table | Figures]:
     """Figures for the window, and one chart per measure over its hours."""
     if not data.get("model_name"):
         return [Figures([("models", "no inference results yet")])]
-    figures = Figures([
-        ("requests", _num(data["requests"], "{:,}")),
-        ("throughput (req/s)", _num(data.get("throughput_rps"), "{:.3g}")),
-        ("p50 / p95 / p99 (ms)", " / ".join(_num(data.get(k)) for k in ("p50_ms", "p95_ms", "p99_ms"))),
-        ("mean confidence", _num(data.get("mean_confidence"), "{:.3f}")),
-        ("anomaly rate", _num(_percent(data.get("anomaly_rate")), "{:.2f} %")),
-        ("training rows", _num(data.get("training_rows"), "{:,}")),
-        ("dead letters", _num(data.get("dead_letters"), "{:,}")),
-    ])  # fmt: skip
+    figures = Figures(
+        [
+            ("requests", _num(data["requests"], "{:,}")),
+            ("throughput (req/s)", _num(data.get("throughput_rps"), "{:.3g}")),
+            ("p50 / p95 / p99 (ms)", " / ".join(_num(data.get(k)) for k in ("p50_ms", "p95_ms", "p99_ms"))),
+            ("mean confidence", _num(data.get("mean_confidence"), "{:.3f}")),
+            ("anomaly rate", _num(_percent(data.get("anomaly_rate")), "{:.2f} %")),
+            ("training rows", _num(data.get("training_rows"), "{:,}")),
+            ("dead letters", _num(data.get("dead_letters"), "{:,}")),
+        ]
+    )
     buckets = data["buckets"]
     x = [_epoch(b["bucket"]) for b in buckets]
 

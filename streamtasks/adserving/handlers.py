@@ -51,10 +51,15 @@ from .store import store_inference, store_inference_rows, store_training, store_
 
 #: Environment the built-ins read, forwarded to Ray tasks on a cluster (docs/guides/scaling.md).
 FORWARDED_ENV_PREFIXES = (
-    "DATABASE_", "ASYNC_PROCESSING_", "CONSUMER_", "TRAINING_DATA_STREAM", "INFERENCE_RESULTS_STREAM",
-    "TRAINING_DATA_SHARDS", "INFERENCE_RESULTS_SHARDS",
+    "DATABASE_",
+    "ASYNC_PROCESSING_",
+    "CONSUMER_",
+    "TRAINING_DATA_STREAM",
+    "INFERENCE_RESULTS_STREAM",
+    "TRAINING_DATA_SHARDS",
+    "INFERENCE_RESULTS_SHARDS",
     "DEBUG_ENABLED",
-)  # fmt: skip
+)
 
 __all__ = [
     "DEFAULT_GROUP",

@@ -70,9 +70,12 @@ async def setup_database(
             delay = random.uniform(0, DEADLOCK_BACKOFF_S * 2**attempt)
             log.warning(
                 "schema setup was chosen to break a deadlock (%s); nothing was applied, trying "
-                "again in %.1fs (attempt %d of %d)", str(exc).splitlines()[0], delay, attempt + 1,
+                "again in %.1fs (attempt %d of %d)",
+                str(exc).splitlines()[0],
+                delay,
+                attempt + 1,
                 DEADLOCK_ATTEMPTS,
-            )  # fmt: skip
+            )
             await asyncio.sleep(delay)
     return await _setup_once(conn_or_pool, files, settings, timescaledb)  # the last: its error is raised
 

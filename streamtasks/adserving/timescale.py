@@ -160,15 +160,23 @@ async def apply_policies(conn: Any, settings: TimescaleSettings) -> None:
                 settings.chunk_interval,
             )
         await _policy(
-            conn, table, "policy_compression", "compress_after", settings.compress_after,
+            conn,
+            table,
+            "policy_compression",
+            "compress_after",
+            settings.compress_after,
             "SELECT add_compression_policy($1::text::regclass, $2::text::interval)",
             "SELECT remove_compression_policy($1::text::regclass, if_exists => true)",
-        )  # fmt: skip
+        )
         await _policy(
-            conn, table, "policy_retention", "drop_after", settings.retention,
+            conn,
+            table,
+            "policy_retention",
+            "drop_after",
+            settings.retention,
             "SELECT add_retention_policy($1::text::regclass, $2::text::interval)",
             "SELECT remove_retention_policy($1::text::regclass, if_exists => true)",
-        )  # fmt: skip
+        )
         await _prune_keys_job(conn, table, settings.retention)
     for view in HOURLY_AGGREGATES:
         if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", view):
@@ -180,8 +188,9 @@ async def apply_policies(conn: Any, settings: TimescaleSettings) -> None:
             await conn.execute(
                 "SELECT add_continuous_aggregate_policy($1::text::regclass, start_offset => NULL, "
                 "end_offset => INTERVAL '1 hour', schedule_interval => $2::text::interval)",
-                view, settings.aggregate_refresh,
-            )  # fmt: skip
+                view,
+                settings.aggregate_refresh,
+            )
         elif not await _same_interval(conn, row["schedule_interval"], settings.aggregate_refresh):
             await conn.execute(
                 "SELECT alter_job($1, schedule_interval => $2::text::interval)",

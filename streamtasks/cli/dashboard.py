@@ -54,9 +54,15 @@ log = logging.getLogger("streamtasks.cli")
     help="Seconds between samples of the live overview.",
 )
 def dashboard(
-    app: str, redis_url: str | None, streams: str | None, group: str | None, host: str, port: int,
-    read_only: bool, interval: float,
-) -> None:  # fmt: skip
+    app: str,
+    redis_url: str | None,
+    streams: str | None,
+    group: str | None,
+    host: str,
+    port: int,
+    read_only: bool,
+    interval: float,
+) -> None:
     """Serve the web dashboard of the Registry at APP (MODULE:ATTR) until Ctrl-C.
 
     Replay and purge need STREAMTASKS_DASHBOARD_TOKEN (sent as a bearer token) or
@@ -75,8 +81,14 @@ def dashboard(
 
     async def serve() -> None:
         redis = await connect(url)
-        board = d.Dashboard(redis, targets, d.Access.from_env(read_only), registry=registry,
-                            panels=d.installed_panels(registry), interval=interval)  # fmt: skip
+        board = d.Dashboard(
+            redis,
+            targets,
+            d.Access.from_env(read_only),
+            registry=registry,
+            panels=d.installed_panels(registry),
+            interval=interval,
+        )
         try:
             server = await d.DashboardServer(board, port, host).start()
         except OSError as exc:

@@ -36,9 +36,12 @@ def dead_option(command: Any) -> Any:
         "--dead-stream", help="Dead-letter stream name (default: from --app, else STREAM:dead)."
     )(command)
     return click.option(
-        "--app", envvar="STREAMTASKS_APP", show_envvar=True, metavar="MODULE:ATTR",
+        "--app",
+        envvar="STREAMTASKS_APP",
+        show_envvar=True,
+        metavar="MODULE:ATTR",
         help="The Registry serving STREAM: its dead_letter_stream= is used.",
-    )(command)  # fmt: skip
+    )(command)
 
 
 async def _dead_names(
@@ -237,9 +240,15 @@ def dlq_replay(
 @click.option("--yes", is_flag=True, help="Do not ask (needed for --all when not on a terminal).")
 @click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
 def dlq_purge(
-    stream: str, redis_url: str | None, app: str | None, dead_stream: str | None, ids: tuple[str, ...],
-    everything: bool, yes: bool, dry_run: bool,
-) -> None:  # fmt: skip
+    stream: str,
+    redis_url: str | None,
+    app: str | None,
+    dead_stream: str | None,
+    ids: tuple[str, ...],
+    everything: bool,
+    yes: bool,
+    dry_run: bool,
+) -> None:
     """Delete dead letters for good.
 
     --all asks first on a terminal; elsewhere (a script, cron) it needs --yes. --dry-run

@@ -37,8 +37,15 @@ def trim(stream: str, redis_url: str | None, keep_acked_seconds: float, as_json:
             for name in await shards_of(redis, stream):
                 result = await trim_once(redis, name, keep_acked_seconds)
                 length = int(await redis.xlen(name))
-                out.append({"stream": name, "removed": result.removed, "length": length,
-                            "minid": result.minid, "held_by": result.held_by})  # fmt: skip
+                out.append(
+                    {
+                        "stream": name,
+                        "removed": result.removed,
+                        "length": length,
+                        "minid": result.minid,
+                        "held_by": result.held_by,
+                    }
+                )
             return out
 
     results = run(go())

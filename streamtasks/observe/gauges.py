@@ -154,8 +154,9 @@ class RedisCollector:
         w = self.worker
         age = _gauge(
             "streamtasks_worker_heartbeat_age_seconds",
-            "Age of this worker's heartbeat key (actor mode: the oldest of its actors').", (),
-        )  # fmt: skip
+            "Age of this worker's heartbeat key (actor mode: the oldest of its actors').",
+            (),
+        )
         live = _gauge("streamtasks_live_workers", "Workers of the group with a live heartbeat.", ("group",))
         workers = await live_workers(w.redis, w.group, now=now, findings=found)
         if not found.denied_any("SCAN", "MGET"):

@@ -69,9 +69,13 @@ class InlineStart:
     """
 
     def __init__(
-        self, registry: Registry, redis: Redis, settings: WorkerSettings, serving: Serving,
+        self,
+        registry: Registry,
+        redis: Redis,
+        settings: WorkerSettings,
+        serving: Serving,
         first_batch: bool = True,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.serving = serving
         self.first_batch = first_batch
         self.consumer = f"{settings.consumer}-inline"
@@ -83,9 +87,13 @@ class InlineStart:
 
     @classmethod
     def of(
-        cls, registry: Registry, redis: Redis, settings: WorkerSettings, serving: Serving,
+        cls,
+        registry: Registry,
+        redis: Redis,
+        settings: WorkerSettings,
+        serving: Serving,
         first_batch: bool = True,
-    ) -> InlineStart | None:  # fmt: skip
+    ) -> InlineStart | None:
         """The inline start over the handlers that may run here; None when there are none."""
         streams = [stream for stream, spec in registry.handlers.items() if runs_here(spec, os.environ)]
         skipped = sorted(set(registry.handlers) - set(streams))
@@ -137,9 +145,10 @@ class InlineStart:
             await self._leave_group()
         handled = sum(lane.handled for lane in self.worker.snapshot().lanes.values())
         log.info(
-            "inline start: %d entries handled in this process while Ray was starting", handled,
+            "inline start: %d entries handled in this process while Ray was starting",
+            handled,
             extra={"consumer": self.consumer, "handled": handled},
-        )  # fmt: skip
+        )
 
     async def _leave_group(self) -> None:
         """Delete the inline consumer from the group once nothing is pending on it (the real

@@ -111,9 +111,14 @@ class Answers:
         """As :data:`streamtasks.lua.DEAD_LETTER` does with a result key."""
         entry_id, raw, attempt = entry
         outcome = dead_outcome(
-            spec.stream, entry_id, spec.dead_letter_stream, error.reason, error.type,
-            redact(error.message), attempt,
-        )  # fmt: skip
+            spec.stream,
+            entry_id,
+            spec.dead_letter_stream,
+            error.reason,
+            error.type,
+            redact(error.message),
+            attempt,
+        )
         self._store(spec, entry_id, raw, f"d{dead_id} {outcome}".encode())
 
     def _settled(

@@ -17,19 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import itertools
 import math
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .. import otel
 from ..deadletter import dead_letter_fields
-from ..delayed import Delay, due_ms
-from ..keys import FIELD_MESSAGE_ID, pick_shard, shard_stream
-from ..message import FieldValue, encode_fields
-from ..producer import Sender, new_message_id, sender_override
+from ..producer import Sender, sender_override
 from ..registry import HandlerSpec, Registry
 from ..resources import _resources, process_loop
 from ..retry import Dead
@@ -40,6 +33,7 @@ from .answers import Answers
 from .broker import Delivery, FakeClock, MemoryStream
 from .flow import MemoryFlow, run_for
 from .outcomes import Outcomes
+from .sending import Sending
 from .timers import MemoryTimers
 
 #: Batches one ``run_until_idle`` may run before it decides the handlers never go idle.
@@ -47,7 +41,7 @@ MAX_BATCHES = 10_000
 DEFAULT_VISIBILITY_TIMEOUT = 30.0
 
 
-class InMemoryApp(Answers, Outcomes):
+class InMemoryApp(Sending, Answers, Outcomes):
     """Serves ``registry`` from in-memory streams; ``await app.send(...)`` then
     ``await app.run_until_idle()``, and look at :meth:`handled`, :meth:`dead_letters`,
     :meth:`acked` (both), :meth:`pending`. While it is active (:meth:`activate`, ``async with``, or the pytest
@@ -78,47 +72,6 @@ class InMemoryApp(Answers, Outcomes):
         self._token: contextvars.Token[Sender | None] | None = None
         self._turns: dict[str, Iterator[int]] = {}
         self.flow = MemoryFlow()  # priority order and rate limits (.flow)
-
-    # -- producing -----------------------------------------------------------------------------
-
-    async def send(
-        self,
-        stream: str,
-        fields: Mapping[str, FieldValue],
-        *,
-        key: str | bytes | None = None,
-        shards: int | None = None,
-        message_id: str | None = None,
-        delay: Delay | None = None,
-        eta: datetime | None = None,
-    ) -> str:
-        """Add an entry the way :meth:`Producer.send <streamtasks.Producer.send>` does (on a
-        sharded stream, ``key`` picks the shard; without one the shards take turns). With
-        ``delay`` or ``eta``, the entry waits until :meth:`advance` moves the clock to its due
-        time, and its message id is returned."""
-        due = due_ms(delay, eta, self.clock.now)
-        if shards:
-            turn = self._turns.setdefault(stream, itertools.count())
-            stream = shard_stream(stream, pick_shard(key, shards) if key is not None else next(turn) % shards)
-        encoded = encode_fields(fields)
-        encoded[FIELD_MESSAGE_ID] = message_id or str(encoded.get(FIELD_MESSAGE_ID) or new_message_id())
-        if due is not None:
-            return self.timers.schedule(stream, due, encoded)
-        return _traced_add(stream, encoded, self._xadd)
-
-    async def send_raw(self, stream: str, fields: Mapping[str, str | bytes]) -> str:
-        """Add an entry as a foreign producer would (``XADD``): no message id, any bytes.
-        Awaited like :meth:`send` and like the ``XADD`` it stands for."""
-        return self._xadd(stream, fields)
-
-    def add_raw(self, stream: str, fields: Mapping[str, str | bytes]) -> str:
-        """Deprecated: ``await app.send_raw(stream, fields)``. Adds the entry at once."""
-        warnings.warn(
-            "InMemoryApp.add_raw() is deprecated: use `await app.send_raw(stream, fields)`",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self._xadd(stream, fields)
 
     def activate(self) -> InMemoryApp:
         """Make ``handler.send(...)`` (the default producer) add to this app, in this context."""
@@ -235,9 +188,15 @@ class InMemoryApp(Answers, Outcomes):
                 stream.pending[entry_id].due = self.clock.now + (self.visibility_ms - idle) / 1000
         for (entry_id, raw, attempt), error in plan.dead:
             fields = dead_letter_fields(
-                stream=spec.stream, entry_id=entry_id, group=self.group, handler=spec.name,
-                error=error, attempts=attempt, raw=raw, now_ms=now_ms,
-            )  # fmt: skip
+                stream=spec.stream,
+                entry_id=entry_id,
+                group=self.group,
+                handler=spec.name,
+                error=error,
+                attempts=attempt,
+                raw=raw,
+                now_ms=now_ms,
+            )
             first = stream.first_failure_ms.pop(entry_id, now_ms)
             dead_id = self._xadd(spec.dead_letter_stream, _pairs(["first_failure_ms", str(first), *fields]))
             stream.ack(entry_id, handled=False)
@@ -245,15 +204,6 @@ class InMemoryApp(Answers, Outcomes):
             if spec.results:
                 self._store_dead(spec, (entry_id, raw, attempt), dead_id, error)
         self._settled(spec, entries, result, dead_ids)
-
-
-def _traced_add(stream: str, encoded: dict[str, str | bytes], add: Callable[[str, Any], str]) -> str:
-    """``add(stream, encoded)`` in a send span when the caller is traced (as the producer)."""
-    span = otel.send_span(stream, encoded)
-    entry_id = add(stream, encoded)
-    if span is not None:
-        otel.end_send(span, entry_id)
-    return entry_id
 
 
 async def execute(spec: HandlerSpec, entries: Sequence[RawEntry]) -> BatchResult:

@@ -92,9 +92,11 @@ class Dispatcher:
         error = None if task.cancelled() else task.exception()
         if error is not None:
             log.error(
-                "settling a batch of %s failed", lane.stream, exc_info=error,
+                "settling a batch of %s failed",
+                lane.stream,
+                exc_info=error,
                 extra={"stream": lane.stream, "handler": lane.spec.name},
-            )  # fmt: skip
+            )
             self.supervisor.failed("settle", error)
             if batch is not None:  # reclaimed after the visibility timeout, not leased forever
                 ids = [e[0] for e in batch.entries]
@@ -133,11 +135,18 @@ class Dispatcher:
         except Exception as exc:  # the executor itself failed: Ray worker lost past its retries
             error = exc
         log.warning(
-            "batch of %d on %s failed as a whole: %s", len(entries), spec.stream, error,
-            extra={"stream": spec.stream, "handler": spec.name, "batch_entries": len(entries),
-                   "batch_first_id": entries[0][0] if entries else None,
-                   "batch_last_id": entries[-1][0] if entries else None},
-        )  # fmt: skip
+            "batch of %d on %s failed as a whole: %s",
+            len(entries),
+            spec.stream,
+            error,
+            extra={
+                "stream": spec.stream,
+                "handler": spec.name,
+                "batch_entries": len(entries),
+                "batch_first_id": entries[0][0] if entries else None,
+                "batch_last_id": entries[-1][0] if entries else None,
+            },
+        )
         return BatchResult(len(entries), spec.retry.decide_all(error, [e[2] for e in entries]))
 
     async def settle(self, lane: Lane, entries: Sequence[RawEntry], result: BatchResult) -> None:

@@ -96,8 +96,12 @@ class GapWatch:
                 "already read up to %s (restarted from an AOF/RDB that lacked acknowledged writes?); "
                 "entries added after the snapshot are gone from Redis, and what was handled since "
                 "is delivered again (only idempotent handlers are safe)",
-                self.group, lane.stream, first, lane.last_id, extra={"stream": lane.stream},
-            )  # fmt: skip
+                self.group,
+                lane.stream,
+                first,
+                lane.last_id,
+                extra={"stream": lane.stream},
+            )
         lane.last_id = newest
 
     async def run(self, stopping: Callable[[], bool], healthy: Callable[[], None]) -> None:
@@ -141,14 +145,20 @@ class GapWatch:
                 "group %s's read counter on %s was %d behind what was ever removed from the "
                 "stream (a replica promoted in a failover can lag on it): corrected; those "
                 "entries were not lost",
-                self.group, lane.stream, gap - lost, extra={"stream": lane.stream},
-            )  # fmt: skip
+                self.group,
+                lane.stream,
+                gap - lost,
+                extra={"stream": lane.stream},
+            )
         if lost:
             log.error(
                 "%d entries of %s were trimmed or deleted before group %s read them: lost "
                 "(the group's read counter is corrected, so its lag can drain)",
-                lost, lane.stream, self.group, extra={"stream": lane.stream},
-            )  # fmt: skip
+                lost,
+                lane.stream,
+                self.group,
+                extra={"stream": lane.stream},
+            )
             self.emit(Lost(lane.stream, lane.spec.name, lost, "trimmed or deleted before delivery"))
 
     async def _correct(self, stream: str, group: GroupState, lost: int) -> bool:
@@ -164,8 +174,13 @@ class GapWatch:
             "(restarted from an AOF/RDB that lacked acknowledged writes?); entries added after %s "
             "up to then (%s) are gone from Redis, %d of them still held by this worker (their acks "
             "are no-ops), and acks since the snapshot are undone (those entries run again)",
-            lane.stream, newest, last_read, newest, _span(newest, last_read),
-            sum(1 for i in lane.held if id_key(i) > id_key(newest)), extra={"stream": lane.stream},
-        )  # fmt: skip
+            lane.stream,
+            newest,
+            last_read,
+            newest,
+            _span(newest, last_read),
+            sum(1 for i in lane.held if id_key(i) > id_key(newest)),
+            extra={"stream": lane.stream},
+        )
         if lane.last_id == last_read:  # reported: once per incident (unless it read on meanwhile)
             lane.last_id = newest

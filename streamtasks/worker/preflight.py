@@ -182,8 +182,12 @@ async def check_permissions(
     except REDIS_DOWN:
         raise
     except Exception as exc:  # a client or server that cannot answer: start, supervised anyway
-        log.warning("could not check the Redis user's permissions at start (%s: %s); a missing "
-                    "one will show as a failing loop", type(exc).__name__, exc)  # fmt: skip
+        log.warning(
+            "could not check the Redis user's permissions at start (%s: %s); a missing "
+            "one will show as a failing loop",
+            type(exc).__name__,
+            exc,
+        )
         return
     if denied:
         who = f"Redis user {user!r}" if user else "the Redis user"

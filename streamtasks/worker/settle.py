@@ -132,17 +132,28 @@ class Settler:
     ) -> None:
         entry_id, raw, attempt = entry
         fields = dead_letter_fields(
-            stream=spec.stream, entry_id=entry_id, group=self.group, handler=spec.name,
-            error=error, attempts=attempt, raw=raw, now_ms=now_ms,
-        )  # fmt: skip
+            stream=spec.stream,
+            entry_id=entry_id,
+            group=self.group,
+            handler=spec.name,
+            error=error,
+            attempts=attempt,
+            raw=raw,
+            now_ms=now_ms,
+        )
         script_keys = [spec.stream, spec.dead_letter_stream, keys.failures_key(spec.stream, self.group)]
         args: list[Any] = [self.group, self.consumer, entry_id, self.dead_letter_maxlen, now_ms]
         if spec.results:  # the caller's outcome, stored in the same step
             ident, reply = entry_address(spec.stream, entry_id, raw)
             outcome = dead_outcome(
-                spec.stream, entry_id, spec.dead_letter_stream, error.reason, error.type,
-                redact(error.message), attempt,
-            )  # fmt: skip
+                spec.stream,
+                entry_id,
+                spec.dead_letter_stream,
+                error.reason,
+                error.type,
+                redact(error.message),
+                attempt,
+            )
             script_keys.append(keys.result_key(spec.stream, ident))
             args += [int(spec.result_ttl * 1000), outcome]
             if reply:
@@ -196,10 +207,20 @@ def _log_dead(spec: HandlerSpec, consumer: str, dead: list[tuple[RawEntry, Error
     more = f" and {len(dead) - 1} more" if len(dead) > 1 else ""
     log.warning(
         "dead-lettered %s/%s%s after %d attempt(s): %s: %s",
-        spec.stream, entry_id, more, attempt, error.type, error.message[:200],
-        extra={"stream": spec.stream, "handler": spec.name, "consumer": consumer, "entry_id": entry_id,
-               "entry_ids": [e[0] for e, _ in dead[:LOGGED_IDS]]},
-    )  # fmt: skip
+        spec.stream,
+        entry_id,
+        more,
+        attempt,
+        error.type,
+        error.message[:200],
+        extra={
+            "stream": spec.stream,
+            "handler": spec.name,
+            "consumer": consumer,
+            "entry_id": entry_id,
+            "entry_ids": [e[0] for e, _ in dead[:LOGGED_IDS]],
+        },
+    )
 
 
 def settled_hooks(
@@ -212,10 +233,17 @@ def settled_hooks(
     for index, outcome in result.failed.items():
         entry_id, raw, attempt = entries[index]
         event = SettleEvent(
-            spec.stream, spec.name, spec.group, entry_id, attempt, outcome.error, raw, ran=ran,
+            spec.stream,
+            spec.name,
+            spec.group,
+            entry_id,
+            attempt,
+            outcome.error,
+            raw,
+            ran=ran,
             delay=outcome.delay if isinstance(outcome, RetryLater) else None,
             dead_letter_stream=spec.dead_letter_stream,
-        )  # fmt: skip
+        )
         if isinstance(outcome, RetryLater):
             hooks.notify(spec.middleware, "on_retry", event)
             continue

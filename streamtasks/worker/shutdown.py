@@ -75,9 +75,11 @@ class Shutdown:
                         # RETRYCOUNT attempt-1: an entry that never started does not use an attempt
                         await self.pending.reset(lane.stream, ids, HANDBACK_IDLE_MS, retrycount=attempt - 1)
                         log.info(
-                            "handed back %d unstarted entries of %s", len(ids), lane.stream,
+                            "handed back %d unstarted entries of %s",
+                            len(ids),
+                            lane.stream,
                             extra={"stream": lane.stream, "consumer": self.pending.consumer},
-                        )  # fmt: skip
+                        )
                         self.emit(HandedBack(lane.stream, len(ids), running=False))
 
     async def finish_in_flight(self, lanes: Mapping[str, Lane]) -> None:
@@ -93,9 +95,11 @@ class Shutdown:
 
     async def _finish(self, tasks: Mapping[asyncio.Task[None], Lane]) -> None:
         log.info(
-            "finishing %d in-flight batch(es) (grace %.0fs)", len(tasks), self.grace_period,
+            "finishing %d in-flight batch(es) (grace %.0fs)",
+            len(tasks),
+            self.grace_period,
             extra={"consumer": self.pending.consumer},
-        )  # fmt: skip
+        )
         _, late = await asyncio.wait(tasks, timeout=self.grace_period)
         for task in late:
             lane = tasks[task]
@@ -108,10 +112,16 @@ class Shutdown:
                 with contextlib.suppress(*REDIS_DOWN):
                     await self.pending.reset(lane.stream, batch.ids, HANDBACK_IDLE_MS)
             log.warning(
-                "grace period over: handed back %d running entries of %s", len(batch.ids), lane.stream,
-                extra={"stream": lane.stream, "handler": lane.spec.name, "consumer": self.pending.consumer,
-                       "entry_ids": list(batch.ids[:LOGGED_IDS])},
-            )  # fmt: skip
+                "grace period over: handed back %d running entries of %s",
+                len(batch.ids),
+                lane.stream,
+                extra={
+                    "stream": lane.stream,
+                    "handler": lane.spec.name,
+                    "consumer": self.pending.consumer,
+                    "entry_ids": list(batch.ids[:LOGGED_IDS]),
+                },
+            )
             self.emit(HandedBack(lane.stream, len(batch.ids), running=True))
 
     async def sign_off(self, lanes: Mapping[str, Lane]) -> bool:

@@ -140,16 +140,23 @@ class LaneTally:
 
     def _combine(self, other: LaneTally, op: Callable[[Any, Any], Any]) -> LaneTally:
         return LaneTally(
-            self.stream, self.handler, handled=op(self.handled, other.handled),
-            retried=op(self.retried, other.retried), dead=op(self.dead, other.dead),
-            batches=op(self.batches, other.batches), lost=op(self.lost, other.lost),
-            reclaimed=op(self.reclaimed, other.reclaimed), moved=op(self.moved, other.moved),
-            ticks=op(self.ticks, other.ticks), ticks_skipped=op(self.ticks_skipped, other.ticks_skipped),
+            self.stream,
+            self.handler,
+            handled=op(self.handled, other.handled),
+            retried=op(self.retried, other.retried),
+            dead=op(self.dead, other.dead),
+            batches=op(self.batches, other.batches),
+            lost=op(self.lost, other.lost),
+            reclaimed=op(self.reclaimed, other.reclaimed),
+            moved=op(self.moved, other.moved),
+            ticks=op(self.ticks, other.ticks),
+            ticks_skipped=op(self.ticks_skipped, other.ticks_skipped),
             rate_waits=op(self.rate_waits, other.rate_waits),
             concurrency_waits=op(self.concurrency_waits, other.concurrency_waits),
-            duration=self.duration.combine(other.duration, op), size=self.size.combine(other.size, op),
+            duration=self.duration.combine(other.duration, op),
+            size=self.size.combine(other.size, op),
             latency=self.latency.combine(other.latency, op),
-        )  # fmt: skip
+        )
 
     @property
     def empty(self) -> bool:

@@ -53,8 +53,9 @@ async def overview(request: web.Request) -> web.Response:
 async def events(request: web.Request) -> web.StreamResponse:
     queries.only_params(request.query, ())
     board = _board(request)
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
-                                           "X-Accel-Buffering": "no"})  # fmt: skip
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
     response.headers.update({k: v for k, v in SECURITY_HEADERS.items() if k != "Cache-Control"})
     await response.prepare(request)
     sampler = board.sampler
@@ -105,10 +106,14 @@ async def dead_page(board: Dashboard, stream: str, query: Any) -> dict[str, Any]
     dead = board.targets.dead_of(name)
     letters, cursor, capped = await queries.find_dead(board.redis, dead, flt, limit, before)
     return {
-        "stream": name, "dead_letter_stream": dead, "total": int(await board.redis.xlen(dead)),
-        "entries": [d.as_dict() for d in letters], "next": cursor, "scan_capped": capped,
+        "stream": name,
+        "dead_letter_stream": dead,
+        "total": int(await board.redis.xlen(dead)),
+        "entries": [d.as_dict() for d in letters],
+        "next": cursor,
+        "scan_capped": capped,
         "filter": {"handler": flt.handler, "reason": flt.reason, "since": flt.since, "until": flt.until},
-    }  # fmt: skip
+    }
 
 
 async def dead_letters(request: web.Request) -> web.Response:

@@ -64,9 +64,13 @@ class Dashboard:
 
     def render(self, name: str, **values: Any) -> web.Response:
         page = self.templates.get_template(name).render(
-            targets=self.targets, panels=list(self.panels.values()), csrf=self.access.csrf_token,
-            writable=self.access.writable, read_only=self.access.read_only, **values,
-        )  # fmt: skip
+            targets=self.targets,
+            panels=list(self.panels.values()),
+            csrf=self.access.csrf_token,
+            writable=self.access.writable,
+            read_only=self.access.read_only,
+            **values,
+        )
         return web.Response(text=page, content_type="text/html")
 
 

@@ -96,8 +96,9 @@ async def dead_letter(request: web.Request) -> web.Response:
     letter = await get_dead(board.redis, board.targets.dead_of(name), dead_id)
     if letter is None:
         raise queries.BadInput("no such dead letter", 404)
-    return board.render("deadletter.html", d=letter.as_dict(full=True), stream=name, when=when,
-                        page="deadletters")  # fmt: skip
+    return board.render(
+        "deadletter.html", d=letter.as_dict(full=True), stream=name, when=when, page="deadletters"
+    )
 
 
 async def panel(request: web.Request) -> web.Response:
@@ -118,8 +119,9 @@ async def panel(request: web.Request) -> web.Response:
         elif isinstance(section, Figures):
             sections.append(("figures", "", section))
     values = {p.name: request.query.get(p.name, p.default) for p in params}
-    return board.render("panel.html", panel=found, params=params, values=values, sections=sections,
-                        page=f"panel:{found.name}")  # fmt: skip
+    return board.render(
+        "panel.html", panel=found, params=params, values=values, sections=sections, page=f"panel:{found.name}"
+    )
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

@@ -112,10 +112,15 @@ async def stream_detail(redis: Redis, targets: Targets, stream: str, limit: int)
         for row in rows:
             pid = text(row["message_id"])
             idle = int(row["time_since_delivered"]) / 1000.0
-            pending.append({
-                "id": pid, "consumer": text(row["consumer"]), "idle": idle,
-                "deliveries": int(row["times_delivered"]), "age": max(0.0, now - id_seconds(pid)),
-            })  # fmt: skip
+            pending.append(
+                {
+                    "id": pid,
+                    "consumer": text(row["consumer"]),
+                    "idle": idle,
+                    "deliveries": int(row["times_delivered"]),
+                    "age": max(0.0, now - id_seconds(pid)),
+                }
+            )
     newest = []
     latest: Any = await f.read("XREVRANGE", redis.xrevrange(stream, "+", "-", count=limit), [], key=stream)
     for raw_id, fields in latest:

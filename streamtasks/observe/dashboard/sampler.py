@@ -83,10 +83,17 @@ class WorkerBook:
         for c in dead_consumers:
             if c["consumer"] not in self._seen:
                 self._seen[c["consumer"]] = {
-                    "consumer": c["consumer"], "host": None, "pid": None, "streams": [c["stream"]],
-                    "in_flight": None, "state": "dead", "failing_loops": [], "heartbeat_age": None,
-                    "last_seen": now, "beat_at": None,
-                }  # fmt: skip
+                    "consumer": c["consumer"],
+                    "host": None,
+                    "pid": None,
+                    "streams": [c["stream"]],
+                    "in_flight": None,
+                    "state": "dead",
+                    "failing_loops": [],
+                    "heartbeat_age": None,
+                    "last_seen": now,
+                    "beat_at": None,
+                }
         return sorted(self._seen.values(), key=lambda w: (w["state"] == "dead", str(w["consumer"])))
 
 
@@ -127,11 +134,13 @@ class Sampler:
         async with self._lock:
             status = await asyncio.wait_for(
                 gather_status(
-                    self.redis, list(self.targets.streams), self.targets.group,
+                    self.redis,
+                    list(self.targets.streams),
+                    self.targets.group,
                     dead_letter_streams=self.targets.dead_letter_streams,
                 ),
                 SAMPLE_TIMEOUT_S,
-            )  # fmt: skip
+            )
             now = status["checked_at"]
             for s in status["streams"]:
                 self._rates(s, now)
@@ -183,9 +192,13 @@ class Sampler:
         s["history"] = {"t": [h[0] for h in hist], "in": [h[1] for h in hist], "out": [h[2] for h in hist]}
 
     async def _services(self, status: dict[str, Any]) -> dict[str, Any]:
-        services: dict[str, Any] = {"redis": {"health": "healthy" if status["redis"]["ok"] else "unhealthy",
-                                              "version": status["redis"]["version"],
-                                              "error": status["redis"]["error"]}}  # fmt: skip
+        services: dict[str, Any] = {
+            "redis": {
+                "health": "healthy" if status["redis"]["ok"] else "unhealthy",
+                "version": status["redis"]["version"],
+                "error": status["redis"]["error"],
+            }
+        }
         for probe in self.probes:
             try:
                 name, health = await probe()

@@ -11,13 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streamtasks.adserving.fields import DECODER, MAX_JSON_DEPTH, MAX_NAME_LENGTH, loads
 from streamtasks.adserving.records import (
-    _DECODER,
-    MAX_JSON_DEPTH,
-    MAX_NAME_LENGTH,
     InferenceRecord,
     TrainingRecord,
-    _loads,
     inference_row,
     parse_inference,
     parse_training,
@@ -237,7 +234,7 @@ def test_short_and_long_text_decode_as_the_standard_decoder(values: list[Any], p
     """The fast path (short text, no number it may refuse) and the checked decoder (long text)
     give what ``json.loads`` gives."""
     raw = json.dumps([*values, "p" * pad])
-    assert _loads(raw) == json.loads(raw)
+    assert loads(raw) == json.loads(raw)
 
 
 #: Pieces of JSON and of what is not quite JSON: every case where msgspec and the standard
@@ -268,12 +265,12 @@ def test_the_fast_decoder_accepts_and_refuses_exactly_what_the_checked_decoder_d
     """Whatever the text: msgspec's fast path gives the value the checked standard decoder
     gives, or both refuse it (so no entry is stored, or dead-lettered, that was not before)."""
     try:
-        expected = _DECODER.decode(raw)
+        expected = DECODER.decode(raw)
     except (ValueError, RecursionError):
         with pytest.raises((ValueError, RecursionError)):
-            _loads(raw)
+            loads(raw)
         return
-    assert _loads(raw) == expected
+    assert loads(raw) == expected
 
 
 #: Field values good and bad for every field of both wire formats.
