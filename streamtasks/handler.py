@@ -65,6 +65,27 @@ class _Calling(_Registered[P, R]):
         ``X`` of ``list[X]``) when msgspec can decode into it, else plain JSON."""
         return result_type_of(self.spec.fn, self.spec.batch)
 
+    async def _send(
+        self,
+        fields: Mapping[str, FieldValue],
+        producer: Producer | None,
+        shard_key: str | bytes | None,
+        delay: float | timedelta | None,
+        eta: datetime | None,
+        priority: int | None,
+    ) -> str:
+        from .producer import current_sender
+
+        spec = self.spec
+        return await (producer or current_sender()).send(
+            level_target(spec, priority),
+            self._fields(fields),
+            key=shard_key,
+            shards=spec.shards or None,
+            delay=delay,
+            eta=eta,
+        )
+
     async def _call(
         self,
         fields: Mapping[str, FieldValue],
@@ -144,18 +165,8 @@ class Handler(_Calling[P, R]):
         timedelta) or ``eta`` (a timezone-aware datetime): the entry waits in Redis until then
         (:mod:`streamtasks.delayed`), and the message id is returned instead.
         """
-        from .producer import current_sender
-
-        payload = self._fields({**(fields or {}), **kwargs})
-        spec = self.spec
-        return await (producer or current_sender()).send(
-            level_target(spec, priority),
-            payload,
-            key=shard_key,
-            shards=spec.shards or None,
-            delay=delay,
-            eta=eta,
-        )
+        payload = {**(fields or {}), **kwargs}
+        return await self._send(payload, producer, shard_key, delay, eta, priority)
 
     async def call(
         self,
@@ -196,18 +207,8 @@ class TypedHandler(_Calling[P, R], Generic[P, R, M]):
     ) -> str:
         """Add ``payload`` (an instance of the declared type) to this handler's stream
         (``shard_key``, ``delay``, ``eta`` and ``priority`` as for :meth:`Handler.send`)."""
-        from .producer import current_sender
-
-        spec = self.spec
-        fields = self._fields(codec_for(spec.message_type or type(payload)).encode(payload))
-        return await (producer or current_sender()).send(
-            level_target(spec, priority),
-            fields,
-            key=shard_key,
-            shards=spec.shards or None,
-            delay=delay,
-            eta=eta,
-        )
+        fields = codec_for(self.spec.message_type or type(payload)).encode(payload)
+        return await self._send(fields, producer, shard_key, delay, eta, priority)
 
     async def call(
         self,

@@ -39,8 +39,10 @@ from redis.asyncio import Redis
 from . import keys
 from .errors import CallTimeout, DeadLettered, UnencodableResult
 from .keys import FIELD_MESSAGE_ID, FIELD_ORIGIN_ID, FIELD_ORIGIN_STREAM, FIELD_REPLY
+from .logs import redact
 from .message import Message, RawFields, field_pairs
 from .redisutil import REDIS_DOWN
+from .retry import ErrorInfo
 
 log = logging.getLogger("streamtasks.results")
 
@@ -81,15 +83,14 @@ def encode_value(value: Any, handler: str = "the handler") -> bytes:
         ) from None
 
 
-def dead_outcome(
-    stream: str, entry_id: str, dead_stream: str, reason: str, error_type: str, error: str, attempts: int
-) -> str:
-    """The JSON part of a dead-letter outcome (the script puts ``d<dead-letter id> `` before it)."""
+def dead_outcome(stream: str, entry_id: str, dead_stream: str, error: ErrorInfo, attempts: int) -> str:
+    """The JSON part of a dead-letter outcome (the script puts ``d<dead-letter id> `` before it);
+    the message redacted, as in the dead letter."""
     return json.dumps(
         {
-            "reason": reason,
-            "error_type": error_type,
-            "error": error,
+            "reason": error.reason,
+            "error_type": error.type,
+            "error": redact(error.message),
             "attempts": attempts,
             "stream": stream,
             "id": entry_id,

@@ -10,7 +10,6 @@ from typing import Any
 from .. import hooks
 from ..errors import CallTimeout, DeadLettered, ResultNotFound
 from ..keys import FIELD_REPLY, pick_shard, shard_stream
-from ..logs import redact
 from ..message import FieldValue
 from ..registry import HandlerSpec
 from ..results import DEAD, dead_outcome, decode_outcome, entry_address, new_message_id, result_ident
@@ -110,15 +109,7 @@ class Answers:
     def _store_dead(self, spec: HandlerSpec, entry: RawEntry, dead_id: str, error: ErrorInfo) -> None:
         """As :data:`streamtasks.lua.DEAD_LETTER` does with a result key."""
         entry_id, raw, attempt = entry
-        outcome = dead_outcome(
-            spec.stream,
-            entry_id,
-            spec.dead_letter_stream,
-            error.reason,
-            error.type,
-            redact(error.message),
-            attempt,
-        )
+        outcome = dead_outcome(spec.stream, entry_id, spec.dead_letter_stream, error, attempt)
         self._store(spec, entry_id, raw, f"d{dead_id} {outcome}".encode())
 
     def _settled(

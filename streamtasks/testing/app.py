@@ -21,14 +21,13 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..deadletter import dead_letter_fields
 from ..producer import Sender, sender_override
 from ..registry import HandlerSpec, Registry
 from ..resources import _resources, process_loop
 from ..retry import Dead
 from ..worker.dispatch import batch_deadline
 from ..worker.run import BatchResult, RawEntry, run_batch
-from ..worker.settle import Settlement
+from ..worker.settle import Settlement, dead_letter_of
 from .answers import Answers
 from .broker import Delivery, FakeClock, MemoryStream
 from .flow import MemoryFlow, run_for
@@ -186,17 +185,9 @@ class InMemoryApp(Sending, Answers, Outcomes):
             for entry_id in ids:
                 stream.first_failure_ms.setdefault(entry_id, now_ms)
                 stream.pending[entry_id].due = self.clock.now + (self.visibility_ms - idle) / 1000
-        for (entry_id, raw, attempt), error in plan.dead:
-            fields = dead_letter_fields(
-                stream=spec.stream,
-                entry_id=entry_id,
-                group=self.group,
-                handler=spec.name,
-                error=error,
-                attempts=attempt,
-                raw=raw,
-                now_ms=now_ms,
-            )
+        for entry, error in plan.dead:
+            entry_id, raw, attempt = entry
+            fields = dead_letter_of(spec, self.group, entry, error, now_ms)
             first = stream.first_failure_ms.pop(entry_id, now_ms)
             dead_id = self._xadd(spec.dead_letter_stream, _pairs(["first_failure_ms", str(first), *fields]))
             stream.ack(entry_id, handled=False)

@@ -28,7 +28,7 @@ from .. import hooks, keys, lua
 from ..connect import queue_script
 from ..deadletter import dead_letter_fields
 from ..hooks import SettleEvent
-from ..logs import LOGGED_IDS, redact
+from ..logs import LOGGED_IDS
 from ..registry import HandlerSpec
 from ..results import REPLY_MAXLEN, dead_outcome, entry_address
 from ..retry import ErrorInfo, RetryLater
@@ -131,29 +131,12 @@ class Settler:
         replies: list[Reply],
     ) -> None:
         entry_id, raw, attempt = entry
-        fields = dead_letter_fields(
-            stream=spec.stream,
-            entry_id=entry_id,
-            group=self.group,
-            handler=spec.name,
-            error=error,
-            attempts=attempt,
-            raw=raw,
-            now_ms=now_ms,
-        )
+        fields = dead_letter_of(spec, self.group, entry, error, now_ms)
         script_keys = [spec.stream, spec.dead_letter_stream, keys.failures_key(spec.stream, self.group)]
         args: list[Any] = [self.group, self.consumer, entry_id, self.dead_letter_maxlen, now_ms]
         if spec.results:  # the caller's outcome, stored in the same step
             ident, reply = entry_address(spec.stream, entry_id, raw)
-            outcome = dead_outcome(
-                spec.stream,
-                entry_id,
-                spec.dead_letter_stream,
-                error.reason,
-                error.type,
-                redact(error.message),
-                attempt,
-            )
+            outcome = dead_outcome(spec.stream, entry_id, spec.dead_letter_stream, error, attempt)
             script_keys.append(keys.result_key(spec.stream, ident))
             args += [int(spec.result_ttl * 1000), outcome]
             if reply:
@@ -252,3 +235,20 @@ def settled_hooks(
         if written:
             dead_id = written.decode() if isinstance(written, bytes) else str(written)
             hooks.notify(spec.middleware, "on_dead_letter", evolve(event, dead_letter_id=dead_id))
+
+
+def dead_letter_of(
+    spec: HandlerSpec, group: str, entry: RawEntry, error: ErrorInfo, now_ms: int
+) -> list[str | bytes]:
+    """The dead letter of ``entry`` that ``spec``'s handler gave up on, as the worker writes it."""
+    entry_id, raw, attempt = entry
+    return dead_letter_fields(
+        stream=spec.stream,
+        entry_id=entry_id,
+        group=group,
+        handler=spec.name,
+        error=error,
+        attempts=attempt,
+        raw=raw,
+        now_ms=now_ms,
+    )

@@ -14,7 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamtasks import DeadLettered, Message, Registry
+from streamtasks.logs import redact
 from streamtasks.results import dead_outcome, decode_outcome, encode_value, entry_address, result_ident
+from streamtasks.retry import ErrorInfo
 from streamtasks.worker.run import batch_outcomes
 
 json_values = st.recursive(
@@ -45,11 +47,17 @@ def test_any_stored_bytes_decode_or_fail_with_a_clear_error(raw: bytes) -> None:
 def test_a_dead_outcome_carries_its_dead_letter(
     reason: str, error_type: str, error: str, attempts: int
 ) -> None:
-    stored = f"d1-2 {dead_outcome('s', '3-4', 's:dead', reason, error_type, error, attempts)}".encode()
+    outcome = dead_outcome("s", "3-4", "s:dead", ErrorInfo(error_type, error, reason), attempts)
+    stored = f"d1-2 {outcome}".encode()
     with pytest.raises(DeadLettered) as caught:
         decode_outcome(stored)
     got = caught.value
-    assert (got.reason, got.error_type, got.error, got.attempts) == (reason, error_type, error, attempts)
+    assert (got.reason, got.error_type, got.error, got.attempts) == (
+        reason,
+        error_type,
+        redact(error),
+        attempts,
+    )
     assert (got.dead_letter_id, got.entry_id, got.dead_letter_stream) == ("1-2", "3-4", "s:dead")
 
 
