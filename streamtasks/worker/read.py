@@ -18,7 +18,10 @@ added since is skipped.
 On one node the blocking read has a connection of its own, whose ``CLIENT ID`` the reader
 knows: :meth:`Reader.unblock` (a worker's stop) ends a read in progress at once with
 ``CLIENT UNBLOCK``, which Redis answers as if its ``BLOCK`` had run out (no entry is
-delivered by it), instead of waiting up to ``block`` seconds for it.
+delivered by it), instead of waiting up to ``block`` seconds for it. After a failed read that
+connection goes back to the pool and the next read takes one from it: the pool connects it
+where the server is *now* (for a ``redis+sentinel://`` URL, the master the sentinels name after
+a failover), whereas redis-py 8 reconnects a connection it kept to the address it had before.
 """
 
 from __future__ import annotations
@@ -174,8 +177,12 @@ class Reader:
                 _XREADGROUP, "GROUP", self.group, self.consumer, "COUNT", blocking_count(counts),
                 "BLOCK", max(1, int(block * 1000)), "STREAMS", *streams, *[">"] * len(streams),
             )  # fmt: skip
+        except Exception:
+            self._client_id = None  # the next read is on a new connection:
+            await self._client.aclose(close_connection_pool=False)  # (see the module docstring)
+            raise
         except BaseException:
-            self._client_id = None  # the next read may be on a new connection
+            self._client_id = None
             raise
         finally:
             self._blocking = False
