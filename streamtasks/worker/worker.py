@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
-from ..aio import wait_set
 from ..redisutil import REDIS_DOWN
 from ..registry import Registry
 from .dispatch import Dispatcher
@@ -100,6 +99,11 @@ class Worker:
         """Stop reading; in-flight batches finish (within the grace period) and are settled."""
         self._stopping.set()
         self._wakeup.set()
+        self.reclaimer.due.set()
+
+    def reclaim_soon(self) -> None:
+        """Look for claimable entries now (another consumer's were just handed over)."""
+        self.reclaimer.due.set()
 
     @property
     def stopping(self) -> bool:
@@ -192,22 +196,13 @@ class Worker:
 
     async def _reclaim_loop(self) -> None:
         while not self.stopping:
-            more = False
-            for lane in self.lanes.values():
-                try:
-                    more |= await self.reclaimer.reclaim(lane)
-                    self.health.ok()
-                except REDIS_DOWN as exc:
-                    await self.health.failed(exc, "reclaiming")
-                except rx.ResponseError as exc:
-                    if "NOGROUP" not in str(exc):  # NOGROUP: the read loop recreates the group
-                        raise
+            more = await self.reclaimer.reclaim_all(self.lanes.values(), self.health)
             self.supervisor.healthy("reclaim")
             if self.dispatcher.unsettled:
                 with contextlib.suppress(*REDIS_DOWN, rx.ResponseError):  # asked again next round
                     await self.dispatcher.settled_elsewhere(self.pending)
             if not more:  # a full page may mean more are waiting: go again at once
-                await self._sleep(self.settings.reclaim_interval)
+                await self.reclaimer.pause(self.settings.reclaim_interval)
 
     async def _lease_loop(self) -> None:
         # Until the drain is over (the supervisor cancels it): in-flight batches keep their
@@ -225,9 +220,6 @@ class Worker:
 
     def _beaten(self) -> None:
         self.supervisor.healthy("heartbeat")
-
-    async def _sleep(self, seconds: float) -> None:
-        await wait_set(self._stopping, seconds)
 
     # -- shutdown --------------------------------------------------------------------------
 
