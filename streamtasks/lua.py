@@ -144,3 +144,24 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
 end
 return 0
 """
+
+# KEYS: stream. ARGV: group, consumer, min_idle_ms.
+# Deletes the consumer from the group only if it holds no pending entry and has not tried to
+# read for min_idle_ms (XINFO CONSUMERS "idle"), both looked at in the same atomic step as the
+# XGROUP DELCONSUMER: a consumer that read or was given an entry meanwhile is kept.
+# (Whether a live worker owns it is asked before, from its heartbeat key: another key, which
+# on Redis Cluster lives in another slot. Deleting an empty consumer never loses an entry: a
+# worker that still reads under its name is recreated by its next XREADGROUP.)
+# -> 1 deleted, 0 kept (or already gone)
+FORGET_CONSUMER = """
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+  if info['name'] == ARGV[2] then
+    if tonumber(info['pending']) > 0 or tonumber(info['idle']) < tonumber(ARGV[3]) then return 0 end
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+    return 1
+  end
+end
+return 0
+"""

@@ -109,6 +109,16 @@ METRICS_HOST = "0.0.0.0"
     help="Seconds to finish in-flight batches on SIGTERM.",
 )
 @click.option(
+    "--consumer-grace",
+    type=click.FloatRange(min=0),
+    default=120.0,
+    envvar="STREAMTASKS_CONSUMER_GRACE",
+    show_envvar=True,
+    show_default=True,
+    help="Seconds after which a consumer with no live worker and nothing pending is removed "
+    "from the group (so restarts do not pile consumers up).",
+)
+@click.option(
     "--log-level",
     default="INFO",
     envvar="STREAMTASKS_LOG_LEVEL",
@@ -191,6 +201,7 @@ def worker(
     num_cpus: int | None,
     visibility_timeout: float,
     grace_period: float,
+    consumer_grace: float,
     log_level: str,
     log_format: str,
     metrics_port: int | None,
@@ -217,7 +228,9 @@ def worker(
     check_executor(executor, mode, ray_address, num_cpus, inline_start)
     try:
         registry = _load(app, streams, batch_size, log_format)
-        settings = WorkerSettings(visibility_timeout=visibility_timeout, grace_period=grace_period)
+        settings = WorkerSettings(
+            visibility_timeout=visibility_timeout, grace_period=grace_period, consumer_grace=consumer_grace
+        )
         settings = evolve(settings, consumer=consumer) if consumer else settings
         ray = RayConfig(address=ray_address, num_cpus=num_cpus, start_timeout=ray_start_timeout)
         config = ServeConfig(

@@ -29,6 +29,9 @@ class WorkerSettings:
     dead_letter_maxlen: int = 0  # approximate MAXLEN of dead-letter streams; 0 = unbounded
     max_batch_bytes: int = 4 * 1024 * 1024  # big entries make smaller batches; 0 = count only
     gap_check_interval: float = 5.0  # seconds between looks for entries trimmed before delivery
+    #: Seconds a consumer with no live heartbeat and nothing pending may stay idle before it is
+    #: removed from the group (:mod:`streamtasks.worker.hygiene`).
+    consumer_grace: float = 120.0
 
     @property
     def visibility_ms(self) -> int:

@@ -27,6 +27,7 @@ from .executors import Executor
 from .gaps import GapWatch
 from .health import RedisHealth
 from .heartbeat import Heartbeat
+from .hygiene import Hygiene
 from .lanes import Lane
 from .pending import PendingEntries
 from .preflight import check_handlers
@@ -85,6 +86,7 @@ class Worker:
         self.leases = Leases(self.pending, s.visibility_timeout, self.health)
         self.shutdown = Shutdown(redis, self.pending, s.grace_period, emit)
         self.trimmer = Trimmer(redis, self.health, emit)
+        self.hygiene = Hygiene(redis, self.group, self.consumer, self.lanes, s.consumer_grace, self.health)
         self.cluster = executor.cluster
         self.heartbeat = Heartbeat(redis, self.group, s, self.snapshot, self.cluster)
         self.started_at, self.state = time.time(), "starting"
@@ -126,6 +128,7 @@ class Worker:
             self.supervisor.spawn("reclaim", self._reclaim_loop)
             self.supervisor.spawn("lease", self._lease_loop)
             self.supervisor.spawn("gaps", self._gap_loop)
+            self.supervisor.spawn("hygiene", functools.partial(self.hygiene.run, self._stopping, self._swept))
             if self.trimmer.wanted(self.lanes):
                 self.supervisor.spawn("trim", self._trim_loop)
             log.info(
@@ -217,6 +220,9 @@ class Worker:
 
     async def _trim_loop(self) -> None:
         await self.trimmer.run(self.lanes, self._stopping, lambda: self.supervisor.healthy("trim"))
+
+    def _swept(self) -> None:
+        self.supervisor.healthy("hygiene")
 
     def _beaten(self) -> None:
         self.supervisor.healthy("heartbeat")
