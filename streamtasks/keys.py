@@ -103,3 +103,12 @@ def heartbeat_key(group: str, consumer: str) -> str:
 
 def heartbeat_pattern(group: str) -> str:
     return f"{_KEY_PREFIX}:worker:{group}:*"
+
+
+def actors_key(group: str, consumer: str) -> str:
+    """An actor-mode worker's actors, per group of handlers (a JSON string with a TTL)."""
+    return f"{_KEY_PREFIX}:actors:{group}:{consumer}"
+
+
+def actors_pattern(group: str) -> str:
+    return f"{_KEY_PREFIX}:actors:{group}:*"

@@ -186,17 +186,15 @@ class AsyncProcessingSystem:
         """Run ``ASYNC_PROCESSING_NUM_WORKERS`` consumers on Ray, supervised from here: Ray
         actors that read, run and settle their own batches (``STREAMTASKS_MODE=actors``, the
         default, as for ``streamtasks worker``), or workers in this process that run one Ray
-        task per batch (``tasks``). Returns once they read; raises the first one's error if
+        task per batch (``tasks``); ``STREAMTASKS_ACTORS=auto``: as many actors as the backlog
+        needs (``--actors auto``). Returns once they read; raises the first one's error if
         one fails to start. Production runs ``streamtasks worker`` processes; this is for
         one-process setups, examples and tests."""
         if self.local.workers:
             return
         registry = self.registry.only(list(streams)) if streams else self.registry
         ray = RayConfig(address=self.ray_address, env={"DATABASE_URL": self.config.database.dsn})
-        consumer = self.config.consumer
-        await self.local.start(
-            registry, self._redis(), self.config.redis.url, ray, consumer.num_workers, consumer.mode
-        )
+        await self.local.start(registry, self._redis(), self.config.redis.url, ray, self.config.consumer)
 
     async def stop_workers(self) -> None:
         """Stop the workers started here: finish in-flight batches, hand back the rest."""

@@ -39,6 +39,9 @@ def render(status: Mapping[str, Any]) -> Any:
     if status["group"] is None and not status["streams"]:
         parts.append(Text("no consumer groups in this Redis (no worker has started on it)"))
     parts.append(_workers_table(status) if status["workers"] else Text("no live workers", style="yellow"))
+    if status.get("actors"):
+        parts.append(_actors_table(status))
+    parts.extend(Text(f"warning: {line}", style="yellow") for line in status.get("malformed") or ())
     if status["ok"]:
         parts.append(Text("healthy", style="bold green"))
     else:
@@ -100,6 +103,28 @@ def _workers_table(status: Mapping[str, Any]) -> Any:
             _num(w["in_flight"]), ", ".join(w["streams"]),
         )  # fmt: skip
     return workers
+
+
+def _actors_table(status: Mapping[str, Any]) -> Any:
+    """Actor-mode workers' actors, per group of handlers: running of desired, what is still
+    starting (Ray has not placed it), the bounds of ``--actors auto``, the last decision."""
+    from rich.table import Table
+
+    table = Table(title="actors", title_justify="left")
+    for col in ("worker", "handlers", "running / desired", "starting", "min-max", "last decision"):
+        table.add_column(col)
+    for pool in status["actors"]:
+        for g in pool["groups"]:
+            bounds = "fixed" if g["min"] is None else f"{g['min']}-{g['max']}"
+            table.add_row(
+                str(pool["consumer"]),
+                ", ".join(g["handlers"]),
+                f"{g['running']} / {g['desired']}",
+                str(g["starting"]),
+                bounds,
+                g["reason"] or "-",
+            )
+    return table
 
 
 # -- the command -----------------------------------------------------------------------------

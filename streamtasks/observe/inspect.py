@@ -45,6 +45,7 @@ from .. import keys
 from ..redisutil import REDIS_DOWN, id_seconds, text
 from ..streams import GroupPosition, GroupState, StreamState, lost_before_delivery, trim_point
 from .discover import NO_GROUP as NO_GROUP  # re-exported names: status and the dashboard use them
+from .discover import actor_pools as actor_pools
 from .discover import discover_groups as discover_groups
 from .discover import discover_streams as discover_streams
 from .discover import live_workers as live_workers
@@ -299,13 +300,16 @@ async def gather_status(
     ``groups`` (the groups looked at), ``redis`` (``{"ok", "error", "version", "refused"}``:
     ``refused`` when Redis rejected the credentials), ``streams`` (one :func:`sample_stream`
     dict each, with its ``group``), ``workers`` (live heartbeats, each with its ``group`` and
-    ``state``), ``dead_consumers``. Never raises for Redis being down: that is a problem.
+    ``state``), ``dead_consumers``, ``actors`` (actor-mode workers' actors per group of
+    handlers: :func:`~streamtasks.observe.discover.actor_pools`), ``malformed`` (one line per key
+    that did not read as what it should be: shown, left out, not a problem of the
+    deployment). Never raises for Redis being down: that is a problem.
     """
     now = time.time()
     out: dict[str, Any] = {
         "ok": False, "problems": [], "checked_at": now, "group": group, "groups": [],
         "stuck_after": stuck_after, "redis": {"ok": False, "error": None, "version": None, "refused": False},
-        "streams": [], "shards": {}, "workers": [], "dead_consumers": [],
+        "streams": [], "shards": {}, "workers": [], "dead_consumers": [], "actors": [], "malformed": [],
     }  # fmt: skip
     try:
         server = await redis.info("server")
@@ -324,6 +328,9 @@ async def gather_status(
         out["shards"] = shard_totals(out["streams"])
         for g in out["groups"]:
             out["workers"] += await live_workers(redis, g, now=now)
+            pools, malformed = await actor_pools(redis, g, now=now)
+            out["actors"] += pools
+            out["malformed"] += malformed
     except REDIS_DOWN as exc:
         from ..logs import redact
 

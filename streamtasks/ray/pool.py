@@ -14,6 +14,7 @@ entry crosses no process boundary between Redis and the handler.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from redis.asyncio import Redis
 
 from ..aio import wait_set
 from ..registry import Registry
+from ..scaling import Autoscale
 from ..worker import WorkerSettings
 from ..worker.events import Events, ExecutorStarted, Listener, Snapshot, StateChanged
 from ..worker.heartbeat import Heartbeat
@@ -31,6 +33,7 @@ from ..worker.preflight import check_handlers
 from ..worker.startup import start_unless_stopped
 from ..worker.supervise import Supervisor
 from ..worker.tally import Tally
+from .controller import Controller
 from .executor import RayExecutor
 from .placement import cluster_cpus, partition, plan
 from .reports import Report, Reports
@@ -63,6 +66,7 @@ class ActorPool:
         settings: WorkerSettings | None = None,
         *,
         actors: int | None = None,
+        autoscale: Autoscale | None = None,
         listeners: Sequence[Listener] = (),
     ) -> None:
         self.registry, self.redis, self.redis_url, self.executor = registry, redis, redis_url, executor
@@ -86,6 +90,7 @@ class ActorPool:
             redis, redis_url, self.settings, executor.env, self.supervisor, lambda: self.stopping
         )
         self.actors.on_removed = self._removed
+        self.controller = Controller(redis, self.actors, self.reports, self.tally, self.settings, autoscale)
         self._warned = False
 
     def stop(self) -> None:
@@ -137,9 +142,10 @@ class ActorPool:
         :func:`~streamtasks.ray.placement.plan`."""
         groups = groups_of(partition(self.registry))
         counts = plan([(g.registry, g.options) for g in groups], self.per_group, cluster_cpus())
-        for group, (_, options, count) in zip(groups, counts, strict=True):
-            for _ in range(count):
-                self.actors.add(evolve(group, options=options))
+        planned = [(evolve(g, options=o), n) for g, (_, o, n) in zip(groups, counts, strict=True)]
+        self.controller.start(self.group, self.consumer, planned)
+        healthy = functools.partial(self.supervisor.healthy, "actors")
+        self.supervisor.spawn("actors", functools.partial(self.controller.run, self._stopping, healthy))
 
     def _removed(self, index: int, report: Report | None) -> None:
         self.reports.take({index: report})
@@ -205,6 +211,7 @@ class ActorPool:
             lanes=self.reports.lanes(handlers),
             redis_down_since=self.reports.redis_down_since(),
             failing_loops={**self.supervisor.failing, **self.reports.failing_loops()},
+            actors=self.controller.states(),
         )
 
     async def _drain(self, started: bool) -> None:
@@ -216,6 +223,7 @@ class ActorPool:
         if self.actors.slots:  # their last lines are in Ray's log files: let Ray forward them here
             await asyncio.sleep(LOG_FORWARD_S)
         self.actors.kill_all()
+        await self.controller.unpublish()
         if started:
             await self.executor.close()
         self._set_state("stopped")

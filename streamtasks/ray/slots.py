@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import ray
-from attrs import define, evolve, frozen
+from attrs import define, evolve, field, frozen
 from ray.exceptions import RayActorError
 from redis import exceptions as rx
 from redis.asyncio import Redis
@@ -76,6 +76,7 @@ class Slot:
     handle: Any
     consumer: str
     identity: Identity | None = None  # the serving incarnation, once it answered
+    created_at: float = field(factory=time.monotonic)
     stopping: bool = False
     failures: int = 0  # failed calls in a row before an incarnation answered
     down_since: float = 0.0  # monotonic time of the first of them
@@ -109,7 +110,8 @@ class Actors:
         return [s for s in self.slots.values() if s.group.index == group.index]
 
     def add(self, group: ActorGroup) -> Slot:
-        """A new actor of ``group`` (asks Ray for its resources; it reads once placed)."""
+        """A new actor of ``group`` (asks Ray for its resources; it reads once placed), under
+        the lowest index free."""
         index = next(i for i in range(len(self.slots) + 1) if i not in self.slots)
         slot = Slot(index, group, self._make(group, index), self.consumer(index))
         self.slots[index] = slot
@@ -124,9 +126,16 @@ class Actors:
         return remote.remote(group.registry, self.redis_url, settings, group.threads, logs.configured())
 
     async def remove(self, slot: Slot) -> None:
-        """Stop ``slot``'s actor the graceful way; its loop frees it once it has drained."""
+        """Stop ``slot``'s actor the graceful way (its worker's stop: in-flight batches settle,
+        unstarted entries are handed back, the consumer leaves the group); its loop frees it
+        once it has drained. An actor that never answered (not placed) read nothing: it is
+        freed at once."""
         slot.stopping = True
-        with contextlib.suppress(Exception):  # dead or unplaced: nothing to drain
+        if slot.identity is None:
+            with contextlib.suppress(Exception):
+                ray.kill(slot.handle)
+            return
+        with contextlib.suppress(Exception):  # it died meanwhile: its loop hands its entries over
             await slot.handle.stop.remote()
 
     async def _serve(self, slot: Slot) -> None:
@@ -139,6 +148,10 @@ class Actors:
                     self.supervisor.healthy(f"actor-{slot.index}")
                     await slot.handle.run.remote()
                 except RayActorError as exc:
+                    if self.stopping() or slot.stopping:  # a death while stopping: no restart
+                        if slot.identity is not None:
+                            await self._died(slot, exc)
+                        return
                     await self._died(slot, exc)
                     continue
                 if not (self.stopping() or slot.stopping):
@@ -182,8 +195,13 @@ class Actors:
             self.supervisor.failed(f"actor-{slot.index}", exc)
             log.warning(
                 "actor %d (%s) is not running after %.0fs: %s (Ray reports it %s); again in %.1fs",
-                slot.index, slot.consumer, down_for, why(exc), state, delay,
-            )  # fmt: skip
+                slot.index,
+                slot.consumer,
+                down_for,
+                why(exc),
+                state,
+                delay,
+            )
         if state == "DEAD":
             self._replace(slot)
         await asyncio.sleep(delay if state == "DEAD" else RESTART_FIRST_S)
