@@ -8,20 +8,22 @@ actors, with the reason in words:
 
 * **per-actor rate**: entries settled per second per reading actor, measured over intervals
   that began and ended with entries left unread (every actor was reading as fast as it could:
-  a capacity, not the demand), and smoothed (:data:`SMOOTHING`);
+  a capacity, not the demand) and the same actors reading, and smoothed (:data:`SMOOTHING`);
 * **arrival rate**: the backlog's growth (unread plus pending) plus what was settled, per second;
 * **need**: enough actors to keep up with arrivals *and* drain the backlog within
   :attr:`Autoscale.target_drain` seconds: ``ceil((arrivals + backlog / target_drain) / rate)``.
   Before any rate is measured: one more actor while the backlog grows (or its oldest entry
   is older than the target), once every actor asked for reads;
 * **up** at once to the need (never above :attr:`Autoscale.max`);
-* **down** only after the need stayed below the current number for a whole
-  :attr:`Autoscale.scale_down_after` period since the last change, and then to the largest
-  need of that period (never below :attr:`Autoscale.min`).
+* **down** never sooner than :attr:`Autoscale.scale_down_after` seconds after the last
+  increase, and then only to the largest need of the last such period, counted with
+  :data:`HEADROOM` (never below :attr:`Autoscale.min`): the number follows the period's peak
+  down, so a producer that stops has the actors back at the minimum one period after the
+  backlog drained, and a load just below what one actor fewer settles keeps them.
 
 The hysteresis is in the last two: a need that jumps around (noisy rates) lifts the number
 to its peaks and holds it there; it comes down only once a whole period stayed lower, so the
-number never goes up and down within a period.
+number never goes up and then down within a period.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ from .errors import ConfigError
 
 #: Weight of the newest measurement in the per-actor rate (exponential moving average).
 SMOOTHING = 0.5
+#: A scale-down keeps this much capacity above the demand: a load just below what fewer
+#: actors settle does not take one away only to ask for it back at its next peak.
+HEADROOM = 1.15
 #: Environment variables of the options (the CLI's and the facade's).
 ENV_ACTORS = "STREAMTASKS_ACTORS"
 ENV_MIN, ENV_MAX = "STREAMTASKS_MIN_ACTORS", "STREAMTASKS_MAX_ACTORS"
@@ -114,7 +119,8 @@ class Observation:
 @frozen
 class Decision:
     desired: int
-    need: int
+    need: int  # actors needed now
+    keep: int  # actors not to go below: the need with HEADROOM (a scale-down looks at these)
     reason: str
     changed: bool
 
@@ -124,7 +130,7 @@ class Scaler:
     """What :func:`decide` remembers between two looks."""
 
     desired: int
-    changed_at: float  # when ``desired`` last changed (or the start)
+    raised_at: float  # when ``desired`` last went up (or the start)
     rate: float | None = None  # entries/s one busy actor settles (smoothed)
     last: Observation | None = None
     needs: tuple[tuple[float, int], ...] = ()  # (at, need) within the last scale_down_after
@@ -137,13 +143,13 @@ class Scaler:
 def decide(config: Autoscale, most: int, state: Scaler, obs: Observation) -> tuple[Decision, Scaler]:
     """The number of actors after ``obs`` (between ``config.min`` and ``most``), and the new state."""
     rate, arrivals = _rates(state, obs)
-    need, why_need = _need(config, state, obs, rate, arrivals)
-    need = min(max(need, config.min), most)
-    needs = (*((t, n) for t, n in state.needs if t > obs.at - config.scale_down_after), (obs.at, need))
+    need, keep, why_need = _need(config, state, obs, rate, arrivals)
+    need, keep = (min(max(n, config.min), most) for n in (need, keep))
+    needs = (*((t, n) for t, n in state.needs if t > obs.at - config.scale_down_after), (obs.at, keep))
     desired, reason = state.desired, ""
     if need > state.desired:
         desired, reason = need, f"up {state.desired} -> {need}: {why_need}"
-    elif need < state.desired and obs.at - state.changed_at >= config.scale_down_after:
+    elif keep < state.desired and obs.at - state.raised_at >= config.scale_down_after:
         peak = max(n for _, n in needs)
         if peak < state.desired:
             desired = peak
@@ -154,8 +160,8 @@ def decide(config: Autoscale, most: int, state: Scaler, obs: Observation) -> tup
     if state.desired > most:  # the limit shrank (never below min)
         desired, reason = most, f"down {state.desired} -> {most}: at most {most}"
     changed = desired != state.desired
-    new = Scaler(desired, obs.at if changed else state.changed_at, rate, obs, needs)
-    return Decision(desired, need, reason or f"stay at {desired}: {why_need}", changed), new
+    new = Scaler(desired, obs.at if desired > state.desired else state.raised_at, rate, obs, needs)
+    return Decision(desired, need, keep, reason or f"stay at {desired}: {why_need}", changed), new
 
 
 def _rates(state: Scaler, obs: Observation) -> tuple[float | None, float | None]:
@@ -166,35 +172,40 @@ def _rates(state: Scaler, obs: Observation) -> tuple[float | None, float | None]
     dt = obs.at - prev.at
     done = max(0, obs.processed - prev.processed) / dt
     arrivals = max(0.0, (obs.backlog - prev.backlog) / dt + done)
-    actors = (prev.running + obs.running) / 2
     # Entries left unread at both looks: every actor read as fast as it could (a full lane
-    # reads no more), so what they settled is their capacity, not the demand.
-    busy = prev.undelivered > 0 and obs.undelivered > 0 and prev.running > 0 and obs.running > 0
+    # reads no more), so what they settled is their capacity, not the demand; and as many
+    # actors read at both looks (one that started in between read only part of the time).
+    busy = prev.undelivered > 0 and obs.undelivered > 0 and prev.running == obs.running > 0
     if not busy or done <= 0:
         return state.rate, arrivals
-    measured = done / actors
+    measured = done / obs.running
     rate = measured if state.rate is None else SMOOTHING * measured + (1 - SMOOTHING) * state.rate
     return rate, arrivals
 
 
 def _need(
     config: Autoscale, state: Scaler, obs: Observation, rate: float | None, arrivals: float | None
-) -> tuple[int, str]:
-    """Actors needed now, and why."""
+) -> tuple[int, int, str]:
+    """Actors needed now, actors to keep (the need with :data:`HEADROOM`), and why."""
     waiting = f"backlog {obs.backlog:,}" + (f" (oldest {obs.oldest_age:.0f}s)" if obs.oldest_age else "")
     if rate is not None:
         demand = (arrivals or 0.0) + obs.backlog / config.target_drain
         need = math.ceil(demand / rate - 1e-9)
+        keep = math.ceil(demand * HEADROOM / rate - 1e-9)
         arriving = f", {arrivals:,.0f}/s arriving" if arrivals is not None else ""
-        return need, (
-            f"{waiting}{arriving}; ~{rate:,.0f}/s per actor: {need} to keep up and drain it "
-            f"within {config.target_drain:.0f}s"
+        return (
+            need,
+            keep,
+            (
+                f"{waiting}{arriving}; ~{rate:,.0f}/s per actor: {need} to keep up and drain it "
+                f"within {config.target_drain:.0f}s"
+            ),
         )
     if obs.backlog <= 0:
-        return config.min, f"{waiting}, no rate measured yet"
+        return config.min, config.min, f"{waiting}, no rate measured yet"
     growing = state.last is not None and obs.backlog > state.last.backlog
     stale = obs.oldest_age is not None and obs.oldest_age > config.target_drain
     if (growing or stale) and obs.running >= state.desired:
         why = "growing" if growing else f"older than {config.target_drain:.0f}s"
-        return state.desired + 1, f"{waiting} {why}, no rate measured yet: one more"
-    return state.desired, f"{waiting}, no rate measured yet"
+        return state.desired + 1, state.desired + 1, f"{waiting} {why}, no rate measured yet: one more"
+    return state.desired, state.desired, f"{waiting}, no rate measured yet"

@@ -114,7 +114,9 @@ def why(error: RayActorError, row: dict[str, Any] | None = None) -> str:
         return " ".join(cause.split())[:200]
     if isinstance(error, ActorUnavailableError):
         return "its process ended (killed or crashed: Ray lost the connection to it)"
-    return type(error).__name__
+    last = [line for line in str(getattr(error, "error_msg", "") or error).splitlines() if line.strip()]
+    # Ray's message: a sentence, or a creation task's traceback ending in its error
+    return " ".join((last[-1] if last else type(error).__name__).split())[:200]
 
 
 async def hand_back(redis: Redis, group: str, consumer: str, streams: Iterable[str]) -> dict[str, int]:

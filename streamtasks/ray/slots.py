@@ -237,9 +237,16 @@ class Actors:
         self.on_removed(slot.index, report)
 
     async def stop_all(self) -> None:
+        """Stop every actor: the placed ones the graceful way, at once (each drains by itself);
+        one Ray never placed read nothing and is freed (a stop would wait for its placement)."""
+        stops = []
         for slot in list(self.slots.values()):
-            with contextlib.suppress(Exception):
-                await slot.handle.stop.remote()
+            if slot.identity is None:
+                with contextlib.suppress(Exception):
+                    ray.kill(slot.handle)
+            else:
+                stops.append(slot.handle.stop.remote())
+        await asyncio.gather(*stops, return_exceptions=True)
 
     def kill_all(self) -> None:
         for slot in self.slots.values():

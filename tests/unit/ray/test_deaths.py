@@ -66,6 +66,11 @@ def test_why_takes_rays_exit_type_and_detail_when_it_gave_them() -> None:
     )
     assert why(error) == "SYSTEM_ERROR: Worker unexpectedly exits with a connection error code 2"
     assert "Ray lost the connection" in why(unavailable())
+    never = ActorDiedError()
+    never.error_msg = (
+        "The actor died unexpectedly.\n\tclass_name: WorkerActor\nThe actor never ran - it was cancelled."
+    )
+    assert why(never) == "The actor never ran - it was cancelled."  # its last line
 
 
 def test_the_death_line_says_which_actor_where_why_how_many_and_where_they_went() -> None:
