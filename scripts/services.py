@@ -716,7 +716,7 @@ class SentinelNode(RedisServer):
             f"dir {self.dir}", f"pidfile {self.pidfile}", f"logfile {self.logfile}",
             f"sentinel monitor {self.service} {HOST} {self.first_master} {self.quorum}",
             *(f"sentinel {line}" for line in self.settings),
-        ]  # fmt: skip
+        ]
         conf.write_text("\n".join(lines) + "\n")
         result = subprocess.run([str(binary), str(conf)], capture_output=True, text=True, check=False)
         if result.returncode != 0:
@@ -751,7 +751,7 @@ class RedisSentinelServers:
     def __init__(
         self, dir: Path | str, service: str = "mymaster", sentinels: int = 3,
         down_after_ms: int = 1000, failover_timeout_ms: int = 2000,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.dir = Path(dir).resolve()
         self.service = service
         self.nodes = [SentinelDataNode(self.dir / f"node-{i}") for i in range(2)]

@@ -98,9 +98,12 @@ class Hygiene:
                 removed[stream] = done
                 log.info(
                     "removed %d consumers of %s with no live worker and nothing pending for over %.0fs: %s",
-                    len(done), stream, self.grace_ms / 1000, ", ".join(done),
+                    len(done),
+                    stream,
+                    self.grace_ms / 1000,
+                    ", ".join(done),
                     extra={"stream": stream, "group": self.group, "consumers": done},
-                )  # fmt: skip
+                )
         return removed
 
     async def _beats(self, consumer: str) -> bool:

@@ -83,10 +83,13 @@ def test_any_reply_gives_only_named_empty_idle_consumers(replies: list[dict[Any,
     out = candidates(replies, 1000, "me")
     assert "me" not in out and all(out)
     expected = [
-        text(r["name"]) for r in replies
-        if set(r) >= {"name", "pending", "idle"} and _int(r["pending"]) == 0
-        and (_int(r["idle"]) or 0) >= 1000 and text(r["name"]) not in ("", "me")
-    ]  # fmt: skip
+        text(r["name"])
+        for r in replies
+        if set(r) >= {"name", "pending", "idle"}
+        and _int(r["pending"]) == 0
+        and (_int(r["idle"]) or 0) >= 1000
+        and text(r["name"]) not in ("", "me")
+    ]
     assert out == expected
 
 
