@@ -52,8 +52,9 @@ class WorkerActor:
 
     async def run(self) -> None:
         """Serve until stopped. A second call while serving (the caller's connection broke
-        and it asks again) joins the first: one worker per actor, whatever the calls."""
-        if self._running is None:
+        and it asks again) joins the first: one worker per actor, whatever the calls; a call
+        after the worker ended (its start failed) starts a new one."""
+        if self._running is None or self._running.done():
             self._running = asyncio.create_task(self._run())
         await asyncio.shield(self._running)
 
