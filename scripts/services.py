@@ -20,6 +20,7 @@ As a module (the test-suite imports it)::
     redis = RedisServer(tmp / "redis"); redis.start(); redis.url
     tls = RedisServer(tmp / "tls", tls=True); tls.start(); tls.url   # TLS only, client certs
     cluster = RedisClusterServers(tmp / "cluster"); cluster.start(); cluster.url  # 3 masters + 3 replicas
+    sentinel = RedisSentinelServers(tmp / "sentinel"); sentinel.start(); sentinel.url  # redis+sentinel://
     pg = PostgresServer(tmp / "pg"); pg.start(); pg.create_database("t1"); pg.url("t1")
     tsdb = PostgresServer(tmp / "tsdb", preload=("timescaledb",))  # if timescaledb_installed()
 """
@@ -52,7 +53,7 @@ PG_START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 0.05
 LOG_TAIL_LINES = 25
-APT_PACKAGES = ("redis-server", "postgresql")
+APT_PACKAGES = ("redis-server", "redis-sentinel", "postgresql")
 #: The dashboard's browser tests drive Debian's Chromium through its chromedriver.
 BROWSER_PACKAGES = ("chromium", "chromium-driver")
 #: TimescaleDB's installer, beside the repository (CI and this project's machines have it);
@@ -159,6 +160,18 @@ def find_redis_server() -> Path | None:
     return Path(found) if found else None
 
 
+def find_redis_sentinel() -> Path | None:
+    """Path of redis-sentinel (``$STREAMTASKS_REDIS_SENTINEL``, PATH, /usr/bin), or None
+    (Debian's ``redis-sentinel`` package; the same program as redis-server, named so)."""
+    override = os.environ.get("STREAMTASKS_REDIS_SENTINEL")
+    if override:
+        return Path(override) if os.access(override, os.X_OK) else None
+    found = shutil.which("redis-sentinel") or (
+        "/usr/bin/redis-sentinel" if os.path.exists("/usr/bin/redis-sentinel") else None
+    )
+    return Path(found) if found else None
+
+
 def find_pg_bindir() -> Path | None:
     """PostgreSQL bin dir (``$STREAMTASKS_PG_BIN``, newest /usr/lib/postgresql/*/bin, PATH)."""
     override = os.environ.get("STREAMTASKS_PG_BIN")
@@ -177,6 +190,8 @@ def missing_binaries() -> list[str]:
     missing = []
     if find_redis_server() is None:
         missing.append("redis-server")
+    if find_redis_sentinel() is None:
+        missing.append("redis-sentinel")
     if find_pg_bindir() is None:
         missing.append("postgresql")
     return missing
@@ -393,6 +408,9 @@ class RedisServer(_ServiceDir):
     (``--tls-auth-clients yes``); ``.url`` is ``rediss://…?ssl_ca_certs=…&ssl_certfile=…``.
     """
 
+    #: What the process' command line says it runs (a stale pid file may name another program).
+    process_name = "redis-server"
+
     def __init__(self, dir: Path | str, port: int | None = None, *, tls: bool = False) -> None:
         super().__init__(dir, port)
         self.certs = Certificates(self.dir / "tls") if tls else None
@@ -420,7 +438,7 @@ class RedisServer(_ServiceDir):
     def pid(self) -> int | None:
         """The server's pid if its pid file names a live process, else None."""
         pid = read_int(self.pidfile)
-        return pid if pid is not None and pid_alive(pid, "redis-server") else None
+        return pid if pid is not None and pid_alive(pid, self.process_name) else None
 
     @property
     def running(self) -> bool:
@@ -653,6 +671,199 @@ class RedisClusterServers:
         """FLUSHALL on every master."""
         for node in self.masters_now():
             redis_command(node.port, "flushall")
+
+
+# --------------------------------------------------------------------------- sentinel
+
+
+class SentinelDataNode(RedisServer):
+    """A Redis of a :class:`RedisSentinelServers`: a master, or a replica of ``replica_of``."""
+
+    def __init__(self, dir: Path | str, port: int | None = None) -> None:
+        super().__init__(dir, port)
+        self.replica_of: int | None = None
+
+    def _argv(self, binary: Path) -> list[str]:
+        argv = [*super()._argv(binary), "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]
+        if self.replica_of is not None:
+            argv += ["--replicaof", HOST, str(self.replica_of)]
+        return argv
+
+    def info(self, section: str) -> dict[str, str]:
+        """``INFO section`` as a dict (empty when the node does not answer)."""
+        out = redis_command(self.port, "info", section)
+        return dict(line.strip().split(":", 1) for line in out.splitlines() if ":" in line)
+
+
+class SentinelNode(RedisServer):
+    """One redis-sentinel watching ``service`` (its config file is written at each start:
+    a sentinel rewrites it with what it learns)."""
+
+    process_name = "redis-sentinel"
+
+    def __init__(
+        self, dir: Path | str, service: str, master_port: int, quorum: int, settings: Sequence[str]
+    ) -> None:
+        super().__init__(dir)
+        self.service, self.first_master, self.quorum, self.settings = service, master_port, quorum, settings
+
+    @property
+    def url(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def start(self, timeout: float = REDIS_START_TIMEOUT_S) -> SentinelNode:
+        if self.running:
+            self._wait_ready(timeout)
+            return self
+        binary = find_redis_sentinel()
+        if binary is None:
+            raise ServiceError("redis-sentinel not found: run 'scripts/services.py ensure-binaries'")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.portfile.write_text(f"{self.port}\n")
+        self.pidfile.unlink(missing_ok=True)
+        conf = self.dir / "sentinel.conf"
+        lines = [
+            f"port {self.port}", f"bind {HOST}", "daemonize yes", "protected-mode no",
+            f"dir {self.dir}", f"pidfile {self.pidfile}", f"logfile {self.logfile}",
+            f"sentinel monitor {self.service} {HOST} {self.first_master} {self.quorum}",
+            *(f"sentinel {line}" for line in self.settings),
+        ]
+        conf.write_text("\n".join(lines) + "\n")
+        result = subprocess.run([str(binary), str(conf)], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise ServiceError(f"redis-sentinel exited {result.returncode}: {result.stderr.strip()}")
+        self._wait_ready(timeout)
+        return self
+
+    def master(self) -> dict[str, str]:
+        """``SENTINEL MASTER service`` as a dict (empty when the sentinel does not answer)."""
+        out = redis_command(self.port, "sentinel", "master", self.service).split("\n")
+        return dict(zip(out[0::2], out[1::2], strict=False))
+
+    def master_port(self) -> int | None:
+        """The port of the master this sentinel names now."""
+        out = redis_command(self.port, "sentinel", "get-master-addr-by-name", self.service).split()
+        return int(out[1]) if len(out) == 2 and out[1].isdigit() else None
+
+
+#: Sentinels that must agree a master is down before one of them fails it over.
+QUORUM = 2
+
+
+class RedisSentinelServers:
+    """A throwaway Redis Sentinel set-up on 127.0.0.1: a master and a replica (no persistence)
+    watched by ``sentinels`` sentinels (quorum 2) that fail over quickly (the master is judged
+    down after ``down_after_ms``), kept in ``dir``. ``url`` is the ``redis+sentinel://`` URL.
+
+    ``kill_master()`` SIGKILLs the current master; ``wait_failover(old)`` waits until every
+    sentinel names another master that says so itself; ``heal()`` restarts dead nodes as
+    replicas of the current master."""
+
+    def __init__(
+        self, dir: Path | str, service: str = "mymaster", sentinels: int = 3,
+        down_after_ms: int = 1000, failover_timeout_ms: int = 2000,
+    ) -> None:
+        self.dir = Path(dir).resolve()
+        self.service = service
+        self.nodes = [SentinelDataNode(self.dir / f"node-{i}") for i in range(2)]
+        settings = [
+            f"down-after-milliseconds {service} {down_after_ms}",
+            f"failover-timeout {service} {failover_timeout_ms}",
+            f"parallel-syncs {service} 1",
+        ]
+        self.sentinels = [
+            SentinelNode(self.dir / f"sentinel-{i}", service, self.nodes[0].port, QUORUM, settings)
+            for i in range(sentinels)
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://{','.join(s.url for s in self.sentinels)}/{self.service}/0"
+
+    def start(self, timeout: float = 30.0) -> RedisSentinelServers:
+        if any(s.running for s in self.sentinels):  # left running (another process): reuse it
+            self.heal(timeout)
+            return self
+        master, replica = self.nodes
+        master.replica_of = None
+        master.start()
+        replica.replica_of = master.port
+        replica.start()
+        for sentinel in self.sentinels:
+            sentinel.start()
+        self.wait_ready(timeout)
+        return self
+
+    def master_port(self) -> int | None:
+        """The master's port as most sentinels name it."""
+        named = [p for p in (s.master_port() for s in self.sentinels if s.running) if p is not None]
+        return max(set(named), key=named.count) if named else None
+
+    def master(self) -> SentinelDataNode:
+        port = self.master_port()
+        for node in self.nodes:
+            if node.port == port:
+                return node
+        raise ServiceError(f"no sentinel names a master of {self.service} in {self.dir}")
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until every sentinel agrees on a live master, knows the live replica and the
+        other sentinels, and the replica's link to the master is up."""
+
+        def ready() -> bool:
+            port = self.master_port()
+            live = [n for n in self.nodes if n.running]
+            if port is None or any(s.master_port() != port for s in self.sentinels):
+                return False
+            replicas = [n for n in live if n.port != port]
+            if any(n.info("replication").get("master_link_status") != "up" for n in replicas):
+                return False
+            others = str(len(self.sentinels) - 1)
+            return all(
+                s.master().get("num-other-sentinels") == others
+                and s.master().get("num-slaves") == str(len(replicas))
+                and "s_down" not in s.master().get("flags", "")
+                for s in self.sentinels
+            )
+
+        if not wait_until(ready, timeout):
+            states = [s.master() for s in self.sentinels]
+            raise ServiceError(f"Sentinel set-up in {self.dir} not ready within {timeout:.0f}s: {states}")
+
+    def kill_master(self) -> SentinelDataNode:
+        """SIGKILL the current master (a crash); returns it."""
+        node = self.master()
+        node.kill()
+        return node
+
+    def wait_failover(self, old_port: int, timeout: float = 30.0) -> SentinelDataNode:
+        """Wait until every sentinel names a master other than ``old_port`` that is one."""
+
+        def moved() -> bool:
+            ports = {s.master_port() for s in self.sentinels}
+            if len(ports) != 1 or old_port in ports or None in ports:
+                return False
+            return self.master().info("replication").get("role") == "master"
+
+        if not wait_until(moved, timeout):
+            raise ServiceError(f"no failover away from port {old_port} within {timeout:.0f}s")
+        return self.master()
+
+    def heal(self, timeout: float = 30.0) -> None:
+        """Restart dead nodes as replicas of the current master; wait until all is ready."""
+        master = self.master()
+        for node in self.nodes:
+            if not node.running:
+                node.replica_of = master.port
+                node.start()
+        self.wait_ready(timeout)
+
+    def flush(self) -> None:
+        redis_command(self.master().port, "flushall")
+
+    def kill(self) -> None:
+        for server in [*self.sentinels, *self.nodes]:
+            server.kill()
 
 
 # --------------------------------------------------------------------------- postgres

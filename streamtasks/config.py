@@ -49,7 +49,12 @@ def env_choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...], 
     raise ConfigError(f"{name}={raw!r} is not one of {', '.join(choices)}")
 
 
-_SCHEME_HINTS = {"redis": "redis:// or rediss://", "postgres": "postgresql://"}
+_SCHEME_HINTS = {
+    "redis": "redis://, rediss://, redis+cluster:// or redis+sentinel://",
+    "postgres": "postgresql://",
+}
+#: What ``REDIS_URL`` may start with (:mod:`streamtasks.connect`).
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 
 
 def split_url(name: str, url: str, schemes: tuple[str, ...], default_port: int) -> tuple[SplitResult, int]:
@@ -104,8 +109,11 @@ class RedisConfig:
         ``os.environ``)."""
         env = os.environ if environ is None else environ
         url = env.get("REDIS_URL") or None
+        if url is not None and _is_sentinel(url):
+            host, port = _first_sentinel(url)
+            return cls(host=host, port=port, url_override=url)
         if url is not None:
-            parts, port = split_url("REDIS_URL", url, ("redis", "rediss", "unix"), 6379)
+            parts, port = split_url("REDIS_URL", url, REDIS_SCHEMES, 6379)
             return cls(host=parts.hostname or "127.0.0.1", port=port, url_override=url)
         return cls(
             host=env.get("REDIS_HOST") or "127.0.0.1",
@@ -113,6 +121,22 @@ class RedisConfig:
             db=env_int(env, "REDIS_DB", 0, minimum=0),
             password=env.get("REDIS_PASSWORD") or None,
         )
+
+
+def _is_sentinel(url: str) -> bool:
+    from .sentinel import is_sentinel_url
+
+    return is_sentinel_url(url)
+
+
+def _first_sentinel(url: str) -> tuple[str, int]:
+    """The first sentinel of a Sentinel ``REDIS_URL``; ConfigError when it cannot be used."""
+    from .sentinel import parse_sentinel_url
+
+    try:
+        return parse_sentinel_url(url).sentinels[0]
+    except ValueError as exc:
+        raise ConfigError(f"REDIS_URL: {exc}") from None
 
 
 _TRUE = frozenset({"true", "1", "yes"})

@@ -4,7 +4,9 @@
 ``cluster_enabled:1`` the connection becomes redis-py's :class:`~redis.asyncio.cluster.RedisCluster`
 (slot map read from that node, ``MOVED``/``ASK`` followed, the map refreshed after a failover).
 A plain ``redis://`` / ``rediss://`` URL of any cluster node is enough; ``redis+cluster://``
-(and ``rediss+cluster://``) forces cluster mode without asking.
+(and ``rediss+cluster://``) forces cluster mode without asking. A ``redis+sentinel://`` (or
+``rediss+sentinel://``) URL names Redis Sentinels and the service they monitor: the client
+follows the master through failovers (:mod:`streamtasks.sentinel`, where the URL's syntax is).
 
 Every part of streamtasks that opens a connection goes through :func:`connect`: the worker,
 the producer, the ``AsyncProcessingSystem`` facade and every CLI command.
@@ -31,6 +33,8 @@ from typing import Any, cast
 from redis import exceptions as rx
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+
+from .sentinel import is_sentinel_url, parse_sentinel_url, sentinel_client
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
@@ -68,11 +72,33 @@ async def cluster_enabled(redis: Redis) -> bool:
     return str(info.get("cluster_enabled", "0")) == "1"
 
 
-async def connect(url: str, **kw: Any) -> Redis:
-    """A connected client for ``url``: a :class:`Redis`, or a :class:`RedisCluster` when the
-    node runs in cluster mode. Raises redis-py's connection errors (the caller words them)."""
-    url, forced = split_scheme(url)
+def client_for(url: str, **kw: Any) -> Redis:
+    """A client for ``url``, not connected yet (a Sentinel URL: the master's; a cluster URL:
+    one node's). ``ValueError`` (or redis-py's parse errors) for a URL that cannot be used."""
     kw = {**CLIENT_DEFAULTS, **kw}
+    if is_sentinel_url(url):
+        return sentinel_client(url, **kw)
+    return Redis.from_url(split_scheme(url)[0], **kw)
+
+
+def check_url(url: str) -> None:
+    """Raise (``ValueError`` and kin) if ``url`` cannot be parsed; no I/O."""
+    from redis.asyncio.connection import parse_url
+
+    if is_sentinel_url(url):
+        parse_sentinel_url(url)
+    else:
+        parse_url(split_scheme(url)[0])
+
+
+async def connect(url: str, **kw: Any) -> Redis:
+    """A connected client for ``url``: a :class:`Redis`, a :class:`RedisCluster` when the
+    node runs in cluster mode, or the master's client of a Sentinel URL. Raises redis-py's
+    connection errors (the caller words them)."""
+    kw = {**CLIENT_DEFAULTS, **kw}
+    if is_sentinel_url(url):
+        return await _connect_sentinel(url, kw)
+    url, forced = split_scheme(url)
     redis = Redis.from_url(url, **kw)
     if forced is None:
         try:
@@ -90,6 +116,17 @@ async def connect(url: str, **kw: Any) -> Redis:
         await cluster.aclose()
         raise
     return cast(Redis, cluster)
+
+
+async def _connect_sentinel(url: str, kw: dict[str, Any]) -> Redis:
+    """The master's client of a Sentinel URL, once the master answered a PING."""
+    redis = sentinel_client(url, **kw)
+    try:
+        await redis.ping()
+    except BaseException:
+        await redis.aclose()
+        raise
+    return redis
 
 
 def is_cluster(client: Any) -> bool:

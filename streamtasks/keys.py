@@ -205,3 +205,12 @@ def concurrency_key(group: str, stream: str) -> str:
     """The semaphore of ``max_concurrency`` of ``group``'s handler declared on ``stream``
     (a sorted set of slots held; its own slot on Redis Cluster, as :func:`rate_key`)."""
     return f"{_KEY_PREFIX}:concurrency:{group}:{stream}"
+
+
+def actors_key(group: str, consumer: str) -> str:
+    """An actor-mode worker's actors, per group of handlers (a JSON string with a TTL)."""
+    return f"{_KEY_PREFIX}:actors:{group}:{consumer}"
+
+
+def actors_pattern(group: str) -> str:
+    return f"{_KEY_PREFIX}:actors:{group}:*"

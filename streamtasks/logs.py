@@ -17,7 +17,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 _URL_AUTH = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
-_KV_SECRET = re.compile(r"(?i)\b(password|passwd|pwd|secret|token)(\s*[=:]\s*)(['\"]?)[^\s'\",;&]+")
+#: ``password=...`` and kin, also as the end of a longer name (``sentinel_password=...``).
+_KV_SECRET = re.compile(r"(?i)\b(\w*?(?:password|passwd|pwd|secret|token))(\s*[=:]\s*)(['\"]?)[^\s'\",;&]+")
 _known_secrets: set[str] = set()
 #: A log line's ``entry_ids`` field lists at most this many ids.
 LOGGED_IDS = 100

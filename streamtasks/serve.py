@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from .config import DEFAULT_MODE, MODES, RAY_START_TIMEOUT_S
 from .errors import ConfigError
 from .registry import Registry
+from .scaling import Autoscale
 from .worker import Executor, InlineExecutor, Worker, WorkerSettings, default_consumer_name
 from .worker.events import Listener, Serving
 
@@ -61,12 +62,14 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[object, object, str], None]:
 class ServeConfig:
     """How to serve a registry: ``mode`` (``actors`` or ``tasks``), task mode's ``executor``
     (``ray`` or ``inline``), ``actors`` per group of handlers with equal Ray options (default:
-    the cluster's CPUs shared out), task mode's ``workers`` in this process, ``inline_start``,
-    the Ray to use and the workers' settings."""
+    the cluster's CPUs shared out) or ``autoscale`` (``--actors auto``: as many as the backlog
+    needs, within bounds; :mod:`streamtasks.scaling`), task mode's ``workers`` in this
+    process, ``inline_start``, the Ray to use and the workers' settings."""
 
     mode: str = field(default=DEFAULT_MODE, validator=_one_of(MODES))
     executor: str = field(default="ray", validator=_one_of(EXECUTORS))
     actors: int | None = None
+    autoscale: Autoscale | None = None
     workers: int = 1
     inline_start: bool = False
     ray: RayConfig = RayConfig()
@@ -75,6 +78,10 @@ class ServeConfig:
     def __attrs_post_init__(self) -> None:
         if self.mode == "actors" and self.executor == "inline":
             raise ConfigError("the inline executor runs in this process: it needs task mode")
+        if self.autoscale is not None and self.mode != "actors":
+            raise ConfigError("--actors auto scales Ray actors: it needs actor mode (--mode actors)")
+        if self.autoscale is not None and self.actors is not None:
+            raise ConfigError("--actors is either a number or auto, not both")
 
 
 def make_executor(registry: Registry, config: ServeConfig) -> Executor:
@@ -120,7 +127,14 @@ def build(
             raise ConfigError("actor mode runs on Ray: it needs the Ray executor")
         return [
             ActorPool(
-                registry, redis, redis_url, executor, settings, actors=config.actors, listeners=listeners
+                registry,
+                redis,
+                redis_url,
+                executor,
+                settings,
+                actors=config.actors,
+                autoscale=config.autoscale,
+                listeners=listeners,
             )
         ]
     names = [settings.consumer] + [default_consumer_name() for _ in range(config.workers - 1)]

@@ -13,6 +13,11 @@ Fixtures (all fail the test, never skip it, when a service cannot be started):
   (``RedisClusterServers``: ``.url``, ``.nodes``, ``.kill(i)``, ``.masters_now()``, ``.flush()``).
   ``cluster_redis`` (function): a cluster client (:func:`streamtasks.connect.connect`) on it,
   every master FLUSHALLed first.
+- ``redis_sentinel`` (session): a throwaway Redis Sentinel set-up, a master and a replica
+  watched by 3 sentinels (quorum 2, failover within ~2-3 s; ``RedisSentinelServers``:
+  ``.url`` (``redis+sentinel://...``), ``.master()``, ``.kill_master()``,
+  ``.wait_failover(port)``, ``.heal()``, ``.flush()``). ``sentinel_servers`` (function): the
+  same, healed (every node up, the sentinels agreeing) and its master emptied.
 - ``pg_server`` (session): a throwaway ``PostgresServer`` with ``.url(dbname)``,
   ``.create_database(name)``, ``.restart()``, ``.stop(mode)``, ``.start()``, ``.port``.
 - ``database_url`` (function): DSN of a new, empty database for this test.
@@ -197,6 +202,8 @@ def _stop_leftovers(root: Path) -> None:
     for node in sorted((root / "cluster").glob("node-*")):
         with contextlib.suppress(services.ServiceError, OSError):
             services.RedisServer(node).kill()
+    with contextlib.suppress(services.ServiceError, OSError):
+        services.RedisSentinelServers(root / "sentinel").kill()
     for name in ("pg", "tsdb"):
         if (root / name).is_dir():
             with contextlib.suppress(services.ServiceError, OSError):
@@ -302,6 +309,28 @@ async def cluster_redis(redis_cluster: Any) -> AsyncIterator[aioredis.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(services_root: Path) -> Iterator[Any]:
+    """A throwaway Redis Sentinel set-up (master, replica, 3 sentinels) for the session."""
+    servers = services.RedisSentinelServers(services_root / "sentinel")
+    try:
+        servers.start()
+    except (services.ServiceError, OSError) as exc:
+        servers.kill()
+        pytest.fail(f"could not start a throwaway Redis Sentinel set-up: {exc}", pytrace=False)
+    yield servers
+    servers.kill()
+
+
+@pytest.fixture
+async def sentinel_servers(redis_sentinel: Any) -> Any:
+    """The session's Sentinel set-up with every node up (a test before may have killed its
+    master) and the master emptied."""
+    await asyncio.to_thread(redis_sentinel.heal)
+    await asyncio.to_thread(redis_sentinel.flush)
+    return redis_sentinel
 
 
 # --------------------------------------------------------------------------- PostgreSQL

@@ -25,6 +25,7 @@ from ..config import (
     split_url,
 )
 from ..errors import ConfigError
+from ..scaling import Autoscale
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _DB_SCHEMES = ("postgres", "postgresql")
@@ -137,24 +138,33 @@ class ConsumerConfig:
     shards: tuple[int, int] = (0, 0)
     """Shards of the two streams (0: one unsharded stream each); see ``shards=`` of
     :meth:`~streamtasks.Registry.stream_handler`."""
+    autoscale: Autoscale | None = None
+    """``STREAMTASKS_ACTORS=auto``: actor mode's number of actors follows the backlog."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ConsumerConfig:
         """``CONSUMER_BATCH_SIZE`` (>= 1), ``ASYNC_PROCESSING_NUM_WORKERS`` (>= 1),
         ``STREAMTASKS_MODE`` (``actors`` or ``tasks``, as for ``streamtasks worker``),
         ``CONSUMER_BLOCK_MS`` (>= 1), ``TRAINING_DATA_STREAM``, ``INFERENCE_RESULTS_STREAM``,
-        ``TRAINING_DATA_SHARDS``, ``INFERENCE_RESULTS_SHARDS`` (>= 0; 0 = not sharded)."""
+        ``TRAINING_DATA_SHARDS``, ``INFERENCE_RESULTS_SHARDS`` (>= 0; 0 = not sharded),
+        ``STREAMTASKS_ACTORS=auto`` with ``STREAMTASKS_MIN_ACTORS``, ``STREAMTASKS_MAX_ACTORS``,
+        ``STREAMTASKS_TARGET_DRAIN_SECONDS``, ``STREAMTASKS_SCALE_DOWN_AFTER`` (as for
+        ``streamtasks worker --actors auto``)."""
         env = os.environ if environ is None else environ
+        mode, autoscale = env_choice(env, "STREAMTASKS_MODE", MODES, DEFAULT_MODE), Autoscale.from_env(env)
+        if autoscale is not None and mode != "actors":
+            raise ConfigError("STREAMTASKS_ACTORS=auto scales Ray actors: it needs STREAMTASKS_MODE=actors")
         return cls(
             batch_size=env_int(env, "CONSUMER_BATCH_SIZE", DEFAULT_CONSUMER_BATCH_SIZE, minimum=1),
             num_workers=env_int(env, "ASYNC_PROCESSING_NUM_WORKERS", 1, minimum=1),
-            mode=env_choice(env, "STREAMTASKS_MODE", MODES, DEFAULT_MODE),
+            mode=mode,
             block_ms=env_int(env, "CONSUMER_BLOCK_MS", DEFAULT_BLOCK_MS, minimum=1),
             streams=(
                 env_stream(env, "TRAINING_DATA_STREAM", DEFAULT_TRAINING_STREAM),
                 env_stream(env, "INFERENCE_RESULTS_STREAM", DEFAULT_INFERENCE_STREAM),
             ),
             shards=stream_shards(env),
+            autoscale=autoscale,
         )
 
 

@@ -19,6 +19,7 @@ from ..serve import RayConfig, ServeConfig, build, make_executor
 from ..worker import WorkerSettings, default_consumer_name
 from ..worker.events import Serving
 from ..worker.executors import Cluster
+from .config import ConsumerConfig
 
 log = logging.getLogger("streamtasks.system")
 
@@ -34,14 +35,17 @@ class LocalWorkers:
         self.cluster: Cluster | None = None
 
     async def start(
-        self, registry: Registry, redis: Redis, redis_url: str, ray: RayConfig, n: int, mode: str
+        self, registry: Registry, redis: Redis, redis_url: str, ray: RayConfig, consumer: ConsumerConfig
     ) -> None:
-        """``n`` consumers of ``registry``: one pool of ``n`` actors (``mode="actors"``; ``n``
-        per group of handlers with equal Ray options), or ``n`` task-mode workers. The actors
-        connect to Redis themselves, at ``redis_url``."""
+        """``consumer.num_workers`` consumers of ``registry`` (``n``): one pool of ``n`` actors
+        (actor mode; ``n`` per group of handlers with equal Ray options; with
+        ``consumer.autoscale``, as many as the backlog needs instead), or ``n`` task-mode
+        workers. The actors connect to Redis themselves, at ``redis_url``."""
+        n, mode, autoscale = consumer.num_workers, consumer.mode, consumer.autoscale
         settings = evolve(self.settings, consumer=default_consumer_name())
+        fixed = n if mode == "actors" and autoscale is None else None
         config = ServeConfig(
-            mode=mode, actors=n if mode == "actors" else None, workers=n, ray=ray, settings=settings
+            mode=mode, actors=fixed, autoscale=autoscale, workers=n, ray=ray, settings=settings
         )
         executor = make_executor(registry, config)
         # Ray starts once, here, not in a race between the workers: each worker's own

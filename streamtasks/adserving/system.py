@@ -11,10 +11,8 @@ streamtasks.builtins:registry`` anywhere) land the entries in PostgreSQL.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +20,8 @@ from redis.asyncio import Redis
 
 from ..connect import connect
 from ..errors import ConfigError, StreamtasksError
-from ..keys import FIELD_MESSAGE_ID
 from ..logs import redact
-from ..producer import Producer, new_message_id
+from ..producer import Producer
 from ..registry import Registry
 from ..serve import RayConfig
 from ..worker import WorkerSettings
@@ -32,15 +29,12 @@ from . import db, schema, stats
 from .config import AsyncProcessingConfig
 from .handlers import make_registry
 from .local import LocalWorkers
+from .sending import Sending
 
 log = logging.getLogger("streamtasks.system")
 
 
-#: When a send is due: (delay, eta), both None for now.
-_When = tuple["float | timedelta | None", "datetime | None"]
-
-
-class AsyncProcessingSystem:
+class AsyncProcessingSystem(Sending):
     """Send training data and inference results; run workers; report status and stats."""
 
     def __init__(
@@ -116,98 +110,21 @@ class AsyncProcessingSystem:
         """Create the tables (idempotent); TimescaleDB hypertables when the extension exists."""
         return await schema.setup_database(await self.database_pool(), schema_path)
 
-    # -- sending ---------------------------------------------------------------------------
-
-    async def send_training_data(
-        self, *, model_name: str, request_id: str, input_data: Any,
-        metadata: Mapping[str, Any] | None = None, source_ip: str | None = None,
-        message_id: str | None = None, delay: float | timedelta | None = None, eta: datetime | None = None,
-    ) -> str | None:  # fmt: skip
-        """Queue one training record; returns its message id (``None`` when disabled).
-
-        Pass the same ``message_id`` when retrying a send: it is stored once. ``delay``
-        (seconds or a timedelta) or ``eta`` (an aware datetime): it waits in Redis until then.
-        """
-        fields = {"model_name": model_name, "request_id": request_id, "input_data": input_data}
-        return await self._send(
-            self.training_stream, fields, message_id, (delay, eta), metadata=metadata, source_ip=source_ip
-        )
-
-    async def send_inference_result(
-        self, *, model_name: str, request_id: str, prediction: Any, confidence: float,
-        anomaly_score: float, processing_time_ms: float, is_anomaly: bool | None = None,
-        metadata: Mapping[str, Any] | None = None, message_id: str | None = None,
-        delay: float | timedelta | None = None, eta: datetime | None = None,
-    ) -> str | None:  # fmt: skip
-        """Queue one inference result; returns its message id (``None`` when disabled).
-
-        ``is_anomaly`` defaults to false; ``delay`` / ``eta`` as for :meth:`send_training_data`.
-        """
-        fields = {
-            "model_name": model_name, "request_id": request_id, "prediction": prediction,
-            "confidence": confidence, "anomaly_score": anomaly_score,
-            "processing_time_ms": processing_time_ms,
-        }  # fmt: skip
-        return await self._send(
-            self.inference_stream, fields, message_id, (delay, eta), is_anomaly=is_anomaly, metadata=metadata
-        )
-
-    async def send_api_request_data(
-        self, *, model_name: str, request_id: str, input_data: Any, prediction: Any,
-        confidence: float, anomaly_score: float, processing_time_ms: float,
-        is_anomaly: bool | None = None, metadata: Mapping[str, Any] | None = None,
-        source_ip: str | None = None, delay: float | timedelta | None = None, eta: datetime | None = None,
-    ) -> dict[str, str | None]:  # fmt: skip
-        """Queue both records of one API request (one round trip); returns their message ids."""
-        training, inference = await asyncio.gather(
-            self.send_training_data(
-                model_name=model_name, request_id=request_id, input_data=input_data,
-                metadata=metadata, source_ip=source_ip, delay=delay, eta=eta,
-            ),
-            self.send_inference_result(
-                model_name=model_name, request_id=request_id, prediction=prediction,
-                confidence=confidence, anomaly_score=anomaly_score,
-                processing_time_ms=processing_time_ms, is_anomaly=is_anomaly, metadata=metadata,
-                delay=delay, eta=eta,
-            ),
-        )  # fmt: skip
-        return {"training_data": training, "inference_result": inference}
-
-    async def _send(
-        self, stream: str, fields: dict[str, Any], message_id: str | None, when: _When, **optional: Any
-    ) -> str | None:
-        """Send ``fields`` plus the ``optional`` ones that are not None, under a message id, at ``when``."""
-        fields.update((k, v) for k, v in optional.items() if v is not None)
-        if not self.config.enabled:
-            return None  # ASYNC_PROCESSING_ENABLED=false: documented no-op
-        if self.producer is None:
-            await self.initialize()
-        assert self.producer is not None
-        mid = message_id or new_message_id()
-        fields[FIELD_MESSAGE_ID] = mid
-        # A sharded stream: one request's entries share a shard (the key picks it).
-        key = str(fields.get("request_id", mid)) if self.producer.shards.get(stream) else None
-        delay, eta = when
-        await self.producer.send(stream, fields, key=key, delay=delay, eta=eta)
-        return mid
-
     # -- workers ---------------------------------------------------------------------------
 
     async def start_workers(self, streams: Sequence[str] | None = None) -> None:
         """Run ``ASYNC_PROCESSING_NUM_WORKERS`` consumers on Ray, supervised from here: Ray
         actors that read, run and settle their own batches (``STREAMTASKS_MODE=actors``, the
         default, as for ``streamtasks worker``), or workers in this process that run one Ray
-        task per batch (``tasks``). Returns once they read; raises the first one's error if
+        task per batch (``tasks``); ``STREAMTASKS_ACTORS=auto``: as many actors as the backlog
+        needs (``--actors auto``). Returns once they read; raises the first one's error if
         one fails to start. Production runs ``streamtasks worker`` processes; this is for
         one-process setups, examples and tests."""
         if self.local.workers:
             return
         registry = self.registry.only(list(streams)) if streams else self.registry
         ray = RayConfig(address=self.ray_address, env={"DATABASE_URL": self.config.database.dsn})
-        consumer = self.config.consumer
-        await self.local.start(
-            registry, self._redis(), self.config.redis.url, ray, consumer.num_workers, consumer.mode
-        )
+        await self.local.start(registry, self._redis(), self.config.redis.url, ray, self.config.consumer)
 
     async def stop_workers(self) -> None:
         """Stop the workers started here: finish in-flight batches, hand back the rest."""

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from .. import logs
 from ..config import RedisConfig
-from ..connect import CLIENT_DEFAULTS, split_scheme
+from ..connect import check_url, client_for
 from ..connect import connect as connect_redis
 from ..errors import StreamtasksError
 from ..tlshint import tls_hint
@@ -101,19 +101,17 @@ CONNECT_TIMEOUT_S = 10.0
 
 def redis_client(url: str, **kwargs: Any) -> Redis:
     """A client for ``url`` (not connected yet); a URL that cannot be parsed is one line."""
-    kwargs = {**CLIENT_DEFAULTS, "socket_connect_timeout": CONNECT_TIMEOUT_S, **kwargs}
+    kwargs = {"socket_connect_timeout": CONNECT_TIMEOUT_S, **kwargs}
     try:
-        return Redis.from_url(url, **kwargs)
+        return client_for(url, **kwargs)
     except Exception as exc:  # ValueError, TypeError, IndexError ... from URL parsing
         raise click.ClickException(f"bad Redis URL {logs.redact(url)!r}: {one_line(exc)}") from None
 
 
 def _check_url(url: str) -> None:
     """A URL that cannot be parsed is one line (``bad Redis URL ...``), before any I/O."""
-    from redis.asyncio.connection import parse_url
-
     try:
-        parse_url(split_scheme(url)[0])
+        check_url(url)
     except Exception as exc:  # ValueError, TypeError, IndexError ... from URL parsing
         raise click.ClickException(f"bad Redis URL {logs.redact(url)!r}: {one_line(exc)}") from None
 
@@ -156,19 +154,25 @@ async def connected(redis_url: str | None) -> AsyncIterator[Redis]:
 
 
 redis_url_option = click.option(
-    "--redis-url", envvar="REDIS_URL", show_envvar=True,
+    "--redis-url",
+    envvar="REDIS_URL",
+    show_envvar=True,
     help="Redis URL; default from REDIS_URL, else REDIS_HOST/REDIS_PORT/REDIS_PASSWORD/REDIS_DB.",
-)  # fmt: skip
+)
 
 
 streams_option = click.option(
-    "--streams", envvar="STREAMTASKS_STREAMS", show_envvar=True,
+    "--streams",
+    envvar="STREAMTASKS_STREAMS",
+    show_envvar=True,
     help="Comma-separated subset of the streams (default: all of APP's).",
-)  # fmt: skip
+)
 group_option = click.option(
-    "--group", envvar="STREAMTASKS_GROUP", show_envvar=True,
+    "--group",
+    envvar="STREAMTASKS_GROUP",
+    show_envvar=True,
     help="Consumer group (default: APP's group).",
-)  # fmt: skip
+)
 
 
 def split_streams(value: str | None) -> list[str] | None:

@@ -121,9 +121,15 @@ def _make_command() -> Any:
         help="A pending entry older than this many seconds (since XADD) is stuck.",
     )
     def status(
-        app: str | None, streams: str | None, group: str | None, redis_url: str | None,
-        as_json: bool, watch: bool, interval: float, stuck_after: float,
-    ) -> None:  # fmt: skip
+        app: str | None,
+        streams: str | None,
+        group: str | None,
+        redis_url: str | None,
+        as_json: bool,
+        watch: bool,
+        interval: float,
+        stuck_after: float,
+    ) -> None:
         """Lag, pending, stuck entries, dead letters, delayed entries, periodic handlers and live
         workers of APP (MODULE:ATTR).
 
@@ -142,9 +148,12 @@ def _make_command() -> Any:
         except StreamtasksError as exc:
             raise click.ClickException(redact(str(exc))) from None
         kw: dict[str, Any] = {
-            "streams": names, "group": grp, "dead_letter_streams": dead, "stuck_after": stuck_after,
+            "streams": names,
+            "group": grp,
+            "dead_letter_streams": dead,
+            "stuck_after": stuck_after,
             "named": split_streams(streams) or (),
-        }  # fmt: skip
+        }
         redis_client(url)  # a URL that cannot be parsed: one line, exit 1
         if watch:
             result = _watch(url, interval, as_json, kw)

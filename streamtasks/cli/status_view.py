@@ -81,6 +81,8 @@ class StatusView:
             yield _workers_table(status, wide)
         else:
             yield Text("no live workers", style="yellow")
+        if status.get("actors"):
+            yield _actors_table(status)
         yield from _not_checked(status)
         if status["ok"]:
             partly = " (as far as this Redis user may read: see above)" if status.get("not_checked") else ""
@@ -345,3 +347,23 @@ def _not_checked(status: Mapping[str, Any]) -> Iterator[Text]:
     if lines:
         yield Text("not checked (the Redis user may not run these):", style="yellow")
         yield from (Text(f"  - {line}", style="yellow") for line in lines)
+
+
+def _actors_table(status: Mapping[str, Any]) -> Any:
+    """Actor-mode workers' actors, per group of handlers: running of desired, what is still
+    starting (Ray has not placed it), the bounds of ``--actors auto``, the last decision."""
+    table = Table(title="actors", title_justify="left")
+    for col in ("worker", "handlers", "running / desired", "starting", "min-max", "last decision"):
+        table.add_column(col)
+    for pool in status["actors"]:
+        for g in pool["groups"]:
+            bounds = "fixed" if g["min"] is None else f"{g['min']}-{g['max']}"
+            table.add_row(
+                str(pool["consumer"]),
+                ", ".join(g["handlers"]),
+                f"{g['running']} / {g['desired']}",
+                str(g["starting"]),
+                bounds,
+                g["reason"] or "-",
+            )
+    return table

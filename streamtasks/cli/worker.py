@@ -32,6 +32,7 @@ from .common import (
     split_streams,
     streams_option,
 )
+from .scaling import actor_options, actors_config
 
 if TYPE_CHECKING:
     from ..registry import Registry
@@ -75,14 +76,7 @@ METRICS_HOST = "0.0.0.0"
     help="actors: Ray actors each read, run and settle their own batches; tasks: this process "
     "reads and settles, one Ray task per batch (same guarantees; actors are faster).",
 )
-@click.option(
-    "--actors",
-    type=click.IntRange(min=1),
-    envvar="STREAMTASKS_ACTORS",
-    show_envvar=True,
-    help="Actors per group of handler Ray options in --mode actors (default: the Ray cluster's "
-    "CPUs shared out among the groups).",
-)
+@actor_options
 @click.option(
     "--num-cpus",
     type=click.IntRange(min=1),
@@ -107,6 +101,16 @@ METRICS_HOST = "0.0.0.0"
     show_envvar=True,
     show_default=True,
     help="Seconds to finish in-flight batches on SIGTERM.",
+)
+@click.option(
+    "--consumer-grace",
+    type=click.FloatRange(min=0),
+    default=120.0,
+    envvar="STREAMTASKS_CONSUMER_GRACE",
+    show_envvar=True,
+    show_default=True,
+    help="Seconds after which a consumer with no live worker and nothing pending is removed "
+    "from the group (so restarts do not pile consumers up).",
 )
 @click.option(
     "--log-level",
@@ -187,10 +191,15 @@ def worker(
     batch_size: int | None,
     ray_address: str | None,
     mode: str,
-    actors: int | None,
+    actors: int | str | None,
+    min_actors: int | None,
+    max_actors: int | None,
+    target_drain_seconds: float | None,
+    scale_down_after: float | None,
     num_cpus: int | None,
     visibility_timeout: float,
     grace_period: float,
+    consumer_grace: float,
     log_level: str,
     log_format: str,
     metrics_port: int | None,
@@ -215,13 +224,22 @@ def worker(
     logs.configure(log_level, log_format)
     mode = executor_mode(mode, executor)
     check_executor(executor, mode, ray_address, num_cpus, inline_start)
+    count, auto = actors_config(actors, min_actors, max_actors, target_drain_seconds, scale_down_after)
     try:
         registry = _load(app, streams, batch_size, log_format)
-        settings = WorkerSettings(visibility_timeout=visibility_timeout, grace_period=grace_period)
+        settings = WorkerSettings(
+            visibility_timeout=visibility_timeout, grace_period=grace_period, consumer_grace=consumer_grace
+        )
         settings = evolve(settings, consumer=consumer) if consumer else settings
         ray = RayConfig(address=ray_address, num_cpus=num_cpus, start_timeout=ray_start_timeout)
         config = ServeConfig(
-            mode=mode, executor=executor, actors=actors, inline_start=inline_start, ray=ray, settings=settings
+            mode=mode,
+            executor=executor,
+            actors=count,
+            autoscale=auto,
+            inline_start=inline_start,
+            ray=ray,
+            settings=settings,
         )
         url = redis_url_of(redis_url)
     except StreamtasksError as exc:

@@ -3,6 +3,7 @@ of a sharded stream, read straight from Redis."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -159,3 +160,67 @@ async def unread_unsharded(redis: Redis, streams: list[str], findings: Findings)
             "worker serving it started (or pass shards=)"
         )
     return problems
+
+
+async def actor_pools(
+    redis: Redis, group: str, *, now: float | None = None, findings: Findings | None = None
+) -> list[dict[str, Any]]:
+    """Actor-mode workers' actors (``keys.actors_key``: written by each pool every few seconds)
+    of ``group``, per group of handlers. A key that does not read as one (written by another
+    program or version) is left out, never trusted, and noted in ``findings`` with why; reads
+    the user may not run are noted there too (no pools then)."""
+    now = time.time() if now is None else now
+    findings = Findings() if findings is None else findings
+    found = await findings.read("SCAN", _scan(redis, keys.actors_pattern(group)), [])
+    values = await findings.read("MGET", _mget(redis, found), []) if found else []
+    pools: list[dict[str, Any]] = []
+    for key, value in zip(found, values, strict=False):
+        if value is None:  # expired between SCAN and MGET, or not a string
+            await _not_a_string(redis, key, findings)
+            continue
+        try:
+            pools.append(_actor_pool(value, now))
+        except (ValueError, TypeError, KeyError) as exc:
+            findings.skip(key, f"not an actor pool: {exc}")
+    return sorted(pools, key=lambda p: p["consumer"])
+
+
+def _actor_pool(raw: Any, now: float) -> dict[str, Any]:
+    body = json.loads(raw)
+    if not isinstance(body, dict) or not isinstance(body.get("groups"), list):
+        raise ValueError("not an object with a list of groups")
+    ts = body.get("ts")
+    return {
+        "consumer": _str(body.get("consumer"), "consumer"),
+        "host": str(body.get("host") or ""),
+        "pid": body.get("pid") if isinstance(body.get("pid"), int) else None,
+        "auto": body.get("auto") is True,
+        "age": max(0.0, now - float(ts)) if isinstance(ts, (int, float)) else None,
+        "groups": [_actor_group(g) for g in body["groups"]],
+    }
+
+
+def _actor_group(g: Any) -> dict[str, Any]:
+    if not isinstance(g, dict):
+        raise ValueError("a group is not an object")
+    handlers = g.get("handlers")
+    if not isinstance(handlers, list) or not all(isinstance(h, str) for h in handlers):
+        raise ValueError("handlers is not a list of stream names")
+    out: dict[str, Any] = {"handlers": handlers, "reason": str(g.get("reason") or "")}
+    for name in ("desired", "running", "starting"):
+        out[name] = _count(g.get(name), name)
+    for name in ("min", "max"):
+        out[name] = None if g.get(name) is None else _count(g.get(name), name)
+    return out
+
+
+def _count(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} is not a count: {value!r}")
+    return value
+
+
+def _str(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} is not a name: {value!r}")
+    return value

@@ -23,6 +23,7 @@ from redis import exceptions as rx
 from .. import keys
 from ..fanout import declared_stream
 from ..redisutil import REDIS_DOWN
+from ..worker.events import Snapshot
 from ..worker.executors import Cluster
 from .discover import live_workers
 from .inspect import sample_or_skip
@@ -90,7 +91,7 @@ class RedisCollector:
         )
         for loop in snap.failing_loops:
             failing.add_metric([loop], 1)
-        return [in_flight, queued, held, info, started, failing]
+        return [in_flight, queued, held, info, started, failing, *_actor_metrics(snap)]
 
     async def _redis_metrics(self) -> list[Metric]:
         w = self.worker
@@ -250,6 +251,28 @@ async def _flow_metrics(w: Serving) -> list[Metric]:
             count = await w.redis.zcount(keys.concurrency_key(w.group, stream), now_ms, "+inf")
             held.add_metric([stream, w.group], float(count))
     return [limits, held]
+
+
+def _actor_metrics(snap: Snapshot) -> list[Metric]:
+    """Actor mode: per group of handlers (``handlers``: its streams), the actors wanted,
+    reading, and asked of Ray but not reading yet."""
+    if not snap.actors:
+        return []
+    actors = _gauge(
+        "streamtasks_actors",
+        "Actors of a group of handlers: desired, running (reading) and starting (not placed or "
+        "not reading yet).",
+        ("handlers", "state"),
+    )
+    for group in snap.actors:
+        handlers = ",".join(group.handlers)
+        for state, value in (
+            ("desired", group.desired),
+            ("running", group.running),
+            ("starting", group.starting),
+        ):
+            actors.add_metric([handlers, state], value)
+    return [actors]
 
 
 def _cluster_metrics(cluster: Cluster | None) -> list[Metric]:

@@ -54,6 +54,7 @@ from .. import keys
 from ..redisutil import REDIS_DOWN, id_seconds, text
 from ..streams import GroupPosition, GroupState, StreamState, lost_before_delivery, trim_point, undelivered
 from .discover import NO_GROUP as NO_GROUP  # re-exported names: status and the dashboard use them
+from .discover import actor_pools as actor_pools
 from .discover import discover_groups as discover_groups
 from .discover import discover_streams as discover_streams
 from .discover import live_workers as live_workers
@@ -298,19 +299,33 @@ async def gather_status(
     ``refused`` when Redis rejected the credentials), ``streams`` (one :func:`sample_stream`
     dict each, with its ``group``), ``workers`` (live heartbeats, each with its ``group`` and
     ``state``; ``workers_known`` False when they could not be read), ``dead_consumers``,
-    ``bad_keys`` (``{"count", "keys": [{"key", "error"}]}``: keys skipped because their value
-    does not fit; each is a problem too) and ``not_checked`` (reads the Redis user may not
-    run, one line each: ``INFO: no permission (NOPERM)``). Never raises for Redis being down
-    (that is a problem), nor for a key of the wrong type or shape, nor for a denied read.
+    ``actors`` (actor-mode workers' actors per group of handlers:
+    :func:`~streamtasks.observe.discover.actor_pools`), ``bad_keys`` (``{"count", "keys":
+    [{"key", "error"}]}``: keys skipped because their value does not fit; each is a problem
+    too) and ``not_checked`` (reads the Redis user may not run, one line each: ``INFO: no
+    permission (NOPERM)``). Never raises for Redis being down (that is a problem), nor for a
+    key of the wrong type or shape, nor for a denied read.
     """
     now = time.time()
     findings = Findings()
     out: dict[str, Any] = {
-        "ok": False, "problems": [], "checked_at": now, "group": group, "groups": [],
-        "stuck_after": stuck_after, "redis": {"ok": False, "error": None, "version": None, "refused": False},
-        "streams": [], "shards": {}, "levels": {}, "workers": [], "workers_known": True, "dead_consumers": [],
-        "bad_keys": findings.as_dict(), "not_checked": [],
-    }  # fmt: skip
+        "ok": False,
+        "problems": [],
+        "checked_at": now,
+        "group": group,
+        "groups": [],
+        "stuck_after": stuck_after,
+        "redis": {"ok": False, "error": None, "version": None, "refused": False},
+        "streams": [],
+        "shards": {},
+        "levels": {},
+        "workers": [],
+        "workers_known": True,
+        "dead_consumers": [],
+        "actors": [],
+        "bad_keys": findings.as_dict(),
+        "not_checked": [],
+    }
     try:
         server = await findings.read("INFO", redis.info("server"), {})
         out["redis"].update(ok=True, version=_norm(server).get("redis_version"))
@@ -325,6 +340,7 @@ async def gather_status(
         out["levels"] = level_totals(out["streams"])
         for g in out["groups"]:
             out["workers"] += await live_workers(redis, g, now=now, findings=findings)
+            out["actors"] += await actor_pools(redis, g, now=now, findings=findings)
     except REDIS_DOWN as exc:
         return _unreachable(out, exc)
     out["workers_known"] = not findings.denied_any("SCAN", "MGET")

@@ -118,8 +118,13 @@ class SettledObserver:
             for key, family in timers.items():
                 family.add_metric([lane.stream], float(getattr(lane, key)))
             labels = [lane.stream, lane.handler]
-            values = {"handled": lane.handled, "retried": lane.retried, "dead": lane.dead,
-                      "failed": lane.retried + lane.dead, "batches": lane.batches}  # fmt: skip
+            values = {
+                "handled": lane.handled,
+                "retried": lane.retried,
+                "dead": lane.dead,
+                "failed": lane.retried + lane.dead,
+                "batches": lane.batches,
+            }
             for key, amount in values.items():
                 families[key].add_metric(labels, float(amount))
             for key in histograms:

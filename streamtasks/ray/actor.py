@@ -6,6 +6,7 @@ and acks or dead-letters it itself."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from redis.asyncio import Redis
@@ -19,6 +20,7 @@ from ..worker.events import Listener, Snapshot
 from ..worker.health import RedisHealth
 from ..worker.startup import freeze_after_start
 from ..worker.tally import Tally
+from .deaths import Identity, identity_here
 from .probe import RayProbe
 
 
@@ -42,8 +44,26 @@ class WorkerActor:
         self.worker: Worker | None = None
         self._stopped = False
         self.tally = Tally(uuid.uuid4().hex)  # a new incarnation when Ray restarts the actor
+        self._running: asyncio.Task[None] | None = None
+
+    async def identity(self) -> Identity:
+        """This incarnation's process and node (the pool asks before it lets it read)."""
+        return identity_here()
 
     async def run(self) -> None:
+        """Serve until stopped. A second call while serving (the caller's connection broke
+        and it asks again) joins the first: one worker per actor, whatever the calls; a call
+        after the worker ended (its start failed) starts a new one."""
+        if self._running is None or self._running.done():
+            self._running = asyncio.create_task(self._run())
+        await asyncio.shield(self._running)
+
+    async def reclaim_now(self) -> None:
+        """Look for claimable entries now (another actor's were just handed over)."""
+        if self.worker is not None:
+            self.worker.reclaim_soon()
+
+    async def _run(self) -> None:
         redis = await self._connect()
         if redis is None:
             return  # stopped before Redis answered

@@ -2,8 +2,9 @@
 
 Each actor (:class:`~streamtasks.ray.actor.WorkerActor`) runs a complete worker as its own
 consumer of the group (``<consumer>-a<i>``). The worker process only supervises: it starts
-the actors, restarts one that died (its entries are reclaimed like any dead consumer's),
-forwards a stop, and adds up their reports (:mod:`.reports`) for metrics, ``/readyz`` and logs.
+the actors (:mod:`.slots`), hands a dead actor's entries to the live ones the moment Ray
+reports the death (:mod:`.deaths`), forwards a stop, and adds up their reports (:mod:`.reports`)
+for metrics, ``/readyz`` and logs.
 
 Why: in task mode every entry passes through the worker process twice (read, pickle, dispatch;
 result, settle), and that single-threaded hop is the largest cost on a simple job. Here each
@@ -13,20 +14,18 @@ entry crosses no process boundary between Redis and the handler.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import ray
 from attrs import evolve
 from redis.asyncio import Redis
 
-from .. import logs
 from ..aio import wait_set
 from ..registry import Registry
+from ..scaling import Autoscale
 from ..worker import WorkerSettings
 from ..worker.events import Events, ExecutorStarted, Listener, Snapshot, StateChanged
 from ..worker.health import RedisHealth
@@ -36,10 +35,11 @@ from ..worker.startup import start_unless_stopped
 from ..worker.supervise import Supervisor
 from ..worker.tally import Tally
 from ..worker.timers import Timers
-from .actor import WorkerActor
+from .controller import Controller
 from .executor import RayExecutor
-from .placement import actor_options, asks, cluster_cpus, partition, plan
+from .placement import cluster_cpus, partition, plan
 from .reports import Report, Reports
+from .slots import Actors, groups_of
 
 log = logging.getLogger("streamtasks.worker")
 
@@ -68,12 +68,13 @@ class ActorPool:
         settings: WorkerSettings | None = None,
         *,
         actors: int | None = None,
+        autoscale: Autoscale | None = None,
         listeners: Sequence[Listener] = (),
     ) -> None:
         self.registry, self.redis, self.redis_url, self.executor = registry, redis, redis_url, executor
         self.settings = settings or WorkerSettings()
         self.group, self.consumer = registry.group, self.settings.consumer
-        self.actors = actors
+        self.per_group = actors  # --actors: per group of handlers (None: the CPUs shared out)
         self.cluster = executor.cluster
         self.events = Events()
         self.tally = Tally("pool")  # the actors' counts added up, and what an inline start settled
@@ -92,8 +93,11 @@ class ActorPool:
         self.state = "starting"
         self.reading = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._handles: list[Any] = []
-        self._asks: list[str] = []  # actor -> what it asks Ray for, and for which streams
+        self.actors = Actors(
+            redis, redis_url, self.settings, executor.env, self.supervisor, lambda: self.stopping
+        )
+        self.actors.on_removed = self._removed
+        self.controller = Controller(redis, self.actors, self.reports, self.tally, self.settings, autoscale)
         self._warned = False
 
     def stop(self) -> None:
@@ -111,16 +115,14 @@ class ActorPool:
             # a permission the actors lack fails this worker at once, as in task mode (an actor
             # would only fail its start over and over, restarted by the supervisor)
             await check_handlers(
-                self.redis, self.registry.handlers.values(), self.group, self._actor_consumer(0)
+                self.redis, self.registry.handlers.values(), self.group, self.actors.consumer(0)
             )
             started = await start_unless_stopped(self.executor.start(), asyncio.sleep(0), self._stopping)
             if not started:  # stopped while Ray started: nothing was read
                 return
             self.events.emit(ExecutorStarted())
             self.timers.spawn(self.supervisor, self._stopping)
-            self._handles = self._start_actors()
-            for index, handle in enumerate(self._handles):
-                self.supervisor.spawn(f"actor-{index}", functools.partial(self._serve, index, handle))
+            self._start_actors()
             await self._poll_until_stopped()
         finally:
             await self._drain(started)
@@ -139,35 +141,23 @@ class ActorPool:
 
     def heartbeat_consumers(self) -> list[str]:
         """This process' own heartbeat while it starts, then its actors' (each writes its own)."""
-        if self.state == "starting" or not self._handles:
+        if self.state == "starting" or not self.actors.slots:
             return [self.consumer]
-        return [self._actor_consumer(index) for index in range(len(self._handles))]
+        return [slot.consumer for slot in self.actors.slots.values()]
 
-    def _start_actors(self) -> list[Any]:
+    def _start_actors(self) -> None:
         """The actors of each group of handlers that share their Ray options; see
         :func:`~streamtasks.ray.placement.plan`."""
-        handles: list[Any] = []
-        for registry, options, count in plan(partition(self.registry), self.actors, cluster_cpus()):
-            threads = max(spec.max_in_flight for spec in registry.handlers.values())
-            remote = ray.remote(WorkerActor).options(
-                max_restarts=-1, max_concurrency=16, **actor_options(options, self.executor.env)
-            )
-            for _ in range(count):
-                self._asks.append(asks(registry, options))
-                settings = evolve(self.settings, consumer=self._actor_consumer(len(handles)), timers=False)
-                handles.append(remote.remote(registry, self.redis_url, settings, threads, logs.configured()))
-        return handles
+        groups = groups_of(partition(self.registry))
+        counts = plan([(g.registry, g.options) for g in groups], self.per_group, cluster_cpus())
+        planned = [(evolve(g, options=o), n) for g, (_, o, n) in zip(groups, counts, strict=True)]
+        self.controller.start(self.group, self.consumer, planned)
+        healthy = functools.partial(self.supervisor.healthy, "actors")
+        self.supervisor.spawn("actors", functools.partial(self.controller.run, self._stopping, healthy))
 
-    def _actor_consumer(self, index: int) -> str:
-        """Actor ``index``'s consumer name: each actor is a consumer of its own."""
-        return f"{self.consumer}-a{index}"
-
-    async def _serve(self, index: int, handle: Any) -> None:
-        if self.stopping:
-            return  # an actor that died while draining is not started again
-        await handle.run.remote()
-        if not self.stopping:
-            raise RuntimeError(f"actor {index} stopped serving")
+    def _removed(self, index: int, report: Report | None) -> None:
+        self.reports.take({index: report})
+        self.reports.forget(index)
 
     async def _poll_until_stopped(self) -> None:
         while not self.stopping:
@@ -175,13 +165,15 @@ class ActorPool:
             await wait_set(self._stopping, POLL_INTERVAL_S)
 
     async def _poll(self) -> None:
-        reports = await asyncio.gather(*(self._report(i, h) for i, h in enumerate(self._handles)))
-        self.reports.take(reports)
+        slots = list(self.actors.slots.values())
+        reports = await asyncio.gather(*(self._report(s.index, s.handle) for s in slots))
+        self.reports.take({slot.index: report for slot, report in zip(slots, reports, strict=True)})
         if self.state == "starting":
             self._check_started()
 
     def _check_started(self) -> None:
-        if self.reports.all_reading(len(self._handles)):
+        slots = self.actors.slots
+        if self.reports.all_reading(slots):
             self._set_state("reading")
             self.reading.set()
             streams = ", ".join(self.registry.streams)
@@ -190,18 +182,18 @@ class ActorPool:
                 self.consumer,
                 streams,
                 self.group,
-                len(self._handles),
+                len(slots),
             )
         elif not self._warned and time.time() - self.started_at > PLACE_WARN_S:
             self._warned = True
-            waiting = [i for i in range(len(self._handles)) if i not in self.reports.snapshots]
+            waiting = [i for i in slots if i not in self.reports.snapshots]
             log.warning(
                 "worker %s: actors %s not running after %.0f s (can Ray place them? %s); the "
                 "worker is not ready until they are",
                 self.consumer,
                 ", ".join(map(str, waiting)),
                 PLACE_WARN_S,
-                "; ".join(self._asks[i] for i in waiting),
+                "; ".join(slots[i].group.asks for i in waiting),
             )
 
     async def _report(self, index: int, handle: Any) -> Report | None:
@@ -227,21 +219,19 @@ class ActorPool:
             lanes=self.reports.lanes(handlers),
             redis_down_since=self.reports.redis_down_since(),
             failing_loops={**self.supervisor.failing, **self.reports.failing_loops()},
+            actors=self.controller.states(),
         )
 
     async def _drain(self, started: bool) -> None:
         self._stopping.set()
         self._set_state("draining")
-        for handle in self._handles:
-            with contextlib.suppress(Exception):
-                await handle.stop.remote()
+        await self.actors.stop_all()
         await self.supervisor.wait(self.settings.grace_period + STOP_SLACK_S)  # the actors drain
         await self.supervisor.close()
-        if self._handles:  # their last lines are in Ray's log files: let Ray forward them here
+        if self.actors.slots:  # their last lines are in Ray's log files: let Ray forward them here
             await asyncio.sleep(LOG_FORWARD_S)
-        for handle in self._handles:
-            with contextlib.suppress(Exception):
-                ray.kill(handle)
+        self.actors.kill_all()
+        await self.controller.unpublish()
         if started:
             await self.executor.close()
         self._set_state("stopped")

@@ -6,7 +6,7 @@ whole worker, :class:`~streamtasks.worker.health.OutageFold`)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 
 from ..worker.events import Event, LaneSnapshot, Snapshot
 from ..worker.health import OutageFold
@@ -25,10 +25,10 @@ class Reports:
         self.snapshots: dict[int, Snapshot] = {}
         self._tallies: dict[int, Tally] = {}  # actor -> its tally as last reported
 
-    def take(self, reports: list[Report | None]) -> None:
-        """One poll's reports, by actor (None: the actor did not answer)."""
+    def take(self, reports: Mapping[int, Report | None]) -> None:
+        """One poll's reports, by actor index (None: the actor did not answer)."""
         outages: list[tuple[float, int, Event]] = []
-        for index, report in enumerate(reports):
+        for index, report in reports.items():
             if report is None:
                 continue
             snapshot, tally = report
@@ -44,9 +44,19 @@ class Reports:
             self.outages.see(index, at, event)
         self.outages.tick(time.time())
 
-    def all_reading(self, actors: int) -> bool:
-        snaps = self.snapshots.values()
-        return len(self.snapshots) == actors and all(s.state == "reading" for s in snaps)
+    def all_reading(self, actors: Collection[int]) -> bool:
+        """True when every one of ``actors`` (indices) reported that it reads."""
+        return all(i in self.snapshots and self.snapshots[i].state == "reading" for i in actors)
+
+    def reading(self, index: int) -> bool:
+        snapshot = self.snapshots.get(index)
+        return snapshot is not None and snapshot.state == "reading"
+
+    def forget(self, index: int) -> None:
+        """Actor ``index`` is gone (removed): its gauges no longer count, its counts stay."""
+        self.snapshots.pop(index, None)
+        self._tallies.pop(index, None)
+        self.outages.forget(index, time.time())
 
     def lanes(self, handlers: dict[str, str]) -> dict[str, LaneSnapshot]:
         """Per stream (``handlers``: stream -> handler name): the actors' gauges summed, and

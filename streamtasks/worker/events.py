@@ -228,6 +228,32 @@ class LaneSnapshot:
 
 
 @frozen
+class ActorGroupState:
+    """Actor mode: the actors of one group of handlers (equal Ray options): how many are
+    wanted, how many read, how many Ray has not started yet, the bounds (None: a fixed
+    number), and why the number is what it is."""
+
+    handlers: tuple[str, ...]  # the group's streams
+    desired: int
+    running: int
+    starting: int
+    min: int | None = None
+    max: int | None = None
+    reason: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "handlers": list(self.handlers),
+            "desired": self.desired,
+            "running": self.running,
+            "starting": self.starting,
+            "min": self.min,
+            "max": self.max,
+            "reason": self.reason,
+        }
+
+
+@frozen
 class Snapshot:
     """A read-only picture of one worker, for metrics, heartbeats, status and the dashboard."""
 
@@ -238,6 +264,7 @@ class Snapshot:
     lanes: Mapping[str, LaneSnapshot]
     redis_down_since: float | None  # monotonic time, None while Redis answers
     failing_loops: Mapping[str, str] = field(factory=dict)  # loop name -> its last error
+    actors: tuple[ActorGroupState, ...] = ()  # actor mode: per group of handlers
 
     @property
     def in_flight(self) -> int:

@@ -1,6 +1,7 @@
 """The loops beside a worker's read loop, each run by its supervisor (logged, visible in
 ``/readyz`` and ``status``, restarted with backoff when it fails): the heartbeat, the blocking
-read's unblock on stop, reclaim, lease renewal, the gap watch, the Redis probe, trimming, and
+read's unblock on stop, reclaim, lease renewal, the gap watch, the Redis probe, consumer
+hygiene, trimming, and
 the delayed-entry mover and periodic ticker (:mod:`.timers`)."""
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from redis import exceptions as rx
 
-from ..aio import wait_set
 from ..redisutil import REDIS_DOWN
 from .health import probe
 
@@ -42,6 +42,7 @@ class Loops:
         spawn("lease", self._lease)
         spawn("gaps", functools.partial(w.gaps.run, self.stopping.is_set, self._healthy("gaps")))
         spawn("probe", functools.partial(probe, w.redis, w.health, self.stopping, self._healthy("probe")))
+        spawn("hygiene", functools.partial(w.hygiene.run, self.stopping, self._healthy("hygiene")))
         if w.trimmer.wanted(w.lanes):
             spawn("trim", functools.partial(w.trimmer.run, w.lanes, self.stopping, self._healthy("trim")))
         w.timers.spawn(w.supervisor, self.stopping)
@@ -52,22 +53,13 @@ class Loops:
     async def _reclaim(self) -> None:
         w = self.w
         while not self.stopping.is_set():
-            more = False
-            for lane in w.lanes.values():
-                try:
-                    more |= await w.reclaimer.reclaim(lane)
-                    w.health.ok()
-                except REDIS_DOWN as exc:
-                    await w.health.failed(exc, "reclaiming")
-                except rx.ResponseError as exc:
-                    if "NOGROUP" not in str(exc):  # NOGROUP: the read loop recreates the group
-                        raise
+            more = await w.reclaimer.reclaim_all(w.lanes.values(), w.health)
             w.supervisor.healthy("reclaim")
             if w.dispatcher.unsettled:
                 with contextlib.suppress(*REDIS_DOWN, rx.ResponseError):  # asked again next round
                     await w.dispatcher.settled_elsewhere(w.pending)
             if not more:  # a full page may mean more are waiting: go again at once
-                await wait_set(self.stopping, w.settings.reclaim_interval)
+                await w.reclaimer.pause(w.settings.reclaim_interval)
 
     async def _lease(self) -> None:
         # Until the drain is over (the supervisor cancels it): in-flight batches keep their

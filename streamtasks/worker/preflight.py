@@ -71,7 +71,7 @@ def probes(
     periodic: Sequence[str] = (),
     results: Sequence[str] = (),
 ) -> list[Probe]:
-    """Every command of the worker (``worker/*.py``, ``lua.py``, redis-py's script loading) for
+    """Every command of the worker (``worker/*.py``, ``lua/``, redis-py's script loading) for
     ``streams`` (``(stream, dead-letter stream)`` pairs; ``trimmed``: the keys it trims;
     ``recorded``: the keys it sets; ``periodic``: the streams whose ticks it claims;
     ``results``: the streams whose handlers store results)."""
@@ -80,6 +80,7 @@ def probes(
     out = [
         Probe("SET", ("SET", beat, "{}", "EX", "0")),  # heartbeat; "invalid expire time"
         Probe("DEL", ("DEL", other_beat)),  # sign-off
+        Probe("EXISTS", ("EXISTS", other_beat)),  # consumer hygiene: a live worker's heartbeat?
         Probe("EVALSHA", ("EVALSHA", NO_SUCH_SHA, "0")),  # NOSCRIPT
         Probe("SCRIPT LOAD", ("SCRIPT", "LOAD", "return 1")),
         Probe("SCRIPT EXISTS", ("SCRIPT", "EXISTS", NO_SUCH_SHA)),  # scripts in a pipeline
@@ -94,6 +95,7 @@ def probes(
             Probe("XREVRANGE", ("XREVRANGE", stream, BAD_ID, BAD_ID)),
             Probe("XINFO STREAM", ("XINFO", "STREAM", stream)),
             Probe("XINFO GROUPS", ("XINFO", "GROUPS", stream)),
+            Probe("XINFO CONSUMERS", ("XINFO", "CONSUMERS", stream, group)),  # consumer hygiene
             Probe("XPENDING", ("XPENDING", stream, group, BAD_ID, BAD_ID, "1")),
             Probe("XACK", ("XACK", stream, group, BAD_ID)),
             Probe("XCLAIM", ("XCLAIM", stream, group, consumer, "0", BAD_ID)),

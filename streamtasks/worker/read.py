@@ -18,27 +18,26 @@ added since is skipped.
 On one node the blocking read has a connection of its own, whose ``CLIENT ID`` the reader
 knows: :meth:`Reader.unblock` (a worker's stop) ends a read in progress at once with
 ``CLIENT UNBLOCK``, which Redis answers as if its ``BLOCK`` had run out (no entry is
-delivered by it), instead of waiting up to ``block`` seconds for it.
+delivered by it), instead of waiting up to ``block`` seconds for it. After a failed read that
+connection goes back to the pool and the next read takes one from it: the pool connects it
+where the server is *now* (for a ``redis+sentinel://`` URL, the master the sentinels name after
+a failover), whereas redis-py 8 reconnects a connection it kept to the address it had before.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis import exceptions as rx
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
-from .. import keys
 from ..connect import is_cluster
-from ..errors import ConfigError
-from ..redisutil import REDIS_DOWN, flat_fields, text
-from ..streams import restart_point
-from .gaps import read_counter_at_start
+from ..redisutil import REDIS_DOWN, text
+from .groups import Groups
 from .lanes import Lane
 from .priority import Priorities
 from .run import RawEntry
@@ -48,8 +47,6 @@ log = logging.getLogger("streamtasks.worker")
 #: XREADGROUP block (seconds) while some stream is left out of the read because its lane is
 #: full: the read returns soon enough to pick that stream up again when a batch finishes.
 BUSY_BLOCK = 0.005
-#: Pause after recreating groups, so a read loop that keeps hitting NOGROUP cannot spin.
-RECREATE_PAUSE_S = 0.05
 #: On Redis Cluster with lanes in several slots (no blocking read can name them all): pause
 #: this long after a round of reads that found nothing.
 CLUSTER_POLL_S = 0.05
@@ -87,6 +84,7 @@ class Reader:
         #: What to read of prioritized streams (.priority); it links their lanes' levels.
         self.priorities = Priorities(lanes)
         self.cluster = is_cluster(redis)
+        self.groups = Groups(redis, group, consumer, lanes, self.cluster)
         # One node: a client of our own without redis-py's XREADGROUP reply parser (its
         # callback table ignores case). A cluster's table does not: the lower-case name does it.
         # It holds one connection, so a blocking read can be ended by its CLIENT ID.
@@ -99,29 +97,9 @@ class Reader:
         self._blocking = False  # a blocking XREADGROUP is in flight
         self._unblocked = False  # stopped: no blocking read any more
 
-    def check_slots(self) -> None:
-        """On Redis Cluster: every lane's scripts name keys of one slot, else ConfigError."""
-        if not self.cluster:
-            return
-        for lane in self.lanes.values():
-            others = [lane.spec.dead_letter_stream, keys.failures_key(lane.stream, self.group)]
-            others += keys.schedule_keys(lane.stream)
-            problem = keys.same_slot_problem(lane.stream, others)
-            if problem:
-                raise ConfigError(problem)
-
     async def ensure_groups(self) -> None:
-        self.check_slots()
-        await record_shards(self.redis, self.lanes.values())
-        for lane in self.lanes.values():
-            with contextlib.suppress(rx.ResponseError):  # BUSYGROUP: it exists
-                read = await read_counter_at_start(self.redis, lane.stream)  # trims stay visible
-                await self.redis.xgroup_create(lane.stream, self.group, "0", True, entries_read=read)
-            # Size the first read from the newest entry, so a backlog of big entries is not
-            # read a full count at a time before the lane has measured them.
-            newest: Any = await self.redis.xrevrange(lane.stream, count=1)
-            if newest:
-                lane.sample_size([(text(newest[0][0]), flat_fields(newest[0][1]), 1)])
+        """Create the lanes' groups where missing (:meth:`.groups.Groups.ensure`)."""
+        await self.groups.ensure()
 
     def readable(self) -> list[Lane]:
         """The lanes to read now: those with room; of a prioritized stream, as its levels' plan
@@ -139,7 +117,7 @@ class Reader:
         except rx.ResponseError as exc:
             if not _group_lost(exc):
                 raise
-            await self.recreate_groups()
+            await self.groups.recreate()
             return {}
         self.priorities.saw(lanes, out)
         return out
@@ -161,7 +139,7 @@ class Reader:
         if lost is not None and (not out or _group_lost(lost)):
             if not out:
                 raise lost
-            await self.recreate_groups()  # what the other lanes read is kept
+            await self.groups.recreate()  # what the other lanes read is kept
         return out
 
     async def _read_blocking(self, counts: Mapping[Lane, int], block: float) -> dict[Lane, list[RawEntry]]:
@@ -182,11 +160,24 @@ class Reader:
         self._blocking = True
         try:
             reply = await command(
-                _XREADGROUP, "GROUP", self.group, self.consumer, "COUNT", blocking_count(counts),
-                "BLOCK", max(1, int(block * 1000)), "STREAMS", *streams, *[">"] * len(streams),
-            )  # fmt: skip
+                _XREADGROUP,
+                "GROUP",
+                self.group,
+                self.consumer,
+                "COUNT",
+                blocking_count(counts),
+                "BLOCK",
+                max(1, int(block * 1000)),
+                "STREAMS",
+                *streams,
+                *[">"] * len(streams),
+            )
+        except Exception:
+            self._client_id = None  # the next read is on a new connection:
+            await self._client.aclose(close_connection_pool=False)  # (see the module docstring)
+            raise
         except BaseException:
-            self._client_id = None  # the next read may be on a new connection
+            self._client_id = None
             raise
         finally:
             self._blocking = False
@@ -227,64 +218,6 @@ class Reader:
         for raw_stream, entries in streams:
             if entries:
                 out[self.lanes[text(raw_stream)]] = [(text(i), f, 1) for i, f in entries]
-
-    async def recreate_groups(self) -> None:
-        """After NOGROUP: recreate every missing group from its :func:`restart_point`."""
-        for lane in self.lanes.values():
-            newest = await self._last_generated(lane.stream)
-            start, stream_lost = restart_point(newest, lane.last_id)
-            try:
-                read = await read_counter_at_start(self.redis, lane.stream) if start == "0" else None
-                await self.redis.xgroup_create(lane.stream, self.group, start, True, entries_read=read)
-            except rx.ResponseError:
-                continue  # BUSYGROUP: this one still exists (or another worker beat us)
-            read_before, lane.last_id = lane.last_id, None if start == "0" else start
-            if stream_lost and newest not in (None, "0-0"):
-                cause = (
-                    f"Redis came back older: the stream's newest entry is {newest}, below {read_before} "
-                    "this worker had read (restarted from an AOF/RDB that lacked acknowledged writes?); "
-                    f"entries added after {newest} up to then are gone"
-                )
-            elif stream_lost:
-                cause = "the stream is new: Redis lost it (restart without persistence?)"
-            else:
-                cause = "the group was deleted (or Redis restarted and the stream was written again since)"
-            log.warning(
-                "consumer group %s on %s was missing; %s; recreated from %s; %d entries this "
-                "worker held are no longer tracked (their acks are no-ops), and entries pending "
-                "on other consumers of the old group cannot be recovered",
-                self.group, lane.stream, cause, start, len(lane.held),
-                extra={"stream": lane.stream, "consumer": self.consumer, "group": self.group},
-            )  # fmt: skip
-        await asyncio.sleep(RECREATE_PAUSE_S)
-
-    async def _last_generated(self, stream: str) -> str | None:
-        try:
-            info: dict[Any, Any] = await self.redis.xinfo_stream(stream)
-        except rx.ResponseError:
-            return None  # no such stream
-        return text(info.get("last-generated-id") or info.get(b"last-generated-id") or b"0-0")
-
-
-async def record_shards(redis: Redis, lanes: Iterable[Lane]) -> None:
-    """Record each sharded stream's shard count (``keys.shard_count_key``), so a producer
-    not told it still sends a keyed entry to the right shard, never to a stream no worker
-    reads. Another count recorded before (a deployment changing it) is logged."""
-    counts = {spec.shard_of: spec.shards for spec in (lane.spec for lane in lanes)}
-    for stream, count in counts.items():
-        if not stream:
-            continue
-        before = await redis.set(keys.shard_count_key(stream), str(count), get=True)
-        if before is not None and text(before) != str(count):
-            recorded = text(before)
-            log.warning(
-                "stream %s was recorded with %s shards; this worker serves %d, and producers "
-                "that look the count up now send to %d",
-                stream,
-                recorded,
-                count,
-                count,
-            )
 
 
 def _group_lost(exc: Exception) -> bool:

@@ -9,14 +9,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from .. import lua
+from ..aio import wait_set
 from ..logs import LOGGED_IDS
 from ..redisutil import REDIS_DOWN, text
 from ..retry import Dead
@@ -60,6 +62,27 @@ class Reclaimer:
         self.emit = emit
         self.start = start  # dispatch now: the read loop may be blocked on XREADGROUP a while
         self._script = redis.register_script(lua.RECLAIM)
+        #: Set to reclaim now instead of after the pause (entries were just handed over, or a stop).
+        self.due = asyncio.Event()
+
+    async def reclaim_all(self, lanes: Iterable[Lane], health: RedisHealth) -> bool:
+        """:meth:`reclaim` every lane, Redis outages waited out; True if one may have more."""
+        more = False
+        for lane in lanes:
+            try:
+                more |= await self.reclaim(lane)
+                health.ok()
+            except REDIS_DOWN as exc:
+                await health.failed(exc, "reclaiming")
+            except rx.ResponseError as exc:
+                if "NOGROUP" not in str(exc):  # NOGROUP: the read loop recreates the group
+                    raise
+        return more
+
+    async def pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if :attr:`due` is set."""
+        await wait_set(self.due, seconds)
+        self.due.clear()
 
     async def reclaim(self, lane: Lane) -> bool:
         """Claim entries of ``lane``; True if a full page came back (more may be waiting)."""
@@ -73,10 +96,15 @@ class Reclaimer:
         if deleted:
             log.error(
                 "%d pending entries of %s were trimmed or deleted before being handled",
-                len(deleted), lane.stream,
-                extra={"stream": lane.stream, "consumer": self.consumer, "group": self.group,
-                       "entry_ids": [text(i) for i in deleted[:LOGGED_IDS]]},
-            )  # fmt: skip
+                len(deleted),
+                lane.stream,
+                extra={
+                    "stream": lane.stream,
+                    "consumer": self.consumer,
+                    "group": self.group,
+                    "entry_ids": [text(i) for i in deleted[:LOGGED_IDS]],
+                },
+            )
             self.emit(Lost(lane.stream, lane.spec.name, len(deleted), "pending entries trimmed or deleted"))
         claimed = [
             (raw_id.decode(), raw or [], int(n)) for (raw_id, raw), n in zip(entries, counts, strict=True)

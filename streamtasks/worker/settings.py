@@ -35,6 +35,9 @@ class WorkerSettings:
     #: The longest the mover sleeps: an entry added while it slept, due before the one it
     #: knew, is moved at most this late (plus the move); see :mod:`.timers`.
     delayed_poll: float = 0.25
+    #: Seconds a consumer with no live heartbeat and nothing pending may stay idle before it is
+    #: removed from the group (:mod:`streamtasks.worker.hygiene`).
+    consumer_grace: float = 120.0
 
     @property
     def visibility_ms(self) -> int:

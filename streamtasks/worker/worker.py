@@ -24,6 +24,7 @@ from .executors import Executor
 from .gaps import GapWatch
 from .health import RedisHealth
 from .heartbeat import Heartbeat
+from .hygiene import Hygiene
 from .lanes import Lane
 from .loops import Loops
 from .pending import PendingEntries
@@ -86,6 +87,7 @@ class Worker:
         self.shutdown = Shutdown(redis, self.pending, s.grace_period, emit)
         self.trimmer = Trimmer(redis, self.health, emit)
         self.timers = Timers(redis, registry.handlers.values(), self.group, self.health, emit, s)
+        self.hygiene = Hygiene(redis, self.group, self.consumer, self.lanes, s.consumer_grace, self.health)
         self.cluster = executor.cluster
         self.heartbeat = Heartbeat(redis, self.group, s, self.snapshot, self.cluster)
         self.started_at, self.state = time.time(), "starting"
@@ -101,6 +103,11 @@ class Worker:
         """Stop reading; in-flight batches finish (within the grace period) and are settled."""
         self._stopping.set()
         self._wakeup.set()
+        self.reclaimer.due.set()
+
+    def reclaim_soon(self) -> None:
+        """Look for claimable entries now (another consumer's were just handed over)."""
+        self.reclaimer.due.set()
 
     @property
     def stopping(self) -> bool:

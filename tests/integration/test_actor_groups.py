@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from support.http import get, wait_ready
 from support.procs import free_port
 from support.waiting import wait_until
-from test_metrics import get, wait_ready
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.integration

@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 from attrs import evolve
 from redis.asyncio import Redis
+from support.builtins import GROUP, rows, training_fields
 from support.waiting import equals, wait_until
 
 from streamtasks.adserving import AsyncProcessingSystem
@@ -26,21 +27,12 @@ from streamtasks.worker import WorkerSettings
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.integration
-GROUP = "streamtasks-adserving"
 
 
 def config(redis_url: str, database_url: str) -> AsyncProcessingConfig:
     return AsyncProcessingConfig.from_env(
         {"REDIS_URL": redis_url, "DATABASE_URL": database_url}, env_file=None
     )
-
-
-async def rows(database_url: str, sql: str) -> Any:
-    conn = await asyncpg.connect(database_url)
-    try:
-        return await conn.fetchval(sql)
-    finally:
-        await conn.close()
 
 
 @pytest.mark.parametrize("mode", ["actors", "tasks"])
@@ -105,11 +97,6 @@ def resp(*parts: str | bytes) -> bytes:
         b = p.encode() if isinstance(p, str) else p
         out += [f"${len(b)}\r\n".encode(), b, b"\r\n"]
     return b"".join(out)
-
-
-def training_fields(i: int) -> list[str]:
-    return ["model_name", "m1", "request_id", f"r{i}", "input_data", json.dumps({"i": i}),
-            "source_ip", "10.0.0.1", "_st_mid", f"t-{i}"]  # fmt: skip
 
 
 def inference_fields(i: int) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -11,18 +10,13 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from support.cli import cli
 from support.entries import handled, pending
 from support.waiting import wait_until
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "streamtasks"]
-
-
-def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = HERE) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, timeout=60, cwd=cwd, env={**os.environ, **(env or {})}
-    )
 
 
 def redis_cli_xadd(url: str, stream: str, n: int) -> None:

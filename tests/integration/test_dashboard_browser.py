@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 import redis as syncredis
 from support.browser import close_chromium, open_chromium, wait_for
-from support.dashboard import TOKEN
+from support.dashboard import TOKEN, start_dashboard
 from support.modes import one_consumer
-from support.procs import free_port
 
 from streamtasks.keys import heartbeat_key
 
@@ -42,17 +41,6 @@ def chrome(tmp_path: Path) -> Iterator[Any]:
     driver = open_chromium(profile)
     yield driver
     close_chromium(driver, profile)
-
-
-def start_dashboard(spawn: Any, redis_url: str, **env: str) -> str:
-    port = free_port()
-    proc = spawn(
-        [*CLI, "dashboard", "obs_app:registry", "--redis-url", redis_url, "--port", str(port),
-         "--interval", "0.5"],
-        cwd=HERE, env={"STREAMTASKS_DASHBOARD_TOKEN": TOKEN, **env}, name="dashboard",
-    )  # fmt: skip
-    proc.wait_for_log(r"dashboard on http://127\.0\.0\.1:\d+/", timeout=30)
-    return f"http://127.0.0.1:{port}"
 
 
 def start_worker(spawn: Any, redis_url: str, ray_address: str, name: str) -> tuple[Any, str]:

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from support.browser import close_chromium, open_chromium, wait_for
+from support.dashboard import start_dashboard
 from support.proxy import TcpProxy
-from test_dashboard_browser import start_dashboard
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis as syncredis
-from test_dlq_cli import add_dead
+from support.deadletters import add_dead
 
 from streamtasks.cli.common import EXIT_ERROR, EXIT_OK, EXIT_USAGE
 

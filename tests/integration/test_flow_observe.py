@@ -8,8 +8,8 @@ import flow_app
 import pytest
 from redis.asyncio import Redis
 from rich.console import Console
+from support.cli import cli
 from support.dashboard import TOKEN
-from test_cli import cli
 
 from streamtasks.cli.status import render
 from streamtasks.observe.dashboard import Access, Dashboard, DashboardServer, Targets

@@ -7,8 +7,6 @@ import asyncio
 import json
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import pytest
 from obs_app import DONE_KEY, GATE_KEY
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
+from support.http import get, wait_ready
 from support.modes import MODE, one_consumer
 from support.procs import free_port
 from support.waiting import wait_until
@@ -26,18 +25,6 @@ HERE = Path(__file__).resolve().parent
 CLI = [sys.executable, "-m", "streamtasks"]
 GROUP = "obs-tests"
 pytestmark = pytest.mark.integration
-
-
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=15) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-async def get(port: int, path: str) -> tuple[int, str]:
-    return await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}{path}")
 
 
 async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -65,13 +52,6 @@ def start_worker(
     )  # fmt: skip
     worker.wait_for_log(r"metrics on http://", timeout=30)
     return worker
-
-
-async def wait_ready(port: int, timeout: float = 60) -> None:
-    async def ready() -> bool:
-        return (await get(port, "/readyz"))[0] == 200
-
-    await wait_until(ready, timeout=timeout, interval=0.2)
 
 
 async def group_row(redis: Redis, stream: str) -> dict[str, Any]:

@@ -15,9 +15,9 @@ import asyncpg
 import core_app
 import pytest
 from redis.asyncio import Redis
+from support.builtins import rows, training_fields
 from support.entries import handled, pending
 from support.waiting import wait_until
-from test_builtins_e2e import rows, training_fields
 
 from streamtasks.adserving import AsyncProcessingSystem
 from streamtasks.adserving.config import AsyncProcessingConfig

@@ -6,11 +6,12 @@ import asyncio
 import json
 import math
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
+from support.builtins import NOW, inference_msg, schema_snapshot, training_msg
 
 import streamtasks.builtins as builtins
 from streamtasks.adserving.db import create_pool, database_health
@@ -19,39 +20,8 @@ from streamtasks.adserving.records import parse_inference, parse_training
 from streamtasks.adserving.schema import schema_dir, setup_database
 from streamtasks.adserving.store import store_inference, store_training
 from streamtasks.errors import DecodeError
-from streamtasks.message import Message
 
 pytestmark = pytest.mark.integration
-
-NOW = datetime(2024, 1, 1, 12, 0, tzinfo=timezone.utc)
-_seq = iter(range(10**9))
-
-
-def ms(at: datetime) -> int:
-    return int(at.timestamp() * 1000)
-
-
-def training_msg(request_id: str, *, model: str = "fraud", at: datetime = NOW, mid: str | None = None,
-                 input_data: str = '{"user_id": 1}', **extra: str) -> Message:  # fmt: skip
-    fields = {"model_name": model, "request_id": request_id, "input_data": input_data,
-              "_st_ts": str(ms(at)), **extra}  # fmt: skip
-    if mid is not None:
-        fields["_st_mid"] = mid
-    return Message("training_data_stream", f"{ms(at)}-{next(_seq)}", fields)
-
-
-def inference_msg(request_id: str, *, model: str = "fraud", at: datetime = NOW, ms_taken: float = 10.0,
-                  confidence: float = 0.5, anomaly: bool = False, mid: str | None = None,
-                  ) -> Message:  # fmt: skip
-    fields = {
-        "model_name": model, "request_id": request_id, "prediction": '{"p": 1}',
-        "confidence": repr(confidence), "anomaly_score": "0.1",
-        "is_anomaly": "true" if anomaly else "false", "processing_time_ms": repr(ms_taken),
-        "_st_ts": str(ms(at)),
-    }  # fmt: skip
-    if mid is not None:
-        fields["_st_mid"] = mid
-    return Message("inference_results_stream", f"{ms(at)}-{next(_seq)}", fields)
 
 
 @pytest.fixture
@@ -60,22 +30,6 @@ async def pool(database_url: str) -> AsyncIterator[Any]:
     await setup_database(pool)
     yield pool
     await pool.close()
-
-
-async def schema_snapshot(conn: Any) -> list[Any]:
-    return [
-        tuple(r)
-        for r in await conn.fetch(
-            """
-            SELECT 'col', table_name, column_name || ' ' || data_type || ' ' || is_nullable
-              FROM information_schema.columns WHERE table_schema = 'public'
-            UNION ALL SELECT 'idx', tablename, indexdef FROM pg_indexes WHERE schemaname = 'public'
-            UNION ALL SELECT 'con', conrelid::regclass::text, pg_get_constraintdef(oid)
-              FROM pg_constraint WHERE connamespace = 'public'::regnamespace
-            ORDER BY 1, 2, 3
-            """
-        )
-    ]
 
 
 async def test_setup_twice_changes_nothing(database_url: str) -> None:

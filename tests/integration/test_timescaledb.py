@@ -23,7 +23,7 @@ import asyncpg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_store import inference_msg, schema_snapshot, training_msg
+from support.builtins import inference_msg, schema_snapshot, training_msg
 
 from streamtasks.adserving.modelstats import (
     LATENCY_HISTOGRAM,
@@ -616,7 +616,7 @@ async def test_db_status_shows_hypertables_chunks_compression_and_job_runs(
     assert compressed >= 4
     job_id = (await jobs(ts))[("policy_refresh_continuous_aggregate", "inference_results_hourly")]["job_id"]
     await ts.execute("SELECT alter_job($1, next_start => now())", job_id)
-    for _ in range(300):  # the scheduler picks it up within a second or two
+    for _ in range(600):  # the scheduler picks it up within a second or two (idle machine)
         finished = await ts.fetchval(  # a run that ended (while one runs, its status is unknown)
             "SELECT total_runs FROM timescaledb_information.job_stats"
             " WHERE job_id = $1 AND last_run_status IS NOT NULL AND job_status <> 'Running'",
@@ -625,6 +625,8 @@ async def test_db_status_shows_hypertables_chunks_compression_and_job_runs(
         if finished:
             break
         await asyncio.sleep(0.1)
+    else:
+        pytest.fail(f"TimescaleDB's scheduler did not run job {job_id} within 60 s")
 
     status = await timescale_status(ts)
     assert status["timescaledb"] == await ts.fetchval(

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
@@ -16,8 +18,11 @@ from streamtasks.app import load_registry
 from streamtasks.deadletter import dead_letter_fields
 from streamtasks.observe.dashboard import Access, Dashboard, DashboardServer, Panel, Targets
 from streamtasks.retry import ErrorInfo
+from support.procs import free_port
 
 TOKEN = "test-dashboard-token-5d1f"
+INTEGRATION = Path(__file__).resolve().parents[1] / "integration"
+CLI = [sys.executable, "-m", "streamtasks"]
 APP = "obs_app:registry"
 
 
@@ -94,3 +99,14 @@ def served_in_thread(
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(30)
+
+
+def start_dashboard(spawn: Any, redis_url: str, **env: str) -> str:
+    port = free_port()
+    proc = spawn(
+        [*CLI, "dashboard", "obs_app:registry", "--redis-url", redis_url, "--port", str(port),
+         "--interval", "0.5"],
+        cwd=INTEGRATION, env={"STREAMTASKS_DASHBOARD_TOKEN": TOKEN, **env}, name="dashboard",
+    )  # fmt: skip
+    proc.wait_for_log(r"dashboard on http://127\.0\.0\.1:\d+/", timeout=30)
+    return f"http://127.0.0.1:{port}"

@@ -1,7 +1,7 @@
 """OpenTelemetry in the test process: ONE SDK tracer provider with an in-memory exporter,
-installed on first use (a process' global provider can be set once), and the ``spans``
-fixture that empties it around a test. This is also the setup the tracing guide shows users
-for their own tests."""
+installed on first use (a process' global provider can be set once: if one is set already,
+the exporter is added to it), and the ``spans`` fixture that empties it around a test. This
+is also the setup the tracing guide shows users for their own tests."""
 
 from __future__ import annotations
 
@@ -23,9 +23,13 @@ def memory_exporter() -> Any:
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
         _exporter = InMemorySpanExporter()
-        provider = TracerProvider()
+        provider = trace.get_tracer_provider()
+        if not isinstance(provider, TracerProvider):  # the first: set it
+            provider = TracerProvider()
+            trace.set_tracer_provider(provider)
+        # else one was set already (the tracing guide's example, run in this process by the docs
+        # test): the global provider cannot be replaced, so the exporter joins it
         provider.add_span_processor(SimpleSpanProcessor(_exporter))
-        trace.set_tracer_provider(provider)
     return _exporter
 
 

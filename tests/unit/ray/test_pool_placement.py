@@ -12,6 +12,7 @@ import pytest
 from streamtasks import Registry
 from streamtasks.ray import pool as actors
 from streamtasks.ray.pool import ActorPool
+from streamtasks.ray.slots import ActorGroup, Slot
 from streamtasks.worker.events import Snapshot
 from streamtasks.worker.tally import Tally
 
@@ -59,8 +60,9 @@ class NoRedis:
 
 def pool(*states: str | None) -> ActorPool:
     p = ActorPool(registry, NoRedis(), "redis://", NoRay())  # type: ignore[arg-type]
-    p._handles = [Actor(state) for state in states]
-    p._asks = [f"s asks for num_cpus=1.0 (actor {i})" for i in range(len(states))]
+    for i, state in enumerate(states):
+        group = ActorGroup(i, registry, {"num_cpus": 1.0, "i": i}, 1)
+        p.actors.slots[i] = Slot(i, group, Actor(state), f"c-a{i}")
     return p
 
 
@@ -69,7 +71,7 @@ async def test_ready_only_once_every_actor_reads(monkeypatch: pytest.MonkeyPatch
     p = pool("reading", None)
     await p._poll()
     assert p.state == "starting" and not p.reading.is_set()  # one of two actors reads
-    p._handles[1] = Actor("reading")
+    p.actors.slots[1].handle = Actor("reading")
     await p._poll()
     assert p.state == "reading" and p.reading.is_set()
 
@@ -85,4 +87,4 @@ async def test_actors_not_started_in_time_are_named_once(
         await p._poll()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "actors 1 not running" in warnings[0], warnings
-    assert "s asks for num_cpus=1.0 (actor 1)" in warnings[0] and p.state == "starting"
+    assert "s asks for num_cpus=1.0" in warnings[0] and p.state == "starting"

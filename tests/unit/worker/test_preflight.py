@@ -30,11 +30,13 @@ def test_every_redis_command_the_worker_and_its_scripts_use_is_checked() -> None
         + lua.CLAIM_TICKS
         + lua.SETTLE_RESULT
         + lua.NOTIFY
+        + lua.FORGET_CONSUMER
     )
     called = set(re.findall(r"redis\.call\('(\w+)'", scripts))
     methods: set[str] = set()
+    calls = re.compile(r"(?:redis|pipe|_client)\.(x\w+|h\w+|set|delete|exists)\(")
     for path in (PACKAGE / "worker").glob("*.py"):
-        methods |= set(re.findall(r"(?:redis|pipe|_client)\.(x\w+|h\w+|set|delete)\(", path.read_text()))
+        methods |= set(calls.findall(path.read_text()))
     names = {m.split("_")[0] for m in methods} | {c.lower() for c in called}
     names = {"del" if n == "delete" else n for n in names}
     assert names <= checked, names - checked
@@ -43,7 +45,7 @@ def test_every_redis_command_the_worker_and_its_scripts_use_is_checked() -> None
 def test_every_probe_is_on_the_workers_own_keys() -> None:
     found = probes([("orders", "orders:dead")], "g", "c")
     assert Probe("XADD", ("XADD", "orders:dead", "not-an-id", "f", "v")) in found
-    exempt = ("SCRIPT", "EVAL", "SET", "DEL", "TIME")  # scripts, the heartbeat, Redis' clock
+    exempt = ("SCRIPT", "EVAL", "SET", "DEL", "EXISTS", "TIME")  # scripts, heartbeats, Redis' clock
     assert all("orders" in " ".join(p.argv) or p.command.startswith(exempt) for p in found)
 
 

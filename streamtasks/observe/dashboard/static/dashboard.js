@@ -117,6 +117,26 @@ function showOverview(status) {
     const td = cell("no workers"); td.colSpan = 9; tr.append(td); rows.push(tr);
   }
   workers.replaceChildren(...rows);
+  showActors(status.actors || []);
+}
+
+function showActors(pools) {
+  const rows = [];
+  for (const pool of pools) {
+    for (const g of pool.groups) {
+      const tr = document.createElement("tr");
+      tr.dataset.consumer = pool.consumer;
+      const bounds = g.min === null ? "fixed" : g.min + "-" + g.max;
+      tr.append(cell(pool.consumer), cell(g.handlers.join(", ")), cell(g.running + " / " + g.desired, "running"),
+        cell(String(g.starting), "starting"), cell(bounds), cell(g.reason || "-", "reason"));
+      rows.push(tr);
+    }
+  }
+  if (!rows.length) {
+    const tr = document.createElement("tr"); tr.className = "empty";
+    const td = cell("no actor-mode workers"); td.colSpan = 6; tr.append(td); rows.push(tr);
+  }
+  document.querySelector("#actors tbody").replaceChildren(...rows);
 }
 
 function liveOverview() {
