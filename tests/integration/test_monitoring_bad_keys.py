@@ -55,7 +55,7 @@ BAD_VALUES: dict[str, bytes] = {
 }
 
 
-def good_beat(consumer: str = GOOD, **extra: Any) -> bytes:
+def good_beat(consumer: str = GOOD, /, **extra: Any) -> bytes:
     body = {
         "consumer": consumer,
         "group": GROUP,
