@@ -444,12 +444,17 @@ def ray_address(redis_url: str) -> Iterator[str]:
     os.environ["PYTHONPATH"] = os.pathsep.join([*app_dirs, os.environ.get("PYTHONPATH", "")])
     import ray
 
+    from streamtasks.ray.registration import registration_polled
+
     try:
-        ray.init(
-            address="local",  # a new Ray, never one a `ray start` on this machine left running
-            num_cpus=RAY_NUM_CPUS, include_dashboard=False, log_to_driver=False,
-            _system_config=RAY_SYSTEM_CONFIG,
-        )  # fmt: skip
+        with registration_polled():
+            ray.init(
+                address="local",  # a new Ray, never one a `ray start` on this machine left running
+                num_cpus=RAY_NUM_CPUS,
+                include_dashboard=False,
+                log_to_driver=False,
+                _system_config=RAY_SYSTEM_CONFIG,
+            )
     except Exception as exc:  # any failure to start Ray fails the test
         pytest.fail(f"could not start Ray: {exc}", pytrace=False)
     try:

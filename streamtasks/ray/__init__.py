@@ -2,6 +2,7 @@
 
 ========================  =================================================================
 :mod:`.start`             start a local Ray or join a cluster (token, quick refusal, quiet logs)
+:mod:`.registration`      a local start without Ray's 1 s sleep on the raylet's registration
 :mod:`.executor`          task mode: :class:`RayExecutor`, one Ray task per batch
 :mod:`.probe`             Ray as monitoring sees it: connected, resources
 :mod:`.actor`             actor mode's actor: a whole worker in a Ray actor

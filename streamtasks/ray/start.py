@@ -18,6 +18,7 @@ from ray.exceptions import AuthenticationError
 from ..errors import StreamtasksError
 from .leftovers import stop_leftover_agents
 from .quiet import quiet_sigterm_warning, quiet_token_auth_warning, token_auth_state
+from .registration import registration_polled
 
 log = logging.getLogger("streamtasks.worker")
 
@@ -101,14 +102,15 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
     else:
         stop_leftover_agents()
         quiet_token_auth_warning()
-        ray.init(
-            address="local",  # a new Ray: not one recorded by `ray start`, not RAY_ADDRESS
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            log_to_driver=True,
-            logging_level=logging.WARNING,
-            _system_config=LOCAL_SYSTEM_CONFIG,
-        )
+        with registration_polled():  # no 1 s sleep when the raylet registers late
+            ray.init(
+                address="local",  # a new Ray: not one recorded by `ray start`, not RAY_ADDRESS
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                log_to_driver=True,
+                logging_level=logging.WARNING,
+                _system_config=LOCAL_SYSTEM_CONFIG,
+            )
         log.info("started a local Ray (token authentication %s)", token_auth_state())
 
 
