@@ -113,11 +113,21 @@ def test_cancel_removes_exactly_the_named_ids(
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(count=st.one_of(st.integers(-5, 20_000), st.text(max_size=6)))
 def test_list_count_is_checked(redis_url: str, count: Any) -> None:
+    """Any --count: a whole number from 1 to 10,000 (as click reads it: Python's int(), so
+    " 7", "+7" and "1_0" too) lists; anything else is a usage error, never a traceback."""
     result = cli(redis_url, "scheduled", "list", "nothing-here", "--count", str(count), "--json")
-    if isinstance(count, int) and 1 <= count <= 10_000:
+    number = _as_int(str(count))
+    if number is not None and 1 <= number <= 10_000:
         assert result.exit_code == 0 and json.loads(result.output)["total"] == 0
     else:
         assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def _as_int(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 # -- status and metrics -------------------------------------------------------------------------
