@@ -38,7 +38,7 @@ from streamtasks.observe.dashboard.sampler import Sampler
 from streamtasks.observe.discover import discover_groups, live_workers
 from streamtasks.observe.inspect import gather_status
 from streamtasks.observe.metrics import WorkerMetrics
-from streamtasks.observe.readings import Findings
+from streamtasks.observe.readings import Findings, Heartbeat
 from streamtasks.worker import InlineExecutor, Worker, WorkerSettings
 
 pytestmark = pytest.mark.integration
@@ -198,19 +198,9 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=8,
 )
-FIELDS = (
-    "ts",
-    "consumer",
-    "group",
-    "host",
-    "pid",
-    "state",
-    "streams",
-    "started_at",
-    "in_flight",
-    "failing_loops",
-    "ray",
-)
+#: Every field of a heartbeat value that monitoring decodes (the decoder's own list, so a
+#: field it gains is fuzzed too).
+FIELDS = Heartbeat.__struct_fields__
 NAMES = st.binary(min_size=1, max_size=12)
 
 
