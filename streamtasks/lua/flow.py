@@ -53,20 +53,29 @@ end
 return {granted, wait, now}
 """
 
+
+def _now_ms(arg: int) -> str:
+    """Lua that sets ``now`` (ms) to ``ARGV[arg]``, or to Redis' TIME when that is ``''``."""
+    return (
+        "\nlocal now"
+        f"\nif ARGV[{arg}] == '' then"
+        "\n  local tm = redis.call('TIME')"
+        "\n  now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)"
+        "\nelse"
+        f"\n  now = tonumber(ARGV[{arg}])"
+        "\nend"
+    )
+
+
 # KEYS: a handler's concurrency semaphore (streamtasks.keys.concurrency_key): a sorted set with
 # one member '<holder>:<i>' per slot held, scored by its expiry (ms). ARGV: limit, want,
 # holder, ttl_ms, now_ms ('': Redis' TIME).
 # Drops expired slots (a crashed holder's), then takes up to `want` free ones for `holder`,
 # each expiring ttl_ms from now unless renewed (SEM_RENEW). -> {granted, held in all,
 # ms until the first slot held expires (-1: none held)}
-SEM_ACQUIRE = """
-local now
-if ARGV[5] == '' then
-  local tm = redis.call('TIME')
-  now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
-else
-  now = tonumber(ARGV[5])
-end
+SEM_ACQUIRE = (
+    _now_ms(5)
+    + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now))
 local held = redis.call('ZCARD', KEYS[1])
 local granted = math.min(tonumber(ARGV[2]), tonumber(ARGV[1]) - held)
@@ -81,18 +90,14 @@ local until_first = -1
 if first[2] then until_first = tonumber(first[2]) - now end
 return {granted, held + granted, until_first}
 """
+)
 
 # KEYS: a concurrency semaphore. ARGV: ttl_ms, now_ms ('': Redis' TIME), member...
 # Pushes the expiry of slots still held (a lease renewal while the batch runs); a slot that
 # expired meanwhile is not taken back, whether or not an acquire has removed it. -> slots renewed
-SEM_RENEW = """
-local now
-if ARGV[2] == '' then
-  local tm = redis.call('TIME')
-  now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
-else
-  now = tonumber(ARGV[2])
-end
+SEM_RENEW = (
+    _now_ms(2)
+    + """
 local expiry = string.format('%d', now + tonumber(ARGV[1]))
 local n = 0
 for i = 3, #ARGV do
@@ -105,3 +110,4 @@ end
 if n > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n
 """
+)
