@@ -41,7 +41,7 @@ def registration_polled() -> Iterator[None]:
         return
 
     def get_node(gcs_address: str, node_id: str) -> Any:
-        _wait_alive(lambda: _node_table(state, options(gcs_address)), node_id)
+        _wait_alive(_node_table(state, options(gcs_address)), node_id)
         return original(gcs_address, node_id)
 
     services.get_node = get_node
@@ -51,10 +51,12 @@ def registration_polled() -> Iterator[None]:
         services.get_node = original
 
 
-def _node_table(state: Any, gcs_options: Any) -> list[dict[str, Any]]:
+def _node_table(state: Any, gcs_options: Any) -> Callable[[], list[dict[str, Any]]]:
+    """The GCS node table, asked through one accessor (it connects at the first ask and keeps
+    that connection for the polls after it)."""
     accessor = state.GlobalState()
-    accessor._initialize_global_state(gcs_options)
-    return list(accessor.node_table())
+    accessor._initialize_global_state(gcs_options)  # lazy: nothing is connected yet
+    return lambda: list(accessor.node_table())
 
 
 def _wait_alive(
