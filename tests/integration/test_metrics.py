@@ -162,11 +162,13 @@ async def _xlen_is(redis: Redis, stream: str, n: int) -> bool:
     return int(await redis.xlen(stream)) == n
 
 
-# Sleeps placed in the middle of latency buckets (0.1-0.25, 0.25-0.5, 0.5-1, 1-2.5 s), so the
-# few milliseconds between the handler's completion and the XACK cannot move an entry across
-# a bucket boundary. The first entry pays for the Ray worker importing the app (~80 ms seen):
-# it gets the wide 2.5-5 s bucket.
-SLEEPS = [3.5] + [0.15, 0.35, 0.7, 1.6] * 2
+# Sleeps placed just above the lower edge of latency buckets (0.1-0.25, 0.25-0.5, 0.5-1,
+# 1-2.5 s), so the time between the XADD and the handler's start, and between its completion
+# and the XACK, cannot move an entry across the upper edge: that was up to 150 ms with two test
+# sessions on two cores (a 0.35 s sleep measured 0.48 s, and over 0.5 s at its XACK). A
+# latency is never below its sleep. The first entry pays for the Ray worker importing the app
+# (~80 ms seen): it gets the wide 2.5-5 s bucket.
+SLEEPS = [3.5] + [0.11, 0.26, 0.55, 1.1] * 2
 
 
 @pytest.mark.parametrize("mode", ["tasks", "actors"])
