@@ -1,8 +1,9 @@
 """Per-process resources and the per-process event loop that async handlers run on.
 
 A :class:`Resource` is declared in the user's module (``@registry.resource``) and created
-lazily, once per process, on that process' persistent loop (:func:`process_loop`, a daemon
-thread): a Ray worker process keeps its connection pool across the batches it runs. This
+lazily, once per process, on that process' persistent loop (:func:`process_loop`: a daemon
+thread's, or in a Ray actor the actor's own loop, adopted): a Ray worker process keeps its
+connection pool across the batches it runs. This
 module imports nothing else of streamtasks, so the registry and the batch runner both use it
 without an import cycle.
 """
@@ -27,15 +28,23 @@ CLOSE_TIMEOUT_S = 10.0
 
 
 class ProcessLoop:
-    """An event loop on a daemon thread, one per process, started on first use."""
+    """The event loop async handlers and resources use, one per process: by default a loop
+    of its own on a daemon thread, started on first use; a loop that lives as long as the
+    process (a Ray actor's) can be adopted instead (:func:`adopt_process_loop`)."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="streamtasks-loop", daemon=True)
-        self.thread.start()
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop or asyncio.new_event_loop()
+        self.thread: threading.Thread | None = None
+        if loop is None:
+            self.thread = threading.Thread(target=self.loop.run_forever, name="streamtasks-loop", daemon=True)
+            self.thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the process loop and wait for its result (from any other thread)."""
+        """Run ``coro`` on the process loop and wait for its result (from any other thread:
+        on the loop's own thread this would wait forever, so it raises instead)."""
+        if _running_loop() is self.loop:
+            coro.close()
+            raise RuntimeError("ProcessLoop.run called on the process loop itself: await the coroutine")
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
 
@@ -51,6 +60,28 @@ def process_loop() -> ProcessLoop:
             _process_loop = ProcessLoop()
             atexit.register(_close_process_resources)
         return _process_loop
+
+
+def adopt_process_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Make ``loop`` this process' loop, unless the process already has one (a resource was
+    used before): True when ``loop`` is the process loop afterwards.
+
+    For a loop that runs as long as the process does (a Ray actor's): the worker reading on
+    it then runs async handlers on it directly, without a thread between its read and the
+    handler (:func:`streamtasks.worker.run.run_batch_async`)."""
+    global _process_loop
+    with _loop_lock:
+        if _process_loop is None:
+            _process_loop = ProcessLoop(loop)
+            atexit.register(_close_process_resources)
+        return _process_loop.loop is loop
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class Resource(Generic[T]):
@@ -134,14 +165,23 @@ _resources = ResourceCache()
 
 
 def _close_process_resources() -> None:
-    if _process_loop is not None and _resources.closers:
-        with contextlib.suppress(Exception):  # interpreter shutting down: nowhere to report
-            _process_loop.run(asyncio.wait_for(_resources.close(), timeout=CLOSE_TIMEOUT_S))
+    """At the interpreter's exit: close the resources on their loop, if it still runs (an
+    adopted loop may have stopped already; then there is nothing to close them on)."""
+    pl = _process_loop
+    if pl is None or not _resources.closers or not pl.loop.is_running() or _running_loop() is pl.loop:
+        return
+    with contextlib.suppress(Exception):  # interpreter shutting down: nowhere to report
+        done = asyncio.run_coroutine_threadsafe(_resources.close(), pl.loop)
+        done.result(CLOSE_TIMEOUT_S)
 
 
 async def close_process_resources() -> None:
     """Close this process' resources now, from a running loop (the worker process after its
     inline start: it runs no handler afterwards). A later use opens them again."""
-    if _process_loop is not None and _resources.closers:
-        done = asyncio.run_coroutine_threadsafe(_resources.close(), _process_loop.loop)
-        await asyncio.wait_for(asyncio.wrap_future(done), CLOSE_TIMEOUT_S)
+    if _process_loop is None or not _resources.closers:
+        return
+    if _process_loop.loop is asyncio.get_running_loop():
+        await asyncio.wait_for(_resources.close(), CLOSE_TIMEOUT_S)
+        return
+    done = asyncio.run_coroutine_threadsafe(_resources.close(), _process_loop.loop)
+    await asyncio.wait_for(asyncio.wrap_future(done), CLOSE_TIMEOUT_S)

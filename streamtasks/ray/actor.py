@@ -68,7 +68,9 @@ class WorkerActor:
         if redis is None:
             return  # stopped before Redis answered
         try:
-            executor = InlineExecutor(self.threads, RayProbe())  # it runs inside Ray
+            # Ray runs an async actor's methods on one loop for the actor's life: async
+            # handlers and their resources run on it too, beside the worker's reads.
+            executor = InlineExecutor(self.threads, RayProbe(), adopt_loop=True)
             listeners: list[Listener] = [freeze_after_start]  # this process is ours
             self.worker = Worker(
                 self.registry, redis, executor, self.settings, listeners=listeners, tally=self.tally

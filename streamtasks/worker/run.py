@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from attrs import field, frozen
+from attrs import define, field, frozen
 
 from .. import hooks
 from ..errors import DecodeError, StreamtasksError, UnencodableResult
@@ -47,24 +47,64 @@ class BatchResult:
 
 
 def run_batch(spec: HandlerSpec, entries: Sequence[RawEntry]) -> BatchResult:
-    """Decode ``entries``, run the handler, and return the outcome of each entry."""
-    started = time.perf_counter()
-    failed: dict[int, Failure] = {}
-    messages, positions, values = _decode(spec, entries, failed)
-    results: dict[int, bytes] = {}
-    batch = BatchInfo(spec.stream, spec.name, spec.group, messages) if spec.middleware else None
-    if batch is not None:
-        hooks.notify(spec.middleware, "before_batch", batch)
-    if messages:
-        errors, returned = _call(spec, messages, values, batch)
+    """Decode ``entries``, run the handler, and return the outcome of each entry. Called off
+    the process loop (a pool thread, a Ray task): an async handler runs on that loop."""
+    run = _Run.start(spec, entries)
+    if run.messages:
+        run.called(_call(spec, run.messages, run.values, run.batch))
+    return run.result()
+
+
+async def run_batch_async(spec: HandlerSpec, entries: Sequence[RawEntry]) -> BatchResult:
+    """:func:`run_batch` of an async handler, on the running loop, which must be the process
+    loop (:func:`streamtasks.resources.adopt_process_loop`): no thread between the worker's
+    read and the handler's awaits."""
+    run = _Run.start(spec, entries)
+    if run.messages:
+        run.called(await _call_async(spec, run.messages, run.values, run.batch))
+    return run.result()
+
+
+@define
+class _Run:
+    """One batch between its decoding and its :class:`BatchResult`."""
+
+    spec: HandlerSpec
+    size: int
+    started: float
+    failed: dict[int, Failure]
+    messages: list[Message]
+    positions: list[int]  # of each message in the entries
+    values: list[Any]  # what the handler is given: the messages, or their typed values
+    batch: BatchInfo | None  # for the middleware; None without any
+    ids: list[str]
+    results: dict[int, bytes] = field(factory=dict)
+
+    @classmethod
+    def start(cls, spec: HandlerSpec, entries: Sequence[RawEntry]) -> _Run:
+        started = time.perf_counter()
+        failed: dict[int, Failure] = {}
+        messages, positions, values = _decode(spec, entries, failed)
+        batch = BatchInfo(spec.stream, spec.name, spec.group, messages) if spec.middleware else None
+        if batch is not None:
+            hooks.notify(spec.middleware, "before_batch", batch)
+        ids = [e[0] for e in entries] if batch is not None else []
+        return cls(spec, len(entries), started, failed, messages, positions, values, batch, ids)
+
+    def called(self, called: Called) -> None:
+        """Record what the handler raised and returned."""
+        errors, returned = called
         for pos, error in errors.items():
-            failed[positions[pos]] = spec.retry.decide(error, messages[pos].attempt)
-        if spec.results:
+            self.failed[self.positions[pos]] = self.spec.retry.decide(error, self.messages[pos].attempt)
+        if self.spec.results:
             for pos, value in returned.items():
-                _encode(spec, positions[pos], value, results, failed)
-    if batch is not None:
-        hooks.after_batch(spec.middleware, batch, {entries[i][0]: f for i, f in failed.items()})
-    return BatchResult(len(entries), failed, time.perf_counter() - started, results)
+                _encode(self.spec, self.positions[pos], value, self.results, self.failed)
+
+    def result(self) -> BatchResult:
+        if self.batch is not None:
+            failed = {self.ids[i]: f for i, f in self.failed.items()}
+            hooks.after_batch(self.spec.middleware, self.batch, failed)
+        return BatchResult(self.size, self.failed, time.perf_counter() - self.started, self.results)
 
 
 def _decode(
@@ -115,13 +155,22 @@ Called = tuple[dict[int, BaseException], dict[int, Any]]
 def _call(spec: HandlerSpec, messages: list[Message], values: list[Any], batch: BatchInfo | None) -> Called:
     """The handler's exceptions and return values by position in ``messages`` (``values``:
     what it is given; ``batch``: for the middleware's ``around_call``, None without any)."""
+    if spec.is_async:
+        return process_loop().run(_call_async(spec, messages, values, batch))
     if spec.batch:
         return _call_batch(spec, messages, values, batch)
-    if spec.is_async:
-        return process_loop().run(_call_each_async(spec, messages, values, batch))
     if batch is not None:
         return _call_each_hooked(spec, messages, values, batch)
     return _call_each_sync(spec, values)
+
+
+async def _call_async(
+    spec: HandlerSpec, messages: list[Message], values: list[Any], batch: BatchInfo | None
+) -> Called:
+    """:func:`_call` of an async handler, on the process loop."""
+    if spec.batch:
+        return await _call_batch_async(spec, messages, values, batch)
+    return await _call_each_async(spec, messages, values, batch)
 
 
 def _call_each_sync(spec: HandlerSpec, values: list[Any]) -> Called:
@@ -187,23 +236,35 @@ async def _timed(spec: HandlerSpec, value: Any) -> Any:
 def _call_batch(
     spec: HandlerSpec, messages: list[Message], values: list[Any], batch: BatchInfo | None
 ) -> Called:
-    """Run a batch handler; map what it returned to positions (:func:`batch_outcomes`)."""
+    """Run a sync batch handler; map what it returned to positions (:func:`batch_outcomes`)."""
     try:
-        if spec.is_async and batch is not None:
+        if batch is not None:
             call = CallInfo(batch, messages, whole_batch=True)
-            result = process_loop().run(hooks.call_async(spec.middleware, call, lambda: _timed(spec, values)))
-        elif spec.is_async:
-            result = process_loop().run(asyncio.wait_for(spec.fn(values), spec.timeout))
-        elif batch is not None:
-            result = hooks.call_sync(
-                spec.middleware, CallInfo(batch, messages), functools.partial(spec.fn, values)
-            )
+            result = hooks.call_sync(spec.middleware, call, functools.partial(spec.fn, values))
         else:
             result = spec.fn(values)
     except Exception as exc:
-        failure: BaseException = exc
-        return dict.fromkeys(range(len(messages)), failure), {}
+        return _every(messages, exc)
     return batch_outcomes(spec, [m.id for m in messages], result)
+
+
+async def _call_batch_async(
+    spec: HandlerSpec, messages: list[Message], values: list[Any], batch: BatchInfo | None
+) -> Called:
+    """:func:`_call_batch` of an async batch handler."""
+    try:
+        if batch is not None:
+            call = CallInfo(batch, messages, whole_batch=True)
+            result = await hooks.call_async(spec.middleware, call, lambda: _timed(spec, values))
+        else:
+            result = await _timed(spec, values)
+    except Exception as exc:
+        return _every(messages, exc)
+    return batch_outcomes(spec, [m.id for m in messages], result)
+
+
+def _every(messages: list[Message], error: BaseException) -> Called:
+    return dict.fromkeys(range(len(messages)), error), {}
 
 
 def batch_outcomes(spec: HandlerSpec, ids: list[str], result: Any) -> Called:

@@ -44,6 +44,12 @@ async def rows(msgs: list[Message]) -> None:
         pass
 
 
+@registry.stream_handler("sync_rows", batch=True)
+def sync_rows(msgs: list[Message]) -> None:
+    with work_span("COPY sync_rows", {"db.operation.name": "COPY"}):
+        pass
+
+
 @registry.stream_handler("slow_each", max_retries=0, timeout=0.01)
 def slow_each(msg: Message) -> None:
     raise AssertionError("never run: the delivery limit decides first")
@@ -153,6 +159,17 @@ async def test_a_batch_handlers_work_nests_under_the_batch_span(spans: Any) -> N
     [copy] = by_name(spans)["COPY rows"]
     assert copy.parent.span_id == batch.context.span_id
     assert batch.context.trace_id == caller.trace_id  # one entry, one trace: its child
+
+
+async def test_a_sync_batch_handlers_work_nests_under_the_batch_span_too(spans: Any) -> None:
+    app = InMemoryApp(registry)
+    callers = [await send_traced(app, "sync_rows", {"n": n}) for n in range(2)]
+    await app.run_until_idle()
+    [batch] = batch_spans(spans, "sync_rows")
+    assert entry_spans(spans, "sync_rows") == []  # the call is the batch's, not one entry's
+    [copy] = by_name(spans)["COPY sync_rows"]
+    assert copy.parent.span_id == batch.context.span_id
+    assert {link.context.trace_id for link in batch.links} == {c.trace_id for c in callers}
 
 
 async def test_a_batch_of_several_traces_is_a_new_trace_linked_to_each(spans: Any) -> None:

@@ -14,6 +14,8 @@ WORKER_DIR = Path(streamtasks.worker.__file__).parent
 ALLOWED = {
     "supervise.py": "the supervisor itself",
     "dispatch.py": "one task per batch; its end settles the batch and is awaited on drain",
+    "executors.py": "an async batch on the adopted process loop: returned to the dispatcher, "
+    "which awaits it like a pool thread's batch (its failure fails the batch)",
     "startup.py": "the executor's start and a stop watcher, both ended before it returns",
     "inline_start.py": "the inline start: a Worker (its loops supervised) whose run is awaited by "
     "stop() when the worker command ends; its failure is logged at once and the worker goes on",
