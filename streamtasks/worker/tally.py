@@ -22,7 +22,6 @@ from typing import Any
 
 from attrs import define, field, frozen
 
-from ..redisutil import id_seconds
 from .events import (
     BatchSettled,
     Event,
@@ -46,6 +45,9 @@ DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 OUTAGE_EVENTS_KEPT = 32
 #: Entries per batch.
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+
+_split_id = operator.methodcaller("partition", "-")  # "<ms>-<seq>" -> ("<ms>", "-", "<seq>")
+_first = operator.itemgetter(0)
 
 
 @define
@@ -127,9 +129,10 @@ class LaneTally:
         if duration > 0:
             self.duration.observe(duration)
         # Entries added in the same millisecond have the same latency: one observation each
-        # (a batch of 1,000 produced at 50,000/s spans ~20 milliseconds).
-        for added, times in Counter(map(id_seconds, done)).items():
-            self.latency.observe(max(0.0, now - added), times)
+        # (a batch of 1,000 produced at 50,000/s spans ~20 milliseconds). Counted by the id's
+        # text before the "-" (half the cost of parsing each id), parsed once per millisecond.
+        for ms, times in Counter(map(_first, map(_split_id, done))).items():
+            self.latency.observe(max(0.0, now - int(ms) / 1000.0), times)
             self.handled += times
 
     def plus(self, other: LaneTally) -> LaneTally:
