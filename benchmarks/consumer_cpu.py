@@ -60,6 +60,7 @@ def _child_main(app: str, adopt: bool) -> None:
     sys.path.insert(0, str(BENCH_DIR))
     from streamtasks.connect import connect
     from streamtasks.worker import InlineExecutor, Worker, WorkerSettings
+    from streamtasks.worker.startup import freeze_after_start
 
     if app == "job":
         import job_streamtasks
@@ -68,6 +69,11 @@ def _child_main(app: str, adopt: bool) -> None:
     else:
         from streamtasks.builtins import registry
 
+    if os.environ.get("CPU_GC"):  # an experiment: gc.set_threshold(*CPU_GC)
+        import gc
+
+        gc.set_threshold(*map(int, os.environ["CPU_GC"].split(",")))
+
     async def serve() -> None:
         redis = await connect(os.environ["CPU_REDIS_URL"])
         worker = Worker(
@@ -75,6 +81,7 @@ def _child_main(app: str, adopt: bool) -> None:
             redis,
             InlineExecutor(4, adopt_loop=adopt),
             WorkerSettings(consumer="cpu-1", block=0.1),
+            listeners=[freeze_after_start],  # as an actor does
         )
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, worker.stop)
