@@ -94,15 +94,18 @@ def _child_main(app: str, adopt: bool) -> None:
 def _command(kind: str, app: str, tgt: Target, stream: str) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
     if kind == "lean":
-        table = "job_rows" if app == "job" else "training_data"
-        cmd = [sys.executable, str(LEAN_LOOP_PATH), "--redis-url", tgt.redis_url]
-        cmd += ["--database-url", tgt.database_url, "--stream", stream, "--table", table, "--idle", "600"]
+        cmd = [sys.executable, str(LEAN_LOOP_PATH), "--redis-url", tgt.redis_url, "--stream", stream]
+        cmd += ["--database-url", tgt.database_url, "--table", _table(app), "--idle", "600"]
         return cmd + (["--job"] if app == "job" else []), env
     env.update(CPU_REDIS_URL=tgt.redis_url, JOB_DATABASE_URL=tgt.database_url, JOB_STREAM=stream)
     env.update(DATABASE_URL=tgt.database_url, TRAINING_DATA_STREAM=stream)
     env.update(INFERENCE_RESULTS_STREAM=f"{stream}:unused", STREAMTASKS_LOG_LEVEL="WARNING")
     code = f"import consumer_cpu; consumer_cpu._child_main({app!r}, {kind == 'actor'!r})"
     return [sys.executable, "-c", code], {**env, "PYTHONPATH": str(BENCH_DIR)}
+
+
+def _table(app: str) -> str:
+    return "job_rows" if app == "job" else "training_data"
 
 
 async def _acked(redis: Redis, stream: str, group: str) -> int:
@@ -133,7 +136,10 @@ async def _one(kind: str, app: str, n: int, tgt: Target, redis: Redis) -> float:
     else:
         group = "streamtasks-adserving"
     cmd, env = _command(kind, app, tgt, stream)
-    child = await asyncio.create_subprocess_exec(*cmd, env=env, cwd=BENCH_DIR)
+    await sql(tgt, f"TRUNCATE {_table(app)}")  # every run starts from the same table and index
+    child = await asyncio.create_subprocess_exec(
+        *cmd, env=env, cwd=BENCH_DIR, stdout=asyncio.subprocess.DEVNULL
+    )
     proc = psutil.Process(child.pid)
     marks: list[tuple[int, float]] = []
     low, high = int(n * WINDOW[0]), int(n * WINDOW[1])
@@ -154,6 +160,9 @@ async def _one(kind: str, app: str, n: int, tgt: Target, redis: Redis) -> float:
         if child.returncode is None:
             child.terminate()
         await asyncio.wait_for(child.wait(), 60)
+    rows = await sql(tgt, f"SELECT count(*) FROM {_table(app)}")
+    if rows != n:
+        raise click.ClickException(f"{kind}: {rows} rows for {n} entries")
     (n0, c0), (n1, c1) = marks
     return (c1 - c0) / (n1 - n0) * 1e6
 
@@ -168,7 +177,6 @@ async def _main(app: str, n: int, repeat: int, kinds: tuple[str, ...], urls: tup
                     us = await _one(kind, app, n, tgt, redis)
                     figures[kind].append(us)
                     print(f"{kind:>13}: {us:6.2f} µs/entry", file=sys.stderr, flush=True)
-            rows = await sql(tgt, "SELECT count(*) FROM " + ("job_rows" if app == "job" else "training_data"))
         finally:
             await redis.aclose()
     base = statistics.median(figures["lean"]) if figures.get("lean") else None
@@ -180,7 +188,7 @@ async def _main(app: str, n: int, repeat: int, kinds: tuple[str, ...], urls: tup
         }
         for kind, vals in figures.items()
     }
-    print(json.dumps({"app": app, "n": n, "rows": rows, "kinds": summary}, indent=2))
+    print(json.dumps({"app": app, "n": n, "kinds": summary}, indent=2))
 
 
 @click.command()
