@@ -116,15 +116,27 @@ def _latency_rows(table: Table, lat: dict[str, dict[str, Any]]) -> None:
 
 
 def _cpu_table(st: dict[str, Any], lean: dict[str, Any], console: Console) -> None:
-    table = Table(title="CPU seconds during the drain, per process (last run)")
+    """CPU seconds over the whole drain (start-up included) and µs per entry in the steady
+    window (20-80 % acked), by process group, with the steady ratio of all processes."""
+    table = Table(title="CPU during the drain, per process (last run)")
     table.add_column("process")
-    table.add_column("lean loop", justify="right")
-    table.add_column("streamtasks", justify="right")
+    table.add_column("lean loop, s", justify="right")
+    table.add_column("streamtasks, s", justify="right")
+    table.add_column("lean, µs/entry steady", justify="right")
+    table.add_column("streamtasks, µs/entry steady", justify="right")
     cats = sorted(set(st["cpu_s"]) | set(lean["cpu_s"]), key=lambda c: -st["cpu_s"].get(c, 0.0))
     for cat in cats:
-        label = "consumer process" if cat == "router" else cat
-        table.add_row(label, f"{lean['cpu_s'].get(cat, 0.0):.1f}", f"{st['cpu_s'].get(cat, 0.0):.1f}")
-    table.add_row("wall seconds", f"{lean['seconds']:.1f}", f"{st['seconds']:.1f}")
+        table.add_row(
+            "consumer process" if cat == "router" else cat,
+            f"{lean['cpu_s'].get(cat, 0.0):.1f}",
+            f"{st['cpu_s'].get(cat, 0.0):.1f}",
+            f"{lean['steady_cpu_us'].get(cat, 0.0):.1f}",
+            f"{st['steady_cpu_us'].get(cat, 0.0):.1f}",
+        )
+    lean_us, st_us = sum(lean["steady_cpu_us"].values()), sum(st["steady_cpu_us"].values())
+    ratio = f" ({st_us / lean_us:.2f}x)" if lean_us else ""
+    table.add_row("all processes", "", "", f"{lean_us:.1f}", f"{st_us:.1f}{ratio}")
+    table.add_row("wall seconds", f"{lean['seconds']:.1f}", f"{st['seconds']:.1f}", "", "")
     console.print(table)
 
 
