@@ -77,7 +77,7 @@ def check_job_peers(results: dict[str, Any], text: str) -> None:
         assert run["first_ack_s"] > 0 and run["peak_tree_rss_mb"] > 0
         assert run["cpu_s"].get("router", 0) > 0  # (services' CPU only for throwaway ones)
     for kind in ("ray-driver", "streamtasks", "streamtasks-actors"):
-        assert runs[kind][0]["cpu_s"].get("ray workers", 0) > 0, runs[kind][0]["cpu_s"]
+        assert runs[kind][0]["cpu_s"].get("ray workers", 0) > 0, f"{kind}: {runs[kind][0]}"
     assert runs["faststream"][0]["cpu_s"].get("children", 0) > 0  # its two worker processes
     assert f"The job: {N:,} five-field entries" in text
     assert "CPU µs/entry, steady: all processes" in text
