@@ -70,14 +70,13 @@ class _Run:
     """One batch between its decoding and its :class:`BatchResult`."""
 
     spec: HandlerSpec
-    size: int
+    entries: Sequence[RawEntry]
     started: float
     failed: dict[int, Failure]
     messages: list[Message]
     positions: list[int]  # of each message in the entries
     values: list[Any]  # what the handler is given: the messages, or their typed values
     batch: BatchInfo | None  # for the middleware; None without any
-    ids: list[str]
     results: dict[int, bytes] = field(factory=dict)
 
     @classmethod
@@ -88,8 +87,7 @@ class _Run:
         batch = BatchInfo(spec.stream, spec.name, spec.group, messages) if spec.middleware else None
         if batch is not None:
             hooks.notify(spec.middleware, "before_batch", batch)
-        ids = [e[0] for e in entries] if batch is not None else []
-        return cls(spec, len(entries), started, failed, messages, positions, values, batch, ids)
+        return cls(spec, entries, started, failed, messages, positions, values, batch)
 
     def called(self, called: Called) -> None:
         """Record what the handler raised and returned."""
@@ -102,9 +100,9 @@ class _Run:
 
     def result(self) -> BatchResult:
         if self.batch is not None:
-            failed = {self.ids[i]: f for i, f in self.failed.items()}
+            failed = {self.entries[i][0]: f for i, f in self.failed.items()}
             hooks.after_batch(self.spec.middleware, self.batch, failed)
-        return BatchResult(self.size, self.failed, time.perf_counter() - self.started, self.results)
+        return BatchResult(len(self.entries), self.failed, time.perf_counter() - self.started, self.results)
 
 
 def _decode(
@@ -263,8 +261,9 @@ async def _call_batch_async(
     return batch_outcomes(spec, [m.id for m in messages], result)
 
 
-def _every(messages: list[Message], error: BaseException) -> Called:
-    return dict.fromkeys(range(len(messages)), error), {}
+def _every(entries: Sequence[object], error: BaseException) -> Called:
+    """``error`` for every one of ``entries`` (a batch handler failed as a whole)."""
+    return dict.fromkeys(range(len(entries)), error), {}
 
 
 def batch_outcomes(spec: HandlerSpec, ids: list[str], result: Any) -> Called:
@@ -301,5 +300,4 @@ def _split(by_pos: Mapping[int, Any]) -> Called:
 
 
 def _all_failed(spec: HandlerSpec, ids: list[str], what: str) -> Called:
-    error = StreamtasksError(f"batch handler {spec.name} {what}")
-    return dict.fromkeys(range(len(ids)), error), {}
+    return _every(ids, StreamtasksError(f"batch handler {spec.name} {what}"))
