@@ -22,6 +22,7 @@ from typing import Any
 
 from attrs import define, field, frozen
 
+from ..redisutil import id_seconds
 from .events import (
     BatchSettled,
     Event,
@@ -132,7 +133,7 @@ class LaneTally:
         # (a batch of 1,000 produced at 50,000/s spans ~20 milliseconds). Counted by the id's
         # text before the "-" (half the cost of parsing each id), parsed once per millisecond.
         for ms, times in Counter(map(_first, map(_split_id, done))).items():
-            self.latency.observe(max(0.0, now - int(ms) / 1000.0), times)
+            self.latency.observe(max(0.0, now - id_seconds(ms)), times)
             self.handled += times
 
     def plus(self, other: LaneTally) -> LaneTally:
