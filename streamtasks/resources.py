@@ -54,12 +54,7 @@ _loop_lock = threading.Lock()
 
 def process_loop() -> ProcessLoop:
     """This process' loop, started (and its resources' cleanup registered) on first use."""
-    global _process_loop
-    with _loop_lock:
-        if _process_loop is None:
-            _process_loop = ProcessLoop()
-            atexit.register(_close_process_resources)
-        return _process_loop
+    return _the_loop(None)
 
 
 def adopt_process_loop(loop: asyncio.AbstractEventLoop) -> bool:
@@ -69,12 +64,17 @@ def adopt_process_loop(loop: asyncio.AbstractEventLoop) -> bool:
     For a loop that runs as long as the process does (a Ray actor's): the worker reading on
     it then runs async handlers on it directly, without a thread between its read and the
     handler (:func:`streamtasks.worker.run.run_batch_async`)."""
+    return _the_loop(loop).loop is loop
+
+
+def _the_loop(loop: asyncio.AbstractEventLoop | None) -> ProcessLoop:
+    """This process' loop; the first call makes it (``loop``, or a new one on its own thread)."""
     global _process_loop
     with _loop_lock:
         if _process_loop is None:
             _process_loop = ProcessLoop(loop)
             atexit.register(_close_process_resources)
-        return _process_loop.loop is loop
+        return _process_loop
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
