@@ -41,18 +41,23 @@ from harness import (
     LEAN_GROUP,
     LEAN_LOOP_PATH,
     Target,
+    acked,
     fill,
     job_entry,
     sql,
     target,
     training_entry,
 )
+from job_streamtasks import GROUP as JOB_GROUP
 from redis.asyncio import Redis
 from suite import _setup_schema
+
+from streamtasks.adserving.handlers import DEFAULT_GROUP as BUILTINS_GROUP
 
 KINDS = ("lean", "actor", "actor-thread")
 WINDOW = (0.2, 0.8)
 POLL_S = 0.02
+APP_GROUPS = {"job": JOB_GROUP, "builtins": BUILTINS_GROUP}
 
 
 def _child_main(app: str, adopt: bool) -> None:
@@ -108,17 +113,6 @@ def _table(app: str) -> str:
     return "job_rows" if app == "job" else "training_data"
 
 
-async def _acked(redis: Redis, stream: str, group: str) -> int:
-    try:
-        groups = await redis.xinfo_groups(stream)
-    except Exception:
-        return 0
-    for g in groups:
-        if g["name"] in (group, group.encode()):
-            return int(g["entries-read"] or 0) - int(g["pending"])
-    return 0
-
-
 def _cpu(proc: psutil.Process) -> float:
     t = proc.cpu_times()
     return t.user + t.system
@@ -129,12 +123,7 @@ async def _one(kind: str, app: str, n: int, tgt: Target, redis: Redis) -> float:
     stream, _ = tgt.streams(f"cpu-{kind}")
     entry: Callable[[str, int, int], dict[str, str]] = job_entry if app == "job" else training_entry
     await fill(redis, stream, n, on_chunk=lambda _: None, entry=entry)
-    if kind == "lean":
-        group = LEAN_GROUP
-    elif app == "job":
-        group = "job-streamtasks"
-    else:
-        group = "streamtasks-adserving"
+    group = LEAN_GROUP if kind == "lean" else APP_GROUPS[app]
     cmd, env = _command(kind, app, tgt, stream)
     await sql(tgt, f"TRUNCATE {_table(app)}")  # every run starts from the same table and index
     child = await asyncio.create_subprocess_exec(
@@ -148,11 +137,11 @@ async def _one(kind: str, app: str, n: int, tgt: Target, redis: Redis) -> float:
         while len(marks) < 2:
             if child.returncode is not None or time.monotonic() > deadline:
                 raise click.ClickException(f"{kind} ended or stalled (exit {child.returncode})")
-            done = await _acked(redis, stream, group)
+            done = (await acked(redis, stream, group))[0]
             if (not marks and done >= low) or (marks and done >= high):
                 marks.append((done, _cpu(proc)))
             await asyncio.sleep(POLL_S)
-        while await _acked(redis, stream, group) < n:  # every entry, before it is stopped
+        while (await acked(redis, stream, group))[0] < n:  # every entry, before it is stopped
             if child.returncode is not None or time.monotonic() > deadline:
                 raise click.ClickException(f"{kind} ended or stalled (exit {child.returncode})")
             await asyncio.sleep(POLL_S)
